@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the demo, the tests and the benchmarks need (the real
+# peers: nginx, php-cgi, fcgiwrap, wrk, ...). Idempotent; needs root (or sudo) for apt-get.
+set -euo pipefail
+PACKAGES=(
+  nginx-light wrk curl procps git perl
+  fcgiwrap spawn-fcgi php-cgi
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]} > 0)); then
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  echo "installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts nginx (and php-fpm) as services on install; the tests start their own.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+  $SUDO pkill -x nginx 2>/dev/null || true
+fi

@@ -1,0 +1,186 @@
+#!/usr/bin/env node
+import { existsSync, readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { Command, CommanderError, Option } from 'commander'
+import { readConfigFile, validateConfig } from '../config/load.js'
+import { GatehouseError } from '../errors.js'
+import { Gatehouse } from '../gatehouse.js'
+import { applyFlags, type ServeFlags } from './flags.js'
+
+const EXIT_USAGE = 2
+const DEFAULT_CONFIG = 'gatehouse.toml'
+
+const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+  version: string
+}
+
+function fail(lines: readonly string[], code: number): never {
+  for (const line of lines) process.stderr.write(`gatehouse: ${line}\n`)
+  process.exit(code)
+}
+
+function configProblems(err: unknown): never {
+  if (err instanceof GatehouseError && (err.code === 'GH_ERR_CONFIG' || err.code === 'GH_ERR_USAGE')) {
+    const problems = err.problems.length > 0 ? err.problems : [err.message]
+    fail(
+      [
+        `${problems.length} problem${problems.length === 1 ? '' : 's'} in the configuration:`,
+        ...problems.map((p) => `  ${p}`),
+      ],
+      EXIT_USAGE,
+    )
+  }
+  throw err
+}
+
+/** Build the validated config from a config file (explicit or ./gatehouse.toml) and the flags. */
+function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething: boolean) {
+  const cwd = process.cwd()
+  const file = flags.config ?? (existsSync(resolve(cwd, DEFAULT_CONFIG)) ? DEFAULT_CONFIG : undefined)
+  try {
+    const { input, baseDir } = file ? readConfigFile(file) : { input: {}, baseDir: cwd }
+    const merged = applyFlags(input, flags, cwd)
+    if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
+      fail(
+        [
+          'nothing to serve: give --static [PREFIX=]DIR, or --config FILE, or put a gatehouse.toml in this directory.',
+          'Try `gatehouse serve --help`.',
+        ],
+        EXIT_USAGE,
+      )
+    }
+    return { config: validateConfig(merged, baseDir), file: file ? resolve(cwd, file) : undefined }
+  } catch (err) {
+    configProblems(err)
+  }
+}
+
+async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
+  const { config, file } = resolveConfig(flags, true)
+  const gatehouse = new Gatehouse(config)
+  const log = gatehouse.logs.error
+  try {
+    await gatehouse.listen()
+  } catch (err) {
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_LISTEN') {
+      await gatehouse.close(0)
+      fail([`cannot listen on ${err.message.replace(/^cannot listen on the address: /, '')}`], 1)
+    }
+    throw err
+  }
+
+  let stopping = false
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting without waiting')
+      gatehouse.logs.flush()
+      process.exit(1)
+    }
+    stopping = true
+    log.info({ signal, grace_ms: gatehouse.config.shutdown_grace }, 'shutting down gracefully')
+    gatehouse.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'error during shutdown')
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+  process.on('SIGUSR1', () => gatehouse.reopenLogs())
+  process.on('SIGHUP', () => {
+    if (!file) {
+      log.warn('SIGHUP: no config file to reload (started from flags only)')
+      return
+    }
+    try {
+      const { input, baseDir } = readConfigFile(file)
+      const merged = applyFlags(input, flags, process.cwd())
+      gatehouse.reload(merged, baseDir).then(
+        () => log.info({ config: file }, 'configuration reloaded'),
+        (err: unknown) => log.error({ err, config: file }, 'reload failed; keeping the old configuration'),
+      )
+    } catch (err) {
+      const problems = err instanceof GatehouseError ? err.problems : [(err as Error).message]
+      log.error({ config: file, problems }, 'reload refused: invalid configuration; keeping the old one')
+    }
+  })
+}
+
+function check(flags: { config?: string }): void {
+  if (!flags.config && !existsSync(DEFAULT_CONFIG))
+    fail(['check needs --config FILE (or a ./gatehouse.toml)'], EXIT_USAGE)
+  const { config, file } = resolveConfig({ ...flags, config: flags.config ?? DEFAULT_CONFIG }, false)
+  process.stdout.write(
+    `${file}: ok (${config.routes.length} route${config.routes.length === 1 ? '' : 's'}, listen ${config.listen.join(', ')})\n`,
+  )
+}
+
+const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value]
+
+export function buildProgram(): Command {
+  const program = new Command()
+  program
+    .name('gatehouse')
+    .description(
+      'Polyglot application server and gateway: static files, routing, CGI, FastCGI, uwsgi, WSGI, ASGI',
+    )
+    .version(pkg.version, '-V, --version')
+    .exitOverride()
+    .showHelpAfterError('(see `gatehouse --help`)')
+
+  program
+    .command('serve')
+    .description('start serving (flags are laid over --config FILE, or over ./gatehouse.toml when present)')
+    .option('-c, --config <file>', 'TOML (or .json) config file')
+    .option(
+      '-l, --listen <address>',
+      'host:port, [v6]:port, port (loopback) or unix:/path; repeatable (default 127.0.0.1:8080)',
+      collect,
+    )
+    .option(
+      '--static <[prefix=]dir>',
+      'serve files from DIR under URL PREFIX (default /); repeatable',
+      collect,
+    )
+    .addOption(
+      new Option('--log-level <level>', 'error log level').choices([
+        'trace',
+        'debug',
+        'info',
+        'warn',
+        'error',
+        'fatal',
+        'silent',
+      ]),
+    )
+    .option('--error-log <target>', 'error log: stderr (default), stdout or a file')
+    .option('--access-log <target>', 'access log: off (default), stdout ("-"), stderr or a file')
+    .addOption(new Option('--access-format <format>', 'access log format').choices(['combined', 'json']))
+    .action(async (opts: ServeFlags & { config?: string }) => serve(opts))
+
+  program
+    .command('check')
+    .description('validate a config file and print every problem (exit 2 when there is one)')
+    .option('-c, --config <file>', 'TOML (or .json) config file')
+    .action((opts: { config?: string }) => check(opts))
+
+  return program
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = buildProgram()
+  try {
+    await program.parseAsync(argv)
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0)
+      process.exit(EXIT_USAGE)
+    }
+    process.stderr.write(`gatehouse: ${(err as Error).stack ?? String(err)}\n`)
+    process.exit(1)
+  }
+}
+
+void main(process.argv)

@@ -1,0 +1,94 @@
+import { readFileSync } from 'node:fs'
+import { dirname, extname, resolve } from 'node:path'
+import { parse as parseToml, TomlError } from 'smol-toml'
+import type { z } from 'zod'
+import { GatehouseError } from '../errors.js'
+import { configSchema, type GatehouseConfig } from './schema.js'
+
+/** `routes[2].static.root` from a zod issue path. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = ''
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`
+    else out += out === '' ? String(part) : `.${String(part)}`
+  }
+  return out || '(top level)'
+}
+
+function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+  const lines: string[] = []
+  for (const issue of issues) {
+    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      // Report the branch that got furthest rather than zod's generic "Invalid input".
+      const best = [...issue.errors].sort((a, b) => depth(b) - depth(a))[0]!
+      lines.push(...formatIssues(best.map((i) => ({ ...i, path: [...issue.path, ...i.path] }))))
+      continue
+    }
+    lines.push(`${formatPath(issue.path)}: ${issue.message}`)
+  }
+  return [...new Set(lines)]
+}
+
+function depth(errors: readonly z.core.$ZodIssue[]): number {
+  return Math.max(0, ...errors.map((e) => e.path.length + (e.code === 'invalid_type' ? 0 : 1)))
+}
+
+/**
+ * Validate a config object (from a file, CLI flags or library options) against the one
+ * schema. Every problem is reported at once in GatehouseError.problems; the result is frozen.
+ */
+export function validateConfig(input: unknown, baseDir: string = process.cwd()): GatehouseConfig {
+  const result = configSchema({ baseDir }).safeParse(input)
+  if (!result.success) {
+    const problems = formatIssues(result.error.issues)
+    throw new GatehouseError('GH_ERR_CONFIG', problems.join('; '), { problems })
+  }
+  return deepFreeze(result.data)
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}
+
+/** Parse a TOML (or, by extension, JSON) config file; syntax errors name the line. */
+export function readConfigFile(file: string): { input: Record<string, unknown>; baseDir: string } {
+  const abs = resolve(file)
+  let text: string
+  try {
+    text = readFileSync(abs, 'utf8')
+  } catch (err) {
+    throw new GatehouseError('GH_ERR_CONFIG', `cannot read ${abs}`, {
+      cause: err,
+      problems: [
+        `${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+      ],
+    })
+  }
+  let input: unknown
+  try {
+    input = extname(abs).toLowerCase() === '.json' ? JSON.parse(text) : parseToml(text)
+  } catch (err) {
+    const where = err instanceof TomlError ? `${file}:${err.line}:${err.column}` : file
+    const message = err instanceof TomlError ? err.message.split('\n')[0] : (err as Error).message
+    throw new GatehouseError('GH_ERR_CONFIG', `${where}: ${message}`, {
+      cause: err,
+      problems: [`${where}: ${message}`],
+    })
+  }
+  if (!input || typeof input !== 'object' || Array.isArray(input)) {
+    throw new GatehouseError('GH_ERR_CONFIG', `${file}: top level must be a table`, {
+      problems: [`${file}: top level must be a table`],
+    })
+  }
+  return { input: input as Record<string, unknown>, baseDir: dirname(abs) }
+}
+
+/** Read and validate a config file. */
+export function loadConfigFile(file: string): GatehouseConfig {
+  const { input, baseDir } = readConfigFile(file)
+  return validateConfig(input, baseDir)
+}

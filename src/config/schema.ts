@@ -1,0 +1,126 @@
+import { isIP } from 'node:net'
+import { z } from 'zod'
+import { ACTION_NAMES, ACTIONS, type ActionName } from '../handlers/registry.js'
+import { parseListenAddress } from '../server/listen-address.js'
+import type { SchemaEnv } from '../types.js'
+import { filePath } from './paths.js'
+import { strictObject } from './strict.js'
+import { duration, size } from './units.js'
+
+const METHOD = z
+  .string()
+  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'not an HTTP method token')
+  .transform((m) => m.toUpperCase())
+
+const HOST_PATTERN = z
+  .string()
+  .transform((h) => h.toLowerCase())
+  .refine(
+    (h) =>
+      /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(h) || isIP(h) !== 0,
+    {
+      message: 'not a host name or `*.domain` pattern',
+    },
+  )
+
+const PATH_PREFIX = z
+  .string()
+  .regex(/^\/[^?#\s]*$/, 'a path starts with "/" and has no query, fragment or space')
+
+const LISTEN = z.string().superRefine((value, ctx) => {
+  try {
+    parseListenAddress(value)
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+  }
+})
+
+const oneOrMany = <T extends z.ZodType>(item: T) =>
+  z.union([item, z.array(item).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]) as z.output<T>[])
+
+export function limitsSchema() {
+  return strictObject({
+    max_header_bytes: size.prefault(16 * 1024),
+    max_headers: z.number().int().min(1).max(10_000).default(100),
+    max_body_bytes: size.prefault(1024 * 1024),
+    header_timeout: duration.prefault(10),
+    request_timeout: duration.prefault(300),
+    keepalive_timeout: duration.prefault(5),
+    max_requests_per_connection: z.number().int().min(0).default(0),
+  }).superRefine((limits, ctx) => {
+    if (limits.request_timeout > 0 && limits.header_timeout > limits.request_timeout) {
+      ctx.addIssue({ code: 'custom', path: ['header_timeout'], message: 'must not exceed request_timeout' })
+    }
+  })
+}
+
+function routeSchema(env: SchemaEnv) {
+  const actionShape = Object.fromEntries(
+    ACTION_NAMES.map((name) => [name, ACTIONS[name].schema(env).optional()]),
+  ) as {
+    [K in ActionName]: z.ZodOptional<ReturnType<(typeof ACTIONS)[K]['schema']>>
+  }
+  return strictObject({
+    host: oneOrMany(HOST_PATTERN).optional(),
+    path: PATH_PREFIX.optional(),
+    exact: PATH_PREFIX.optional(),
+    regex: z
+      .string()
+      .refine(
+        (r) => {
+          try {
+            new RegExp(r)
+            return true
+          } catch {
+            return false
+          }
+        },
+        { message: 'not a valid regular expression' },
+      )
+      .optional(),
+    methods: z.array(METHOD).min(1).optional(),
+    max_body_bytes: size.optional(),
+    ...actionShape,
+  }).superRefine((route, ctx) => {
+    const matchers = (['path', 'exact', 'regex'] as const).filter((k) => route[k] !== undefined)
+    if (matchers.length > 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `give one of path, exact, regex (got ${matchers.join(' and ')})`,
+      })
+    }
+    const actions = ACTION_NAMES.filter((name) => route[name] !== undefined)
+    if (actions.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          actions.length === 0
+            ? `a route needs one action: ${ACTION_NAMES.join(', ')}`
+            : `a route has exactly one action (got ${actions.join(' and ')})`,
+      })
+    }
+  })
+}
+
+export function configSchema(env: SchemaEnv) {
+  return strictObject({
+    listen: oneOrMany(LISTEN).default(['127.0.0.1:8080']),
+    server_name: z.string().optional(),
+    shutdown_grace: duration.prefault(10),
+    log: strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+      /** "stderr" (default), "stdout", a file path, or "off". */
+      error_log: z.union([z.enum(['stderr', 'stdout']), filePath(env)]).default('stderr'),
+      access_log: z.union([z.enum(['stderr', 'stdout', 'off']), filePath(env)]).default('off'),
+      access_format: z.enum(['combined', 'json']).default('combined'),
+    }).prefault({}),
+    limits: limitsSchema().prefault({}),
+    routes: z.array(routeSchema(env)).default([]),
+  })
+}
+
+export type GatehouseConfig = z.output<ReturnType<typeof configSchema>>
+/** What a config file, the CLI or the library may give: the schema's input side. */
+export type GatehouseConfigInput = z.input<ReturnType<typeof configSchema>>
+export type RouteConfig = GatehouseConfig['routes'][number]
+export type LimitsConfig = GatehouseConfig['limits']

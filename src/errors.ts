@@ -1,0 +1,47 @@
+/**
+ * One error type with stable codes (fastify-style registry). Every code has a message
+ * template and, where one applies, the HTTP status a client sees. docs/errors.md is
+ * checked against this table by test/errors.test.ts so the two never drift.
+ */
+export const ERROR_CODES = {
+  GH_ERR_CONFIG: { status: undefined, message: 'invalid configuration' },
+  GH_ERR_USAGE: { status: undefined, message: 'invalid command-line usage' },
+  GH_ERR_LISTEN: { status: undefined, message: 'cannot listen on the address' },
+  GH_ERR_BAD_REQUEST: { status: 400, message: 'malformed request' },
+  GH_ERR_BAD_PATH: { status: 400, message: 'request path is malformed or leaves the root' },
+  GH_ERR_NOT_FOUND: { status: 404, message: 'no such resource' },
+  GH_ERR_FORBIDDEN: { status: 403, message: 'access to the resource is forbidden' },
+  GH_ERR_METHOD_NOT_ALLOWED: { status: 405, message: 'method not allowed on this route' },
+  GH_ERR_BODY_TOO_LARGE: { status: 413, message: 'request body exceeds the route limit' },
+  GH_ERR_HEADERS_TOO_LARGE: { status: 431, message: 'request header block exceeds the limit' },
+  GH_ERR_TOO_MANY_HEADERS: { status: 431, message: 'request has more header fields than the limit' },
+  GH_ERR_TRANSFER_ENCODING: { status: 400, message: 'unsupported or ambiguous Transfer-Encoding' },
+  GH_ERR_HEADER_TIMEOUT: { status: 408, message: 'request headers not received in time' },
+  GH_ERR_RANGE: { status: 416, message: 'range not satisfiable' },
+  GH_ERR_UPSTREAM: { status: 502, message: 'upstream failed or sent an invalid response' },
+  GH_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'upstream did not answer in time' },
+  GH_ERR_OVERLOADED: { status: 503, message: 'server is overloaded; retry later' },
+  GH_ERR_INTERNAL: { status: 500, message: 'internal server error' },
+} as const satisfies Record<string, { status: number | undefined; message: string }>
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
+export class GatehouseError extends Error {
+  readonly code: ErrorCode
+  readonly status: number | undefined
+  /** For GH_ERR_CONFIG / GH_ERR_USAGE: every problem found, each `path: message`. */
+  readonly problems: readonly string[]
+
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown; problems?: readonly string[] }) {
+    const base = ERROR_CODES[code]
+    super(detail ? `${base.message}: ${detail}` : base.message, { cause: options?.cause })
+    this.name = 'GatehouseError'
+    this.code = code
+    this.status = base.status
+    this.problems = options?.problems ?? []
+  }
+}
+
+export function isGatehouseError(value: unknown): value is GatehouseError {
+  return value instanceof GatehouseError
+}

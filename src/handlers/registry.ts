@@ -1,0 +1,14 @@
+import { returnAction } from './return.js'
+import { staticAction } from './static.js'
+
+/**
+ * Every route action Gatehouse knows. A gateway (CGI, FastCGI, uwsgi, WSGI, ASGI) is added
+ * here and nowhere else: the config schema, `gatehouse check` and the router pick it up.
+ */
+export const ACTIONS = {
+  static: staticAction,
+  return: returnAction,
+} as const
+
+export type ActionName = keyof typeof ACTIONS
+export const ACTION_NAMES = Object.keys(ACTIONS) as ActionName[]

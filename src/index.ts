@@ -1,0 +1,8 @@
+export { loadConfigFile, readConfigFile, validateConfig } from './config/load.js'
+export type { GatehouseConfig, GatehouseConfigInput, RouteConfig } from './config/schema.js'
+export { ERROR_CODES, type ErrorCode, GatehouseError, isGatehouseError } from './errors.js'
+export { createGatehouse, Gatehouse, type ListeningAddress } from './gatehouse.js'
+export { ACTIONS } from './handlers/registry.js'
+export { createStaticHandler, type StaticOptions } from './handlers/static.js'
+export { CONNECTION_INFO, connectionInfo, setConnectionInfo } from './server/connection.js'
+export type { ActionDefinition, ConnectionInfo, Handler, RequestContext, RouteMatch } from './types.js'

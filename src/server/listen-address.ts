@@ -1,0 +1,41 @@
+import { isIP } from 'node:net'
+
+export type ListenAddress =
+  | { kind: 'tcp'; host: string; port: number; text: string }
+  | { kind: 'unix'; path: string; text: string }
+
+/**
+ * `host:port`, `[v6]:port`, `unix:/path`, or a bare `port` (loopback, like uvicorn's default).
+ * Port 0 asks the OS for a free port.
+ */
+export function parseListenAddress(value: string): ListenAddress {
+  const text = value.trim()
+  if (text.startsWith('unix:')) {
+    const path = text.slice(5)
+    if (!path.startsWith('/') && !path.startsWith('.'))
+      throw new Error(`unix socket path must be absolute or start with ".": ${value}`)
+    return { kind: 'unix', path, text }
+  }
+  let host: string
+  let portText: string
+  const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(text)
+  if (v6) {
+    host = v6[1]!
+    portText = v6[2]!
+    if (isIP(host) !== 6) throw new Error(`not an IPv6 address: ${host}`)
+  } else if (/^\d+$/.test(text)) {
+    host = '127.0.0.1'
+    portText = text
+  } else {
+    const i = text.lastIndexOf(':')
+    if (i <= 0)
+      throw new Error(`expected host:port, [v6]:port, port or unix:/path, got ${JSON.stringify(value)}`)
+    host = text.slice(0, i)
+    portText = text.slice(i + 1)
+    if (host.includes(':')) throw new Error(`IPv6 addresses need brackets: [${host}]:${portText}`)
+    if (!/^\d+$/.test(portText)) throw new Error(`not a port number: ${JSON.stringify(portText)}`)
+  }
+  const port = Number(portText)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`port out of range: ${portText}`)
+  return { kind: 'tcp', host, port, text: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}` }
+}
