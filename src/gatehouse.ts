@@ -6,13 +6,13 @@ import { validateConfig } from './config/load.js'
 import type { GatehouseConfig, GatehouseConfigInput, LimitsConfig } from './config/schema.js'
 import { GatehouseError } from './errors.js'
 import { ACTION_NAMES, ACTIONS } from './handlers/registry.js'
-import { sendStatus, statusOf } from './handlers/respond.js'
+import { sendStatus } from './handlers/respond.js'
 import { Logs } from './logging.js'
 import { Router } from './router/router.js'
 import { connectionInfo } from './server/connection.js'
+import { buildContext, parseRequest, runHandler } from './server/context.js'
 import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
-import { BadTargetError, parseHost, parseTarget } from './server/request-target.js'
-import type { ActionDefinition, Handler, RequestContext } from './types.js'
+import type { ActionDefinition, Handler } from './types.js'
 
 interface RouteEntry {
   handler: Handler
@@ -188,14 +188,14 @@ export class Gatehouse {
   private handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     const state = this.state
     const start = performance.now()
-    const conn = connectionInfo(req)
+    const remoteAddress = connectionInfo(req).remoteAddress
     const written0 = req.socket?.bytesWritten ?? 0
     this.inFlight++
     let routeIndex: number | undefined
     res.once('close', () => {
       this.inFlight--
       if (this.logs.accessEnabled) {
-        this.logs.access({ req, res, remoteAddress: conn.remoteAddress, start, route: routeIndex, written0 })
+        this.logs.access({ req, res, remoteAddress, start, route: routeIndex, written0 })
       }
       if (this.closing) {
         for (const l of this.listeners) l.server.closeIdleConnections()
@@ -203,44 +203,14 @@ export class Gatehouse {
       }
     })
     if (this.closing) res.setHeader('connection', 'close')
-    const limits = state.config.limits
     const refuse = (status: number) => sendStatus(res, status, { close: true })
-
-    if (req.rawHeaders.length / 2 > limits.max_headers) {
-      refuse(431)
+    const parsed = parseRequest(req, state.config.limits.max_headers)
+    if (typeof parsed === 'number') {
+      refuse(parsed)
       return
     }
-    const te = req.headers['transfer-encoding']
-    if (te !== undefined) {
-      // RFC 9112 6.1: chunked must be the final (and here the only) coding, and HTTP/1.0
-      // has no chunked framing at all; anything else leaves the body length unknown.
-      if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
-        refuse(400)
-        return
-      }
-      if (te.trim().toLowerCase() !== 'chunked') {
-        refuse(400)
-        return
-      }
-    }
-    let target: ReturnType<typeof parseTarget>
-    try {
-      target = parseTarget(req.url ?? '/')
-    } catch (err) {
-      if (err instanceof BadTargetError) {
-        refuse(400)
-        return
-      }
-      throw err
-    }
-    const hostText = target.authority ?? req.headers.host ?? ''
-    const host = parseHost(hostText)
-    if (!host) {
-      refuse(400)
-      return
-    }
-    const method = req.method ?? 'GET'
-    const match = state.router.match(host[0], target.path, method)
+    const { method } = parsed
+    const match = state.router.match(parsed.host, parsed.target.path, method)
     if (match.kind === 'not_found') {
       sendStatus(res, 404, { head: method === 'HEAD' })
       return
@@ -257,38 +227,8 @@ export class Gatehouse {
       return
     }
     if (expectsContinue) res.writeContinue()
-
-    const ctx: RequestContext = {
-      req,
-      res,
-      method,
-      rawPath: target.rawPath,
-      query: target.query,
-      path: target.path,
-      host: host[0],
-      port: host[1] ?? conn.localPort,
-      scheme: conn.secure ? 'https' : 'http',
-      conn,
-      route: { index: match.index, prefix: match.prefix, params: match.params },
-      maxBodyBytes,
-      log: this.logs.error,
-    }
-    try {
-      const result = handler.handle(ctx)
-      if (result) result.catch((err: unknown) => this.fail(ctx, err))
-    } catch (err) {
-      this.fail(ctx, err)
-    }
-  }
-
-  private fail(ctx: RequestContext, err: unknown): void {
-    const status = statusOf(err)
-    const code = err instanceof GatehouseError ? err.code : 'GH_ERR_INTERNAL'
-    if (status >= 500)
-      this.logs.error.error({ err, code, method: ctx.method, uri: ctx.req.url }, 'request failed')
-    else this.logs.error.debug({ code, uri: ctx.req.url }, 'request refused')
-    if (ctx.res.headersSent) ctx.res.destroy()
-    else sendStatus(ctx.res, status, { head: ctx.method === 'HEAD' })
+    const route = { index: match.index, prefix: match.prefix, params: match.params }
+    runHandler(handler, buildContext(req, res, parsed, route, maxBodyBytes, this.logs.error))
   }
 
   /**

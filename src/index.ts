@@ -5,4 +5,11 @@ export { createGatehouse, Gatehouse, type ListeningAddress } from './gatehouse.j
 export { ACTIONS } from './handlers/registry.js'
 export { createStaticHandler, type StaticOptions } from './handlers/static.js'
 export { CONNECTION_INFO, connectionInfo, setConnectionInfo } from './server/connection.js'
+export {
+  buildContext,
+  parseRequest,
+  runHandler,
+  type StandaloneOptions,
+  toRequestListener,
+} from './server/context.js'
 export type { ActionDefinition, ConnectionInfo, Handler, RequestContext, RouteMatch } from './types.js'

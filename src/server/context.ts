@@ -1,0 +1,124 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Logger } from 'pino'
+import pino from 'pino'
+import { GatehouseError } from '../errors.js'
+import { sendStatus, statusOf } from '../handlers/respond.js'
+import type { ConnectionInfo, Handler, RequestContext, RouteMatch } from '../types.js'
+import { connectionInfo } from './connection.js'
+import { BadTargetError, type ParsedTarget, parseHost, parseTarget } from './request-target.js'
+
+export interface ParsedRequest {
+  method: string
+  target: ParsedTarget
+  host: string
+  port: number
+  conn: ConnectionInfo
+}
+
+/**
+ * The checks every entry point makes before routing, whatever the listener: header count,
+ * Transfer-Encoding framing, the request-target and Host. Returns the status to refuse
+ * with (the connection is then closed) or the parsed request.
+ */
+export function parseRequest(req: IncomingMessage, maxHeaders: number): ParsedRequest | number {
+  if (req.rawHeaders.length / 2 > maxHeaders) return 431
+  const te = req.headers['transfer-encoding']
+  if (te !== undefined) {
+    // RFC 9112 6.1: chunked must be the final (and here the only) coding, and HTTP/1.0
+    // has no chunked framing at all; anything else leaves the body length unknown.
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 400
+    if (te.trim().toLowerCase() !== 'chunked') return 400
+  }
+  let target: ParsedTarget
+  try {
+    target = parseTarget(req.url ?? '/')
+  } catch (err) {
+    if (err instanceof BadTargetError) return 400
+    throw err
+  }
+  const host = parseHost(target.authority ?? req.headers.host ?? '')
+  if (!host) return 400
+  const conn = connectionInfo(req)
+  return { method: req.method ?? 'GET', target, host: host[0], port: host[1] ?? conn.localPort, conn }
+}
+
+export function buildContext(
+  req: IncomingMessage,
+  res: ServerResponse,
+  parsed: ParsedRequest,
+  route: RouteMatch,
+  maxBodyBytes: number,
+  log: Logger,
+): RequestContext {
+  return {
+    req,
+    res,
+    method: parsed.method,
+    rawPath: parsed.target.rawPath,
+    query: parsed.target.query,
+    path: parsed.target.path,
+    host: parsed.host,
+    port: parsed.port,
+    scheme: parsed.conn.secure ? 'https' : 'http',
+    conn: parsed.conn,
+    route,
+    maxBodyBytes,
+    log,
+  }
+}
+
+/** Map a handler's failure to a response: its status before headers went out, a reset after. */
+export function failRequest(ctx: RequestContext, err: unknown): void {
+  const status = statusOf(err)
+  const code = err instanceof GatehouseError ? err.code : 'GH_ERR_INTERNAL'
+  if (status >= 500) ctx.log.error({ err, code, method: ctx.method, uri: ctx.req.url }, 'request failed')
+  else ctx.log.debug({ code, uri: ctx.req.url }, 'request refused')
+  if (ctx.res.headersSent) ctx.res.destroy()
+  else sendStatus(ctx.res, status, { head: ctx.method === 'HEAD' })
+}
+
+/** Run a handler for one request; sync throws and rejected promises both end in failRequest. */
+export function runHandler(handler: Handler, ctx: RequestContext): void {
+  try {
+    const result = handler.handle(ctx)
+    if (result) result.catch((err: unknown) => failRequest(ctx, err))
+  } catch (err) {
+    failRequest(ctx, err)
+  }
+}
+
+export interface StandaloneOptions {
+  /** URL prefix the handler is mounted at (for SCRIPT_NAME and the like). Default '/'. */
+  prefix?: string
+  maxBodyBytes?: number
+  maxHeaders?: number
+  log?: Logger
+}
+
+/**
+ * Turn a Handler into a plain node:http request listener, for use without the router
+ * (`http.createServer(cgi({...}))`, Express, Fastify's raw handler). The same front checks
+ * run as in the full server.
+ */
+export function toRequestListener(
+  handler: Handler,
+  options: StandaloneOptions = {},
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const prefix = options.prefix ?? '/'
+  const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
+  const maxHeaders = options.maxHeaders ?? 100
+  const log = options.log ?? pino({ level: 'warn' })
+  return (req, res) => {
+    const parsed = parseRequest(req, maxHeaders)
+    if (typeof parsed === 'number') {
+      sendStatus(res, parsed, { close: true })
+      return
+    }
+    const contentLength = req.headers['content-length']
+    if (contentLength !== undefined && Number(contentLength) > maxBodyBytes) {
+      sendStatus(res, 413, { close: true })
+      return
+    }
+    runHandler(handler, buildContext(req, res, parsed, { index: 0, prefix, params: [] }, maxBodyBytes, log))
+  }
+}
