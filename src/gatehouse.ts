@@ -4,9 +4,9 @@ import { connect } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { validateConfig } from './config/load.js'
 import type { GatehouseConfig, GatehouseConfigInput, LimitsConfig } from './config/schema.js'
-import { GatehouseError } from './errors.js'
+import { ERROR_CODES, type ErrorCode, GatehouseError } from './errors.js'
 import { ACTION_NAMES, ACTIONS } from './handlers/registry.js'
-import { sendStatus } from './handlers/respond.js'
+import { refuse, sendStatus } from './handlers/respond.js'
 import { Logs } from './logging.js'
 import { Router } from './router/router.js'
 import { connectionInfo } from './server/connection.js'
@@ -85,16 +85,19 @@ function applyLimits(server: Server, limits: LimitsConfig): void {
 }
 
 /** Status for the parse errors node's HTTP parser (llhttp) reports through 'clientError'. */
-function clientErrorStatus(code: string | undefined): number {
+function clientErrorCode(code: string | undefined): ErrorCode {
   switch (code) {
     case 'HPE_HEADER_OVERFLOW':
-      return 431
+      return 'GH_ERR_HEADERS_TOO_LARGE'
     case 'ERR_HTTP_REQUEST_TIMEOUT':
-      return 408
+      return 'GH_ERR_HEADER_TIMEOUT'
     case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
-      return 413
+      return 'GH_ERR_BODY_TOO_LARGE'
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+      return 'GH_ERR_TRANSFER_ENCODING'
     default:
-      return 400
+      return 'GH_ERR_BAD_REQUEST'
   }
 }
 
@@ -176,8 +179,9 @@ export class Gatehouse {
       socket.destroy()
       return
     }
-    const status = clientErrorStatus(err.code)
-    this.logs.error.debug({ code: err.code, status }, 'refused malformed request')
+    const code = clientErrorCode(err.code)
+    const status = ERROR_CODES[code].status ?? 400
+    this.logs.error.debug({ code, parser: err.code, status }, 'request refused')
     const body = `${status} ${STATUS_CODES[status]}\n`
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
@@ -203,10 +207,9 @@ export class Gatehouse {
       }
     })
     if (this.closing) res.setHeader('connection', 'close')
-    const refuse = (status: number) => sendStatus(res, status, { close: true })
     const parsed = parseRequest(req, state.config.limits.max_headers)
-    if (typeof parsed === 'number') {
-      refuse(parsed)
+    if (typeof parsed === 'string') {
+      refuse(res, parsed, this.logs.error)
       return
     }
     const { method } = parsed
@@ -223,7 +226,7 @@ export class Gatehouse {
     const { handler, maxBodyBytes } = match.target
     const contentLength = req.headers['content-length']
     if (contentLength !== undefined && Number(contentLength) > maxBodyBytes) {
-      refuse(413)
+      refuse(res, 'GH_ERR_BODY_TOO_LARGE', this.logs.error)
       return
     }
     if (expectsContinue) res.writeContinue()

@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import pino from 'pino'
-import { GatehouseError } from '../errors.js'
-import { sendStatus, statusOf } from '../handlers/respond.js'
+import { type ErrorCode, GatehouseError } from '../errors.js'
+import { refuse, sendStatus, statusOf } from '../handlers/respond.js'
 import type { ConnectionInfo, Handler, RequestContext, RouteMatch } from '../types.js'
 import { connectionInfo } from './connection.js'
 import { BadTargetError, type ParsedTarget, parseHost, parseTarget } from './request-target.js'
@@ -17,27 +17,27 @@ export interface ParsedRequest {
 
 /**
  * The checks every entry point makes before routing, whatever the listener: header count,
- * Transfer-Encoding framing, the request-target and Host. Returns the status to refuse
+ * Transfer-Encoding framing, the request-target and Host. Returns the error code to refuse
  * with (the connection is then closed) or the parsed request.
  */
-export function parseRequest(req: IncomingMessage, maxHeaders: number): ParsedRequest | number {
-  if (req.rawHeaders.length / 2 > maxHeaders) return 431
+export function parseRequest(req: IncomingMessage, maxHeaders: number): ParsedRequest | ErrorCode {
+  if (req.rawHeaders.length / 2 > maxHeaders) return 'GH_ERR_TOO_MANY_HEADERS'
   const te = req.headers['transfer-encoding']
   if (te !== undefined) {
     // RFC 9112 6.1: chunked must be the final (and here the only) coding, and HTTP/1.0
     // has no chunked framing at all; anything else leaves the body length unknown.
-    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 400
-    if (te.trim().toLowerCase() !== 'chunked') return 400
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 'GH_ERR_TRANSFER_ENCODING'
+    if (te.trim().toLowerCase() !== 'chunked') return 'GH_ERR_TRANSFER_ENCODING'
   }
   let target: ParsedTarget
   try {
     target = parseTarget(req.url ?? '/')
   } catch (err) {
-    if (err instanceof BadTargetError) return 400
+    if (err instanceof BadTargetError) return 'GH_ERR_BAD_PATH'
     throw err
   }
   const host = parseHost(target.authority ?? req.headers.host ?? '')
-  if (!host) return 400
+  if (!host) return 'GH_ERR_BAD_REQUEST'
   const conn = connectionInfo(req)
   return { method: req.method ?? 'GET', target, host: host[0], port: host[1] ?? conn.localPort, conn }
 }
@@ -110,13 +110,13 @@ export function toRequestListener(
   const log = options.log ?? pino({ level: 'warn' })
   return (req, res) => {
     const parsed = parseRequest(req, maxHeaders)
-    if (typeof parsed === 'number') {
-      sendStatus(res, parsed, { close: true })
+    if (typeof parsed === 'string') {
+      refuse(res, parsed, log)
       return
     }
     const contentLength = req.headers['content-length']
     if (contentLength !== undefined && Number(contentLength) > maxBodyBytes) {
-      sendStatus(res, 413, { close: true })
+      refuse(res, 'GH_ERR_BODY_TOO_LARGE', log)
       return
     }
     runHandler(handler, buildContext(req, res, parsed, { index: 0, prefix, params: [] }, maxBodyBytes, log))
