@@ -210,7 +210,7 @@ export function markdownSection(report: BenchReport, resultsLink: string | undef
   return [
     `### ${when} — ${names}`,
     '',
-    `${details.join(' · ')}`,
+    details.filter((d) => d.trim() !== '').join(' · '),
     '',
     `wrk -t${o.threads} -c${o.connections} -d${o.durationSeconds}s, ${o.repeat} repetition${o.repeat === 1 ? '' : 's'} per side` +
       (o.warmupSeconds > 0 ? ` after a ${o.warmupSeconds}s warm-up` : '') +

@@ -9,7 +9,7 @@
  * appends a dated section to docs/benchmarks.md. Every process started here is stopped on
  * the way out, on error and on Ctrl-C too.
  */
-import { execFileSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { appendFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { cpus, hostname, loadavg, release, tmpdir } from 'node:os'
@@ -139,20 +139,27 @@ function parseOptions(argv: readonly string[]): BenchOptions & { list: boolean }
 
 // ---- machine -------------------------------------------------------------------------
 
+/** First line a command prints (on stdout or stderr: `nginx -v` uses stderr, `wrk -v` exits 1). */
 function firstLine(cmd: string, args: string[]): string {
-  try {
-    // nginx -v prints to stderr; wrk -v exits 1 after printing its banner.
-    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-    return out.split('\n')[0]!.trim()
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string; message: string }
-    return `${e.stdout ?? ''}${e.stderr ?? ''}`.split('\n')[0]!.trim() || `unavailable (${e.message})`
-  }
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 })
+  if (r.error) return `unavailable (${r.error.message})`
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n')[0]!.trim()
 }
 
 function machineInfo(): MachineInfo {
   let commit = firstLine('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD'])
-  const dirty = firstLine('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--untracked-files=no'])
+  const dirty = firstLine('git', [
+    '-C',
+    REPO_ROOT,
+    'status',
+    '--porcelain',
+    '--untracked-files=no',
+    '--',
+    'src',
+    'bench',
+    ':(exclude)bench/results',
+    'package.json',
+  ])
   if (dirty !== '') commit += ' (modified)'
   return {
     hostname: hostname(),
