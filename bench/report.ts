@@ -133,6 +133,7 @@ export function alignedTable(
   right: readonly boolean[],
   rows: readonly string[][],
 ): string {
+  rows = rows.map((r) => r.map((cell) => cell.trim()))
   const widths = header.map((h, i) => Math.max(3, h.length, ...rows.map((r) => (r[i] ?? '').length)))
   const line = (cells: readonly string[]) =>
     `| ${widths.map((w, i) => (right[i] ? (cells[i] ?? '').padStart(w) : (cells[i] ?? '').padEnd(w))).join(' | ')} |`

@@ -238,6 +238,7 @@ async function wrkRun(side: Side, scenario: Scenario, opts: BenchOptions, durati
   const sampler = new RssSampler([side.handle.pid, ...(side.handle.extraPids ?? [])])
   const startedAt = new Date().toISOString()
   let raw: string
+  let rss: ReturnType<RssSampler['stop']>
   try {
     raw = await runWrk({
       wrk: WRK,
@@ -251,8 +252,8 @@ async function wrkRun(side: Side, scenario: Scenario, opts: BenchOptions, durati
     })
   } finally {
     stopWrk = undefined
+    rss = sampler.stop()
   }
-  const rss = sampler.stop()
   checkInterrupted()
   const status = side.handle.exitStatus?.()
   if (status !== undefined) throw new Error(`${side.server} exited (${status}) during the run`)

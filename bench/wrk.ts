@@ -127,12 +127,14 @@ export function runWrk(opts: WrkOptions): Promise<string> {
     child.on('close', (code, signal) => {
       clearTimeout(killer)
       if (code === 0) resolve(stdout)
-      else
+      else {
+        const said = (stderr || stdout).trim().slice(0, 500)
         reject(
           new Error(
-            `wrk ${args.join(' ')} exited with ${signal ?? `code ${code}`}: ${(stderr || stdout).trim().slice(0, 500)}`,
+            `wrk ${args.join(' ')} exited with ${signal ?? `code ${code}`}${said ? `: ${said}` : ''}`,
           ),
         )
+      }
     })
   })
 }
