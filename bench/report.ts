@@ -125,8 +125,8 @@ function socketErrorText(e: SocketErrors): string {
 }
 
 /**
- * A Markdown table with padded, aligned columns, laid out exactly as `biome format` lays
- * out Markdown tables, so an appended section leaves `biome check` clean.
+ * A Markdown table with padded, aligned columns, laid out the way Prettier and Biome lay
+ * out Markdown tables, so an appended section needs no reformatting.
  */
 export function alignedTable(
   header: readonly string[],
