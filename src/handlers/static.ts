@@ -150,7 +150,9 @@ class FileCache {
   /** Every symlink on the way must resolve inside the root (or symlinks are refused outright). */
   private async insideRoot(path: string): Promise<boolean> {
     const real = await realpath(path)
-    if (this.options.symlinks === 'refuse' && real !== path) return false
+    // A directory looked up as `dir/` keeps its slash through join(); realpath drops it.
+    const given = path.length > 1 && path.endsWith(sep) ? path.slice(0, -1) : path
+    if (this.options.symlinks === 'refuse' && real !== given) return false
     return real === this.realRoot || real.startsWith(this.realRoot + sep)
   }
 }
