@@ -195,7 +195,10 @@ export function createStaticHandler(options: StaticOptions) {
     let filePath = path
     if (info?.kind === 'dir') {
       if (!rel.endsWith('/')) {
-        const location = `${ctx.rawPath}/${ctx.query ? `?${ctx.query}` : ''}`
+        // From the normalized path: a raw `//host/..` target would make a protocol-relative
+        // Location, an open redirect to another host.
+        const canonical = ctx.path.split('/').map(encodeURIComponent).join('/')
+        const location = `${canonical}/${ctx.query ? `?${ctx.query}` : ''}`
         sendStatus(res, 301, { headers: { location }, head: ctx.method === 'HEAD' })
         return
       }
