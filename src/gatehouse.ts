@@ -210,6 +210,12 @@ export class Gatehouse {
       refuse(431)
       return
     }
+    // llhttp lets `HTTP/2.0` and `HTTP/0.9` (and a request line with no version) through;
+    // only HTTP/1.x is spoken here (RFC 9110 15.6.6).
+    if (req.httpVersionMajor !== 1) {
+      refuse(505)
+      return
+    }
     const te = req.headers['transfer-encoding']
     if (te !== undefined) {
       // RFC 9112 6.1: chunked must be the final (and here the only) coding, and HTTP/1.0
