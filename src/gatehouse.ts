@@ -216,6 +216,14 @@ export class Gatehouse {
       refuse(505)
       return
     }
+    // RFC 9112 3.2: more than one Host line is a 400; node keeps the first and drops the rest.
+    let hostLines = 0
+    for (let i = 0; i < req.rawHeaders.length; i += 2)
+      if (req.rawHeaders[i]!.toLowerCase() === 'host') hostLines++
+    if (hostLines > 1) {
+      refuse(400)
+      return
+    }
     const te = req.headers['transfer-encoding']
     if (te !== undefined) {
       // RFC 9112 6.1: chunked must be the final (and here the only) coding, and HTTP/1.0
