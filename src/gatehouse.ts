@@ -135,6 +135,12 @@ export class Gatehouse {
     applyLimits(server, limits)
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket))
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res, true))
+    // Without a listener node drops CONNECT connections without a word; no route can serve it.
+    // node has taken its own error listener off the socket by now: a reset must not throw.
+    server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      socket.on('error', () => socket.destroy())
+      endWithStatus(socket, 501)
+    })
     if (spec.kind === 'unix') await removeStaleSocket(spec.path)
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
@@ -178,11 +184,7 @@ export class Gatehouse {
     }
     const status = clientErrorStatus(err.code)
     this.logs.error.debug({ code: err.code, status }, 'refused malformed request')
-    const body = `${status} ${STATUS_CODES[status]}\n`
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-    )
-    setTimeout(() => socket.destroy(), 1000).unref()
+    endWithStatus(socket, status)
   }
 
   private handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
@@ -365,6 +367,15 @@ export class Gatehouse {
     await Promise.allSettled(this.state.handlers.map((h) => h.close?.()))
     this.logs.flush()
   }
+}
+
+/** A complete response written straight to a socket that has no usable HTTP framing left, then close. */
+function endWithStatus(socket: Duplex, status: number): void {
+  const body = `${status} ${STATUS_CODES[status]}\n`
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  )
+  setTimeout(() => socket.destroy(), 1000).unref()
 }
 
 /** A Unix socket file left by a dead process is removed; one with a live server is an error. */
