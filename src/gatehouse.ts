@@ -105,6 +105,7 @@ export class Gatehouse {
   private inFlight = 0
   private closing = false
   private drained: (() => void) | null = null
+  private readonly requestsOnSocket = new WeakMap<object, number>()
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -206,6 +207,13 @@ export class Gatehouse {
     })
     if (this.closing) res.setHeader('connection', 'close')
     const limits = state.config.limits
+    // node's maxRequestsPerSocket sends `Connection: close` on the last allowed response but
+    // leaves the connection open (and answers 503 to what follows): close it for real.
+    if (limits.max_requests_per_connection > 0 && req.socket) {
+      const served = (this.requestsOnSocket.get(req.socket) ?? 0) + 1
+      this.requestsOnSocket.set(req.socket, served)
+      if (served >= limits.max_requests_per_connection) res.shouldKeepAlive = false
+    }
     const refuse = (status: number) => sendStatus(res, status, { close: true })
 
     if (req.rawHeaders.length / 2 > limits.max_headers) {
