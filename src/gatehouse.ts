@@ -108,6 +108,7 @@ export class Gatehouse {
   private inFlight = 0
   private closing = false
   private drained: (() => void) | null = null
+  private readonly requestsOnSocket = new WeakMap<object, number>()
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -138,6 +139,12 @@ export class Gatehouse {
     applyLimits(server, limits)
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket))
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res, true))
+    // Without a listener node drops CONNECT connections without a word; no route can serve it.
+    // node has taken its own error listener off the socket by now: a reset must not throw.
+    server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      socket.on('error', () => socket.destroy())
+      endWithStatus(socket, 501)
+    })
     if (spec.kind === 'unix') await removeStaleSocket(spec.path)
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
@@ -182,11 +189,7 @@ export class Gatehouse {
     const code = clientErrorCode(err.code)
     const status = ERROR_CODES[code].status ?? 400
     this.logs.error.debug({ code, parser: err.code, status }, 'request refused')
-    const body = `${status} ${STATUS_CODES[status]}\n`
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-    )
-    setTimeout(() => socket.destroy(), 1000).unref()
+    endWithStatus(socket, status)
   }
 
   private handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
@@ -207,6 +210,14 @@ export class Gatehouse {
       }
     })
     if (this.closing) res.setHeader('connection', 'close')
+    // node's maxRequestsPerSocket sends `Connection: close` on the last allowed response but
+    // leaves the connection open (and answers 503 to what follows): close it for real.
+    const maxPerConnection = state.config.limits.max_requests_per_connection
+    if (maxPerConnection > 0 && req.socket) {
+      const served = (this.requestsOnSocket.get(req.socket) ?? 0) + 1
+      this.requestsOnSocket.set(req.socket, served)
+      if (served >= maxPerConnection) res.shouldKeepAlive = false
+    }
     const parsed = parseRequest(req, state.config.limits.max_headers)
     if (typeof parsed === 'string') {
       refuse(res, parsed, this.logs.error)
@@ -294,6 +305,15 @@ export class Gatehouse {
     await Promise.allSettled(this.state.handlers.map((h) => h.close?.()))
     this.logs.flush()
   }
+}
+
+/** A complete response written straight to a socket that has no usable HTTP framing left, then close. */
+function endWithStatus(socket: Duplex, status: number): void {
+  const body = `${status} ${STATUS_CODES[status]}\n`
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  )
+  setTimeout(() => socket.destroy(), 1000).unref()
 }
 
 /** A Unix socket file left by a dead process is removed; one with a live server is an error. */

@@ -150,7 +150,9 @@ class FileCache {
   /** Every symlink on the way must resolve inside the root (or symlinks are refused outright). */
   private async insideRoot(path: string): Promise<boolean> {
     const real = await realpath(path)
-    if (this.options.symlinks === 'refuse' && real !== path) return false
+    // A directory looked up as `dir/` keeps its slash through join(); realpath drops it.
+    const given = path.length > 1 && path.endsWith(sep) ? path.slice(0, -1) : path
+    if (this.options.symlinks === 'refuse' && real !== given) return false
     return real === this.realRoot || real.startsWith(this.realRoot + sep)
   }
 }
@@ -193,7 +195,10 @@ export function createStaticHandler(options: StaticOptions) {
     let filePath = path
     if (info?.kind === 'dir') {
       if (!rel.endsWith('/')) {
-        const location = `${ctx.rawPath}/${ctx.query ? `?${ctx.query}` : ''}`
+        // From the normalized path: a raw `//host/..` target would make a protocol-relative
+        // Location, an open redirect to another host.
+        const canonical = ctx.path.split('/').map(encodeURIComponent).join('/')
+        const location = `${canonical}/${ctx.query ? `?${ctx.query}` : ''}`
         sendStatus(res, 301, { headers: { location }, head: ctx.method === 'HEAD' })
         return
       }

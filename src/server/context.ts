@@ -22,6 +22,16 @@ export interface ParsedRequest {
  */
 export function parseRequest(req: IncomingMessage, maxHeaders: number): ParsedRequest | ErrorCode {
   if (req.rawHeaders.length / 2 > maxHeaders) return 'GH_ERR_TOO_MANY_HEADERS'
+  // llhttp lets `HTTP/2.0` and `HTTP/0.9` (and a request line with no version) through;
+  // only HTTP/1.x is spoken here (RFC 9110 15.6.6).
+  if (req.httpVersionMajor !== 1) return 'GH_ERR_HTTP_VERSION'
+  // RFC 9112 3.2: more than one Host line is a 400; node keeps the first and drops the rest.
+  let hostLines = 0
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!
+    if (name.length === 4 && name.toLowerCase() === 'host') hostLines++
+  }
+  if (hostLines > 1) return 'GH_ERR_BAD_REQUEST'
   const te = req.headers['transfer-encoding']
   if (te !== undefined) {
     // RFC 9112 6.1: chunked must be the final (and here the only) coding, and HTTP/1.0
