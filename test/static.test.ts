@@ -449,6 +449,22 @@ describe('static: precompressed siblings', () => {
     assert.equal(identity.status, 200, 'the br ETag does not validate the identity body')
   })
 
+  test('a rebuilt sibling gets a new ETag even when the original file is unchanged', async (t) => {
+    const { root } = makeTree(t)
+    const { origin } = await serve(t, root, { cache_ttl: 0 })
+    const before = await get(origin, '/app.js', { 'accept-encoding': 'br' })
+    writeFileSync(join(root, 'app.js.br'), 'BROTLI-BYTES-REBUILT')
+    utimesSync(join(root, 'app.js.br'), new Date(), new Date(Date.now() + 5000))
+    const after = await get(origin, '/app.js', { 'accept-encoding': 'br' })
+    assert.equal(after.body.toString(), 'BROTLI-BYTES-REBUILT')
+    assert.notEqual(after.headers.etag, before.headers.etag)
+    const stale = await get(origin, '/app.js', {
+      'accept-encoding': 'br',
+      'if-none-match': String(before.headers.etag),
+    })
+    assert.equal(stale.status, 200, 'the old ETag no longer validates')
+  })
+
   test('only the siblings that exist are offered; precompressed = false ignores them', async (t) => {
     const { root } = makeTree(t)
     const { origin } = await serve(t, root)

@@ -268,7 +268,8 @@ export function createStaticHandler(options: StaticOptions) {
     const { req, res } = ctx
     const encoded = req.headers['accept-encoding'] === undefined ? null : await chooseEncoding(ctx, filePath)
     const info = encoded?.info ?? identity
-    const etag = encoded ? `${identity.etag.slice(0, -1)}-${encoded.token}"` : identity.etag
+    // A sibling's validator is its own (a rebuilt .br alone must change the ETag).
+    const etag = encoded ? `${encoded.info.etag.slice(0, -1)}-${encoded.token}"` : identity.etag
     identity.contentType ??= contentTypeOf(filePath)
     const headers: Record<string, string | number> = {
       'content-type': identity.contentType,

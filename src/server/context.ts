@@ -79,6 +79,18 @@ export function buildContext(
 
 /** Map a handler's failure to a response: its status before headers went out, a reset after. */
 export function failRequest(ctx: RequestContext, err: unknown): void {
+  // The client went away mid-response (a stream to it was cut): nothing to answer, not a fault.
+  const errno = (err as NodeJS.ErrnoException | undefined)?.code
+  if (
+    ctx.res.destroyed ||
+    errno === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    errno === 'EPIPE' ||
+    errno === 'ECONNRESET'
+  ) {
+    ctx.log.debug({ code: errno, uri: ctx.req.url }, 'client went away before the response was complete')
+    ctx.res.destroy()
+    return
+  }
   const status = statusOf(err)
   const code = err instanceof GatehouseError ? err.code : 'GH_ERR_INTERNAL'
   if (status >= 500) ctx.log.error({ err, code, method: ctx.method, uri: ctx.req.url }, 'request failed')
