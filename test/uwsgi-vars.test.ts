@@ -194,6 +194,18 @@ describe('requestFromUwsgiVars (listener side)', () => {
     assert.equal(requestFromUwsgiVars([['REQUEST_METHOD', 'GET']]).url, '/')
   })
 
+  test('a repeated var: the last one wins, as in uWSGI (a later uwsgi_param overrides uwsgi_params)', () => {
+    const head = requestFromUwsgiVars([
+      ['REQUEST_METHOD', 'GET'],
+      ['HTTPS', ''],
+      ['REQUEST_URI', '/first'],
+      ['HTTPS', 'on'],
+      ['REQUEST_URI', '/second'],
+    ])
+    assert.equal(head.url, '/second')
+    assert.equal(head.secure, true)
+  })
+
   test('a Unix-socket client (nginx REMOTE_ADDR "unix:") has the address ""', () => {
     const head = requestFromUwsgiVars([
       ['REQUEST_METHOD', 'GET'],

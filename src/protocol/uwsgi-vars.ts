@@ -151,7 +151,9 @@ const portOf = (value: string | undefined) => {
 
 /** Throws GH_ERR_UWSGI_PACKET when the vars cannot describe an HTTP request. */
 export function requestFromUwsgiVars(vars: UwsgiVarPairs): UwsgiRequestHead {
-  const first = new Map<string, string>()
+  // A repeated var: the last one wins, as in uWSGI's environ (a later `uwsgi_param` overrides
+  // one from an included uwsgi_params). Repeated HTTP_* vars are repeated header lines.
+  const named = new Map<string, string>()
   const rawHeaders: string[] = []
   for (const [name, value] of vars) {
     if (name.startsWith('HTTP_')) {
@@ -159,9 +161,9 @@ export function requestFromUwsgiVars(vars: UwsgiVarPairs): UwsgiRequestHead {
       if (BAD_VALUE.test(value))
         throw new GatehouseError('GH_ERR_UWSGI_PACKET', `control character in ${name.slice(0, 64)}`)
       rawHeaders.push(name.slice(5).toLowerCase().replaceAll('_', '-'), value)
-    } else if (!first.has(name)) first.set(name, value)
+    } else named.set(name, value)
   }
-  const method = first.get('REQUEST_METHOD')
+  const method = named.get('REQUEST_METHOD')
   if (method === undefined || !METHOD.test(method))
     throw new GatehouseError(
       'GH_ERR_UWSGI_PACKET',
@@ -171,21 +173,21 @@ export function requestFromUwsgiVars(vars: UwsgiVarPairs): UwsgiRequestHead {
     ['CONTENT_TYPE', 'content-type'],
     ['CONTENT_LENGTH', 'content-length'],
   ] as const) {
-    const value = first.get(name)
+    const value = named.get(name)
     if (value === undefined || value === '') continue
     if (BAD_VALUE.test(value)) throw new GatehouseError('GH_ERR_UWSGI_PACKET', `control character in ${name}`)
     rawHeaders.push(header, value)
   }
-  let url = first.get('REQUEST_URI') ?? ''
+  let url = named.get('REQUEST_URI') ?? ''
   if (url === '') {
-    const query = first.get('QUERY_STRING') ?? ''
-    url = encodePath(first.get('PATH_INFO') || '/') + (query === '' ? '' : `?${query}`)
+    const query = named.get('QUERY_STRING') ?? ''
+    url = encodePath(named.get('PATH_INFO') || '/') + (query === '' ? '' : `?${query}`)
   }
   if (BAD_VALUE.test(url) || url.includes(' '))
     throw new GatehouseError('GH_ERR_UWSGI_PACKET', 'invalid REQUEST_URI')
-  const protocol = /^HTTP\/1\.([01])$/.exec(first.get('SERVER_PROTOCOL') ?? '')
-  const remote = first.get('REMOTE_ADDR')
-  const https = (first.get('HTTPS') ?? '').toLowerCase()
+  const protocol = /^HTTP\/1\.([01])$/.exec(named.get('SERVER_PROTOCOL') ?? '')
+  const remote = named.get('REMOTE_ADDR')
+  const https = (named.get('HTTPS') ?? '').toLowerCase()
   return {
     method,
     url,
@@ -199,12 +201,12 @@ export function requestFromUwsgiVars(vars: UwsgiVarPairs): UwsgiRequestHead {
           : remote.startsWith('::ffff:')
             ? remote.slice(7)
             : remote,
-    remotePort: portOf(first.get('REMOTE_PORT')),
-    serverPort: portOf(first.get('SERVER_PORT')),
+    remotePort: portOf(named.get('REMOTE_PORT')),
+    serverPort: portOf(named.get('SERVER_PORT')),
     secure:
       https === 'on' ||
       https === '1' ||
-      first.get('REQUEST_SCHEME') === 'https' ||
-      first.get('UWSGI_SCHEME') === 'https',
+      named.get('REQUEST_SCHEME') === 'https' ||
+      named.get('UWSGI_SCHEME') === 'https',
   }
 }
