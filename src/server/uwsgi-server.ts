@@ -110,6 +110,8 @@ export class UwsgiServer extends Server {
       socket.destroy()
       return
     }
+    // As node's HTTP server: a reply written in pieces is not held back by Nagle's algorithm.
+    if (socket.remoteAddress !== undefined) socket.setNoDelay(true)
     const connection = new UwsgiConnection(socket, this.handler, this.log, this)
     this.active.add(connection)
     socket.once('close', () => this.active.delete(connection))
