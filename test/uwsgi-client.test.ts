@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { createServer, type Server, type Socket } from 'node:net'
+import { once } from 'node:events'
+import { connect, createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { text } from 'node:stream/consumers'
@@ -344,6 +345,38 @@ describe('uwsgi client against misbehaving upstreams (raw sockets)', () => {
     assert.equal(res.headers['keep-alive'], 'timeout=5') // Gatehouse's own, not the upstream's
     assert.equal(res.headers['content-length'], '2')
     assert.equal(await res.body.text(), 'ok')
+  })
+
+  test('a client that goes away mid-upload or mid-reply: the upstream connection is closed', async (t) => {
+    // What the upstream saw: 'connected', then which connection ('upload', 'reply') closed.
+    const closed: string[] = []
+    const up = await fakeUpstream(t, (socket) => {
+      let what = 'upload'
+      onRequest(socket, () => {})
+      socket.once('data', (c: Buffer) => {
+        closed.push('connected')
+        if (c.includes('/reply')) {
+          what = 'reply'
+          socket.write('HTTP/1.1 200 OK\r\n\r\nfirst part, and then nothing')
+        }
+      })
+      socket.once('close', () => closed.push(what))
+    })
+    const gh = await startGatehouse(t, { routes: [{ path: '/', uwsgi: { pass: up.address } }] })
+    const waitFor = async (what: string) => {
+      for (let i = 0; i < 500 && !closed.includes(what); i++) await new Promise((r) => setTimeout(r, 10))
+      assert.ok(closed.includes(what), `upstream saw: ${what}`)
+    }
+    const upload = connect(gh.port, '127.0.0.1')
+    upload.write('POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n' + 'u'.repeat(1000))
+    await waitFor('connected')
+    upload.destroy()
+    await waitFor('upload')
+    const reply = connect(gh.port, '127.0.0.1')
+    reply.write('GET /reply HTTP/1.1\r\nHost: x\r\n\r\n')
+    await once(reply, 'data')
+    reply.destroy()
+    await waitFor('reply')
   })
 
   test('backpressure on the reply: the upstream is held back while the body is not read', async (t) => {

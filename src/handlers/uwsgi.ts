@@ -99,6 +99,8 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
           refuse(res, 'GH_ERR_BODY_TOO_LARGE', ctx.log)
           return
         }
+        // The client went away in the middle of its body: nobody to answer.
+        if (req.destroyed) return
         throw err
       }
       contentLength = spool.length
