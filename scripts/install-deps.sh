@@ -5,6 +5,7 @@ set -euo pipefail
 PACKAGES=(
   nginx-light wrk curl procps git perl
   fcgiwrap spawn-fcgi php-cgi
+  uwsgi uwsgi-plugin-python3 python3-flask
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -21,6 +21,11 @@ export const ERROR_CODES = {
   GH_ERR_RANGE: { status: 416, message: 'range not satisfiable' },
   GH_ERR_UPSTREAM: { status: 502, message: 'upstream failed or sent an invalid response' },
   GH_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'upstream did not answer in time' },
+  GH_ERR_UPSTREAM_CONNECT: { status: 502, message: 'cannot connect to the upstream' },
+  GH_ERR_UWSGI_PACKET: { status: 400, message: 'malformed uwsgi packet' },
+  GH_ERR_UWSGI_PLAIN_HTTP: { status: 400, message: 'plain HTTP sent to a uwsgi socket' },
+  GH_ERR_UWSGI_VARS_TOO_LARGE: { status: 431, message: 'uwsgi vars block exceeds the limit' },
+  GH_ERR_UWSGI_MODIFIER: { status: 501, message: 'unsupported uwsgi modifier1' },
   GH_ERR_OVERLOADED: { status: 503, message: 'server is overloaded; retry later' },
   GH_ERR_INTERNAL: { status: 500, message: 'internal server error' },
 } as const satisfies Record<string, { status: number | undefined; message: string }>

@@ -12,6 +12,7 @@ import { Router } from './router/router.js'
 import { connectionInfo } from './server/connection.js'
 import { buildContext, parseRequest, runHandler } from './server/context.js'
 import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
+import { UwsgiListeners } from './server/uwsgi-listeners.js'
 import type { ActionDefinition, Handler } from './types.js'
 
 interface RouteEntry {
@@ -109,6 +110,8 @@ export class Gatehouse {
   private closing = false
   private drained: (() => void) | null = null
   private readonly requestsOnSocket = new WeakMap<object, number>()
+  /** `uwsgi_listen`: requests arriving over uwsgi take the same path as HTTP ones. */
+  private readonly uwsgi: UwsgiListeners
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -117,6 +120,7 @@ export class Gatehouse {
     this.logs = new Logs(config.log)
     this.state = buildState(config, this.logs)
     this.handler = (req, res) => this.handle(req, res)
+    this.uwsgi = new UwsgiListeners(this.handler, this.logs.error)
   }
 
   get config(): GatehouseConfig {
@@ -126,7 +130,13 @@ export class Gatehouse {
   /** Open every configured listener. A busy address fails with GH_ERR_LISTEN naming it. */
   async listen(): Promise<ListeningAddress[]> {
     for (const text of this.state.config.listen) await this.openListener(parseListenAddress(text))
+    await this.uwsgi.reconcile(this.state.config)
     return this.addresses()
+  }
+
+  /** The bound `uwsgi_listen` addresses. */
+  uwsgiAddresses(): ListeningAddress[] {
+    return this.uwsgi.addresses()
   }
 
   addresses(): ListeningAddress[] {
@@ -272,6 +282,7 @@ export class Gatehouse {
       for (const w of wanted) {
         if (!this.listeners.some((l) => l.spec.text === w.text)) await this.openListener(w)
       }
+      await this.uwsgi.reconcile(config)
     }
     await Promise.allSettled(old.handlers.map((h) => h.close?.()))
   }
@@ -289,6 +300,7 @@ export class Gatehouse {
     if (this.closing) return
     this.closing = true
     const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())))
+    closed.push(this.uwsgi.stopAccepting())
     for (const l of this.listeners) l.server.closeIdleConnections()
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
@@ -301,6 +313,7 @@ export class Gatehouse {
       })
     }
     for (const l of this.listeners) l.server.closeAllConnections()
+    this.uwsgi.closeAll()
     await Promise.all(closed)
     await Promise.allSettled(this.state.handlers.map((h) => h.close?.()))
     this.logs.flush()

@@ -4,6 +4,37 @@ export { ERROR_CODES, type ErrorCode, GatehouseError, isGatehouseError } from '.
 export { createGatehouse, Gatehouse, type ListeningAddress } from './gatehouse.js'
 export { ACTIONS } from './handlers/registry.js'
 export { createStaticHandler, type StaticOptions } from './handlers/static.js'
+export { createUwsgiHandler, type UwsgiOptions } from './handlers/uwsgi.js'
+export {
+  type UwsgiAddress,
+  type UwsgiCallOptions,
+  type UwsgiRequestOptions,
+  type UwsgiResponse,
+  uwsgiCall,
+  uwsgiRequest,
+} from './handlers/uwsgi-client.js'
+export {
+  type HttpResponseEvent,
+  type HttpResponseHead,
+  HttpResponseParser,
+} from './protocol/http-response.js'
+export {
+  decodeUwsgiHeader,
+  decodeUwsgiVars,
+  encodeUwsgiHeader,
+  encodeUwsgiPacket,
+  encodeUwsgiVars,
+  type UwsgiHeader,
+  type UwsgiRequestEvent,
+  UwsgiRequestParser,
+} from './protocol/uwsgi.js'
+export { buildUwsgiVars, requestFromUwsgiVars, type UwsgiVarsInput } from './protocol/uwsgi-vars.js'
+export {
+  createGatewayExchange,
+  type GatewayExchange,
+  type GatewayRequestInit,
+} from './server/gateway-request.js'
+export { createUwsgiServer, UwsgiServer, type UwsgiServerOptions } from './server/uwsgi-server.js'
 export { CONNECTION_INFO, connectionInfo, setConnectionInfo } from './server/connection.js'
 export {
   buildContext,

@@ -9,6 +9,9 @@ export interface ServeFlags {
   accessLog?: string
   accessFormat?: string
   errorLog?: string
+  uwsgiPass?: string[]
+  uwsgiListen?: string[]
+  uwsgiAllow?: string[]
 }
 
 type Input = Record<string, unknown> & GatehouseConfigInput
@@ -40,8 +43,29 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     const [path, root] = splitMount(value, cwd)
     routes.push({ path, static: { root } })
   }
+  for (const value of flags.uwsgiPass ?? []) {
+    const [path, pass] = splitUwsgiPass(value, cwd)
+    routes.push({ path, uwsgi: { pass } })
+  }
+  if (flags.uwsgiListen && flags.uwsgiListen.length > 0)
+    out.uwsgi_listen = flags.uwsgiListen.map((a) => unixPathFrom(a, cwd))
+  if (flags.uwsgiAllow && flags.uwsgiAllow.length > 0) out.uwsgi_allow = flags.uwsgiAllow
   if (routes.length > 0) out.routes = routes as Input['routes']
   return out
+}
+
+/** `unix:./x.sock` on the command line resolves against the working directory. */
+function unixPathFrom(address: string, cwd: string): string {
+  if (!address.startsWith('unix:') || isAbsolute(address.slice(5))) return address
+  return `unix:${resolve(cwd, address.slice(5))}`
+}
+
+/** `[PREFIX=]ADDR` -> [prefix, address]; PREFIX defaults to `/`. */
+export function splitUwsgiPass(value: string, cwd: string): [string, string] {
+  const eq = value.indexOf('=')
+  const [prefix, address] =
+    eq > 0 && value.startsWith('/') ? [value.slice(0, eq), value.slice(eq + 1)] : ['/', value]
+  return [prefix, unixPathFrom(address, cwd)]
 }
 
 function fileOrStream(value: string, cwd: string): string {

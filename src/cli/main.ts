@@ -150,6 +150,21 @@ export function buildProgram(): Command {
       'serve files from DIR under URL PREFIX (default /); repeatable',
       collect,
     )
+    .option(
+      '--uwsgi-pass <[prefix=]address>',
+      'pass requests under URL PREFIX (default /) to a uwsgi server at unix:/path or host:port; repeatable',
+      collect,
+    )
+    .option(
+      '--uwsgi-listen <address>',
+      'also accept uwsgi requests (nginx uwsgi_pass) on host:port or unix:/path; repeatable',
+      collect,
+    )
+    .option(
+      '--uwsgi-allow <cidr>',
+      'addresses or CIDR blocks allowed to connect to --uwsgi-listen over TCP (default loopback); repeatable',
+      collect,
+    )
     .addOption(
       new Option('--log-level <level>', 'error log level').choices([
         'trace',

@@ -6,6 +6,7 @@ import type { SchemaEnv } from '../types.js'
 import { filePath } from './paths.js'
 import { strictObject } from './strict.js'
 import { duration, size } from './units.js'
+import { uwsgiListenerShape } from './uwsgi-listen.js'
 
 const METHOD = z
   .string()
@@ -116,6 +117,7 @@ export function configSchema(env: SchemaEnv) {
     }).prefault({}),
     limits: limitsSchema().prefault({}),
     routes: z.array(routeSchema(env)).default([]),
+    ...uwsgiListenerShape(),
   })
 }
 

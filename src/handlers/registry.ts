@@ -1,5 +1,6 @@
 import { returnAction } from './return.js'
 import { staticAction } from './static.js'
+import { uwsgiAction } from './uwsgi.js'
 
 /**
  * Every route action Gatehouse knows. A gateway (CGI, FastCGI, uwsgi, WSGI, ASGI) is added
@@ -8,6 +9,7 @@ import { staticAction } from './static.js'
 export const ACTIONS = {
   static: staticAction,
   return: returnAction,
+  uwsgi: uwsgiAction,
 } as const
 
 export type ActionName = keyof typeof ACTIONS
