@@ -20,6 +20,9 @@ export const ERROR_CODES = {
   GH_ERR_RANGE: { status: 416, message: 'range not satisfiable' },
   GH_ERR_UPSTREAM: { status: 502, message: 'upstream failed or sent an invalid response' },
   GH_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'upstream did not answer in time' },
+  GH_ERR_CGI_SPAWN: { status: 502, message: 'CGI script could not be started' },
+  GH_ERR_CGI_RESPONSE: { status: 502, message: 'CGI script sent no valid response header block' },
+  GH_ERR_CGI_REDIRECT: { status: 502, message: 'CGI local redirect failed (loop, or outside the route)' },
   GH_ERR_OVERLOADED: { status: 503, message: 'server is overloaded; retry later' },
   GH_ERR_INTERNAL: { status: 500, message: 'internal server error' },
 } as const satisfies Record<string, { status: number | undefined; message: string }>

@@ -1,3 +1,4 @@
+import { cgiAction } from './cgi.js'
 import { returnAction } from './return.js'
 import { staticAction } from './static.js'
 
@@ -8,6 +9,7 @@ import { staticAction } from './static.js'
 export const ACTIONS = {
   static: staticAction,
   return: returnAction,
+  cgi: cgiAction,
 } as const
 
 export type ActionName = keyof typeof ACTIONS
