@@ -5,6 +5,8 @@ import type { GatehouseConfigInput } from '../config/schema.js'
 export interface ServeFlags {
   listen?: string[]
   static?: string[]
+  cgi?: string[]
+  cgiInterpreter?: string[]
   logLevel?: string
   accessLog?: string
   accessFormat?: string
@@ -40,7 +42,36 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     const [path, root] = splitMount(value, cwd)
     routes.push({ path, static: { root } })
   }
+  const interpreters = cgiInterpreters(flags.cgiInterpreter ?? [])
+  for (const value of flags.cgi ?? []) {
+    const [path, root] = splitMount(value, cwd)
+    routes.push({ path, cgi: { root, ...(interpreters ? { interpreters } : {}) } })
+  }
   if (routes.length > 0) out.routes = routes as Input['routes']
+  return out
+}
+
+/**
+ * `--cgi-interpreter .py=/usr/bin/python3` (repeatable) -> { ".py": ["/usr/bin/python3"] }.
+ * The command is split on whitespace into argv (`.pl=perl -T`); no shell is involved.
+ */
+export function cgiInterpreters(values: readonly string[]): Record<string, string[]> | undefined {
+  if (values.length === 0) return undefined
+  const out: Record<string, string[]> = {}
+  for (const value of values) {
+    const eq = value.indexOf('=')
+    // Malformed values are passed on as they are, for the schema to report with a path.
+    const ext = eq === -1 ? value : value.slice(0, eq)
+    const command =
+      eq === -1
+        ? []
+        : value
+            .slice(eq + 1)
+            .trim()
+            .split(/\s+/)
+            .filter(Boolean)
+    out[ext] = command
+  }
   return out
 }
 

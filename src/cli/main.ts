@@ -43,7 +43,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
     if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
       fail(
         [
-          'nothing to serve: give --static [PREFIX=]DIR, or --config FILE, or put a gatehouse.toml in this directory.',
+          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, or --config FILE, or put a gatehouse.toml in this directory.',
           'Try `gatehouse serve --help`.',
         ],
         EXIT_USAGE,
@@ -142,6 +142,16 @@ export function buildProgram(): Command {
     .option(
       '--static <[prefix=]dir>',
       'serve files from DIR under URL PREFIX (default /); repeatable',
+      collect,
+    )
+    .option(
+      '--cgi <[prefix=]dir>',
+      'run CGI scripts from DIR under URL PREFIX (default /); repeatable',
+      collect,
+    )
+    .option(
+      '--cgi-interpreter <.ext=command>',
+      'run CGI scripts ending in .ext with command (e.g. .py=/usr/bin/python3); repeatable',
       collect,
     )
     .addOption(
