@@ -5,14 +5,13 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { promisify } from 'node:util'
-import { startGatehouse, tempDir } from './helpers.js'
+import { FIXTURES, startGatehouse, tempDir } from './helpers.js'
 
 const run = promisify(execFile)
-const HTTP_BACKEND = '/usr/lib/git-core/git-http-backend'
 
 interface Setup {
   origin: string
@@ -48,14 +47,7 @@ async function setup(t: Parameters<typeof tempDir>[0] & { after: (fn: () => Prom
 
   // A CGI wrapper that records what each request looked like, then becomes git http-backend.
   const log = join(dir, 'requests.log')
-  const wrapper = join(dir, 'backend.sh')
-  writeFileSync(
-    wrapper,
-    '#!/bin/sh\n' +
-      'echo "$REQUEST_METHOD $PATH_INFO cl=${CONTENT_LENGTH-unset} te=${HTTP_TRANSFER_ENCODING-none}" >> "$REQUEST_LOG"\n' +
-      `exec ${HTTP_BACKEND}\n`,
-  )
-  chmodSync(wrapper, 0o755)
+  const wrapper = join(FIXTURES, 'git', 'backend.sh')
   const env = { GIT_PROJECT_ROOT: projects, GIT_HTTP_EXPORT_ALL: '1', REQUEST_LOG: log }
   const { origin } = await startGatehouse(t, {
     limits: { max_body_bytes: '64MB' },
