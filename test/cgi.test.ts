@@ -360,6 +360,16 @@ describe('CGI gateway with real scripts', () => {
     assert.ok(!('CONTENT_LENGTH' in env) && !('CONTENT_TYPE' in env))
   })
 
+  test('a local redirect of a HEAD stays a HEAD: headers only', async () => {
+    const res = await rawRequest(
+      port,
+      'HEAD /cgi-bin/redirect.sh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    )
+    assert.equal(res.status, 200)
+    assert.ok(res.text.endsWith('\r\n\r\n'), JSON.stringify(res.text))
+    assert.ok(!res.text.includes('REQUEST_METHOD'))
+  })
+
   test('a redirect loop and a redirect out of the route are 502', async () => {
     assert.equal((await fetchText(port, '/cgi-bin/loop.sh')).status, 502)
     assert.equal((await fetchText(port, '/cgi-bin/away.sh')).status, 502)
@@ -481,6 +491,30 @@ describe('CGI gateway with real scripts', () => {
     socket.destroy()
     // Far sooner than the 60 s timeout: the disconnect stopped it.
     assert.ok(await eventually(() => handler.stats().running === 0, 10_000))
+  })
+
+  test('close() lets a running script finish, then refuses new requests', async (t) => {
+    const listener = cgi({ root: CGI, interpreters: INTERPRETERS, log: pino({ level: 'silent' }) })
+    const server = createServer(listener)
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    t.after(async () => {
+      server.closeAllConnections()
+      await new Promise((r) => server.close(r))
+    })
+    const { port } = server.address() as { port: number }
+    const socket = connect(port, '127.0.0.1')
+    let received = ''
+    socket.on('data', (c: Buffer) => {
+      received += c.toString('latin1')
+    })
+    // The body arrives after close() was called; the script is still answered in full.
+    socket.write('POST /count.py HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab')
+    assert.ok(await eventually(() => listener.handler.stats().running === 1))
+    const closed = listener.close()
+    socket.write('cd')
+    await closed
+    assert.ok(await eventually(() => received.includes(`bytes=4 sha1=${sha1('abcd')} cl=4`)), received)
+    assert.equal((await fetchText(port, '/env.sh')).status, 503)
   })
 
   test('max_processes with a bounded queue: the overflow is 503, the queue drains in order', async (t) => {

@@ -240,8 +240,18 @@ export class CgiHandler implements Handler {
     }
   }
 
-  /** Stop every script (SIGTERM, then SIGKILL after kill_grace) and refuse waiting requests. */
+  /**
+   * Let running and queued requests finish (each is bounded by `timeout`), then stop what is
+   * left (SIGTERM, SIGKILL after kill_grace) and refuse any later request. A reload replaces
+   * handlers while requests are in flight; on shutdown the server has already closed the
+   * connections, which stops their scripts.
+   */
   async close(): Promise<void> {
+    const wait = this.options.timeout > 0 ? this.options.timeout + this.options.kill_grace : 30_000
+    const deadline = Date.now() + wait
+    while (this.limiter.active + this.limiter.queued > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50))
+    }
     this.limiter.close()
     const running = [...this.running]
     for (const r of running) r.stop()
@@ -327,7 +337,10 @@ export class CgiHandler implements Handler {
     }
   }
 
-  /** RFC 3875 6.2.2: the local redirect is served as a GET, without a body, on this same route. */
+  /**
+   * RFC 3875 6.2.2: the local redirect is served as a GET (a HEAD stays a HEAD), without a
+   * body, on this same route.
+   */
   private redirected(ctx: RequestContext, location: string): Dispatch {
     let target: ReturnType<typeof parseTarget>
     try {
@@ -350,7 +363,7 @@ export class CgiHandler implements Handler {
       if (!HEADERS_DROPPED_ON_REDIRECT.has(raw[i]!.toLowerCase())) rawHeaders.push(raw[i]!, raw[i + 1]!)
     }
     return {
-      method: 'GET',
+      method: ctx.method === 'HEAD' ? 'HEAD' : 'GET',
       rawPath: target.rawPath,
       query: target.query,
       path: target.path,
