@@ -360,7 +360,7 @@ describe('CGI gateway with real scripts', () => {
     assert.ok(!('CONTENT_LENGTH' in env) && !('CONTENT_TYPE' in env))
   })
 
-  test('a local redirect of a HEAD stays a HEAD: headers only', async () => {
+  test('a local redirect of a HEAD answers with headers only', async () => {
     const res = await rawRequest(
       port,
       'HEAD /cgi-bin/redirect.sh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
