@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   GH_ERR_HEADERS_TOO_LARGE: { status: 431, message: 'request header block exceeds the limit' },
   GH_ERR_TOO_MANY_HEADERS: { status: 431, message: 'request has more header fields than the limit' },
   GH_ERR_TRANSFER_ENCODING: { status: 400, message: 'unsupported or ambiguous Transfer-Encoding' },
+  GH_ERR_HTTP_VERSION: { status: 505, message: 'only HTTP/1.0 and HTTP/1.1 are served' },
   GH_ERR_HEADER_TIMEOUT: { status: 408, message: 'request headers not received in time' },
   GH_ERR_RANGE: { status: 416, message: 'range not satisfiable' },
   GH_ERR_UPSTREAM: { status: 502, message: 'upstream failed or sent an invalid response' },

@@ -4,9 +4,9 @@ import { connect } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { validateConfig } from './config/load.js'
 import type { GatehouseConfig, GatehouseConfigInput, LimitsConfig } from './config/schema.js'
-import { GatehouseError } from './errors.js'
+import { ERROR_CODES, type ErrorCode, GatehouseError } from './errors.js'
 import { ACTION_NAMES, ACTIONS } from './handlers/registry.js'
-import { sendStatus } from './handlers/respond.js'
+import { refuse, sendStatus } from './handlers/respond.js'
 import { Logs } from './logging.js'
 import { Router } from './router/router.js'
 import { connectionInfo } from './server/connection.js'
@@ -85,16 +85,19 @@ function applyLimits(server: Server, limits: LimitsConfig): void {
 }
 
 /** Status for the parse errors node's HTTP parser (llhttp) reports through 'clientError'. */
-function clientErrorStatus(code: string | undefined): number {
+function clientErrorCode(code: string | undefined): ErrorCode {
   switch (code) {
     case 'HPE_HEADER_OVERFLOW':
-      return 431
+      return 'GH_ERR_HEADERS_TOO_LARGE'
     case 'ERR_HTTP_REQUEST_TIMEOUT':
-      return 408
+      return 'GH_ERR_HEADER_TIMEOUT'
     case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
-      return 413
+      return 'GH_ERR_BODY_TOO_LARGE'
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+      return 'GH_ERR_TRANSFER_ENCODING'
     default:
-      return 400
+      return 'GH_ERR_BAD_REQUEST'
   }
 }
 
@@ -105,6 +108,7 @@ export class Gatehouse {
   private inFlight = 0
   private closing = false
   private drained: (() => void) | null = null
+  private readonly requestsOnSocket = new WeakMap<object, number>()
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -135,6 +139,12 @@ export class Gatehouse {
     applyLimits(server, limits)
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket))
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res, true))
+    // Without a listener node drops CONNECT connections without a word; no route can serve it.
+    // node has taken its own error listener off the socket by now: a reset must not throw.
+    server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      socket.on('error', () => socket.destroy())
+      endWithStatus(socket, 501)
+    })
     if (spec.kind === 'unix') await removeStaleSocket(spec.path)
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
@@ -176,13 +186,10 @@ export class Gatehouse {
       socket.destroy()
       return
     }
-    const status = clientErrorStatus(err.code)
-    this.logs.error.debug({ code: err.code, status }, 'refused malformed request')
-    const body = `${status} ${STATUS_CODES[status]}\n`
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-    )
-    setTimeout(() => socket.destroy(), 1000).unref()
+    const code = clientErrorCode(err.code)
+    const status = ERROR_CODES[code].status ?? 400
+    this.logs.error.debug({ code, parser: err.code, status }, 'request refused')
+    endWithStatus(socket, status)
   }
 
   private handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
@@ -203,10 +210,17 @@ export class Gatehouse {
       }
     })
     if (this.closing) res.setHeader('connection', 'close')
-    const refuse = (status: number) => sendStatus(res, status, { close: true })
+    // node's maxRequestsPerSocket sends `Connection: close` on the last allowed response but
+    // leaves the connection open (and answers 503 to what follows): close it for real.
+    const maxPerConnection = state.config.limits.max_requests_per_connection
+    if (maxPerConnection > 0 && req.socket) {
+      const served = (this.requestsOnSocket.get(req.socket) ?? 0) + 1
+      this.requestsOnSocket.set(req.socket, served)
+      if (served >= maxPerConnection) res.shouldKeepAlive = false
+    }
     const parsed = parseRequest(req, state.config.limits.max_headers)
-    if (typeof parsed === 'number') {
-      refuse(parsed)
+    if (typeof parsed === 'string') {
+      refuse(res, parsed, this.logs.error)
       return
     }
     const { method } = parsed
@@ -223,7 +237,7 @@ export class Gatehouse {
     const { handler, maxBodyBytes } = match.target
     const contentLength = req.headers['content-length']
     if (contentLength !== undefined && Number(contentLength) > maxBodyBytes) {
-      refuse(413)
+      refuse(res, 'GH_ERR_BODY_TOO_LARGE', this.logs.error)
       return
     }
     if (expectsContinue) res.writeContinue()
@@ -291,6 +305,15 @@ export class Gatehouse {
     await Promise.allSettled(this.state.handlers.map((h) => h.close?.()))
     this.logs.flush()
   }
+}
+
+/** A complete response written straight to a socket that has no usable HTTP framing left, then close. */
+function endWithStatus(socket: Duplex, status: number): void {
+  const body = `${status} ${STATUS_CODES[status]}\n`
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  )
+  setTimeout(() => socket.destroy(), 1000).unref()
 }
 
 /** A Unix socket file left by a dead process is removed; one with a live server is an error. */

@@ -89,22 +89,28 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
   process.on('SIGUSR1', () => gatehouse.reopenLogs())
+  const reload = async (configFile: string) => {
+    try {
+      const { input, baseDir } = readConfigFile(configFile)
+      await gatehouse.reload(applyFlags(input, flags, process.cwd()), baseDir)
+      log.info({ config: configFile }, 'configuration reloaded')
+    } catch (err) {
+      if (err instanceof GatehouseError && err.code === 'GH_ERR_CONFIG') {
+        log.error(
+          { config: configFile, problems: err.problems },
+          'reload refused: invalid configuration; keeping the old one',
+        )
+      } else {
+        log.error({ err, config: configFile }, 'reload failed; keeping the old configuration')
+      }
+    }
+  }
   process.on('SIGHUP', () => {
     if (!file) {
       log.warn('SIGHUP: no config file to reload (started from flags only)')
       return
     }
-    try {
-      const { input, baseDir } = readConfigFile(file)
-      const merged = applyFlags(input, flags, process.cwd())
-      gatehouse.reload(merged, baseDir).then(
-        () => log.info({ config: file }, 'configuration reloaded'),
-        (err: unknown) => log.error({ err, config: file }, 'reload failed; keeping the old configuration'),
-      )
-    } catch (err) {
-      const problems = err instanceof GatehouseError ? err.problems : [(err as Error).message]
-      log.error({ config: file, problems }, 'reload refused: invalid configuration; keeping the old one')
-    }
+    void reload(file)
   })
 }
 

@@ -1,4 +1,5 @@
 import { type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'node:http'
+import type { Logger } from 'pino'
 import { ERROR_CODES, type ErrorCode, GatehouseError } from '../errors.js'
 
 export interface SimpleResponse {
@@ -35,6 +36,15 @@ export function sendStatus(res: ServerResponse, status: number, options: SimpleR
 export function sendError(res: ServerResponse, code: ErrorCode, options: SimpleResponse = {}): void {
   const status = ERROR_CODES[code].status ?? 500
   sendStatus(res, status, options)
+}
+
+/**
+ * Refuse a request whose framing or target is bad: the error's status, then close the
+ * connection, since what follows on it cannot be trusted. Logged at debug with the code.
+ */
+export function refuse(res: ServerResponse, code: ErrorCode, log?: Logger): void {
+  log?.debug({ code, uri: res.req?.url }, 'request refused')
+  sendError(res, code, { close: true })
 }
 
 /** The status a thrown value maps to: GatehouseError carries its own; anything else is a 500. */

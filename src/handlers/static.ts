@@ -53,6 +53,10 @@ interface FileInfo {
   lastModified: string
   /** File contents, when small enough for the cache. */
   body?: Buffer
+  /** Content-Type by extension, computed once per cache entry. */
+  contentType?: string
+  /** Whether precompressed siblings exist, found once per cache entry (lives as long as it). */
+  hasVariants?: boolean
 }
 
 interface CacheEntry {
@@ -73,15 +77,21 @@ class FileCache {
     private readonly realRoot: string,
   ) {}
 
+  /**
+   * The cached answer while it is fresh, or undefined when a stat is due. Synchronous, so a
+   * hit costs no promise: the hot path of a static server. Eviction is by insertion order
+   * (an entry is re-inserted each time it is revalidated), which keeps hits free of writes.
+   */
+  peek(path: string): FileInfo | null | undefined {
+    const cached = this.entries.get(path)
+    if (cached && Date.now() - cached.checkedAt < this.options.cache_ttl) return cached.info
+    return undefined
+  }
+
   async lookup(path: string): Promise<FileInfo | null> {
     const now = Date.now()
     const cached = this.entries.get(path)
-    if (cached && now - cached.checkedAt < this.options.cache_ttl) {
-      // refresh LRU position
-      this.entries.delete(path)
-      this.entries.set(path, cached)
-      return cached.info
-    }
+    if (cached && now - cached.checkedAt < this.options.cache_ttl) return cached.info
     const info = await this.load(path, cached?.info ?? null)
     if (this.options.cache_ttl > 0) this.store(path, { checkedAt: now, info })
     return info
@@ -150,7 +160,9 @@ class FileCache {
   /** Every symlink on the way must resolve inside the root (or symlinks are refused outright). */
   private async insideRoot(path: string): Promise<boolean> {
     const real = await realpath(path)
-    if (this.options.symlinks === 'refuse' && real !== path) return false
+    // A directory looked up as `dir/` keeps its slash through join(); realpath drops it.
+    const given = path.length > 1 && path.endsWith(sep) ? path.slice(0, -1) : path
+    if (this.options.symlinks === 'refuse' && real !== given) return false
     return real === this.realRoot || real.startsWith(this.realRoot + sep)
   }
 }
@@ -189,11 +201,15 @@ export function createStaticHandler(options: StaticOptions) {
       return
     }
     const path = join(root, rel)
-    let info = await cache.lookup(path)
+    const hit = cache.peek(path)
+    let info = hit !== undefined ? hit : await cache.lookup(path)
     let filePath = path
     if (info?.kind === 'dir') {
       if (!rel.endsWith('/')) {
-        const location = `${ctx.rawPath}/${ctx.query ? `?${ctx.query}` : ''}`
+        // From the normalized path: a raw `//host/..` target would make a protocol-relative
+        // Location, an open redirect to another host.
+        const canonical = ctx.path.split('/').map(encodeURIComponent).join('/')
+        const location = `${canonical}/${ctx.query ? `?${ctx.query}` : ''}`
         sendStatus(res, 301, { headers: { location }, head: ctx.method === 'HEAD' })
         return
       }
@@ -238,26 +254,33 @@ export function createStaticHandler(options: StaticOptions) {
     return null
   }
 
-  async function hasVariants(filePath: string): Promise<boolean> {
-    if (!options.precompressed) return false
-    for (const enc of ENCODINGS) if ((await cache.lookup(filePath + enc.suffix))?.kind === 'file') return true
-    return false
+  async function hasVariants(filePath: string, identity: FileInfo): Promise<boolean> {
+    if (identity.hasVariants !== undefined) return identity.hasVariants
+    if (!options.precompressed) return (identity.hasVariants = false)
+    let found = false
+    for (const enc of ENCODINGS)
+      if ((await cache.lookup(filePath + enc.suffix))?.kind === 'file') found = true
+    identity.hasVariants = found
+    return found
   }
 
   async function sendFile(ctx: RequestContext, filePath: string, identity: FileInfo): Promise<void> {
     const { req, res } = ctx
-    const encoded = await chooseEncoding(ctx, filePath)
+    const encoded = req.headers['accept-encoding'] === undefined ? null : await chooseEncoding(ctx, filePath)
     const info = encoded?.info ?? identity
-    const etag = encoded ? `${identity.etag.slice(0, -1)}-${encoded.token}"` : identity.etag
+    // A sibling's validator is its own (a rebuilt .br alone must change the ETag).
+    const etag = encoded ? `${encoded.info.etag.slice(0, -1)}-${encoded.token}"` : identity.etag
+    identity.contentType ??= contentTypeOf(filePath)
     const headers: Record<string, string | number> = {
-      'content-type': contentTypeOf(filePath),
+      'content-type': identity.contentType,
       etag,
       'last-modified': identity.lastModified,
       'accept-ranges': 'bytes',
     }
     if (options.cache_control) headers['cache-control'] = options.cache_control
     if (encoded) headers['content-encoding'] = encoded.token
-    if (encoded || (await hasVariants(filePath))) headers.vary = 'Accept-Encoding'
+    if (encoded || (identity.hasVariants ?? (await hasVariants(filePath, identity))))
+      headers.vary = 'Accept-Encoding'
 
     // RFC 9110 13.2.2: If-Match / If-Unmodified-Since first, then If-None-Match / If-Modified-Since.
     const ifMatch = req.headers['if-match']
@@ -273,7 +296,9 @@ export function createStaticHandler(options: StaticOptions) {
         return
       }
     }
-    if (fresh(req.headers, { etag, 'last-modified': identity.lastModified })) {
+    const conditional =
+      req.headers['if-none-match'] !== undefined || req.headers['if-modified-since'] !== undefined
+    if (conditional && fresh(req.headers, { etag, 'last-modified': identity.lastModified })) {
       delete headers['content-type']
       res.writeHead(304, headers)
       res.end()

@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import pino from 'pino'
-import { GatehouseError } from '../errors.js'
-import { sendStatus, statusOf } from '../handlers/respond.js'
+import { type ErrorCode, GatehouseError } from '../errors.js'
+import { refuse, sendStatus, statusOf } from '../handlers/respond.js'
 import type { ConnectionInfo, Handler, RequestContext, RouteMatch } from '../types.js'
 import { connectionInfo } from './connection.js'
 import { BadTargetError, type ParsedTarget, parseHost, parseTarget } from './request-target.js'
@@ -17,27 +17,37 @@ export interface ParsedRequest {
 
 /**
  * The checks every entry point makes before routing, whatever the listener: header count,
- * Transfer-Encoding framing, the request-target and Host. Returns the status to refuse
+ * Transfer-Encoding framing, the request-target and Host. Returns the error code to refuse
  * with (the connection is then closed) or the parsed request.
  */
-export function parseRequest(req: IncomingMessage, maxHeaders: number): ParsedRequest | number {
-  if (req.rawHeaders.length / 2 > maxHeaders) return 431
+export function parseRequest(req: IncomingMessage, maxHeaders: number): ParsedRequest | ErrorCode {
+  if (req.rawHeaders.length / 2 > maxHeaders) return 'GH_ERR_TOO_MANY_HEADERS'
+  // llhttp lets `HTTP/2.0` and `HTTP/0.9` (and a request line with no version) through;
+  // only HTTP/1.x is spoken here (RFC 9110 15.6.6).
+  if (req.httpVersionMajor !== 1) return 'GH_ERR_HTTP_VERSION'
+  // RFC 9112 3.2: more than one Host line is a 400; node keeps the first and drops the rest.
+  let hostLines = 0
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!
+    if (name.length === 4 && name.toLowerCase() === 'host') hostLines++
+  }
+  if (hostLines > 1) return 'GH_ERR_BAD_REQUEST'
   const te = req.headers['transfer-encoding']
   if (te !== undefined) {
     // RFC 9112 6.1: chunked must be the final (and here the only) coding, and HTTP/1.0
     // has no chunked framing at all; anything else leaves the body length unknown.
-    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 400
-    if (te.trim().toLowerCase() !== 'chunked') return 400
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) return 'GH_ERR_TRANSFER_ENCODING'
+    if (te.trim().toLowerCase() !== 'chunked') return 'GH_ERR_TRANSFER_ENCODING'
   }
   let target: ParsedTarget
   try {
     target = parseTarget(req.url ?? '/')
   } catch (err) {
-    if (err instanceof BadTargetError) return 400
+    if (err instanceof BadTargetError) return 'GH_ERR_BAD_PATH'
     throw err
   }
   const host = parseHost(target.authority ?? req.headers.host ?? '')
-  if (!host) return 400
+  if (!host) return 'GH_ERR_BAD_REQUEST'
   const conn = connectionInfo(req)
   return { method: req.method ?? 'GET', target, host: host[0], port: host[1] ?? conn.localPort, conn }
 }
@@ -69,6 +79,18 @@ export function buildContext(
 
 /** Map a handler's failure to a response: its status before headers went out, a reset after. */
 export function failRequest(ctx: RequestContext, err: unknown): void {
+  // The client went away mid-response (a stream to it was cut): nothing to answer, not a fault.
+  const errno = (err as NodeJS.ErrnoException | undefined)?.code
+  if (
+    ctx.res.destroyed ||
+    errno === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    errno === 'EPIPE' ||
+    errno === 'ECONNRESET'
+  ) {
+    ctx.log.debug({ code: errno, uri: ctx.req.url }, 'client went away before the response was complete')
+    ctx.res.destroy()
+    return
+  }
   const status = statusOf(err)
   const code = err instanceof GatehouseError ? err.code : 'GH_ERR_INTERNAL'
   if (status >= 500) ctx.log.error({ err, code, method: ctx.method, uri: ctx.req.url }, 'request failed')
@@ -110,13 +132,13 @@ export function toRequestListener(
   const log = options.log ?? pino({ level: 'warn' })
   return (req, res) => {
     const parsed = parseRequest(req, maxHeaders)
-    if (typeof parsed === 'number') {
-      sendStatus(res, parsed, { close: true })
+    if (typeof parsed === 'string') {
+      refuse(res, parsed, log)
       return
     }
     const contentLength = req.headers['content-length']
     if (contentLength !== undefined && Number(contentLength) > maxBodyBytes) {
-      sendStatus(res, 413, { close: true })
+      refuse(res, 'GH_ERR_BODY_TOO_LARGE', log)
       return
     }
     runHandler(handler, buildContext(req, res, parsed, { index: 0, prefix, params: [] }, maxBodyBytes, log))

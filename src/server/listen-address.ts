@@ -1,8 +1,7 @@
 import { isIP } from 'node:net'
 
 export type ListenAddress =
-  | { kind: 'tcp'; host: string; port: number; text: string }
-  | { kind: 'unix'; path: string; text: string }
+  { kind: 'tcp'; host: string; port: number; text: string } | { kind: 'unix'; path: string; text: string }
 
 /**
  * `host:port`, `[v6]:port`, `unix:/path`, or a bare `port` (loopback, like uvicorn's default).

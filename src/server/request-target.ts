@@ -38,6 +38,8 @@ export function parseTarget(url: string): ParsedTarget {
 
 /** Decode %XX (as UTF-8), refuse NUL, merge slashes, resolve `.` and `..`; throw when it leaves `/`. */
 export function normalizePath(rawPath: string): string {
+  if (!rawPath.startsWith('/')) throw new BadTargetError('request path must start with "/"')
+  if (rawPath.includes('\0')) throw new BadTargetError('NUL byte in request path')
   const needsWork = rawPath.includes('%') || rawPath.includes('/.') || rawPath.includes('//')
   if (!needsWork) return rawPath
   let decoded: string

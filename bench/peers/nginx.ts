@@ -1,0 +1,87 @@
+/*
+ * nginx as a peer: one master and one worker process (the Gatehouse side is one Node
+ * process), access log off on both sides, keep-alive unlimited on both sides (nginx's
+ * default keepalive_requests of 1000 would make wrk reconnect every 1000 requests, which
+ * Gatehouse does not), and the settings a production static server has: sendfile, and an
+ * open-file cache revalidated every second like Gatehouse's static cache.
+ */
+import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { type ServerHandle, spawnServer } from '../processes.js'
+import type { PeerDefinition } from '../scenario.js'
+
+export const NGINX = process.env.GATEHOUSE_BENCH_NGINX ?? '/usr/sbin/nginx'
+
+export interface NginxPeerOptions {
+  /** Table name; default "nginx". */
+  name?: string
+  /** Directives inside `server { }` after `listen`, e.g. `location / { root /x; }`. */
+  server(tmpDir: string): string
+  /** Extra directives inside `http { }`. */
+  http?(tmpDir: string): string
+}
+
+export function nginxConfig(prefix: string, port: number, server: string, http = ''): string {
+  // As root, nginx would switch its workers to an unprivileged user that may not read the
+  // temp dir; staying root is allowed and sidesteps it. Without root the directive is ignored.
+  const user = process.getuid?.() === 0 ? 'user root;\n' : ''
+  return `${user}pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/tmp/client_body;
+  proxy_temp_path ${prefix}/tmp/proxy;
+  fastcgi_temp_path ${prefix}/tmp/fastcgi;
+  uwsgi_temp_path ${prefix}/tmp/uwsgi;
+  scgi_temp_path ${prefix}/tmp/scgi;
+  types { text/html html; text/plain txt; application/json json; }
+  default_type text/plain;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 5s;
+  keepalive_requests 1000000000;
+  open_file_cache max=1000 inactive=20s;
+  open_file_cache_valid 1s;
+${http}
+  server {
+    listen 127.0.0.1:${port};
+    server_name localhost;
+${server}
+  }
+}
+`
+}
+
+export function nginxPeer(opts: NginxPeerOptions): PeerDefinition {
+  return {
+    name: opts.name ?? 'nginx',
+    unavailable() {
+      try {
+        accessSync(NGINX, constants.X_OK)
+        return undefined
+      } catch {
+        return `${NGINX} not found (Debian package nginx-light; or set GATEHOUSE_BENCH_NGINX)`
+      }
+    },
+    async start(tmpDir, port): Promise<ServerHandle> {
+      const prefix = join(tmpDir, `${opts.name ?? 'nginx'}-prefix`)
+      mkdirSync(join(prefix, 'tmp'), { recursive: true, mode: 0o755 })
+      const conf = join(prefix, 'nginx.conf')
+      writeFileSync(conf, nginxConfig(prefix, port, opts.server(tmpDir), opts.http?.(tmpDir) ?? ''), {
+        mode: 0o644,
+      })
+      // -e: the error log before the config is read (default: stderr on Debian builds).
+      return spawnServer(NGINX, [
+        '-c',
+        conf,
+        '-p',
+        `${prefix}/`,
+        '-e',
+        join(prefix, 'error.log'),
+        '-g',
+        'daemon off; master_process on; worker_processes 1;',
+      ])
+    },
+  }
+}

@@ -1,0 +1,10 @@
+/*
+ * The scenario registry. A new scenario family is a file next to this one exporting
+ * Scenario objects, and one line below; `npm run bench` with no names runs them all, in
+ * this order.
+ */
+import type { Scenario } from '../scenario.js'
+import { returnScenarios } from './return.js'
+import { staticScenarios } from './static.js'
+
+export const SCENARIOS: readonly Scenario[] = [...staticScenarios, ...returnScenarios]

@@ -1,0 +1,300 @@
+/**
+ * FastCGI 1.0 codec: records, name-value pairs, and the typed bodies of the management and
+ * request records. Pure: bytes in, typed records out, Buffers back; no sockets, no timers.
+ * All integers are big-endian (FastCGI spec, section 3.3).
+ */
+
+export const FCGI_VERSION_1 = 1
+export const FCGI_HEADER_LEN = 8
+/** php-fpm refuses records whose content + padding exceed 65535: keep content at 65528 (a multiple of 8). */
+export const FCGI_MAX_CONTENT = 65528
+
+export const RecordType = {
+  BEGIN_REQUEST: 1,
+  ABORT_REQUEST: 2,
+  END_REQUEST: 3,
+  PARAMS: 4,
+  STDIN: 5,
+  STDOUT: 6,
+  STDERR: 7,
+  DATA: 8,
+  GET_VALUES: 9,
+  GET_VALUES_RESULT: 10,
+  UNKNOWN_TYPE: 11,
+} as const
+export type RecordTypeCode = (typeof RecordType)[keyof typeof RecordType]
+
+export const Role = { RESPONDER: 1, AUTHORIZER: 2, FILTER: 3 } as const
+export const FCGI_KEEP_CONN = 1
+
+export const ProtocolStatus = {
+  REQUEST_COMPLETE: 0,
+  CANT_MPX_CONN: 1,
+  OVERLOADED: 2,
+  UNKNOWN_ROLE: 3,
+} as const
+
+export interface FcgiRecord {
+  type: number
+  requestId: number
+  content: Buffer
+}
+
+export type FastCGIErrorCode =
+  | 'FCGI_BAD_VERSION'
+  | 'FCGI_BAD_NAME_VALUE'
+  | 'FCGI_BAD_BODY'
+  | 'FCGI_PARAMS_TOO_LARGE'
+  | 'FCGI_PAIR_TOO_LARGE'
+
+/** The one error the codec raises; `code` says what was wrong with the bytes. */
+export class FastCGIProtocolError extends Error {
+  constructor(
+    readonly code: FastCGIErrorCode,
+    message: string,
+  ) {
+    super(message)
+    this.name = 'FastCGIProtocolError'
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+
+function header(type: number, requestId: number, contentLength: number, paddingLength: number): Buffer {
+  const h = Buffer.allocUnsafe(FCGI_HEADER_LEN)
+  h[0] = FCGI_VERSION_1
+  h[1] = type
+  h.writeUInt16BE(requestId, 2)
+  h.writeUInt16BE(contentLength, 4)
+  h[6] = paddingLength
+  h[7] = 0
+  return h
+}
+
+const ZEROS = Buffer.alloc(8)
+
+/** One record; content must be at most 65535 bytes. Padding rounds the record to 8 bytes. */
+export function encodeRecord(
+  type: number,
+  requestId: number,
+  content: Buffer = ZEROS.subarray(0, 0),
+): Buffer[] {
+  if (content.length > 0xffff) throw new RangeError(`FastCGI record content of ${content.length} bytes`)
+  const padding = (8 - (content.length % 8)) % 8
+  const parts = [header(type, requestId, content.length, padding)]
+  if (content.length > 0) parts.push(content)
+  if (padding > 0) parts.push(ZEROS.subarray(0, padding))
+  return parts
+}
+
+/**
+ * A stream (PARAMS, STDIN, STDOUT, STDERR, DATA) chunk as as many records as it takes,
+ * each at most FCGI_MAX_CONTENT bytes. An empty `data` is the end-of-stream record.
+ */
+export function encodeStream(type: number, requestId: number, data: Buffer): Buffer[] {
+  if (data.length === 0) return encodeRecord(type, requestId)
+  const out: Buffer[] = []
+  for (let off = 0; off < data.length; off += FCGI_MAX_CONTENT) {
+    out.push(...encodeRecord(type, requestId, data.subarray(off, off + FCGI_MAX_CONTENT)))
+  }
+  return out
+}
+
+export function encodeBeginRequest(requestId: number, role: number, keepConn: boolean): Buffer[] {
+  const body = Buffer.alloc(8)
+  body.writeUInt16BE(role, 0)
+  body[2] = keepConn ? FCGI_KEEP_CONN : 0
+  return encodeRecord(RecordType.BEGIN_REQUEST, requestId, body)
+}
+
+export function encodeEndRequest(requestId: number, appStatus: number, protocolStatus: number): Buffer[] {
+  const body = Buffer.alloc(8)
+  body.writeUInt32BE(appStatus >>> 0, 0)
+  body[4] = protocolStatus
+  return encodeRecord(RecordType.END_REQUEST, requestId, body)
+}
+
+export function encodeUnknownType(type: number): Buffer[] {
+  const body = Buffer.alloc(8)
+  body[0] = type
+  return encodeRecord(RecordType.UNKNOWN_TYPE, 0, body)
+}
+
+function lengthBytes(n: number): Buffer {
+  if (n <= 127) return Buffer.from([n])
+  const b = Buffer.allocUnsafe(4)
+  b.writeUInt32BE((n | 0x80000000) >>> 0, 0)
+  return b
+}
+
+/** Name-value pairs (spec 3.4): each length 1 byte when <= 127, else 4 bytes with the top bit set. */
+export function encodeNameValuePairs(
+  pairs: Iterable<readonly [string, string]> | Record<string, string>,
+): Buffer {
+  const parts: Buffer[] = []
+  const entries = Symbol.iterator in pairs ? pairs : Object.entries(pairs)
+  for (const [name, value] of entries as Iterable<readonly [string, string]>) {
+    const n = Buffer.from(name, 'latin1')
+    const v = Buffer.from(value, 'latin1')
+    if (n.length > 0x7fffffff || v.length > 0x7fffffff) throw new RangeError('FastCGI name or value too long')
+    parts.push(lengthBytes(n.length), lengthBytes(v.length), n, v)
+  }
+  return Buffer.concat(parts)
+}
+
+/** The PARAMS stream for a request: pairs split across records as needed, then the empty record. */
+export function encodeParams(
+  requestId: number,
+  pairs: Iterable<readonly [string, string]> | Record<string, string>,
+): Buffer[] {
+  const data = encodeNameValuePairs(pairs)
+  return [
+    ...(data.length > 0 ? encodeStream(RecordType.PARAMS, requestId, data) : []),
+    ...encodeRecord(RecordType.PARAMS, requestId),
+  ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding
+
+export interface BeginRequestBody {
+  role: number
+  keepConn: boolean
+}
+
+export function decodeBeginRequest(content: Buffer): BeginRequestBody {
+  if (content.length < 8)
+    throw new FastCGIProtocolError('FCGI_BAD_BODY', `BEGIN_REQUEST body of ${content.length} bytes`)
+  return { role: content.readUInt16BE(0), keepConn: (content[2]! & FCGI_KEEP_CONN) !== 0 }
+}
+
+export interface EndRequestBody {
+  appStatus: number
+  protocolStatus: number
+}
+
+export function decodeEndRequest(content: Buffer): EndRequestBody {
+  if (content.length < 8)
+    throw new FastCGIProtocolError('FCGI_BAD_BODY', `END_REQUEST body of ${content.length} bytes`)
+  return { appStatus: content.readUInt32BE(0), protocolStatus: content[4]! }
+}
+
+/**
+ * Incremental record parser (pg-protocol style): feed it bytes split anywhere; it calls
+ * `onRecord` for each complete record. What it holds is bounded by one record (8 + 65535
+ * + 255 bytes). A wrong version is a FastCGIProtocolError; after one, the stream is dead.
+ */
+export class RecordParser {
+  private buffer: Buffer = Buffer.alloc(0)
+  private failed = false
+
+  constructor(private readonly onRecord: (record: FcgiRecord) => void) {}
+
+  /** Bytes held waiting for the rest of a record. */
+  get pending(): number {
+    return this.buffer.length
+  }
+
+  feed(chunk: Buffer): void {
+    if (this.failed) throw new FastCGIProtocolError('FCGI_BAD_VERSION', 'stream already failed')
+    const buf = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
+    const records: FcgiRecord[] = []
+    let off = 0
+    let error: FastCGIProtocolError | null = null
+    while (buf.length - off >= FCGI_HEADER_LEN) {
+      const version = buf[off]!
+      if (version !== FCGI_VERSION_1) {
+        const hint = version === 0x47 || version === 0x50 ? ' (plain HTTP sent to a FastCGI socket?)' : ''
+        error = new FastCGIProtocolError('FCGI_BAD_VERSION', `record version ${version}, expected 1${hint}`)
+        break
+      }
+      const contentLength = buf.readUInt16BE(off + 4)
+      const total = FCGI_HEADER_LEN + contentLength + buf[off + 6]!
+      if (buf.length - off < total) break
+      records.push({
+        type: buf[off + 1]!,
+        requestId: buf.readUInt16BE(off + 2),
+        content: buf.subarray(off + FCGI_HEADER_LEN, off + FCGI_HEADER_LEN + contentLength),
+      })
+      off += total
+    }
+    // Keep only the unparsed tail, copied so the caller's chunk is not retained. State is
+    // settled before any callback runs, so a callback that throws leaves the parser sane.
+    this.buffer = error || off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off))
+    if (error) this.failed = true
+    for (const record of records) this.onRecord(record)
+    if (error) throw error
+  }
+}
+
+/**
+ * Incremental name-value pair decoder for a PARAMS (or GET_VALUES) stream: pairs may
+ * straddle records. `maxBytes` bounds the whole stream, so a peer cannot make us buffer
+ * without limit.
+ */
+export class NameValueDecoder {
+  private buffer: Buffer = Buffer.alloc(0)
+  private total = 0
+  readonly pairs: [string, string][] = []
+
+  constructor(private readonly maxBytes: number = 1024 * 1024) {}
+
+  feed(chunk: Buffer): void {
+    this.total += chunk.length
+    if (this.total > this.maxBytes) {
+      throw new FastCGIProtocolError('FCGI_PARAMS_TOO_LARGE', `params exceed ${this.maxBytes} bytes`)
+    }
+    const buf = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
+    let off = 0
+    for (;;) {
+      const start = off
+      const nl = readLength(buf, off)
+      if (!nl) break
+      off = nl[1]
+      const vl = readLength(buf, off)
+      if (!vl) {
+        off = start
+        break
+      }
+      off = vl[1]
+      if (buf.length - off < nl[0] + vl[0]) {
+        off = start
+        break
+      }
+      const name = buf.toString('latin1', off, off + nl[0])
+      off += nl[0]
+      const value = buf.toString('latin1', off, off + vl[0])
+      off += vl[0]
+      if (name.length === 0) throw new FastCGIProtocolError('FCGI_BAD_NAME_VALUE', 'empty parameter name')
+      this.pairs.push([name, value])
+    }
+    this.buffer = off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off))
+  }
+
+  /** Call at the end of the stream: leftover bytes are a truncated pair. */
+  end(): [string, string][] {
+    if (this.buffer.length > 0) {
+      throw new FastCGIProtocolError(
+        'FCGI_BAD_NAME_VALUE',
+        `${this.buffer.length} bytes of a truncated name-value pair`,
+      )
+    }
+    return this.pairs
+  }
+}
+
+function readLength(buf: Buffer, off: number): [number, number] | null {
+  if (off >= buf.length) return null
+  const b = buf[off]!
+  if ((b & 0x80) === 0) return [b, off + 1]
+  if (buf.length - off < 4) return null
+  return [buf.readUInt32BE(off) & 0x7fffffff, off + 4]
+}
+
+/** Decode a complete name-value block (GET_VALUES, GET_VALUES_RESULT). */
+export function decodeNameValuePairs(content: Buffer, maxBytes = 65535): [string, string][] {
+  const d = new NameValueDecoder(maxBytes)
+  d.feed(content)
+  return d.end()
+}

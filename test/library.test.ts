@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { writeFileSync } from 'node:fs'
+import { createServer, type Server } from 'node:http'
+import { connect } from 'node:net'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import express from 'express'
+import { request } from 'undici'
+import { createGatehouse, GatehouseError } from '../src/index.js'
+import { tempDir } from './helpers.js'
+
+async function listen(t: { after: (fn: () => void) => void }, server: Server): Promise<string> {
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.after(() => server.close())
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`
+}
+
+test('createGatehouse().handler mounts in a plain node:http server', async (t) => {
+  const dir = tempDir(t)
+  writeFileSync(join(dir, 'a.txt'), 'file A')
+  const gh = createGatehouse({
+    log: { level: 'silent' },
+    routes: [
+      { exact: '/hello', return: { body: 'hi {method}' } },
+      { path: '/', static: { root: dir } },
+    ],
+  })
+  t.after(() => gh.close(0))
+  const origin = await listen(t, createServer(gh.handler))
+  const hello = await request(`${origin}/hello`)
+  assert.equal(hello.statusCode, 200)
+  assert.equal(await hello.body.text(), 'hi GET')
+  const file = await request(`${origin}/a.txt`)
+  assert.equal(await file.body.text(), 'file A')
+  assert.equal(file.headers['content-type'], 'text/plain; charset=utf-8')
+  const missing = await request(`${origin}/nope`)
+  assert.equal(missing.statusCode, 404)
+  await missing.body.dump()
+})
+
+test('the handler works as Express middleware', async (t) => {
+  const gh = createGatehouse({
+    log: { level: 'silent' },
+    routes: [{ path: '/gh', return: { status: 202, body: 'from gatehouse' } }],
+  })
+  t.after(() => gh.close(0))
+  const app = express()
+  app.get('/express', (_req, res) => {
+    res.send('from express')
+  })
+  app.use((req, res) => gh.handler(req, res))
+  const origin = await listen(t, createServer(app))
+  const a = await request(`${origin}/express`)
+  assert.equal(await a.body.text(), 'from express')
+  const b = await request(`${origin}/gh/x`)
+  assert.equal(b.statusCode, 202)
+  assert.equal(await b.body.text(), 'from gatehouse')
+})
+
+test('createGatehouse throws GH_ERR_CONFIG with every problem', () => {
+  assert.throws(
+    () => createGatehouse({ listen: 'x', routes: [{ path: '/' }] } as never),
+    (err: unknown) =>
+      err instanceof GatehouseError && err.code === 'GH_ERR_CONFIG' && err.problems.length === 2,
+  )
+})
+
+test('listen() opens every address; close() stops them', async (t) => {
+  const gh = createGatehouse({
+    listen: ['127.0.0.1:0', '127.0.0.1:0'],
+    log: { level: 'silent' },
+    routes: [{ path: '/', return: { body: 'x' } }],
+  })
+  const addrs = await gh.listen()
+  assert.equal(addrs.length, 2)
+  for (const a of addrs) assert.equal(await (await request(`http://${a.address}/`)).body.text(), 'x')
+  await gh.close(0)
+  for (const a of addrs) {
+    const socket = connect(a.port!, '127.0.0.1')
+    const [err] = (await once(socket, 'error')) as [NodeJS.ErrnoException]
+    assert.equal(err.code, 'ECONNREFUSED')
+  }
+  t.after(() => gh.close(0))
+})
