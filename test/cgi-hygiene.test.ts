@@ -70,113 +70,117 @@ function disconnecting(
   })
 }
 
-test('after 1,000 requests with timeouts, disconnects and crashes, no CGI process remains', {
-  timeout: 180_000,
-}, async (t) => {
-  const marker = `GH_HYGIENE_${randomUUID().replaceAll('-', '')}`
-  const listener = cgi({
-    root: CGI,
-    log: pino({ level: 'silent' }),
-    env: { GH_MARKER: marker, BIG_BYTES: String(64 * 1024 * 1024) },
-    timeout: '400ms',
-    kill_grace: '200ms',
-    max_processes: 16,
-    queue: 2000,
-    queue_timeout: '120s',
-  })
-  const server = createServer(listener)
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  t.after(async () => {
-    server.closeAllConnections()
-    await listener.close()
-    await new Promise((r) => server.close(r))
-  })
-  const { port } = server.address() as { port: number }
+test(
+  'after 1,000 requests with timeouts, disconnects and crashes, no CGI process remains',
+  {
+    timeout: 180_000,
+  },
+  async (t) => {
+    const marker = `GH_HYGIENE_${randomUUID().replaceAll('-', '')}`
+    const listener = cgi({
+      root: CGI,
+      log: pino({ level: 'silent' }),
+      env: { GH_MARKER: marker, BIG_BYTES: String(64 * 1024 * 1024) },
+      timeout: '400ms',
+      kill_grace: '200ms',
+      max_processes: 16,
+      queue: 2000,
+      queue_timeout: '120s',
+    })
+    const server = createServer(listener)
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    t.after(async () => {
+      server.closeAllConnections()
+      await listener.close()
+      await new Promise((r) => server.close(r))
+    })
+    const { port } = server.address() as { port: number }
 
-  type Kind = 'ok' | 'timeout' | 'stubborn' | 'crash' | 'cut-body' | 'cut-early' | 'partial'
-  const plan: Kind[] = []
-  const add = (kind: Kind, n: number) => {
-    for (let i = 0; i < n; i++) plan.push(kind)
-  }
-  add('ok', 820)
-  add('timeout', 40) // sleep.sh: no head, a background child in its group -> 504
-  add('stubborn', 15) // ignores SIGTERM -> SIGKILL after kill_grace
-  add('crash', 30) // SIGSEGV before any output -> 502
-  add('cut-body', 40) // client hangs up in the middle of a 64 MiB body
-  add('cut-early', 35) // client hangs up before the script answered
-  add('partial', 20) // head sent, then the timeout cuts the body
-  // Shuffle (seeded, so every run is the same) so that every kind overlaps with the others.
-  let seed = 12345
-  for (let i = plan.length - 1; i > 0; i--) {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31
-    const j = seed % (i + 1)
-    ;[plan[i], plan[j]] = [plan[j]!, plan[i]!]
-  }
-  assert.equal(plan.length, 1000)
-
-  const counts: Record<string, number> = {}
-  const note = (key: string) => {
-    counts[key] = (counts[key] ?? 0) + 1
-  }
-  const one = async (kind: Kind) => {
-    switch (kind) {
-      case 'ok': {
-        const r = await fetchText(port, '/env.sh')
-        note(`ok:${r.status}`)
-        assert.ok(r.text.includes(marker))
-        return
-      }
-      case 'timeout':
-        note(`timeout:${(await fetchText(port, '/sleep.sh')).status}`)
-        return
-      case 'crash':
-        note(`crash:${(await fetchText(port, '/crash.sh')).status}`)
-        return
-      case 'stubborn':
-      case 'partial':
-        await fetchText(port, kind === 'stubborn' ? '/stubborn.sh' : '/slow-body.sh').then(
-          (r) => note(`${kind}:completed:${r.status}`),
-          () => note(`${kind}:cut`),
-        )
-        return
-      case 'cut-body':
-        await disconnecting(port, '/big.sh', { afterBytes: 256 * 1024 })
-        note(kind)
-        return
-      case 'cut-early':
-        await disconnecting(port, '/sleep.sh', { ms: 50 })
-        note(kind)
-        return
+    type Kind = 'ok' | 'timeout' | 'stubborn' | 'crash' | 'cut-body' | 'cut-early' | 'partial'
+    const plan: Kind[] = []
+    const add = (kind: Kind, n: number) => {
+      for (let i = 0; i < n; i++) plan.push(kind)
     }
-  }
-  let next = 0
-  const worker = async () => {
-    while (next < plan.length) await one(plan[next++]!)
-  }
-  await Promise.all(Array.from({ length: 32 }, worker))
+    add('ok', 820)
+    add('timeout', 40) // sleep.sh: no head, a background child in its group -> 504
+    add('stubborn', 15) // ignores SIGTERM -> SIGKILL after kill_grace
+    add('crash', 30) // SIGSEGV before any output -> 502
+    add('cut-body', 40) // client hangs up in the middle of a 64 MiB body
+    add('cut-early', 35) // client hangs up before the script answered
+    add('partial', 20) // head sent, then the timeout cuts the body
+    // Shuffle (seeded, so every run is the same) so that every kind overlaps with the others.
+    let seed = 12345
+    for (let i = plan.length - 1; i > 0; i--) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      const j = seed % (i + 1)
+      ;[plan[i], plan[j]] = [plan[j]!, plan[i]!]
+    }
+    assert.equal(plan.length, 1000)
 
-  assert.deepEqual(counts, {
-    'ok:200': 820,
-    'timeout:504': 40,
-    'stubborn:cut': 15,
-    'crash:502': 30,
-    'cut-body': 40,
-    'cut-early': 35,
-    'partial:cut': 20,
-  })
-  assert.ok(
-    await eventually(
-      () => listener.handler.stats().running === 0 && listener.handler.stats().queued === 0,
-      20_000,
-    ),
-    JSON.stringify(listener.handler.stats()),
-  )
-  assert.ok(
-    await eventually(() => childrenOfThisProcess().length === 0, 10_000),
-    childrenOfThisProcess().join('\n'),
-  )
-  assert.ok(
-    await eventually(() => processesWithMarker(marker).length === 0, 10_000),
-    `still running: ${processesWithMarker(marker).join(' ')}`,
-  )
-})
+    const counts: Record<string, number> = {}
+    const note = (key: string) => {
+      counts[key] = (counts[key] ?? 0) + 1
+    }
+    const one = async (kind: Kind) => {
+      switch (kind) {
+        case 'ok': {
+          const r = await fetchText(port, '/env.sh')
+          note(`ok:${r.status}`)
+          assert.ok(r.text.includes(marker))
+          return
+        }
+        case 'timeout':
+          note(`timeout:${(await fetchText(port, '/sleep.sh')).status}`)
+          return
+        case 'crash':
+          note(`crash:${(await fetchText(port, '/crash.sh')).status}`)
+          return
+        case 'stubborn':
+        case 'partial':
+          await fetchText(port, kind === 'stubborn' ? '/stubborn.sh' : '/slow-body.sh').then(
+            (r) => note(`${kind}:completed:${r.status}`),
+            () => note(`${kind}:cut`),
+          )
+          return
+        case 'cut-body':
+          await disconnecting(port, '/big.sh', { afterBytes: 256 * 1024 })
+          note(kind)
+          return
+        case 'cut-early':
+          await disconnecting(port, '/sleep.sh', { ms: 50 })
+          note(kind)
+          return
+      }
+    }
+    let next = 0
+    const worker = async () => {
+      while (next < plan.length) await one(plan[next++]!)
+    }
+    await Promise.all(Array.from({ length: 32 }, worker))
+
+    assert.deepEqual(counts, {
+      'ok:200': 820,
+      'timeout:504': 40,
+      'stubborn:cut': 15,
+      'crash:502': 30,
+      'cut-body': 40,
+      'cut-early': 35,
+      'partial:cut': 20,
+    })
+    assert.ok(
+      await eventually(
+        () => listener.handler.stats().running === 0 && listener.handler.stats().queued === 0,
+        20_000,
+      ),
+      JSON.stringify(listener.handler.stats()),
+    )
+    assert.ok(
+      await eventually(() => childrenOfThisProcess().length === 0, 10_000),
+      childrenOfThisProcess().join('\n'),
+    )
+    assert.ok(
+      await eventually(() => processesWithMarker(marker).length === 0, 10_000),
+      `still running: ${processesWithMarker(marker).join(' ')}`,
+    )
+  },
+)

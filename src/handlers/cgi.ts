@@ -124,8 +124,7 @@ interface ScriptTarget {
 }
 
 type Resolution =
-  | { kind: 'script'; target: ScriptTarget }
-  | { kind: 'respond'; status: number; location?: string }
+  { kind: 'script'; target: ScriptTarget } | { kind: 'respond'; status: number; location?: string }
 
 type Body =
   | { kind: 'none' }
