@@ -168,11 +168,8 @@ test(
       'partial:cut': 20,
     })
     assert.ok(
-      await eventually(
-        () => listener.handler.stats().running === 0 && listener.handler.stats().queued === 0,
-        20_000,
-      ),
-      JSON.stringify(listener.handler.stats()),
+      await eventually(() => listener.stats().running === 0 && listener.stats().queued === 0, 20_000),
+      JSON.stringify(listener.stats()),
     )
     assert.ok(
       await eventually(() => childrenOfThisProcess().length === 0, 10_000),

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test'
 import pino from 'pino'
 import { applyFlags } from '../src/cli/flags.js'
 import { GatehouseError } from '../src/errors.js'
-import { type CgiHandler, type CgiLibraryOptions, cgi } from '../src/handlers/cgi.js'
+import { type CgiLibraryOptions, type CgiRequestListener, cgi } from '../src/handlers/cgi.js'
 import { envLines, eventually, fetchText, parseRawResponse } from './cgi-client.js'
 import { CLI, FIXTURES, PYTHON, rawRequest, startGatehouse, tempDir } from './helpers.js'
 
@@ -28,7 +28,7 @@ after(async () => {
 async function startCgi(
   t: { after: (fn: () => Promise<void>) => void },
   options: CgiLibraryOptions,
-): Promise<{ port: number; handler: CgiHandler }> {
+): Promise<{ port: number; handler: CgiRequestListener }> {
   const listener = cgi({ log: pino({ level: 'silent' }), ...options })
   const server = createServer(listener)
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
@@ -37,7 +37,7 @@ async function startCgi(
     await listener.close()
     await new Promise((r) => server.close(r))
   })
-  return { port: (server.address() as { port: number }).port, handler: listener.handler }
+  return { port: (server.address() as { port: number }).port, handler: listener }
 }
 
 /** A log sink that keeps every line, for asserting on what reached the error log. */
@@ -509,7 +509,7 @@ describe('CGI gateway with real scripts', () => {
     })
     // The body arrives after close() was called; the script is still answered in full.
     socket.write('POST /count.py HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab')
-    assert.ok(await eventually(() => listener.handler.stats().running === 1))
+    assert.ok(await eventually(() => listener.stats().running === 1))
     const closed = listener.close()
     socket.write('cd')
     await closed
@@ -575,11 +575,13 @@ describe('CGI gateway with real scripts', () => {
 describe('CGI library API and CLI', () => {
   test('cgi({ root, ... }) is a plain node:http listener; stderr goes to the log tagged with the script', async (t) => {
     const { log, lines } = memoryLog()
-    const handler = cgi({ root: CGI, prefix: '/cgi', log, interpreters: { py: PYTHON } })
-    const server = createServer(handler)
+    const app = cgi({ root: CGI, prefix: '/cgi', log, interpreters: { py: PYTHON } })
+    // `app` itself is the listener; `app.handler` is the same function, as on a Gatehouse.
+    assert.equal(app.handler, app)
+    const server = createServer(app.handler)
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
     t.after(async () => {
-      await handler.close()
+      await app.close()
       await new Promise((r) => server.close(r))
     })
     const { port } = server.address() as { port: number }

@@ -944,8 +944,11 @@ export interface CgiLibraryOptions extends CgiOptionsInput {
 }
 
 export type CgiRequestListener = ((req: IncomingMessage, res: ServerResponse) => void) & {
-  handler: CgiHandler
-  /** Stop running scripts and refuse waiting requests. */
+  /** The listener itself, as `createGatehouse().handler` is: `createServer(app.handler)`. */
+  handler: (req: IncomingMessage, res: ServerResponse) => void
+  /** Processes running and requests waiting for one. */
+  stats(): { running: number; queued: number }
+  /** Let running scripts finish (bounded by `timeout`), stop the rest, refuse new requests. */
   close(): Promise<void>
 }
 
@@ -978,5 +981,9 @@ export function cgi(options: CgiLibraryOptions): CgiRequestListener {
     prefix: prefix ?? '/',
     ...(maxBody?.success ? { maxBodyBytes: maxBody.data } : {}),
   })
-  return Object.assign(listener, { handler, close: () => handler.close() })
+  return Object.assign(listener, {
+    handler: listener,
+    stats: () => handler.stats(),
+    close: () => handler.close(),
+  })
 }
