@@ -662,6 +662,13 @@ describe('CGI library API and CLI', () => {
     ])
   })
 
+  test('--cgi-interpreter without --cgi is a usage error, not silently ignored', () => {
+    assert.throws(
+      () => applyFlags({}, { cgiInterpreter: ['.py=/usr/bin/python3'] }, '/srv'),
+      (err: unknown) => err instanceof GatehouseError && err.code === 'GH_ERR_USAGE',
+    )
+  })
+
   test('gatehouse serve --cgi runs scripts end to end', async (t) => {
     const dir = tempDir(t)
     mkdirSync(join(dir, 'bin'))

@@ -1,5 +1,6 @@
 import { isAbsolute, resolve } from 'node:path'
 import type { GatehouseConfigInput } from '../config/schema.js'
+import { GatehouseError } from '../errors.js'
 
 /** CLI options as commander hands them over; every one maps onto a config key. */
 export interface ServeFlags {
@@ -43,6 +44,10 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     routes.push({ path, static: { root } })
   }
   const interpreters = cgiInterpreters(flags.cgiInterpreter ?? [])
+  if (interpreters && (flags.cgi ?? []).length === 0) {
+    const problem = '--cgi-interpreter applies to the routes that --cgi adds, and no --cgi was given'
+    throw new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
+  }
   for (const value of flags.cgi ?? []) {
     const [path, root] = splitMount(value, cwd)
     routes.push({ path, cgi: { root, ...(interpreters ? { interpreters } : {}) } })
