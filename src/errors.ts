@@ -26,6 +26,9 @@ export const ERROR_CODES = {
   GH_ERR_UWSGI_PLAIN_HTTP: { status: 400, message: 'plain HTTP sent to a uwsgi socket' },
   GH_ERR_UWSGI_VARS_TOO_LARGE: { status: 431, message: 'uwsgi vars block exceeds the limit' },
   GH_ERR_UWSGI_MODIFIER: { status: 501, message: 'unsupported uwsgi modifier1' },
+  GH_ERR_CGI_SPAWN: { status: 502, message: 'CGI script could not be started' },
+  GH_ERR_CGI_RESPONSE: { status: 502, message: 'CGI script sent no valid response header block' },
+  GH_ERR_CGI_REDIRECT: { status: 502, message: 'CGI local redirect failed (loop, or outside the route)' },
   GH_ERR_OVERLOADED: { status: 503, message: 'server is overloaded; retry later' },
   GH_ERR_INTERNAL: { status: 500, message: 'internal server error' },
 } as const satisfies Record<string, { status: number | undefined; message: string }>

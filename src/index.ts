@@ -2,6 +2,14 @@ export { loadConfigFile, readConfigFile, validateConfig } from './config/load.js
 export type { GatehouseConfig, GatehouseConfigInput, RouteConfig } from './config/schema.js'
 export { ERROR_CODES, type ErrorCode, GatehouseError, isGatehouseError } from './errors.js'
 export { createGatehouse, Gatehouse, type ListeningAddress } from './gatehouse.js'
+export {
+  CgiHandler,
+  type CgiLibraryOptions,
+  type CgiOptions,
+  type CgiOptionsInput,
+  type CgiRequestListener,
+  cgi,
+} from './handlers/cgi.js'
 export { ACTIONS } from './handlers/registry.js'
 export { createStaticHandler, type StaticOptions } from './handlers/static.js'
 export { createUwsgiHandler, type UwsgiOptions } from './handlers/uwsgi.js'
@@ -35,6 +43,14 @@ export {
   type GatewayRequestInit,
 } from './server/gateway-request.js'
 export { createUwsgiServer, UwsgiServer, type UwsgiServerOptions } from './server/uwsgi-server.js'
+export { buildCgiMeta, type CgiMetaInput, headerMetaName } from './protocol/cgi-meta.js'
+export {
+  type CgiParseResult,
+  type CgiResponseError,
+  type CgiResponseErrorCode,
+  type CgiResponseHead,
+  CgiResponseParser,
+} from './protocol/cgi-response.js'
 export { CONNECTION_INFO, connectionInfo, setConnectionInfo } from './server/connection.js'
 export {
   buildContext,

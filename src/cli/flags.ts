@@ -1,10 +1,13 @@
 import { isAbsolute, resolve } from 'node:path'
 import type { GatehouseConfigInput } from '../config/schema.js'
+import { GatehouseError } from '../errors.js'
 
 /** CLI options as commander hands them over; every one maps onto a config key. */
 export interface ServeFlags {
   listen?: string[]
   static?: string[]
+  cgi?: string[]
+  cgiInterpreter?: string[]
   logLevel?: string
   accessLog?: string
   accessFormat?: string
@@ -50,6 +53,15 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   if (flags.uwsgiListen && flags.uwsgiListen.length > 0)
     out.uwsgi_listen = flags.uwsgiListen.map((a) => unixPathFrom(a, cwd))
   if (flags.uwsgiAllow && flags.uwsgiAllow.length > 0) out.uwsgi_allow = flags.uwsgiAllow
+  const interpreters = cgiInterpreters(flags.cgiInterpreter ?? [])
+  if (interpreters && (flags.cgi ?? []).length === 0) {
+    const problem = '--cgi-interpreter applies to the routes that --cgi adds, and no --cgi was given'
+    throw new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
+  }
+  for (const value of flags.cgi ?? []) {
+    const [path, root] = splitMount(value, cwd)
+    routes.push({ path, cgi: { root, ...(interpreters ? { interpreters } : {}) } })
+  }
   if (routes.length > 0) out.routes = routes as Input['routes']
   return out
 }
@@ -66,6 +78,30 @@ export function splitUwsgiPass(value: string, cwd: string): [string, string] {
   const [prefix, address] =
     eq > 0 && value.startsWith('/') ? [value.slice(0, eq), value.slice(eq + 1)] : ['/', value]
   return [prefix, unixPathFrom(address, cwd)]
+}
+
+/**
+ * `--cgi-interpreter .py=/usr/bin/python3` (repeatable) -> { ".py": ["/usr/bin/python3"] }.
+ * The command is split on whitespace into argv (`.pl=perl -T`); no shell is involved.
+ */
+export function cgiInterpreters(values: readonly string[]): Record<string, string[]> | undefined {
+  if (values.length === 0) return undefined
+  const out: Record<string, string[]> = {}
+  for (const value of values) {
+    const eq = value.indexOf('=')
+    // Malformed values are passed on as they are, for the schema to report with a path.
+    const ext = eq === -1 ? value : value.slice(0, eq)
+    const command =
+      eq === -1
+        ? []
+        : value
+            .slice(eq + 1)
+            .trim()
+            .split(/\s+/)
+            .filter(Boolean)
+    out[ext] = command
+  }
+  return out
 }
 
 function fileOrStream(value: string, cwd: string): string {

@@ -43,7 +43,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
     if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
       fail(
         [
-          'nothing to serve: give --static [PREFIX=]DIR, or --config FILE, or put a gatehouse.toml in this directory.',
+          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, or --config FILE, or put a gatehouse.toml in this directory.',
           'Try `gatehouse serve --help`.',
         ],
         EXIT_USAGE,
@@ -163,6 +163,16 @@ export function buildProgram(): Command {
     .option(
       '--uwsgi-allow <cidr>',
       'addresses or CIDR blocks allowed to connect to --uwsgi-listen over TCP (default loopback); repeatable',
+      collect,
+    )
+    .option(
+      '--cgi <[prefix=]dir>',
+      'run CGI scripts from DIR under URL PREFIX (default /); repeatable',
+      collect,
+    )
+    .option(
+      '--cgi-interpreter <.ext=command>',
+      'run CGI scripts ending in .ext with command (e.g. .py=/usr/bin/python3); repeatable',
       collect,
     )
     .addOption(

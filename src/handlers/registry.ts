@@ -1,3 +1,4 @@
+import { cgiAction } from './cgi.js'
 import { returnAction } from './return.js'
 import { staticAction } from './static.js'
 import { uwsgiAction } from './uwsgi.js'
@@ -10,6 +11,7 @@ export const ACTIONS = {
   static: staticAction,
   return: returnAction,
   uwsgi: uwsgiAction,
+  cgi: cgiAction,
 } as const
 
 export type ActionName = keyof typeof ACTIONS
