@@ -1,16 +1,15 @@
-import { lstatSync, unlinkSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http'
-import { connect } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { validateConfig } from './config/load.js'
 import type { GatehouseConfig, GatehouseConfigInput, LimitsConfig } from './config/schema.js'
-import { ERROR_CODES, type ErrorCode, GatehouseError } from './errors.js'
+import { ERROR_CODES, type ErrorCode } from './errors.js'
 import { ACTION_NAMES, ACTIONS } from './handlers/registry.js'
 import { refuse, sendStatus } from './handlers/respond.js'
 import { Logs } from './logging.js'
 import { Router } from './router/router.js'
 import { connectionInfo } from './server/connection.js'
 import { buildContext, parseRequest, runHandler } from './server/context.js'
+import { type BoundAddress as ListeningAddress, bindServer } from './server/bind.js'
 import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
 import { UwsgiListeners } from './server/uwsgi-listeners.js'
 import type { ActionDefinition, Handler } from './types.js'
@@ -25,15 +24,13 @@ interface State {
   config: GatehouseConfig
   router: Router<RouteEntry>
   handlers: Handler[]
+  /** Requests still being served by this state's handlers. */
+  active: number
+  /** Set by reload on a replaced state: called when its last request ends. */
+  onIdle: (() => void) | null
 }
 
-export interface ListeningAddress {
-  address: string
-  /** For TCP listeners: the bound port (useful with port 0). */
-  port?: number
-  /** For Unix listeners: the socket path. */
-  path?: string
-}
+export type { BoundAddress as ListeningAddress } from './server/bind.js'
 
 interface Listener {
   spec: ListenAddress
@@ -58,7 +55,7 @@ function buildState(config: GatehouseConfig, logs: Logs): State {
       target: { handler, maxBodyBytes: route.max_body_bytes ?? config.limits.max_body_bytes },
     }
   })
-  return { config, router: new Router(specs), handlers }
+  return { config, router: new Router(specs), handlers, active: 0, onIdle: null }
 }
 
 function serverOptions(limits: LimitsConfig) {
@@ -109,6 +106,8 @@ export class Gatehouse {
   private inFlight = 0
   private closing = false
   private drained: (() => void) | null = null
+  /** Replaced states whose handlers close once their in-flight requests end. */
+  private readonly retiring = new Set<Promise<void>>()
   private readonly requestsOnSocket = new WeakMap<object, number>()
   /** `uwsgi_listen`: requests arriving over uwsgi take the same path as HTTP ones. */
   private readonly uwsgi: UwsgiListeners
@@ -155,37 +154,8 @@ export class Gatehouse {
       socket.on('error', () => socket.destroy())
       endWithStatus(socket, 501)
     })
-    if (spec.kind === 'unix') await removeStaleSocket(spec.path)
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        const reason =
-          err.code === 'EADDRINUSE'
-            ? 'address already in use'
-            : err.code === 'EACCES'
-              ? 'permission denied'
-              : err.code === 'EADDRNOTAVAIL'
-                ? 'address not available on this machine'
-                : err.message
-        reject(new GatehouseError('GH_ERR_LISTEN', `${spec.text}: ${reason}`, { cause: err }))
-      }
-      server.once('error', onError)
-      const done = () => {
-        server.off('error', onError)
-        server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
-        resolve()
-      }
-      if (spec.kind === 'unix') server.listen(spec.path, done)
-      else server.listen({ host: spec.host, port: spec.port }, done)
-    })
-    const addr = server.address()
-    const bound: ListeningAddress =
-      spec.kind === 'unix' || typeof addr === 'string' || addr === null
-        ? { address: spec.text, path: spec.kind === 'unix' ? spec.path : String(addr) }
-        : {
-            address:
-              addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`,
-            port: addr.port,
-          }
+    const bound: ListeningAddress = await bindServer(server, spec)
+    server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
     this.listeners.push({ spec, server, bound })
     this.logs.error.info({ listen: bound.address }, 'listening')
   }
@@ -208,9 +178,11 @@ export class Gatehouse {
     const remoteAddress = connectionInfo(req).remoteAddress
     const written0 = req.socket?.bytesWritten ?? 0
     this.inFlight++
+    state.active++
     let routeIndex: number | undefined
     res.once('close', () => {
       this.inFlight--
+      if (--state.active === 0) state.onIdle?.()
       if (this.logs.accessEnabled) {
         this.logs.access({ req, res, remoteAddress, start, route: routeIndex, written0 })
       }
@@ -284,6 +256,14 @@ export class Gatehouse {
       }
       await this.uwsgi.reconcile(config)
     }
+    // The old handlers finish what they have in flight before they are closed; reload
+    // itself does not wait for that (a long download must not hold up the next reload).
+    const retired: Promise<void> = this.retire(old).finally(() => this.retiring.delete(retired))
+    this.retiring.add(retired)
+  }
+
+  private async retire(old: State): Promise<void> {
+    if (old.active > 0) await new Promise<void>((resolve) => (old.onIdle = resolve))
     await Promise.allSettled(old.handlers.map((h) => h.close?.()))
   }
 
@@ -315,7 +295,7 @@ export class Gatehouse {
     for (const l of this.listeners) l.server.closeAllConnections()
     this.uwsgi.closeAll()
     await Promise.all(closed)
-    await Promise.allSettled(this.state.handlers.map((h) => h.close?.()))
+    await Promise.allSettled([...this.retiring, ...this.state.handlers.map((h) => h.close?.())])
     this.logs.flush()
   }
 }
@@ -327,26 +307,6 @@ function endWithStatus(socket: Duplex, status: number): void {
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
   )
   setTimeout(() => socket.destroy(), 1000).unref()
-}
-
-/** A Unix socket file left by a dead process is removed; one with a live server is an error. */
-async function removeStaleSocket(path: string): Promise<void> {
-  let isSocket = false
-  try {
-    isSocket = lstatSync(path).isSocket()
-  } catch {
-    return
-  }
-  if (!isSocket) return // listen() reports EADDRINUSE with the path
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = connect(path)
-    probe.once('connect', () => {
-      probe.destroy()
-      resolve(true)
-    })
-    probe.once('error', () => resolve(false))
-  })
-  if (!live) unlinkSync(path)
 }
 
 /**

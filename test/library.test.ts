@@ -84,3 +84,31 @@ test('listen() opens every address; close() stops them', async (t) => {
   }
   t.after(() => gh.close(0))
 })
+
+test('reload: a request in flight finishes on the old handler; new requests see the new config', async (t) => {
+  const dir = tempDir(t)
+  const script = join(dir, 'slow.sh')
+  writeFileSync(
+    script,
+    '#!/bin/sh\nsleep 1\nprintf "Content-Type: text/plain\\r\\n\\r\\nold handler done\\n"\n',
+    { mode: 0o755 },
+  )
+  const config = (body: string) => ({
+    listen: ['127.0.0.1:0'],
+    log: { level: 'silent' as const },
+    routes: [
+      { path: '/cgi', cgi: { root: dir } },
+      { exact: '/v', return: { body } },
+    ],
+  })
+  const gh = createGatehouse(config('one'))
+  const [addr] = await gh.listen()
+  t.after(() => gh.close(0))
+  const slow = request(`http://${addr!.address}/cgi/slow.sh`)
+  await new Promise((r) => setTimeout(r, 200))
+  await gh.reload(config('two'))
+  assert.equal(await (await request(`http://${addr!.address}/v`)).body.text(), 'two')
+  const res = await slow
+  assert.equal(res.statusCode, 200)
+  assert.equal(await res.body.text(), 'old handler done\n')
+})

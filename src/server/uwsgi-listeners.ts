@@ -3,19 +3,13 @@
  * reload, drained on close. Requests go to the same listener as HTTP requests, so
  * `uwsgi_pass` from nginx reaches every route.
  */
-import { lstatSync, unlinkSync } from 'node:fs'
-import { connect } from 'node:net'
 import type { Logger } from 'pino'
 import type { GatehouseConfig } from '../config/schema.js'
-import { GatehouseError } from '../errors.js'
+import { type BoundAddress, bindServer } from './bind.js'
 import { type ListenAddress, parseListenAddress } from './listen-address.js'
 import { createUwsgiServer, type RequestListener, type UwsgiServer } from './uwsgi-server.js'
 
-export interface BoundAddress {
-  address: string
-  port?: number
-  path?: string
-}
+export type { BoundAddress } from './bind.js'
 
 interface Entry {
   spec: ListenAddress
@@ -58,7 +52,7 @@ export class UwsgiListeners {
         headerTimeout: config.limits.header_timeout,
         log: this.log,
       })
-      const bound = await bind(server, spec)
+      const bound = await bindServer(server, spec, 'uwsgi')
       server.on('error', (err) => this.log.error({ err, uwsgi_listen: spec.text }, 'uwsgi listener error'))
       this.entries.push({ spec, server, bound })
       this.log.info({ uwsgi_listen: bound.address }, 'listening for uwsgi')
@@ -79,55 +73,4 @@ export class UwsgiListeners {
   closeAll(): void {
     for (const e of this.entries) e.server.closeAllConnections()
   }
-}
-
-async function bind(server: UwsgiServer, spec: ListenAddress): Promise<BoundAddress> {
-  if (spec.kind === 'unix') await removeStaleSocket(spec.path)
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      const reason =
-        err.code === 'EADDRINUSE'
-          ? 'address already in use'
-          : err.code === 'EACCES'
-            ? 'permission denied'
-            : err.code === 'EADDRNOTAVAIL'
-              ? 'address not available on this machine'
-              : err.message
-      reject(new GatehouseError('GH_ERR_LISTEN', `${spec.text} (uwsgi): ${reason}`, { cause: err }))
-    }
-    server.once('error', onError)
-    const done = () => {
-      server.off('error', onError)
-      resolve()
-    }
-    if (spec.kind === 'unix') server.listen(spec.path, done)
-    else server.listen({ host: spec.host, port: spec.port }, done)
-  })
-  const addr = server.address()
-  if (spec.kind === 'unix' || typeof addr === 'string' || addr === null)
-    return { address: spec.text, path: spec.kind === 'unix' ? spec.path : String(addr) }
-  return {
-    address: addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`,
-    port: addr.port,
-  }
-}
-
-/** A socket file left by a dead process is removed; one with a live server is an error. */
-async function removeStaleSocket(path: string): Promise<void> {
-  let isSocket = false
-  try {
-    isSocket = lstatSync(path).isSocket()
-  } catch {
-    return
-  }
-  if (!isSocket) return // listen() reports EADDRINUSE with the path
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = connect(path)
-    probe.once('connect', () => {
-      probe.destroy()
-      resolve(true)
-    })
-    probe.once('error', () => resolve(false))
-  })
-  if (!live) unlinkSync(path)
 }
