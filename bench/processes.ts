@@ -41,9 +41,9 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   })
 }
 
-function tryConnect(port: number, host: string): Promise<boolean> {
+function tryConnect(port: number | string, host: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = connect({ port, host })
+    const socket = typeof port === 'string' ? connect({ path: port }) : connect({ port, host })
     socket.setTimeout(500)
     const done = (ok: boolean) => {
       socket.destroy()
@@ -56,8 +56,16 @@ function tryConnect(port: number, host: string): Promise<boolean> {
 }
 
 /** Poll-connect until the port accepts, the child exits, or `timeoutMs` passes. */
+/** Wait until a Unix socket accepts connections (a backend such as fcgiwrap or uWSGI). */
+export function waitForUnixSocket(
+  path: string,
+  opts: { timeoutMs?: number; server?: ServerHandle; what: string },
+): Promise<void> {
+  return waitForPort(path, opts)
+}
+
 export async function waitForPort(
-  port: number,
+  port: number | string,
   opts: { host?: string; timeoutMs?: number; server?: ServerHandle; what: string },
 ): Promise<void> {
   const host = opts.host ?? '127.0.0.1'
@@ -74,7 +82,7 @@ export async function waitForPort(
     await sleep(50)
   }
   throw new Error(
-    `${opts.what} did not accept connections on ${host}:${port} within ${opts.timeoutMs ?? 10_000} ms`,
+    `${opts.what} did not accept connections on ${typeof port === 'string' ? port : `${host}:${port}`} within ${opts.timeoutMs ?? 10_000} ms`,
   )
 }
 

@@ -4,7 +4,8 @@
  * this order.
  */
 import type { Scenario } from '../scenario.js'
+import { cgiScenarios } from './cgi.js'
 import { returnScenarios } from './return.js'
 import { staticScenarios } from './static.js'
 
-export const SCENARIOS: readonly Scenario[] = [...staticScenarios, ...returnScenarios]
+export const SCENARIOS: readonly Scenario[] = [...staticScenarios, ...returnScenarios, ...cgiScenarios]
