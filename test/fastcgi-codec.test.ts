@@ -146,6 +146,25 @@ describe('FastCGI name-value pairs', () => {
     }
   })
 
+  test('PARAMS records hold whole pairs (php-fpm decodes each record on its own)', () => {
+    const pairs: [string, string][] = Array.from({ length: 5 }, (_, i) => [
+      `HTTP_X_${i}`,
+      `${i}`.repeat(40_000),
+    ])
+    const records = parseAll(Buffer.concat(encodeParams(3, pairs)))
+    assert.equal(
+      records.length,
+      6,
+      'five records of one pair each (two do not fit in one), then the empty one',
+    )
+    for (const [i, r] of records.slice(0, -1).entries()) {
+      assert.ok(r.content.length <= FCGI_MAX_CONTENT)
+      assert.deepEqual(decodeNameValuePairs(r.content, 1 << 20), [pairs[i]])
+    }
+    const small = parseAll(Buffer.concat(encodeParams(3, { A: '1', B: '2' })))
+    assert.equal(small.length, 2, 'small pairs share one record')
+  })
+
   test('values keep bytes as latin1 code points', () => {
     const pairs: [string, string][] = [['PATH_INFO', '/caf\u00c3\u00a9']]
     assert.deepEqual(decodeNameValuePairs(encodeNameValuePairs(pairs)), pairs)

@@ -143,16 +143,42 @@ export function encodeNameValuePairs(
   return Buffer.concat(parts)
 }
 
-/** The PARAMS stream for a request: pairs split across records as needed, then the empty record. */
+/**
+ * The PARAMS stream for a request, then the empty record. Records hold whole pairs: the
+ * spec lets a pair straddle records, but php-fpm decodes each PARAMS record on its own and
+ * drops the connection when one does (php-src main/fastcgi.c, fcgi_get_params). Only a
+ * pair too large for any record is split.
+ */
 export function encodeParams(
   requestId: number,
   pairs: Iterable<readonly [string, string]> | Record<string, string>,
 ): Buffer[] {
-  const data = encodeNameValuePairs(pairs)
-  return [
-    ...(data.length > 0 ? encodeStream(RecordType.PARAMS, requestId, data) : []),
-    ...encodeRecord(RecordType.PARAMS, requestId),
-  ]
+  const out: Buffer[] = []
+  const entries = Symbol.iterator in pairs ? pairs : Object.entries(pairs)
+  let batch: Buffer[] = []
+  let batchLength = 0
+  const flush = () => {
+    if (batchLength === 0) return
+    out.push(
+      ...encodeRecord(RecordType.PARAMS, requestId, batch.length === 1 ? batch[0]! : Buffer.concat(batch)),
+    )
+    batch = []
+    batchLength = 0
+  }
+  for (const pair of entries as Iterable<readonly [string, string]>) {
+    const bytes = encodeNameValuePairs([pair])
+    if (bytes.length > FCGI_MAX_CONTENT) {
+      flush()
+      out.push(...encodeStream(RecordType.PARAMS, requestId, bytes))
+      continue
+    }
+    if (batchLength + bytes.length > FCGI_MAX_CONTENT) flush()
+    batch.push(bytes)
+    batchLength += bytes.length
+  }
+  flush()
+  out.push(...encodeRecord(RecordType.PARAMS, requestId))
+  return out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -205,7 +231,12 @@ export class RecordParser {
     while (buf.length - off >= FCGI_HEADER_LEN) {
       const version = buf[off]!
       if (version !== FCGI_VERSION_1) {
-        const hint = version === 0x47 || version === 0x50 ? ' (plain HTTP sent to a FastCGI socket?)' : ''
+        const hint =
+          version === 0x47 || version === 0x50
+            ? ' (plain HTTP sent to a FastCGI socket?)'
+            : version === 0x48
+              ? ' (plain HTTP from an HTTP server, not a FastCGI one?)'
+              : ''
         error = new FastCGIProtocolError('FCGI_BAD_VERSION', `record version ${version}, expected 1${hint}`)
         break
       }
