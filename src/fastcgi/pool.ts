@@ -72,6 +72,9 @@ export interface FastCGIPoolStats {
   reused: number
 }
 
+/** Live pools per upstream in this process (routes and library users each may have their own). */
+const poolsByUpstream = new Map<string, Set<FastCGIPool>>()
+
 export class FastCGIPool {
   readonly upstream: string
   private readonly address: ListenAddress
@@ -97,6 +100,9 @@ export class FastCGIPool {
       queue: options.queue,
       queueTimeoutMs: options.queue_timeout,
     })
+    let siblings = poolsByUpstream.get(this.upstream)
+    if (!siblings) poolsByUpstream.set(this.upstream, (siblings = new Set()))
+    siblings.add(this)
   }
 
   stats(): FastCGIPoolStats {
@@ -173,7 +179,10 @@ export class FastCGIPool {
    */
   close(): Promise<void> {
     this.closing = true
-    for (const conn of this.idle.splice(0)) this.discard(conn)
+    const siblings = poolsByUpstream.get(this.upstream)
+    siblings?.delete(this)
+    if (siblings?.size === 0) poolsByUpstream.delete(this.upstream)
+    this.dropIdle()
     if (this.limiter.active === 0 && this.limiter.queued === 0) return Promise.resolve()
     return new Promise((resolve) => this.closedWaiters.push(resolve))
   }
@@ -220,9 +229,21 @@ export class FastCGIPool {
     return false
   }
 
-  private discard(conn: FastCGIConnection): void {
-    this.clearIdleTimer(conn)
-    conn.destroy()
+  /**
+   * The same holds across pools to one upstream (two routes, or a route and a library
+   * user): a new connection would wait behind the workers their idle connections hold, so
+   * opening one closes those. This pool has none idle, or it would not be opening one.
+   */
+  private releaseSiblingWorkers(): void {
+    for (const pool of poolsByUpstream.get(this.upstream) ?? []) if (pool !== this) pool.dropIdle()
+  }
+
+  /** Close the idle connections (the server's workers they hold are freed). */
+  dropIdle(): void {
+    for (const conn of this.idle.splice(0)) {
+      this.clearIdleTimer(conn)
+      conn.destroy()
+    }
   }
 
   private clearIdleTimer(conn: FastCGIConnection): void {
@@ -245,6 +266,7 @@ export class FastCGIPool {
         reject(signal.reason)
         return
       }
+      this.releaseSiblingWorkers()
       const address = this.address
       const socket: Socket =
         address.kind === 'unix' ? connect(address.path) : connect({ host: address.host, port: address.port })
