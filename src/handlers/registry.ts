@@ -1,4 +1,6 @@
 import { cgiAction } from './cgi.js'
+import { fastcgiAction } from './fastcgi.js'
+import { phpAction } from './php.js'
 import { returnAction } from './return.js'
 import { staticAction } from './static.js'
 import { uwsgiAction } from './uwsgi.js'
@@ -12,6 +14,8 @@ export const ACTIONS = {
   return: returnAction,
   uwsgi: uwsgiAction,
   cgi: cgiAction,
+  fastcgi: fastcgiAction,
+  php: phpAction,
 } as const
 
 export type ActionName = keyof typeof ACTIONS
