@@ -8,6 +8,9 @@ export interface ServeFlags {
   static?: string[]
   cgi?: string[]
   cgiInterpreter?: string[]
+  php?: string[]
+  fastcgi?: string
+  fastcgiPass?: string[]
   logLevel?: string
   accessLog?: string
   accessFormat?: string
@@ -62,6 +65,7 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     const [path, root] = splitMount(value, cwd)
     routes.push({ path, cgi: { root, ...(interpreters ? { interpreters } : {}) } })
   }
+  routes.push(...fastcgiRoutes(flags, cwd))
   if (routes.length > 0) out.routes = routes as Input['routes']
   return out
 }
@@ -102,6 +106,30 @@ export function cgiInterpreters(values: readonly string[]): Record<string, strin
     out[ext] = command
   }
   return out
+}
+
+/**
+ * `--php [PREFIX=]DOCROOT --fastcgi ADDR` -> php routes; `--fastcgi-pass [PREFIX=]ADDR` ->
+ * fastcgi routes. ADDR is unix:/path (a relative one resolves against the working
+ * directory) or host:port.
+ */
+export function fastcgiRoutes(flags: ServeFlags, cwd: string): Record<string, unknown>[] {
+  const usage = (problem: string) => new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
+  const php = flags.php ?? []
+  if (php.length > 0 && flags.fastcgi === undefined)
+    throw usage('--php needs --fastcgi ADDR (the php-fpm socket, e.g. unix:/run/php/php-fpm.sock)')
+  if (php.length === 0 && flags.fastcgi !== undefined)
+    throw usage('--fastcgi names the server for --php; use --fastcgi-pass PREFIX=ADDR to pass a prefix')
+  const routes: Record<string, unknown>[] = []
+  for (const value of php) {
+    const [path, root] = splitMount(value, cwd)
+    routes.push({ path, php: { root, fastcgi: unixPathFrom(flags.fastcgi!, cwd) } })
+  }
+  for (const value of flags.fastcgiPass ?? []) {
+    const [path, pass] = splitUwsgiPass(value, cwd)
+    routes.push({ path, fastcgi: { pass } })
+  }
+  return routes
 }
 
 function fileOrStream(value: string, cwd: string): string {

@@ -175,6 +175,17 @@ export function buildProgram(): Command {
       'run CGI scripts ending in .ext with command (e.g. .py=/usr/bin/python3); repeatable',
       collect,
     )
+    .option(
+      '--php <[prefix=]docroot>',
+      'PHP front controller for DOCROOT under URL PREFIX (default /), with --fastcgi; repeatable',
+      collect,
+    )
+    .option('--fastcgi <address>', 'the PHP FastCGI server for --php: unix:/path or host:port')
+    .option(
+      '--fastcgi-pass <[prefix=]address>',
+      'pass URL PREFIX (default /) to a FastCGI server; repeatable',
+      collect,
+    )
     .addOption(
       new Option('--log-level <level>', 'error log level').choices([
         'trace',
