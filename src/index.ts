@@ -10,6 +10,20 @@ export {
   type CgiRequestListener,
   cgi,
 } from './handlers/cgi.js'
+export {
+  createFastCGIPool,
+  FASTCGI_ADDRESS,
+  FastCGIPool,
+  type FastCGIPoolInput,
+  type FastCGIPoolOptions,
+  type FastCGIPoolStats,
+  type FastCGIRequest,
+  type FastCGIResponse,
+  fastcgiRequest,
+} from './fastcgi/pool.js'
+export { FastCGIHandler, type FastCGIOptions, type FastCGIOptionsInput, fastcgi } from './handlers/fastcgi.js'
+export type { ListenerOptions, RequestListener } from './handlers/listener.js'
+export { PhpHandler, type PhpOptions, type PhpOptionsInput, php } from './handlers/php.js'
 export { ACTIONS } from './handlers/registry.js'
 export { createStaticHandler, type StaticOptions } from './handlers/static.js'
 export { createUwsgiHandler, type UwsgiOptions } from './handlers/uwsgi.js'

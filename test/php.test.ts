@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
-import { request as httpRequest } from 'node:http'
+import { createServer, request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import type { GatehouseConfigInput } from '../src/config/schema.js'
 import { createGatehouse, type Gatehouse } from '../src/gatehouse.js'
-import { splitPhpPath } from '../src/handlers/php.js'
+import { php, splitPhpPath } from '../src/handlers/php.js'
 import { rawRequest } from './helpers.js'
 import { type PhpFpm, phpFpmUnavailable, startPhpFpm } from './php-fpm.js'
 
@@ -446,6 +446,39 @@ describe('PHP front controller (php action) against php-fpm', { skip: phpFpmUnav
       req.end()
     })
     for (let i = 0; i < 4; i++) assert.equal((await dump('/')).SCRIPT_NAME, '/index.php')
+  })
+})
+
+describe('php() as a library request listener', { skip: phpFpmUnavailable() }, () => {
+  test('mounts in a plain node:http server at a prefix', async (t) => {
+    const fpm = await startPhpFpm({ maxChildren: 1 })
+    t.after(() => fpm.stop())
+    const root = join(fpm.dir, 'www')
+    mkdirSync(root)
+    writeFileSync(join(root, 'info.php'), DUMP)
+    const listener = php({ root, fastcgi: fpm.address, prefix: '/blog' })
+    const server = createServer(listener)
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    t.after(async () => {
+      await new Promise((resolve) => server.close(resolve))
+      await listener.close()
+    })
+    const { port } = server.address() as { port: number }
+    const res = await request(`http://127.0.0.1:${port}/blog/info.php/x`)
+    const d = (await res.body.json()) as Dump
+    assert.equal(d.SCRIPT_NAME, '/blog/info.php')
+    assert.equal(d.PATH_INFO, '/x')
+  })
+
+  test('invalid options throw GH_ERR_CONFIG listing every problem', () => {
+    assert.throws(
+      () => php({ root: '/nonexistent-gatehouse', fastcgi: 'nowhere', prefix: 'blog' }),
+      (err: { code?: string; problems?: string[] }) => {
+        assert.equal(err.code, 'GH_ERR_CONFIG')
+        assert.equal(err.problems?.length, 3)
+        return true
+      },
+    )
   })
 })
 

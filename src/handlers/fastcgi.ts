@@ -13,6 +13,7 @@ import { FASTCGI_ADDRESS, FastCGIPool, type FastCGIPoolOptions, fastcgiPoolShape
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { requestMeta, type ScriptLocation } from './gateway-meta.js'
 import { relayResponse } from './gateway-response.js'
+import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import {
   bodyLength,
   bodySource,
@@ -163,4 +164,13 @@ export const fastcgiAction: ActionDefinition<FastCGIOptions> = {
     'pass requests to a FastCGI application over a pool of kept-alive connections (nginx fastcgi_pass)',
   schema: fastcgiSchema,
   create: (options, services) => new FastCGIHandler(options, services.log),
+}
+
+/**
+ * The fastcgi action as a node:http request listener:
+ *
+ *   createServer(fastcgi({ pass: 'unix:/run/app.sock', params: { SCRIPT_FILENAME: '/srv/app.fcgi' } }))
+ */
+export function fastcgi(options: FastCGIOptionsInput & ListenerOptions): RequestListener<FastCGIHandler> {
+  return actionListener(fastcgiSchema, options, (o, log) => new FastCGIHandler(o, log))
 }

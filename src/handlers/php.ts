@@ -26,6 +26,7 @@ import { FASTCGI_ADDRESS } from '../fastcgi/pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { FastCGIGateway, fastcgiGatewayShape, routePrefix } from './fastcgi.js'
 import type { ScriptLocation } from './gateway-meta.js'
+import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import { sendStatus } from './respond.js'
 import { createStaticHandler, staticAction } from './static.js'
 
@@ -180,4 +181,13 @@ export const phpAction: ActionDefinition<PhpOptions> = {
   summary: 'PHP front controller over FastCGI (php-fpm): static files direct, .php split, index.php fallback',
   schema: phpSchema,
   create: (options, services) => new PhpHandler(options, services.log),
+}
+
+/**
+ * The PHP front controller as a node:http request listener:
+ *
+ *   createServer(php({ root: './public', fastcgi: 'unix:/run/php/php-fpm.sock' })).listen(8080)
+ */
+export function php(options: PhpOptionsInput & ListenerOptions): RequestListener<PhpHandler> {
+  return actionListener(phpSchema, options, (o, log) => new PhpHandler(o, log))
 }
