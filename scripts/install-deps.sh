@@ -6,6 +6,7 @@ PACKAGES=(
   nginx-light wrk curl procps git perl
   fcgiwrap spawn-fcgi php-cgi
   uwsgi uwsgi-plugin-python3 python3-flask
+  php-fpm libfcgi-bin
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -19,5 +20,6 @@ if ((${#missing[@]} > 0)); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts nginx (and php-fpm) as services on install; the tests start their own.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now 'php*-fpm' >/dev/null 2>&1 || true; fi
   $SUDO pkill -x nginx 2>/dev/null || true
 fi
