@@ -63,12 +63,7 @@ export class FastCGIProtocolError extends Error {
 
 function header(type: number, requestId: number, contentLength: number, paddingLength: number): Buffer {
   const h = Buffer.allocUnsafe(FCGI_HEADER_LEN)
-  h[0] = FCGI_VERSION_1
-  h[1] = type
-  h.writeUInt16BE(requestId, 2)
-  h.writeUInt16BE(contentLength, 4)
-  h[6] = paddingLength
-  h[7] = 0
+  writeHeader(h, 0, type, requestId, contentLength, paddingLength)
   return h
 }
 
@@ -153,8 +148,58 @@ export function encodeParams(
   requestId: number,
   pairs: Iterable<readonly [string, string]> | Record<string, string>,
 ): Buffer[] {
+  // The whole block as one latin1 string (one byte per code unit, lengths included):
+  // building it and writing it once is much cheaper than a Buffer per name and value.
+  let text = ''
+  if (Symbol.iterator in pairs) {
+    for (const [name, value] of pairs as Iterable<readonly [string, string]>)
+      text += lengthChars(name.length) + lengthChars(value.length) + name + value
+  } else {
+    for (const name in pairs) {
+      const value = pairs[name]!
+      text += lengthChars(name.length) + lengthChars(value.length) + name + value
+    }
+  }
+  const total = text.length
+  if (total > FCGI_MAX_CONTENT) {
+    const entries =
+      Symbol.iterator in pairs ? [...(pairs as Iterable<readonly [string, string]>)] : Object.entries(pairs)
+    return encodeParamsInRecords(requestId, entries)
+  }
+  // The usual case, on the hot path: one record and the empty one, in one buffer.
+  const padding = (8 - (total % 8)) % 8
+  const out = Buffer.alloc(FCGI_HEADER_LEN + total + padding + FCGI_HEADER_LEN)
+  writeHeader(out, 0, RecordType.PARAMS, requestId, total, padding)
+  out.write(text, FCGI_HEADER_LEN, 'latin1')
+  writeHeader(out, FCGI_HEADER_LEN + total + padding, RecordType.PARAMS, requestId, 0, 0)
+  return [out]
+}
+
+/** A name-value length as latin1 characters: 1 byte up to 127, else 4 with the top bit set. */
+function lengthChars(n: number): string {
+  if (n <= 127) return String.fromCharCode(n)
+  return String.fromCharCode(((n >>> 24) & 0x7f) | 0x80, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff)
+}
+
+function writeHeader(
+  buf: Buffer,
+  off: number,
+  type: number,
+  requestId: number,
+  contentLength: number,
+  padding: number,
+): void {
+  buf[off] = FCGI_VERSION_1
+  buf[off + 1] = type
+  buf.writeUInt16BE(requestId, off + 2)
+  buf.writeUInt16BE(contentLength, off + 4)
+  buf[off + 6] = padding
+  buf[off + 7] = 0
+}
+
+/** More than one record's worth: pack whole pairs per record, splitting only a pair larger than a record. */
+function encodeParamsInRecords(requestId: number, entries: readonly (readonly [string, string])[]): Buffer[] {
   const out: Buffer[] = []
-  const entries = Symbol.iterator in pairs ? pairs : Object.entries(pairs)
   let batch: Buffer[] = []
   let batchLength = 0
   const flush = () => {
@@ -165,7 +210,7 @@ export function encodeParams(
     batch = []
     batchLength = 0
   }
-  for (const pair of entries as Iterable<readonly [string, string]>) {
+  for (const pair of entries) {
     const bytes = encodeNameValuePairs([pair])
     if (bytes.length > FCGI_MAX_CONTENT) {
       flush()
