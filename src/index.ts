@@ -14,6 +14,7 @@ export {
   createFastCGIPool,
   FASTCGI_ADDRESS,
   FastCGIPool,
+  type CancelSignal,
   type FastCGIPoolInput,
   type FastCGIPoolOptions,
   type FastCGIPoolStats,

@@ -30,6 +30,23 @@ export const ABORT_GRACE_MS = 1000
 /** How much of one request's FCGI_STDERR reaches the callback; the rest is counted and dropped. */
 const STDERR_BYTES = 64 * 1024
 const STDERR_LINE_CHARS = 4096
+/** The records every request starts or ends its STDIN with, built once. */
+const BEGIN_KEEP_CONN = Buffer.concat(encodeBeginRequest(REQUEST_ID, Role.RESPONDER, true))
+const BEGIN_CLOSE = Buffer.concat(encodeBeginRequest(REQUEST_ID, Role.RESPONDER, false))
+const STDIN_END = Buffer.concat(encodeRecord(RecordType.STDIN, REQUEST_ID))
+/** A request up to this size goes out as one buffer (one write, no scatter list). */
+const JOIN_BYTES = 64 * 1024
+
+/**
+ * What a request can be cancelled with: an AbortSignal, or anything with the part of its
+ * surface used here (the gateways use a lighter one per HTTP request).
+ */
+export interface CancelSignal {
+  readonly aborted: boolean
+  readonly reason?: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
+}
 
 export interface FastCGIRequest {
   /** PARAMS: the CGI meta-variables and anything else the application reads. */
@@ -40,7 +57,7 @@ export interface FastCGIRequest {
    */
   body?: Buffer | string | Readable
   /** Abort the request: before the response head the promise rejects with the signal's reason. */
-  signal?: AbortSignal
+  signal?: CancelSignal
   /** Largest body streamed from a Readable; more is GH_ERR_BODY_TOO_LARGE. Default: no limit. */
   maxBodyBytes?: number
   /** Each line the application wrote to FCGI_STDERR (PHP warnings and error_log() land here). */
@@ -63,6 +80,11 @@ export interface FastCGIResponse {
   contentLength?: number
   /** The response body. It errors (GH_ERR_FASTCGI_PROTOCOL, GH_ERR_UPSTREAM_TIMEOUT) if the upstream fails mid-body. */
   body: Readable
+  /**
+   * true when the whole body had already arrived with the head (a small page): it is all
+   * buffered in `body`, which ends without further I/O.
+   */
+  readonly complete: boolean
 }
 
 export interface ExchangeSettings {
@@ -139,7 +161,7 @@ export class FastCGIExchange implements ConnectionSink {
 
   private start(): void {
     const { params, body } = this.request
-    const parts: Buffer[] = [...encodeBeginRequest(REQUEST_ID, Role.RESPONDER, this.settings.keepConn)]
+    const parts: Buffer[] = [this.settings.keepConn ? BEGIN_KEEP_CONN : BEGIN_CLOSE]
     let pairs = params
     let whole: Buffer | null = null
     if (typeof body === 'string' || Buffer.isBuffer(body)) {
@@ -148,13 +170,13 @@ export class FastCGIExchange implements ConnectionSink {
     }
     parts.push(...encodeParams(REQUEST_ID, pairs))
     if (body instanceof Readable) {
-      this.writeBlocked = !this.conn.write(parts)
+      this.writeBlocked = !this.conn.write(joined(parts))
       this.pump(body)
     } else {
       if (whole && whole.length > 0) parts.push(...encodeStream(RecordType.STDIN, REQUEST_ID, whole))
-      parts.push(...encodeRecord(RecordType.STDIN, REQUEST_ID))
+      parts.push(STDIN_END)
       this.stdin = 'done'
-      this.writeBlocked = !this.conn.write(parts)
+      this.writeBlocked = !this.conn.write(joined(parts))
     }
     this.updateTimer()
   }
@@ -192,7 +214,7 @@ export class FastCGIExchange implements ConnectionSink {
     if (this.stdin !== 'sending') return
     this.detachSource()
     this.stdin = 'done'
-    this.writeBlocked = !this.conn.write(encodeRecord(RecordType.STDIN, REQUEST_ID))
+    this.writeBlocked = !this.conn.write([STDIN_END])
     this.updateTimer()
   }
 
@@ -321,12 +343,16 @@ export class FastCGIExchange implements ConnectionSink {
     // reader never looked for must not take the process down.
     body.on('error', () => {})
     this.body = body
+    const exchange = this
     const response: FastCGIResponse = {
       // nginx (ngx_http_fastcgi_process_header): no Status but a Location is a 302.
       status: head.kind === 'local-redirect' ? 302 : head.status,
       headers: head.headers,
       kind: head.kind,
       body,
+      get complete() {
+        return exchange.ended && !body.destroyed
+      },
     }
     if (head.reason !== undefined && head.kind !== 'local-redirect') response.reason = head.reason
     if (head.contentLength !== undefined) response.contentLength = head.contentLength
@@ -538,6 +564,13 @@ export class FastCGIExchange implements ConnectionSink {
     this.timer = undefined
     this.abortTimer = undefined
   }
+}
+
+function joined(parts: Buffer[]): Buffer[] {
+  if (parts.length === 1) return parts
+  let length = 0
+  for (const p of parts) length += p.length
+  return length <= JOIN_BYTES ? [Buffer.concat(parts, length)] : parts
 }
 
 function withContentLength(

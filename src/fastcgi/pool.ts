@@ -14,9 +14,9 @@ import { GatehouseError } from '../errors.js'
 import { ConcurrencyLimiter } from '../process/limiter.js'
 import { type ListenAddress, parseListenAddress } from '../server/listen-address.js'
 import { FastCGIConnection } from './connection.js'
-import { FastCGIExchange, type FastCGIRequest, type FastCGIResponse } from './exchange.js'
+import { type CancelSignal, FastCGIExchange, type FastCGIRequest, type FastCGIResponse } from './exchange.js'
 
-export type { FastCGIRequest, FastCGIResponse } from './exchange.js'
+export type { CancelSignal, FastCGIRequest, FastCGIResponse } from './exchange.js'
 
 /** `unix:/path`, `host:port`, `[v6]:port` or a bare port (127.0.0.1). */
 export const FASTCGI_ADDRESS = z.string().superRefine((value, ctx) => {
@@ -126,7 +126,7 @@ export class FastCGIPool {
    */
   async request(request: FastCGIRequest): Promise<FastCGIResponse> {
     if (this.closing) throw new GatehouseError('GH_ERR_OVERLOADED', `${this.upstream}: pool closed`)
-    const slot = await this.limiter.acquire(request.signal)
+    const slot = await this.acquire(request.signal)
     const release = () => {
       slot()
       if (this.closing && this.limiter.active === 0 && this.limiter.queued === 0) {
@@ -185,6 +185,22 @@ export class FastCGIPool {
     this.dropIdle()
     if (this.limiter.active === 0 && this.limiter.queued === 0) return Promise.resolve()
     return new Promise((resolve) => this.closedWaiters.push(resolve))
+  }
+
+  /** A slot from the limiter; a wait in its queue ends early when the request is cancelled. */
+  private async acquire(signal: CancelSignal | undefined): Promise<() => void> {
+    if (signal === undefined || signal instanceof AbortSignal) return this.limiter.acquire(signal)
+    if (signal.aborted) throw signal.reason
+    if (this.limiter.active < this.options.max_connections) return this.limiter.acquire()
+    // Only a request that has to wait pays for a real AbortSignal.
+    const ac = new AbortController()
+    const onAbort = () => ac.abort(signal.reason)
+    signal.addEventListener('abort', onAbort)
+    try {
+      return await this.limiter.acquire(ac.signal)
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+    }
   }
 
   private takeIdle(): FastCGIConnection | undefined {
@@ -260,7 +276,7 @@ export class FastCGIPool {
     if (i !== -1) this.idle.splice(i, 1)
   }
 
-  private open(signal: AbortSignal | undefined): Promise<FastCGIConnection> {
+  private open(signal: CancelSignal | undefined): Promise<FastCGIConnection> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
         reject(signal.reason)

@@ -3,8 +3,8 @@
  * and a streamed body) to the client, with backpressure both ways: the body is read only
  * as fast as the client takes it.
  */
+import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../errors.js'
 import type { RequestContext } from '../types.js'
@@ -14,6 +14,8 @@ export interface GatewayResponse {
   reason?: string
   headers: readonly (readonly [string, string])[]
   body: Readable
+  /** The whole body is already buffered in `body`: it is sent in one write, with a Content-Length. */
+  complete?: boolean
 }
 
 /**
@@ -29,32 +31,78 @@ export async function relayResponse(
   tags: Record<string, string>,
 ): Promise<void> {
   const { res } = ctx
+  const { body } = response
+  const bodyless = ctx.method === 'HEAD' || response.status === 204 || response.status === 304
   const flat: string[] = []
-  for (const [name, value] of response.headers) flat.push(name, value)
+  let hasLength = false
+  for (const [name, value] of response.headers) {
+    flat.push(name, value)
+    if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true
+  }
+  let whole: Buffer | null = null
+  if (response.complete && !bodyless) {
+    // Everything is here already: one write, and a length instead of chunked framing.
+    whole = (body.read() as Buffer | null) ?? Buffer.alloc(0)
+    if (!hasLength) flat.push('Content-Length', String(whole.length))
+  }
   try {
     if (response.reason !== undefined) res.writeHead(response.status, response.reason, flat)
     else res.writeHead(response.status, flat)
   } catch (err) {
-    response.body.destroy()
+    body.destroy()
     throw new GatehouseError('GH_ERR_UPSTREAM', `response head refused: ${(err as Error).message}`, {
       cause: err,
     })
   }
-  if (ctx.method === 'HEAD' || response.status === 204 || response.status === 304) {
-    response.body.resume()
-    res.end()
+  if (bodyless || whole) {
+    body.resume()
+    res.end(whole ?? undefined)
     return
   }
-  try {
-    await pipeline(response.body, res)
-  } catch (err) {
-    if (err instanceof GatehouseError)
-      log.warn({ ...tags, err }, 'response cut short: upstream failed mid-body')
-    else
-      log.debug(
-        { ...tags, code: (err as NodeJS.ErrnoException).code },
-        'client went away during the response',
-      )
-    res.destroy()
-  }
+  await stream(body, res, log, tags)
+}
+
+/** body -> res, pausing the body while the client's socket is full. */
+function stream(
+  body: Readable,
+  res: ServerResponse,
+  log: Logger,
+  tags: Record<string, string>,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const onData = (chunk: Buffer) => {
+      if (!res.write(chunk)) body.pause()
+    }
+    const onDrain = () => body.resume()
+    const done = () => {
+      body.off('data', onData)
+      body.off('end', onEnd)
+      body.off('error', onError)
+      res.off('drain', onDrain)
+      res.off('close', onClose)
+      resolve()
+    }
+    const onEnd = () => {
+      res.end()
+      done()
+    }
+    const onError = (err: Error) => {
+      if (err instanceof GatehouseError)
+        log.warn({ ...tags, err }, 'response cut short: upstream failed mid-body')
+      res.destroy()
+      done()
+    }
+    const onClose = () => {
+      if (res.writableFinished) return
+      log.debug({ ...tags }, 'client went away during the response')
+      // The reader gives up: the exchange aborts the upstream request.
+      body.destroy()
+      done()
+    }
+    body.on('data', onData)
+    body.on('end', onEnd)
+    body.on('error', onError)
+    res.on('drain', onDrain)
+    res.on('close', onClose)
+  })
 }

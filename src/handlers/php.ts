@@ -22,6 +22,7 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
+import { duration } from '../config/units.js'
 import { FASTCGI_ADDRESS } from '../fastcgi/pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { FastCGIGateway, fastcgiGatewayShape, routePrefix } from './fastcgi.js'
@@ -45,6 +46,8 @@ export function phpSchema(env: SchemaEnv) {
     front_controller: z.boolean().default(true),
     /** Serve existing files that are not PHP directly (false: they go to the front controller). */
     static: z.boolean().default(true),
+    /** How long a path's file lookups (stat, realpath) are reused, like nginx's open_file_cache_valid (0: never). */
+    cache_ttl: duration.prefault(1),
     ...fastcgiGatewayShape,
   })
 }
@@ -63,6 +66,8 @@ type Resolution =
   | { kind: 'status'; status: number; location?: string }
 
 const NOT_FOUND: Resolution = { kind: 'status', status: 404 }
+/** Paths whose resolution is remembered at most; past it the memory starts over. */
+const LOOKUP_CACHE_ENTRIES = 10_000
 
 /** The first segment ending in `.php`: [script path, path info], or null. */
 export function splitPhpPath(path: string): [script: string, pathInfo: string] | null {
@@ -83,6 +88,8 @@ export class PhpHandler implements Handler {
   readonly gateway: FastCGIGateway
   private readonly staticFiles: Handler
   private readonly realRoot: string
+  /** ctx.path -> how it resolved, and when (redirects are not kept: they carry the query). */
+  private readonly lookups = new Map<string, { at: number; resolution: Resolution }>()
 
   constructor(
     private readonly options: PhpOptions,
@@ -95,7 +102,7 @@ export class PhpHandler implements Handler {
   }
 
   async handle(ctx: RequestContext): Promise<void> {
-    const resolution = await this.resolve(ctx)
+    const resolution = await this.lookup(ctx)
     switch (resolution.kind) {
       case 'script':
         return this.gateway.serve(ctx, resolution.where)
@@ -110,6 +117,20 @@ export class PhpHandler implements Handler {
 
   close(): Promise<void> {
     return this.gateway.close()
+  }
+
+  private async lookup(ctx: RequestContext): Promise<Resolution> {
+    const ttl = this.options.cache_ttl
+    if (ttl === 0) return this.resolve(ctx)
+    const now = Date.now()
+    const hit = this.lookups.get(ctx.path)
+    if (hit && now - hit.at < ttl) return hit.resolution
+    const resolution = await this.resolve(ctx)
+    if (resolution.kind !== 'status' || resolution.location === undefined) {
+      if (this.lookups.size >= LOOKUP_CACHE_ENTRIES) this.lookups.clear()
+      this.lookups.set(ctx.path, { at: now, resolution })
+    }
+    return resolution
   }
 
   private async resolve(ctx: RequestContext): Promise<Resolution> {
