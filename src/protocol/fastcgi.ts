@@ -251,13 +251,15 @@ export function decodeEndRequest(content: Buffer): EndRequestBody {
   return { appStatus: content.readUInt32BE(0), protocolStatus: content[4]! }
 }
 
+const EMPTY = Buffer.alloc(0)
+
 /**
  * Incremental record parser (pg-protocol style): feed it bytes split anywhere; it calls
  * `onRecord` for each complete record. What it holds is bounded by one record (8 + 65535
  * + 255 bytes). A wrong version is a FastCGIProtocolError; after one, the stream is dead.
  */
 export class RecordParser {
-  private buffer: Buffer = Buffer.alloc(0)
+  private buffer: Buffer = EMPTY
   private failed = false
 
   constructor(private readonly onRecord: (record: FcgiRecord) => void) {}
@@ -269,39 +271,69 @@ export class RecordParser {
 
   feed(chunk: Buffer): void {
     if (this.failed) throw new FastCGIProtocolError('FCGI_BAD_VERSION', 'stream already failed')
-    const buf = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
     const records: FcgiRecord[] = []
-    let off = 0
     let error: FastCGIProtocolError | null = null
-    while (buf.length - off >= FCGI_HEADER_LEN) {
-      const version = buf[off]!
-      if (version !== FCGI_VERSION_1) {
-        const hint =
-          version === 0x47 || version === 0x50
-            ? ' (plain HTTP sent to a FastCGI socket?)'
-            : version === 0x48
-              ? ' (plain HTTP from an HTTP server, not a FastCGI one?)'
-              : ''
-        error = new FastCGIProtocolError('FCGI_BAD_VERSION', `record version ${version}, expected 1${hint}`)
-        break
+    let off = 0
+    if (this.buffer.length > 0) {
+      // Only the record that straddles the two chunks is assembled: a copy of one record at
+      // most, never of the whole new chunk.
+      const held = this.buffer
+      const head =
+        held.length >= FCGI_HEADER_LEN
+          ? held
+          : Buffer.concat([held, chunk.subarray(0, FCGI_HEADER_LEN - held.length)])
+      if (head.length < FCGI_HEADER_LEN) {
+        this.buffer = head
+        return
       }
-      const contentLength = buf.readUInt16BE(off + 4)
-      const total = FCGI_HEADER_LEN + contentLength + buf[off + 6]!
-      if (buf.length - off < total) break
-      records.push({
-        type: buf[off + 1]!,
-        requestId: buf.readUInt16BE(off + 2),
-        content: buf.subarray(off + FCGI_HEADER_LEN, off + FCGI_HEADER_LEN + contentLength),
-      })
+      error = versionError(head[0]!)
+      if (!error) {
+        const total = FCGI_HEADER_LEN + head.readUInt16BE(4) + head[6]!
+        const wanted = total - held.length
+        if (chunk.length < wanted) {
+          this.buffer = Buffer.concat([held, chunk])
+          return
+        }
+        const record = Buffer.concat([held, chunk.subarray(0, wanted)], total)
+        records.push(recordAt(record, 0))
+        off = wanted
+      }
+    }
+    while (!error && chunk.length - off >= FCGI_HEADER_LEN) {
+      error = versionError(chunk[off]!)
+      if (error) break
+      const total = FCGI_HEADER_LEN + chunk.readUInt16BE(off + 4) + chunk[off + 6]!
+      if (chunk.length - off < total) break
+      records.push(recordAt(chunk, off))
       off += total
     }
     // Keep only the unparsed tail, copied so the caller's chunk is not retained. State is
     // settled before any callback runs, so a callback that throws leaves the parser sane.
-    this.buffer = error || off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off))
+    this.buffer = error || off === chunk.length ? EMPTY : Buffer.from(chunk.subarray(off))
     if (error) this.failed = true
     for (const record of records) this.onRecord(record)
     if (error) throw error
   }
+}
+
+function recordAt(buf: Buffer, off: number): FcgiRecord {
+  const contentLength = buf.readUInt16BE(off + 4)
+  return {
+    type: buf[off + 1]!,
+    requestId: buf.readUInt16BE(off + 2),
+    content: buf.subarray(off + FCGI_HEADER_LEN, off + FCGI_HEADER_LEN + contentLength),
+  }
+}
+
+function versionError(version: number): FastCGIProtocolError | null {
+  if (version === FCGI_VERSION_1) return null
+  const hint =
+    version === 0x47 || version === 0x50
+      ? ' (plain HTTP sent to a FastCGI socket?)'
+      : version === 0x48
+        ? ' (plain HTTP from an HTTP server, not a FastCGI one?)'
+        : ''
+  return new FastCGIProtocolError('FCGI_BAD_VERSION', `record version ${version}, expected 1${hint}`)
 }
 
 /**
