@@ -277,6 +277,7 @@ export class FastCGIExchange implements ConnectionSink {
   }
 
   onActivity(): void {
+    this.flushBody()
     if (this.timer && !this.paused) this.timer.refresh()
   }
 
@@ -359,8 +360,10 @@ export class FastCGIExchange implements ConnectionSink {
     this.resolveResponse(response)
   }
 
+  /** Body bytes of the records parsed from one read, handed on together by flushBody(). */
+  private held: Buffer[] = []
+
   private pushBody(chunk: Buffer): void {
-    const body = this.body!
     let data = chunk
     if (this.remaining !== undefined) {
       if (this.remaining === 0) return
@@ -368,8 +371,20 @@ export class FastCGIExchange implements ConnectionSink {
       if (data.length > this.remaining) data = data.subarray(0, this.remaining)
       this.remaining -= data.length
     }
-    if (body.destroyed) return
-    if (!body.push(data) && !this.paused) {
+    this.held.push(data)
+  }
+
+  /**
+   * One push per read from the server rather than one per record (php-fpm writes a record
+   * per output buffer flush, 4 KiB by default): fewer, larger writes to the client.
+   */
+  private flushBody(): void {
+    const held = this.held
+    if (held.length === 0) return
+    this.held = []
+    const body = this.body
+    if (!body || body.destroyed) return
+    if (!body.push(held.length === 1 ? held[0] : Buffer.concat(held)) && !this.paused) {
       this.paused = true
       this.conn.pause()
       this.updateTimer()
@@ -438,6 +453,7 @@ export class FastCGIExchange implements ConnectionSink {
       this.protocolFailure(`request ended without a response header block (${detail})`, true)
       return
     }
+    this.flushBody()
     // The application ended before reading the whole body: its unread STDIN records would
     // be taken for the next request, so the connection goes.
     const reusable = this.settings.keepConn && this.stdin === 'done' && this.conn.pendingBytes === 0
