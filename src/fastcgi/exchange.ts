@@ -344,7 +344,7 @@ export class FastCGIExchange implements ConnectionSink {
     // reader never looked for must not take the process down.
     body.on('error', () => {})
     this.body = body
-    const exchange = this
+    const complete = () => this.ended && !body.destroyed
     const response: FastCGIResponse = {
       // nginx (ngx_http_fastcgi_process_header): no Status but a Location is a 302.
       status: head.kind === 'local-redirect' ? 302 : head.status,
@@ -352,7 +352,7 @@ export class FastCGIExchange implements ConnectionSink {
       kind: head.kind,
       body,
       get complete() {
-        return exchange.ended && !body.destroyed
+        return complete()
       },
     }
     if (head.reason !== undefined && head.kind !== 'local-redirect') response.reason = head.reason
