@@ -20,7 +20,6 @@ export const ERROR_CODES = {
   GH_ERR_HEADER_TIMEOUT: { status: 408, message: 'request headers not received in time' },
   GH_ERR_RANGE: { status: 416, message: 'range not satisfiable' },
   GH_ERR_UPSTREAM: { status: 502, message: 'upstream failed or sent an invalid response' },
-  GH_ERR_FASTCGI_CONNECT: { status: 502, message: 'cannot connect to the FastCGI upstream' },
   GH_ERR_FASTCGI_PROTOCOL: {
     status: 502,
     message: 'FastCGI upstream broke the protocol or sent an invalid response',

@@ -12,7 +12,7 @@ export {
 } from './handlers/cgi.js'
 export {
   createFastCGIPool,
-  FASTCGI_ADDRESS,
+  fastcgiAddress,
   FastCGIPool,
   type CancelSignal,
   type FastCGIPoolInput,

@@ -240,7 +240,7 @@ describe('fastcgi and php configuration', () => {
         )
         assert.match(text, /routes\[0\]\.fastcgi\.params\.BAD NAME/)
         assert.match(text, /routes\[1\]\.php\.root: no such directory/)
-        assert.match(text, /routes\[1\]\.php\.fastcgi: port 0 is not an upstream/)
+        assert.match(text, /routes\[1\]\.php\.fastcgi: an upstream needs a port/)
         assert.match(text, /routes\[1\]\.php\.index: a file name ending in \.php/)
         return true
       },

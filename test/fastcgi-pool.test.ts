@@ -213,11 +213,11 @@ describe('FastCGI pool against php-fpm', { skip: phpFpmUnavailable() }, () => {
     assert.equal(await text(res.body), 'slow\n')
   })
 
-  test('a missing socket is GH_ERR_FASTCGI_CONNECT', async () => {
+  test('a missing socket is GH_ERR_UPSTREAM_CONNECT', async () => {
     const p = createFastCGIPool(`unix:${join(fpm.dir, 'nope.sock')}`)
     pools.push(p)
     await assert.rejects(p.request({ params: params(script('env.php')) }), (err) => {
-      assert.equal(codeOf(err), 'GH_ERR_FASTCGI_CONNECT')
+      assert.equal(codeOf(err), 'GH_ERR_UPSTREAM_CONNECT')
       assert.match((err as Error).message, /ENOENT/)
       return true
     })

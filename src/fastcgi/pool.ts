@@ -11,23 +11,30 @@ import { z } from 'zod'
 import { strictObject } from '../config/strict.js'
 import { duration, size } from '../config/units.js'
 import { GatehouseError } from '../errors.js'
+import { resolveUwsgiAddress } from '../handlers/uwsgi-client.js'
 import { ConcurrencyLimiter } from '../process/limiter.js'
 import { type ListenAddress, parseListenAddress } from '../server/listen-address.js'
+import type { SchemaEnv } from '../types.js'
 import { FastCGIConnection } from './connection.js'
 import { type CancelSignal, FastCGIExchange, type FastCGIRequest, type FastCGIResponse } from './exchange.js'
 
 export type { CancelSignal, FastCGIRequest, FastCGIResponse } from './exchange.js'
 
-/** `unix:/path`, `host:port`, `[v6]:port` or a bare port (127.0.0.1). */
-export const FASTCGI_ADDRESS = z.string().superRefine((value, ctx) => {
-  try {
-    const spec = parseListenAddress(value)
-    if (spec.kind === 'tcp' && spec.port === 0)
-      ctx.addIssue({ code: 'custom', message: 'port 0 is not an upstream' })
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message })
-  }
-})
+/**
+ * An upstream address in the config: `unix:/path` (a relative path resolves against the
+ * config's directory), `host:port`, `[v6]:port` or a bare port (127.0.0.1); the same
+ * rules as the uwsgi action's `pass`.
+ */
+export function fastcgiAddress(env: SchemaEnv) {
+  return z.string().transform((value, ctx) => {
+    try {
+      return resolveUwsgiAddress(value, env.baseDir).text
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message })
+      return z.NEVER
+    }
+  })
+}
 
 /** The pool keys, shared by the `fastcgi` and `php` actions and the library. */
 export const fastcgiPoolShape = {
@@ -120,7 +127,7 @@ export class FastCGIPool {
 
   /**
    * Send one request. Resolves with the response head and a streamed body once the header
-   * block has arrived; rejects with a GatehouseError (GH_ERR_OVERLOADED, GH_ERR_FASTCGI_CONNECT,
+   * block has arrived; rejects with a GatehouseError (GH_ERR_OVERLOADED, GH_ERR_UPSTREAM_CONNECT,
    * GH_ERR_FASTCGI_PROTOCOL, GH_ERR_UPSTREAM_TIMEOUT, GH_ERR_BODY_TOO_LARGE) or the signal's reason.
    * The connection returns to the pool when the body has been read to its end.
    */
@@ -333,7 +340,7 @@ function connectError(upstream: string, err: NodeJS.ErrnoException): GatehouseEr
     return new GatehouseError('GH_ERR_OVERLOADED', `connect to ${upstream}: listen queue full`, {
       cause: err,
     })
-  return new GatehouseError('GH_ERR_FASTCGI_CONNECT', `${upstream}: ${err.code ?? err.message}`, {
+  return new GatehouseError('GH_ERR_UPSTREAM_CONNECT', `${upstream}: ${err.code ?? err.message}`, {
     cause: err,
   })
 }
@@ -345,7 +352,7 @@ export function createFastCGIPool(
   log?: Logger,
 ): FastCGIPool {
   const problems: string[] = []
-  const addr = FASTCGI_ADDRESS.safeParse(address)
+  const addr = fastcgiAddress({ baseDir: process.cwd() }).safeParse(address)
   if (!addr.success) problems.push(`address: ${addr.error.issues[0]?.message}`)
   const parsed = fastcgiPoolSchema().safeParse(options)
   if (!parsed.success)
@@ -354,7 +361,7 @@ export function createFastCGIPool(
     )
   if (!parsed.success || problems.length > 0)
     throw new GatehouseError('GH_ERR_CONFIG', problems.join('; '), { problems })
-  return new FastCGIPool(address, parsed.data, log)
+  return new FastCGIPool(addr.data!, parsed.data, log)
 }
 
 const sharedPools = new Map<string, FastCGIPool>()

@@ -11,7 +11,7 @@ import { strictObject } from '../config/strict.js'
 import { GatehouseError } from '../errors.js'
 import {
   type CancelSignal,
-  FASTCGI_ADDRESS,
+  fastcgiAddress,
   FastCGIPool,
   type FastCGIPoolOptions,
   fastcgiPoolShape,
@@ -20,14 +20,7 @@ import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../ty
 import { requestMeta, type ScriptLocation } from './gateway-meta.js'
 import { relayResponse } from './gateway-response.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
-import {
-  bodyLength,
-  bodySource,
-  readRequestBody,
-  type RequestBody,
-  RequestBodyAborted,
-  releaseBody,
-} from './request-body.js'
+import { bodyLength, bodySource, readRequestBody, type RequestBody, releaseBody } from './request-body.js'
 import { sendStatus } from './respond.js'
 
 /** Parameter names: what FastCGI applications read (letters, digits, `_`, `.`, `-`). */
@@ -53,7 +46,7 @@ export const fastcgiGatewayShape = {
 export function fastcgiSchema(env: SchemaEnv) {
   return strictObject({
     /** `unix:/path`, `host:port` or `[v6]:port` of the FastCGI server. */
-    pass: FASTCGI_ADDRESS,
+    pass: fastcgiAddress(env),
     /** DOCUMENT_ROOT and the base of PATH_TRANSLATED (unset when not given). */
     document_root: existingDir(env).optional(),
     ...fastcgiGatewayShape,
@@ -140,7 +133,7 @@ export class FastCGIGateway {
       })
       await relayResponse(ctx, response, this.log, tags)
     } catch (err) {
-      if (cancel.aborted || err instanceof RequestBodyAborted) return
+      if (cancel.aborted) return
       if (err instanceof GatehouseError && err.code === 'GH_ERR_BODY_TOO_LARGE') {
         // The rest of the body is unread: close rather than read it to find the next request.
         sendStatus(ctx.res, 413, { close: true })

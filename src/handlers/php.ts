@@ -23,7 +23,7 @@ import { z } from 'zod'
 import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
 import { duration } from '../config/units.js'
-import { FASTCGI_ADDRESS } from '../fastcgi/pool.js'
+import { fastcgiAddress } from '../fastcgi/pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { FastCGIGateway, fastcgiGatewayShape, routePrefix } from './fastcgi.js'
 import type { ScriptLocation } from './gateway-meta.js'
@@ -36,7 +36,7 @@ export function phpSchema(env: SchemaEnv) {
     /** Document root: scripts and static files live under it. */
     root: existingDir(env),
     /** The PHP FastCGI server (php-fpm's `listen`): `unix:/path` or `host:port`. */
-    fastcgi: FASTCGI_ADDRESS,
+    fastcgi: fastcgiAddress(env),
     /** The front controller, and the script run for a directory that has one. */
     index: z
       .string()
