@@ -47,8 +47,11 @@ export const fastcgiPoolShape = {
   connect_timeout: duration.prefault(5),
   /** Longest silence from the server while it owes us data (between two reads, like nginx's fastcgi_read_timeout). */
   read_timeout: duration.prefault(60),
-  /** An unused kept-alive connection is closed after this. */
-  idle_timeout: duration.prefault(10),
+  /**
+   * An unused kept-alive connection is closed after this. Short, because php-fpm gives each
+   * connection a worker of its own for as long as it is open, idle or not.
+   */
+  idle_timeout: duration.prefault(2),
   /** FCGI_KEEP_CONN: reuse connections (false: one connection per request, like nginx's default). */
   keep_conn: z.boolean().default(true),
   /** Largest CGI header block accepted on FCGI_STDOUT. */
