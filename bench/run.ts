@@ -262,15 +262,17 @@ async function wrkRun(side: Side, scenario: Scenario, opts: BenchOptions, durati
 
 async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<ScenarioResult> {
   const base = { name: scenario.name, description: scenario.description, path: scenario.path }
-  const unavailable = scenario.peer.unavailable?.()
+  const unavailable = scenario.backend?.unavailable?.() ?? scenario.peer.unavailable?.()
   if (unavailable) return { ...base, status: 'skipped', reason: unavailable }
 
   const tmpDir = mkdtempSync(join(tmpdir(), `gh-bench-${scenario.name}-`))
   tempDirs.add(tmpDir)
   chmodSync(tmpDir, 0o755)
   const sides: Side[] = []
+  let backend: ServerHandle | undefined
   try {
     await scenario.prepare?.(tmpDir)
+    if (scenario.backend) backend = await scenario.backend.start(tmpDir)
     const gatehouseSide = await scenario.gatehouse(tmpDir)
     const gatehousePort = await freePort(HOST)
     let peerPort = await freePort(HOST)
@@ -367,8 +369,8 @@ async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<Scen
     }
   } catch (err) {
     if (err instanceof Interrupted || interrupted) throw new Interrupted('interrupted')
-    const output = sides
-      .map((s) => s.handle.output?.().trim())
+    const output = [...sides.map((s) => s.handle), ...(backend ? [backend] : [])]
+      .map((h) => h.output?.().trim())
       .filter(Boolean)
       .join('\n')
     const reason = `${(err as Error).message}${output ? `\n${output}` : ''}`
@@ -376,6 +378,7 @@ async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<Scen
     return { ...base, status: 'failed', reason }
   } finally {
     await Promise.allSettled(sides.map((s) => s.handle.stop()))
+    await backend?.stop()
     rmSync(tmpDir, { recursive: true, force: true })
     tempDirs.delete(tmpDir)
   }

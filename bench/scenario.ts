@@ -31,6 +31,19 @@ export interface PeerDefinition {
   start(tmpDir: string, port: number): Promise<ServerHandle>
 }
 
+/**
+ * A server both sides talk to (php-fpm behind Gatehouse and behind nginx): started once,
+ * before either side, and stopped after both. Its memory is counted on neither side.
+ */
+export interface BackendDefinition {
+  /** Short name for messages, e.g. "php-fpm". */
+  readonly name: string
+  /** A reason it cannot run here (missing binary, ...), or undefined when it can. */
+  unavailable?(): string | undefined
+  /** Start it serving what `prepare` put in `tmpDir`; resolves once it accepts connections. */
+  start(tmpDir: string): Promise<ServerHandle>
+}
+
 export interface Scenario {
   /** Name on the command line and in the table: lowercase, no spaces. */
   readonly name: string
@@ -45,4 +58,6 @@ export interface Scenario {
   prepare?(tmpDir: string): void | Promise<void>
   gatehouse(tmpDir: string): GatehouseSide | Promise<GatehouseSide>
   readonly peer: PeerDefinition
+  /** A shared backend, started after `prepare` and before both sides. */
+  readonly backend?: BackendDefinition
 }

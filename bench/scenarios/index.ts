@@ -5,7 +5,13 @@
  */
 import type { Scenario } from '../scenario.js'
 import { cgiScenarios } from './cgi.js'
+import { phpScenarios } from './php.js'
 import { returnScenarios } from './return.js'
 import { staticScenarios } from './static.js'
 
-export const SCENARIOS: readonly Scenario[] = [...staticScenarios, ...returnScenarios, ...cgiScenarios]
+export const SCENARIOS: readonly Scenario[] = [
+  ...staticScenarios,
+  ...returnScenarios,
+  ...cgiScenarios,
+  ...phpScenarios,
+]
