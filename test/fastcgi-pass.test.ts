@@ -180,6 +180,22 @@ describe('fastcgi action: what the client sees when the upstream fails', () => {
     assert.deepEqual(await status(), { status: 200, text: 'fine' })
   })
 
+  test('a body shorter than its Content-Length is a 502 (or a cut connection once streaming); a longer one is cut to it', async () => {
+    fake.setBehaviour((req) => req.respond('Content-Type: text/plain\r\nContent-Length: 10\r\n\r\nshort'))
+    assert.equal((await status()).status, 502)
+    fake.setBehaviour((req) => {
+      req.write(stdout('Content-Type: text/plain\r\nContent-Length: 10\r\n\r\nshort'))
+      setTimeout(() => req.write([emptyStdout(), endRequest()]), 30)
+    })
+    const res = await request(origin)
+    assert.equal(res.statusCode, 200)
+    await assert.rejects(res.body.text())
+    fake.setBehaviour((req) => req.respond('Content-Type: text/plain\r\nContent-Length: 4\r\n\r\nlonger'))
+    assert.deepEqual(await status(), { status: 200, text: 'long' })
+    fake.setBehaviour(ok)
+    assert.deepEqual(await status(), { status: 200, text: 'fine' })
+  })
+
   test('a client that leaves makes the pool send ABORT_REQUEST', async () => {
     let resolveAbort!: () => void
     const aborted = new Promise<void>((r) => (resolveAbort = r))

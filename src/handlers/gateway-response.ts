@@ -32,6 +32,9 @@ export async function relayResponse(
 ): Promise<void> {
   const { res } = ctx
   const { body } = response
+  // The whole response came and was found wrong (a body short of its Content-Length):
+  // nothing has gone out yet, so the client gets the error's status.
+  if (body.errored) throw body.errored
   const bodyless = ctx.method === 'HEAD' || response.status === 204 || response.status === 304
   const flat: string[] = []
   let hasLength = false
