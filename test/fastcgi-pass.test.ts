@@ -7,8 +7,10 @@ import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import type { GatehouseConfigInput } from '../src/config/schema.js'
 import { validateConfig } from '../src/config/load.js'
@@ -222,6 +224,28 @@ describe('fastcgi action: what the client sees when the upstream fails', () => {
     await aborted
     fake.setBehaviour(ok)
     assert.deepEqual(await status(), { status: 200, text: 'fine' })
+  })
+
+  test('request_buffering: the upstream is not asked before the whole body has arrived', async () => {
+    const buffered = await start(
+      [{ path: '/', fastcgi: { pass: fake.address, request_buffering: true } }],
+      servers,
+    )
+    fake.setBehaviour((req) =>
+      req.respond(`Content-Type: text/plain\r\n\r\n${req.stdin.length} ${req.params.get('CONTENT_LENGTH')}`),
+    )
+    const before = fake.connections
+    const socket = connect(Number(new URL(buffered).port), '127.0.0.1')
+    socket.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello')
+    let reply = ''
+    socket.on('data', (d: Buffer) => (reply += d.toString()))
+    await sleep(200)
+    assert.equal(fake.connections, before, 'no connection to the upstream while the body is incomplete')
+    socket.write('world')
+    await new Promise((resolve) => socket.once('close', resolve))
+    assert.match(reply, /^HTTP\/1\.1 200/)
+    assert.match(reply, /\r\n\r\n10 10$/)
+    fake.setBehaviour(ok)
   })
 
   test('an upstream socket that does not exist: 502', async (t) => {

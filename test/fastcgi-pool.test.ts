@@ -12,7 +12,7 @@ import { Readable } from 'node:stream'
 import { after, afterEach, before, describe, test } from 'node:test'
 import { GatehouseError } from '../src/errors.js'
 import { createFastCGIPool, type FastCGIPool, fastcgiRequest } from '../src/fastcgi/pool.js'
-import { FCGI_MAX_CONTENT, ProtocolStatus, RecordType } from '../src/protocol/fastcgi.js'
+import { encodeStream, FCGI_MAX_CONTENT, ProtocolStatus, RecordType } from '../src/protocol/fastcgi.js'
 import { emptyStdout, endRequest, type FakeServer, startFakeFastCGI, stdout } from './fake-fastcgi.js'
 import { PYTHON } from './helpers.js'
 import { type PhpFpm, phpFpmUnavailable, startPhpFpm } from './php-fpm.js'
@@ -211,6 +211,42 @@ describe('FastCGI pool against php-fpm', { skip: phpFpmUnavailable() }, () => {
     await assert.rejects(pending, /gave up/)
     const res = await p.request({ params: params(script('slow.php')) })
     assert.equal(await text(res.body), 'slow\n')
+  })
+
+  test('keep_conn = false: a connection per request, none kept', async () => {
+    const p = pool({ keep_conn: false })
+    for (let i = 0; i < 3; i++)
+      assert.equal(await text((await p.request({ params: params(script('slow.php')) })).body), 'slow\n')
+    assert.equal(p.stats().opened, 3)
+    assert.equal(p.stats().reused, 0)
+    assert.equal(p.stats().connections, 0)
+  })
+
+  test('opening a connection closes the idle ones another pool holds to the same upstream (their workers are freed)', async () => {
+    const a = pool({ max_connections: 4 })
+    await Promise.all(
+      [1, 2, 3, 4].map(async () => text((await a.request({ params: params(script('slow.php')) })).body)),
+    )
+    // (Some of the four may have been closed already: while a new connection waits for its
+    // first byte, finished ones are not kept.)
+    assert.ok(a.stats().idle >= 1, 'workers now wait on idle connections of pool a')
+    const b = pool()
+    assert.equal(await text((await b.request({ params: params(script('slow.php')) })).body), 'slow\n')
+    assert.equal(a.stats().idle, 0)
+  })
+
+  test('idle connections do not keep a process alive: a script using fastcgiRequest exits by itself', async () => {
+    const code = `import { fastcgiRequest } from ${JSON.stringify(new URL('../src/fastcgi/pool.js', import.meta.url).href)}
+      const res = await fastcgiRequest(${JSON.stringify(fpm.address)}, { params: ${JSON.stringify(params(script('slow.php')))} })
+      for await (const chunk of res.body) process.stdout.write(chunk)`
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let out = ''
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
+    const exitCode = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+    assert.equal(exitCode, 0)
+    assert.equal(out, 'slow\n')
   })
 
   test('a missing socket is GH_ERR_UPSTREAM_CONNECT', async () => {
@@ -445,6 +481,40 @@ describe('FastCGI pool against a misbehaving server', () => {
       assert.match((err as Error).message, /connect_timeout/)
       return true
     })
+  })
+
+  test('stderr reaches onStderr line by line, up to 64 KiB per request, then a count of the rest', async () => {
+    fake.setBehaviour((req) => {
+      const line = `${'w'.repeat(99)}\n`
+      for (let i = 0; i < 1000; i++)
+        req.write(Buffer.concat(encodeStream(RecordType.STDERR, 1, Buffer.from(line))))
+      req.respond('Content-Type: text/plain\r\n\r\nfine')
+    })
+    const lines: string[] = []
+    const res = await pool().request({ params: {}, onStderr: (l) => lines.push(l) })
+    assert.equal(await text(res.body), 'fine')
+    assert.equal(
+      lines.length,
+      657,
+      '656 lines of 100 bytes (the 64 KiB mark falls in the last), then the count',
+    )
+    assert.equal(lines.at(-1), '(34400 more bytes of stderr output not logged)')
+  })
+
+  test('a request that waits past queue_timeout is GH_ERR_OVERLOADED', async () => {
+    const p = pool({ max_connections: 1, queue_timeout: '200ms' })
+    let release!: () => void
+    fake.setBehaviour((req) => {
+      release = () => ok(req)
+    })
+    const first = p.request({ params: {} })
+    await assert.rejects(p.request({ params: {} }), (err) => {
+      assert.equal(codeOf(err), 'GH_ERR_OVERLOADED')
+      assert.match((err as Error).message, /within 200 ms/)
+      return true
+    })
+    release()
+    assert.equal(await text((await first).body), 'fine')
   })
 
   test('createFastCGIPool validates the address and options, listing every problem', () => {

@@ -421,6 +421,16 @@ describe('PHP front controller (php action) against php-fpm', { skip: phpFpmUnav
     await ok.body.dump()
   })
 
+  test('cache_ttl = 0: a script that appears is run at once (default: within cache_ttl)', async () => {
+    const fresh = await serve({ cache_ttl: 0 })
+    const before = await request(`${fresh}/appears.php`)
+    await before.body.dump()
+    assert.equal(before.statusCode, 404)
+    writeFileSync(join(root, 'appears.php'), '<?php echo "here";')
+    const after = await request(`${fresh}/appears.php`)
+    assert.equal(await after.body.text(), 'here')
+  })
+
   test('past max_connections + queue, requests get 503', async () => {
     const busy = await serve({ max_connections: 1, queue: 1 })
     const statuses = await Promise.all(
