@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { after, afterEach, before, describe, test } from 'node:test'
@@ -515,6 +516,38 @@ describe('FastCGI pool against a misbehaving server', () => {
     })
     release()
     assert.equal(await text((await first).body), 'fine')
+  })
+
+  test('a Unix socket whose listen queue is full is GH_ERR_OVERLOADED (503), not a 502', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-full-'))
+    const path = join(dir, 'full.sock')
+    const listener = spawn(
+      PYTHON,
+      [
+        '-c',
+        `import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(${JSON.stringify(path)})\ns.listen(0)\nprint("ready",flush=True)\ntime.sleep(60)`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    t.after(() => {
+      listener.kill('SIGKILL')
+      rmSync(dir, { recursive: true, force: true })
+    })
+    await new Promise((resolve) => listener.stdout!.once('data', resolve))
+    const fillers: Socket[] = []
+    t.after(() => fillers.forEach((s) => s.destroy()))
+    for (let i = 0; i < 3; i++) {
+      const s = connect(path)
+      s.on('error', () => {})
+      fillers.push(s)
+    }
+    const p = createFastCGIPool(`unix:${path}`)
+    pools.push(p)
+    await assert.rejects(p.request({ params: {} }), (err) => {
+      assert.equal(codeOf(err), 'GH_ERR_OVERLOADED')
+      assert.match((err as Error).message, /listen queue full/)
+      return true
+    })
   })
 
   test('createFastCGIPool validates the address and options, listing every problem', () => {
