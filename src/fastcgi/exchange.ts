@@ -125,6 +125,8 @@ export class FastCGIExchange implements ConnectionSink {
   private writeBlocked = false
   private paused = false
   private remaining: number | undefined
+  /** Body bytes of the records parsed from one read, handed on together by flushBody(). */
+  private held: Buffer[] = []
   private timer: NodeJS.Timeout | undefined
   private abortTimer: NodeJS.Timeout | undefined
   private stderrBytes = 0
@@ -360,9 +362,6 @@ export class FastCGIExchange implements ConnectionSink {
     this.resolveResponse(response)
   }
 
-  /** Body bytes of the records parsed from one read, handed on together by flushBody(). */
-  private held: Buffer[] = []
-
   private pushBody(chunk: Buffer): void {
     let data = chunk
     if (this.remaining !== undefined) {
@@ -509,8 +508,7 @@ export class FastCGIExchange implements ConnectionSink {
       this.paused = false
       this.conn.resume()
     }
-    if (this.ended || this.conn.closed) {
-      this.conn.destroy()
+    if (this.conn.closed) {
       this.finish(false)
       return
     }

@@ -175,6 +175,8 @@ export class FastCGIPool {
             !request.signal?.aborted
           if (!stale) throw err
           this.log?.debug({ upstream: this.upstream }, 'fastcgi: kept-alive connection was closed; retrying')
+          // The other idle ones are likely stale too (a restarted server): the retry gets a new one.
+          this.dropIdle()
         }
       }
     } catch (err) {
