@@ -8,10 +8,12 @@ import { cgiScenarios } from './cgi.js'
 import { phpScenarios } from './php.js'
 import { returnScenarios } from './return.js'
 import { staticScenarios } from './static.js'
+import { uwsgiScenarios } from './uwsgi.js'
 
 export const SCENARIOS: readonly Scenario[] = [
   ...staticScenarios,
   ...returnScenarios,
   ...cgiScenarios,
   ...phpScenarios,
+  ...uwsgiScenarios,
 ]
