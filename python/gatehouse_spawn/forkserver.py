@@ -1,28 +1,36 @@
-"""Gatehouse's CGI fork server: forks and execs CGI scripts on behalf of a Node process.
+"""Gatehouse's CGI fork server: starts CGI scripts on behalf of a Node process.
 
 Node's child_process.spawn forks the whole Node process, so every spawn costs in proportion
-to Node's memory. This process stays small, so fork() here is cheap. Node keeps everything
-else: limits, timeouts, kills (signals to the script's process group), and the streams.
+to Node's memory. This process stays small and starts scripts with posix_spawn (vfork +
+execve), so a spawn costs the same whatever Node's size. Node keeps everything else:
+limits, timeouts, kills (signals to the script's process group, see setsid below), and the
+streams. Standard library only; Python >= 3.9.
 
     python3 -I -S forkserver.py SOCKET_PATH
 
 Connections on the Unix socket (one frame each, then raw bytes):
   run:   u32 length, then b"R", u32 token, u32 flags, u32 argc, u32 envc,
          then cwd, argv..., "NAME=value"... each ending in NUL.
-         flags & 1: the body comes on a second connection (an "stdin" frame with the same
+         flags & 1: the body comes on a second connection (a "stdin" frame with the same
          token); otherwise stdin is /dev/null.
   stdin: u32 length, then b"I", u32 token.
-The child gets the run connection as stdout and (flags & 1) the stdin connection as stdin.
-Before execve it writes its pid (u32 little endian) on stdout, so Node knows the pid
-before any script output. Why stdin is a second connection and not the same socket:
-when a process closes a Unix stream socket with unread data in it (a script that answers
-without reading its body), Linux reports ECONNRESET to the peer instead of EOF, and Node
-drops the output it still buffers. A connection Node only reads from never has unread data.
+The script gets the run connection as stdout, the stdin connection (or /dev/null) as stdin,
+and a pipe we read as stderr; argv and the environment exactly as sent (execve, never a
+shell); its own session and process group (setsid).
+
+Why stdin is a second connection and not the same socket: when a process closes a Unix
+stream socket with unread data in it (a script that answers without reading its body),
+Linux reports ECONNRESET to the peer instead of EOF, and Node drops the output it still
+buffers. A connection Node only reads from never has unread data.
 
 Records to Node on our stdout: u8 type, u32 token, u32 length, then the payload.
-  b"S" ready (token = our pid), b"E" stderr bytes, b"C" stderr closed,
-  b"X" exit: i32 pid, i32 exit code (-1 when killed), i32 signal, i32 execve errno, then a
-  message.
+  b"S" ready (token = our pid)
+  b"P" started: u32 pid. Always before any other record for its token, so Node has the pid
+       before it handles any output. (The child cannot write it on stdout itself before
+       execve: posix_spawn runs no code of ours in the child, which is what makes it cheap.)
+  b"F" not started: i32 errno, then the message (execve failed, or fork did)
+  b"E" stderr bytes, b"C" stderr closed
+  b"X" exited: i32 pid, i32 exit code (-1 when killed by a signal), i32 signal
 Records carry the request's token rather than the pid: a pid is reused as soon as its
 process is reaped, while a background child may hold the old stderr pipe open for longer.
 EOF on our stdin (Node went away) ends this process; scripts keep their own lifetimes and
@@ -39,12 +47,15 @@ HEAD = struct.Struct("<I")
 RUN = struct.Struct("<cIIII")
 ATTACH = struct.Struct("<cI")
 RECORD = struct.Struct("<cII")
-EXIT = struct.Struct("<iiii")
+EXIT = struct.Struct("<iii")
+FAIL = struct.Struct("<i")
 MAX_FRAME = 16 * 1024 * 1024
 HAS_STDIN = 1
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGCHLD)
+cwd_now = None
 
 sel = selectors.DefaultSelector()
-# pid -> (token, stderr read fd, exec-error pipe read fd)
+# pid -> (token, stderr read fd)
 children = {}
 # token -> (run connection, request) or (stdin connection, None): the half that came first
 halves = {}
@@ -57,59 +68,60 @@ def emit(kind, token, payload=b""):
         view = view[os.write(1, view) :]
 
 
+def find(path, env):
+    """argv[0] as execvp would find it, but in the script's PATH rather than ours."""
+    if b"/" in path:
+        return path
+    for d in env.get(b"PATH", b"/usr/local/bin:/usr/bin:/bin").split(b":"):
+        candidate = os.path.join(d or b".", path)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(2, "No such file or directory in PATH", path)
+
+
 def spawn(out, stdin, token, req):
+    global cwd_now
     cwd, argv, env = req
-    err_r, err_w = os.pipe()
     log_r, log_w = os.pipe()
     try:
-        pid = os.fork()
+        # posix_spawn is vfork + execve: no page tables copied, no Python code in the child,
+        # and execve errors come back here. It has no cwd argument, so the child inherits
+        # ours (nothing else here depends on it).
+        if cwd != cwd_now:
+            cwd_now = None
+            os.chdir(cwd)
+            cwd_now = cwd
+        # The script's stdio must block, whatever our end of these sockets did.
+        out.setblocking(True)
+        if stdin is not None:
+            stdin.setblocking(True)
+        pid = os.posix_spawn(
+            find(argv[0], env),
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, stdin.fileno() if stdin is not None else devnull, 0),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, log_w, 2),
+            ],
+            setsid=True,
+            # Ignored dispositions survive execve; Python ignores SIGPIPE and SIGXFSZ.
+            setsigdef=RESET_SIGNALS,
+        )
     except OSError as e:
-        for fd in (err_r, err_w, log_r, log_w):
-            os.close(fd)
-        # Node sees the connection end without a pid: the spawn failed.
-        sys.stderr.write("forkserver: fork: %s\n" % e.strerror)
-        sys.stderr.flush()
+        os.close(log_r)
+        os.close(log_w)
+        message = (e.strerror or str(e)).encode(errors="replace")
+        emit(b"F", token, FAIL.pack(e.errno or 0) + message)
         out.close()
         if stdin is not None:
             stdin.close()
         return
-    if pid == 0:
-        try:
-            # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve.
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.setsid()
-            os.dup2(stdin.fileno() if stdin is not None else devnull, 0)
-            os.dup2(out.fileno(), 1)
-            os.dup2(log_w, 2)
-            # Our sockets are non-blocking; the script expects ordinary blocking stdio.
-            os.set_blocking(0, True)
-            os.set_blocking(1, True)
-            os.chdir(cwd)
-            os.write(1, HEAD.pack(os.getpid()))
-            path = argv[0]
-            if b"/" in path:
-                os.execve(path, argv, env)
-            last = None
-            for d in env.get(b"PATH", b"/usr/local/bin:/usr/bin:/bin").split(b":"):
-                try:
-                    os.execve(os.path.join(d or b".", path), argv, env)
-                except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
-                    if last is None or not isinstance(e, (FileNotFoundError, NotADirectoryError)):
-                        last = e
-            raise last or FileNotFoundError(2, "No such file or directory")
-        except BaseException as e:
-            code = getattr(e, "errno", None) or 0
-            try:
-                os.write(err_w, EXIT.pack(0, 0, 0, code) + str(e).encode(errors="replace")[:1000])
-            finally:
-                os._exit(127)
-    os.close(err_w)
     os.close(log_w)
     os.set_blocking(log_r, False)
-    children[pid] = (token, log_r, err_r)
+    children[pid] = (token, log_r)
     sel.register(log_r, selectors.EVENT_READ, ("log", token))
+    emit(b"P", token, HEAD.pack(pid))
     out.close()
     if stdin is not None:
         stdin.close()
@@ -141,9 +153,7 @@ def reap():
         entry = children.pop(pid, None)
         if entry is None:
             continue
-        token, log_r, err_r = entry
-        failure = os.read(err_r, 4096)
-        os.close(err_r)
+        token, log_r = entry
         # Whatever the script wrote to stderr reaches Node before its exit status. A pipe
         # still open (a background child holds it) stays registered until its EOF.
         # (Its fd number may already belong to a newer script's pipe: check the token.)
@@ -154,11 +164,7 @@ def reap():
             code, sig = -1, os.WTERMSIG(status)
         else:
             code, sig = os.WEXITSTATUS(status), 0
-        errno, message = 0, b""
-        if len(failure) >= EXIT.size:
-            errno = EXIT.unpack_from(failure)[3]
-            message = failure[EXIT.size :]
-        emit(b"X", token, EXIT.pack(pid, code, sig, errno) + message)
+        emit(b"X", token, EXIT.pack(pid, code, sig))
 
 
 class Pending:

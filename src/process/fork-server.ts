@@ -1,19 +1,20 @@
 /**
  * The Node side of python/gatehouse_spawn/forkserver.py: a small long-lived process that
- * forks and execs scripts for us.
+ * starts scripts for us.
  *
  * Why: child_process.spawn forks the whole Node process, and fork costs grow with the
  * parent's memory (page tables are copied): on our 2-core box 784 spawns/s from a 64 MB Node,
- * 175/s from a 169 MB one. A ~10 MB Python process forks at the same cost whatever Node's
- * size, and Node only pays for a Unix-socket connection per script.
+ * 175/s from a 169 MB one. The fork server is a ~10 MB Python process that starts scripts
+ * with posix_spawn (vfork + execve), at the same cost whatever Node's size; Node pays for a
+ * Unix-socket connection per script.
  *
  * Per script: a connection carries the request (argv, the exact environment, cwd) and then
- * becomes the script's stdout; the first 4 bytes on it are the script's pid, written by the
- * child before execve, so the pid is known before any output. A request with a body opens a
- * second connection for stdin (forkserver.py says why it is not the same socket). stderr,
- * exit statuses and execve failures come back as framed records on the fork server's
- * stdout, tagged with a token Node chose per request. Signals stay with Node: the script is
- * the leader of its own process group (setsid) and Node kills `-pid` as for a direct spawn.
+ * becomes the script's stdout. A request with a body opens a second connection for stdin
+ * (forkserver.py says why it is not the same socket). The pid, execve failures, stderr and
+ * the exit status come back as framed records on the fork server's stdout, tagged with a
+ * token Node chose per request; the pid record comes before any other, so spawn() resolves
+ * with the pid before the caller handles any output. Signals stay with Node: the script
+ * leads its own process group (setsid) and Node kills `-pid` as for a direct spawn.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
@@ -57,6 +58,8 @@ export class ForkedScript extends EventEmitter {
   readonly stderr = new PassThrough()
   /** The fork server died while this script ran: no exit status will come. */
   lost = false
+  /** @internal settles spawn(): 'P' (pid) or 'F' (not started) */
+  started: { resolve: (pid: number) => void; reject: (err: Error) => void } | null = null
   private exited = false
   private closesNeeded = 3
   /** Exit records can arrive before the pid does: held until the caller has its listeners on. */
@@ -87,7 +90,7 @@ export class ForkedScript extends EventEmitter {
     if (!this.stderr.destroyed) this.stderr.end()
   }
 
-  /** @internal */
+  /** @internal 'error' only when the fork server is lost; 'exit' in any case. */
   onExit(code: number | null, signal: NodeJS.Signals | null, error?: Error): void {
     if (this.exited) return
     this.exited = true
@@ -151,8 +154,13 @@ export class ForkServer {
     const frame = runFrame(token, request)
     const out = connect(control.socketPath)
     const script = new ForkedScript(out, token)
+    const pid = new Promise<number>((resolve, reject) => {
+      script.started = { resolve, reject }
+    })
     control.scripts.set(token, script)
     script.once('close', () => control.scripts.delete(token))
+    // Output that comes before the caller listens waits in the socket, which is paused.
+    out.on('error', () => {})
     out.write(frame)
     if (request.stdin) {
       const stdin = connect(control.socketPath)
@@ -167,7 +175,7 @@ export class ForkServer {
       script.stdin = stdin
     }
     try {
-      script.pid = await readPid(out)
+      script.pid = await pid
     } catch (err) {
       script.stdin?.destroy()
       out.destroy()
@@ -229,6 +237,11 @@ export class ForkServer {
           this.log.warn({ pid: child.pid, code, signal }, 'cgi: fork server died; restarting it on next use')
         const lost = new Error('the CGI fork server died while the script ran')
         for (const script of control.scripts.values()) {
+          if (script.started) {
+            script.started.reject(lost)
+            script.started = null
+            continue
+          }
           script.lost = true
           script.onStderrClosed()
           script.onExit(null, null, lost)
@@ -244,13 +257,18 @@ export class ForkServer {
         if (!script) return
         if (type === 0x45 /* E */) script.onStderr(payload)
         else if (type === 0x43 /* C */) script.onStderrClosed()
-        else if (type === 0x58 /* X */ && payload.length >= 16) {
+        else if (type === 0x50 /* P */ && payload.length >= 4) {
+          script.started?.resolve(payload.readUInt32LE(0))
+          script.started = null
+        } else if (type === 0x46 /* F */ && payload.length >= 4) {
+          const errno = payload.readInt32LE(0)
+          const err = Object.assign(new Error(payload.subarray(4).toString('utf8')), { errno })
+          script.started?.reject(err)
+          script.started = null
+        } else if (type === 0x58 /* X */ && payload.length >= 12) {
           const code = payload.readInt32LE(4)
           const signum = payload.readInt32LE(8)
-          const errno = payload.readInt32LE(12)
-          const message = payload.subarray(16).toString('utf8')
-          const error = errno !== 0 ? Object.assign(new Error(message), { errno }) : undefined
-          script.onExit(code < 0 ? null : code, code < 0 ? signalName(signum) : null, error)
+          script.onExit(code < 0 ? null : code, code < 0 ? signalName(signum) : null)
         }
       })
     })
@@ -295,36 +313,6 @@ function runFrame(token: number, request: ScriptSpawn): Buffer {
   head.writeUInt32LE(request.argv.length, 13)
   head.writeUInt32LE(env.length, 17)
   return Buffer.concat([head, ...parts])
-}
-
-/** The first 4 bytes on a script's stdout connection: its pid, written before execve. */
-function readPid(socket: Socket): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const onReadable = () => {
-      const head = socket.read(4) as Buffer | null
-      if (head === null) return
-      done()
-      resolve(head.readUInt32LE(0))
-    }
-    const onEnd = () => {
-      done()
-      reject(new Error('the fork server could not start the script'))
-    }
-    const onError = (err: Error) => {
-      done()
-      reject(err)
-    }
-    const done = () => {
-      socket.off('readable', onReadable)
-      socket.off('end', onEnd)
-      socket.off('close', onEnd)
-      socket.off('error', onError)
-    }
-    socket.on('readable', onReadable)
-    socket.once('end', onEnd)
-    socket.once('close', onEnd)
-    socket.once('error', onError)
-  })
 }
 
 function readRecords(
