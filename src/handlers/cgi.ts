@@ -468,7 +468,7 @@ export class CgiHandler implements Handler {
       } catch (err) {
         if (!(err instanceof ForkServerUnavailable)) {
           release()
-          throw new GatehouseError('GH_ERR_CGI_SPAWN', `${target.filename}: ${(err as Error).message}`, {
+          throw new GatehouseError('GH_ERR_CGI_SPAWN', `${target.argv[0]}: ${(err as Error).message}`, {
             cause: err,
           })
         }
