@@ -33,6 +33,7 @@ export const FORK_SERVER_SCRIPT = fileURLToPath(
 const HAS_STDIN = 1
 const RECORD_HEAD = 9
 const STOP_GRACE_MS = 2000
+const START_TIMEOUT_MS = 10_000
 
 /** What a script is started with. Never a shell: argv[0] is executed directly. */
 export interface ScriptSpawn {
@@ -160,7 +161,10 @@ export class ForkServer {
     control.scripts.set(token, script)
     script.once('close', () => control.scripts.delete(token))
     // Output that comes before the caller listens waits in the socket, which is paused.
-    out.on('error', () => {})
+    out.on('error', (err) => {
+      script.started?.reject(err)
+      script.started = null
+    })
     out.write(frame)
     if (request.stdin) {
       const stdin = connect(control.socketPath)
@@ -168,6 +172,7 @@ export class ForkServer {
       attach.writeUInt32LE(5, 0)
       attach.write('I', 4, 'latin1')
       attach.writeUInt32LE(token, 5)
+      stdin.on('error', () => {})
       stdin.write(attach)
       // The script may write to its stdin socket; nothing of it is wanted, but reading is
       // what lets us see its end.
@@ -222,11 +227,22 @@ export class ForkServer {
     }
     let started = false
     control.ready = new Promise<void>((resolve, reject) => {
+      const startTimer = setTimeout(() => {
+        reject(
+          new ForkServerUnavailable(
+            `${this.python} did not start the fork server within ${START_TIMEOUT_MS} ms`,
+          ),
+        )
+        child.kill('SIGKILL')
+      }, START_TIMEOUT_MS)
       child.once('error', (err) => {
-        if (!started) reject(new ForkServerUnavailable(`${this.python}: ${err.message}`, { cause: err }))
-        else this.log.warn({ err }, 'cgi: fork server error')
+        if (!started) {
+          rmSync(dir, { recursive: true, force: true })
+          reject(new ForkServerUnavailable(`${this.python}: ${err.message}`, { cause: err }))
+        } else this.log.warn({ err }, 'cgi: fork server error')
       })
       child.once('exit', (code, signal) => {
+        clearTimeout(startTimer)
         control.exited = true
         rmSync(dir, { recursive: true, force: true })
         if (!started) {
@@ -249,6 +265,7 @@ export class ForkServer {
       })
       readRecords(child.stdout!, (type, token, payload) => {
         if (type === 0x53 /* S */) {
+          clearTimeout(startTimer)
           started = true
           resolve()
           return
