@@ -1,8 +1,9 @@
 /**
  * Process hygiene: after 1,000 CGI requests, including timeouts, scripts that ignore
  * SIGTERM, scripts with background children, crashes and clients that disconnect, no
- * process of ours remains — no child of this (the server's) process, running or zombie,
- * and nothing anywhere that carries this run's marker in its environment.
+ * process of ours remains — no child of this (the server's) process or of its CGI fork server,
+ * running or zombie, and nothing anywhere that carries this run's marker in its environment;
+ * and once the handler is closed, not the fork server either.
  */
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
@@ -18,8 +19,8 @@ import { FIXTURES } from './helpers.js'
 
 const CGI = join(FIXTURES, 'cgi')
 
-/** PIDs whose parent is this process (zombies included: they stay in /proc until reaped). */
-function childrenOfThisProcess(): string[] {
+/** PIDs whose parent is `parent` (zombies included: they stay in /proc until reaped). */
+function childrenOf(parent: number): string[] {
   const out: string[] = []
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue
@@ -27,13 +28,35 @@ function childrenOfThisProcess(): string[] {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
       // pid (comm) state ppid ...; comm may contain spaces and parentheses.
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (Number(fields[1]) === process.pid)
+      if (Number(fields[1]) === parent)
         out.push(`${pid} ${stat.slice(0, stat.lastIndexOf(')') + 1)} ${fields[0]}`)
     } catch {
       // gone meanwhile
     }
   }
   return out
+}
+
+/** The CGI fork server(s) among our children: long-lived on purpose, while the handler is open. */
+function forkServers(): number[] {
+  return childrenOf(process.pid)
+    .map((line) => Number(line.split(' ')[0]))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('gatehouse_spawn/forkserver.py')
+      } catch {
+        return false
+      }
+    })
+}
+
+/** Children of this process and of its fork server, except the fork server itself. */
+function childrenOfThisProcess(): string[] {
+  const helpers = forkServers()
+  return [
+    ...childrenOf(process.pid).filter((line) => !helpers.includes(Number(line.split(' ')[0]))),
+    ...helpers.flatMap((pid) => childrenOf(pid)),
+  ]
 }
 
 /** Processes anywhere whose environment holds `marker` (grandchildren re-parented to init too). */
@@ -77,6 +100,7 @@ test(
   },
   async (t) => {
     const marker = `GH_HYGIENE_${randomUUID().replaceAll('-', '')}`
+    let closed = false
     const listener = cgi({
       root: CGI,
       log: pino({ level: 'silent' }),
@@ -90,6 +114,7 @@ test(
     const server = createServer(listener)
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
     t.after(async () => {
+      if (closed) return
       server.closeAllConnections()
       await listener.close()
       await new Promise((r) => server.close(r))
@@ -178,6 +203,16 @@ test(
     assert.ok(
       await eventually(() => processesWithMarker(marker).length === 0, 10_000),
       `still running: ${processesWithMarker(marker).join(' ')}`,
+    )
+    // Closing the handler stops its fork server too: then nothing at all is left.
+    assert.equal(forkServers().length, 1, 'scripts ran through the fork server')
+    closed = true
+    server.closeAllConnections()
+    await listener.close()
+    await new Promise((r) => server.close(r))
+    assert.ok(
+      await eventually(() => childrenOf(process.pid).length === 0, 10_000),
+      childrenOf(process.pid).join('\n'),
     )
   },
 )

@@ -5,7 +5,7 @@
  * without a shell, streaming both ways with backpressure, limits, and killing whole
  * process groups so that nothing outlives its request. docs/cgi.md is the user's view.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { constants, readFileSync, realpathSync } from 'node:fs'
 import { access, type FileHandle, open, realpath, stat, unlink } from 'node:fs/promises'
@@ -20,6 +20,7 @@ import { existingDir, existingFile } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
 import { duration, size } from '../config/units.js'
 import { GatehouseError } from '../errors.js'
+import { ForkedScript, ForkServer, ForkServerUnavailable } from '../process/fork-server.js'
 import { ConcurrencyLimiter } from '../process/limiter.js'
 import { terminateGroup } from '../process/process-group.js'
 import { buildCgiMeta } from '../protocol/cgi-meta.js'
@@ -90,6 +91,17 @@ export function cgiSchema(env: SchemaEnv) {
     queue_timeout: duration.prefault(10),
     max_header_bytes: size.prefault(32 * 1024),
     max_redirects: z.number().int().min(0).max(100).default(10),
+    /**
+     * How scripts are started: "forkserver" (a small Python process forks them, so a spawn
+     * does not cost in proportion to Node's memory) or "direct" (child_process.spawn).
+     */
+    spawner: z.enum(['forkserver', 'direct']).default('forkserver'),
+    /** The Python 3 (>= 3.9, standard library only) that runs the fork server. */
+    spawner_python: z
+      .string()
+      .min(1)
+      .refine((s) => !s.includes('\0'), 'NUL in a path')
+      .default('/usr/bin/python3'),
   }).superRefine((value, ctx) => {
     if ((value.root === undefined) === (value.script === undefined)) {
       ctx.addIssue({
@@ -151,6 +163,17 @@ interface Running {
   closed: Promise<void>
 }
 
+/** What CgiExchange needs of a started script: a ChildProcess, or a ForkedScript. */
+interface ScriptChild {
+  readonly pid?: number | undefined
+  readonly stdin: Writable | null
+  readonly stdout: Readable | null
+  readonly stderr: Readable | null
+  once(event: 'error', listener: (err: Error) => void): this
+  once(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this
+  once(event: 'close', listener: () => void): this
+}
+
 const HEADERS_DROPPED_ON_REDIRECT = new Set(['content-type', 'content-length', 'transfer-encoding'])
 
 export class CgiHandler implements Handler {
@@ -160,6 +183,7 @@ export class CgiHandler implements Handler {
   private readonly documentRoot: string
   private readonly baseEnv: Record<string, string>
   private readonly running = new Set<Running>()
+  private forkServer: ForkServer | null
 
   constructor(
     private readonly options: CgiOptions,
@@ -182,6 +206,7 @@ export class CgiHandler implements Handler {
     }
     base.PATH ??= FALLBACK_PATH
     this.baseEnv = base
+    this.forkServer = options.spawner === 'forkserver' ? new ForkServer(options.spawner_python, log) : null
   }
 
   /** Processes running and requests waiting for one. */
@@ -255,6 +280,7 @@ export class CgiHandler implements Handler {
     const running = [...this.running]
     for (const r of running) r.stop()
     await Promise.all(running.map((r) => r.closed))
+    await this.forkServer?.close()
   }
 
   /** URL path -> script, split into SCRIPT_NAME and PATH_INFO at the first segment that is a file. */
@@ -429,7 +455,34 @@ export class CgiHandler implements Handler {
     signal: AbortSignal,
   ): Promise<Outcome> {
     const release = await this.limiter.acquire(signal)
-    let child: ChildProcess
+    if (this.forkServer) {
+      const forkServer = this.forkServer
+      let forked: ForkedScript | undefined
+      try {
+        forked = await forkServer.spawn({
+          argv: target.argv,
+          env: this.environment(ctx, target, dispatch),
+          cwd: dirname(target.filename),
+          stdin: dispatch.body.kind !== 'none',
+        })
+      } catch (err) {
+        if (!(err instanceof ForkServerUnavailable)) {
+          release()
+          throw new GatehouseError('GH_ERR_CGI_SPAWN', `${target.argv[0]}: ${(err as Error).message}`, {
+            cause: err,
+          })
+        }
+        // No interpreter (or one that cannot run the fork server): say so once, and run
+        // scripts the slow way from now on.
+        if (this.forkServer === forkServer) {
+          this.log.warn({ err }, 'cgi: fork server unavailable; starting scripts with child_process.spawn')
+          this.forkServer = null
+          void forkServer.close()
+        }
+      }
+      if (forked) return new CgiExchange(this, ctx, target, dispatch, forked, release, signal).promise
+    }
+    let child: ScriptChild
     try {
       const body = dispatch.body
       const stdin = body.kind === 'none' ? 'ignore' : body.kind === 'file' ? body.handle.fd : 'pipe'
@@ -507,7 +560,7 @@ class CgiExchange {
     private readonly ctx: RequestContext,
     private readonly target: ScriptTarget,
     private readonly dispatch: Dispatch,
-    private readonly child: ChildProcess,
+    private readonly child: ScriptChild,
     private readonly release: () => void,
     signal: AbortSignal,
   ) {
@@ -526,7 +579,17 @@ class CgiExchange {
     this.exitSeen = new Promise<void>((r) => child.once('exit', () => r()))
 
     child.once('error', (err) => {
-      if (child.pid === undefined) {
+      if (child instanceof ForkedScript && child.lost) {
+        // The fork server died: no exit status or stderr will come; stop the script and
+        // give up on its response (502, or a cut response).
+        this.log.warn({ err, script: target.filename, pid: child.pid }, 'cgi: fork server lost')
+        if (this.responseDone) this.stop('fork server lost')
+        else
+          this.fail(
+            new GatehouseError('GH_ERR_UPSTREAM', `${target.filename}: ${err.message}`, { cause: err }),
+          )
+      } else if (child.pid === undefined || child instanceof ForkedScript) {
+        // Never ran: spawn() failed, or the fork server's execve did.
         this.fail(new GatehouseError('GH_ERR_CGI_SPAWN', `${target.argv[0]}: ${err.message}`, { cause: err }))
       } else this.log.warn({ err, script: target.filename }, 'cgi: process error')
     })
@@ -641,6 +704,15 @@ class CgiExchange {
     const body = this.dispatch.body
     if (body.kind === 'memory') {
       stdin.end(body.data)
+      return
+    }
+    if (body.kind === 'file') {
+      // Fork server: stdin is a socket, not the file, so copy it (the stream closes the file).
+      this.dispatch.body = { kind: 'none' }
+      const file = body.handle.createReadStream({ start: 0, autoClose: true })
+      file.on('error', () => stdin.destroy())
+      stdin.once('close', () => file.destroy())
+      file.pipe(stdin)
       return
     }
     if (body.kind !== 'stream') {
