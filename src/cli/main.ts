@@ -43,7 +43,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
     if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
       fail(
         [
-          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, or --config FILE, or put a gatehouse.toml in this directory.',
+          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT --fastcgi ADDR, --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, or --config FILE, or put a gatehouse.toml in this directory.',
           'Try `gatehouse serve --help`.',
         ],
         EXIT_USAGE,
