@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { constants, readFileSync, realpathSync } from 'node:fs'
+import { constants, realpathSync } from 'node:fs'
 import { access, type FileHandle, open, realpath, stat, unlink } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
@@ -28,6 +28,7 @@ import { type CgiResponseError, type CgiResponseHead, CgiResponseParser } from '
 import { toRequestListener } from '../server/context.js'
 import { BadTargetError, parseTarget } from '../server/request-target.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
+import { SERVER_SOFTWARE } from './gateway-meta.js'
 import { sendStatus } from './respond.js'
 
 /** What a script inherits from the server's own environment unless configured otherwise. */
@@ -114,17 +115,6 @@ export function cgiSchema(env: SchemaEnv) {
 
 export type CgiOptions = z.output<ReturnType<typeof cgiSchema>>
 export type CgiOptionsInput = z.input<ReturnType<typeof cgiSchema>>
-
-const SERVER_SOFTWARE = (() => {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-      version?: string
-    }
-    return `Gatehouse/${pkg.version ?? '0'}`
-  } catch {
-    return 'Gatehouse'
-  }
-})()
 
 interface ScriptTarget {
   filename: string
@@ -252,11 +242,6 @@ export class CgiHandler implements Handler {
       }
     } catch (err) {
       if (err instanceof ClientGone || abort.signal.aborted) return
-      if (err instanceof GatehouseError && err.code === 'GH_ERR_BODY_TOO_LARGE') {
-        // The rest of the body is unread: close rather than read it to find the next request.
-        sendStatus(ctx.res, 413, { close: true })
-        return
-      }
       throw err
     } finally {
       ctx.res.off('close', onClose)

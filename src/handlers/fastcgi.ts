@@ -8,7 +8,6 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
-import { GatehouseError } from '../errors.js'
 import {
   type CancelSignal,
   fastcgiAddress,
@@ -21,7 +20,6 @@ import { requestMeta, type ScriptLocation } from './gateway-meta.js'
 import { relayResponse } from './gateway-response.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import { bodyLength, bodySource, readRequestBody, type RequestBody, releaseBody } from './request-body.js'
-import { sendStatus } from './respond.js'
 
 /** Parameter names: what FastCGI applications read (letters, digits, `_`, `.`, `-`). */
 const PARAM_NAME = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'not a parameter name')
@@ -134,11 +132,6 @@ export class FastCGIGateway {
       await relayResponse(ctx, response, this.log, tags)
     } catch (err) {
       if (cancel.aborted) return
-      if (err instanceof GatehouseError && err.code === 'GH_ERR_BODY_TOO_LARGE') {
-        // The rest of the body is unread: close rather than read it to find the next request.
-        sendStatus(ctx.res, 413, { close: true })
-        return
-      }
       throw err
     } finally {
       ctx.res.off('close', onClose)

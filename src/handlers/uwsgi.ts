@@ -8,7 +8,6 @@ import { pipeline } from 'node:stream/promises'
 import { z } from 'zod'
 import { strictObject } from '../config/strict.js'
 import { duration } from '../config/units.js'
-import { GatehouseError } from '../errors.js'
 import type { BodyFraming } from '../protocol/http-response.js'
 import { buildUwsgiVars } from '../protocol/uwsgi-vars.js'
 import { type SpooledBody, spoolBody } from '../server/body-spool.js'
@@ -95,10 +94,6 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
       try {
         spool = await spoolBody(req, ctx.maxBodyBytes)
       } catch (err) {
-        if (err instanceof GatehouseError && err.code === 'GH_ERR_BODY_TOO_LARGE') {
-          refuse(res, 'GH_ERR_BODY_TOO_LARGE', ctx.log)
-          return
-        }
         // The client went away in the middle of its body: nobody to answer.
         if (req.destroyed) return
         throw err

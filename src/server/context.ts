@@ -95,8 +95,10 @@ export function failRequest(ctx: RequestContext, err: unknown): void {
   const code = err instanceof GatehouseError ? err.code : 'GH_ERR_INTERNAL'
   if (status >= 500) ctx.log.error({ err, code, method: ctx.method, uri: ctx.req.url }, 'request failed')
   else ctx.log.debug({ code, uri: ctx.req.url }, 'request refused')
+  // A body over the limit is left unread: close rather than read it to find the next request.
+  const close = code === 'GH_ERR_BODY_TOO_LARGE'
   if (ctx.res.headersSent) ctx.res.destroy()
-  else sendStatus(ctx.res, status, { head: ctx.method === 'HEAD' })
+  else sendStatus(ctx.res, status, { head: ctx.method === 'HEAD', close })
 }
 
 /** Run a handler for one request; sync throws and rejected promises both end in failRequest. */
