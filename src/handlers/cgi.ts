@@ -23,12 +23,11 @@ import { GatehouseError } from '../errors.js'
 import { ForkedScript, ForkServer, ForkServerUnavailable } from '../process/fork-server.js'
 import { ConcurrencyLimiter } from '../process/limiter.js'
 import { terminateGroup } from '../process/process-group.js'
-import { buildCgiMeta } from '../protocol/cgi-meta.js'
 import { type CgiResponseError, type CgiResponseHead, CgiResponseParser } from '../protocol/cgi-response.js'
 import { toRequestListener } from '../server/context.js'
 import { BadTargetError, parseTarget } from '../server/request-target.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
-import { SERVER_SOFTWARE } from './gateway-meta.js'
+import { requestMeta } from './gateway-meta.js'
 import { sendStatus } from './respond.js'
 
 /** What a script inherits from the server's own environment unless configured otherwise. */
@@ -409,25 +408,16 @@ export class CgiHandler implements Handler {
           : body.kind === 'memory'
             ? body.data.length
             : body.length
-    const meta = buildCgiMeta({
-      method: dispatch.method,
-      rawPath: dispatch.rawPath,
-      query: dispatch.query,
+    const where = {
       scriptName: target.scriptName,
       pathInfo: target.pathInfo,
       scriptFilename: target.filename,
       documentRoot: this.documentRoot,
-      httpVersion: ctx.req.httpVersion,
-      rawHeaders: dispatch.rawHeaders,
+    }
+    const meta = requestMeta(ctx, where, {
       contentLength,
-      serverName: ctx.host,
-      serverPort: ctx.port,
-      serverSoftware: SERVER_SOFTWARE,
-      remoteAddress: ctx.conn.remoteAddress,
-      remotePort: ctx.conn.remotePort,
-      localAddress: ctx.conn.localAddress,
-      scheme: ctx.scheme,
       passAuthorization: this.options.pass_authorization,
+      request: dispatch,
     })
     return { ...this.baseEnv, ...meta, ...this.options.env }
   }

@@ -33,18 +33,24 @@ export interface ScriptLocation {
 export function requestMeta(
   ctx: RequestContext,
   where: ScriptLocation,
-  options: { contentLength: number | undefined; passAuthorization: boolean },
+  options: {
+    contentLength: number | undefined
+    passAuthorization: boolean
+    /** The request as dispatched, when it is not ctx's own (a CGI local redirect re-dispatches as GET). */
+    request?: { method: string; rawPath: string; query: string; rawHeaders: readonly string[] }
+  },
 ): Record<string, string> {
+  const request = options.request ?? ctx.req
   const meta = buildCgiMeta({
-    method: ctx.method,
-    rawPath: ctx.rawPath,
-    query: ctx.query,
+    method: options.request?.method ?? ctx.method,
+    rawPath: options.request?.rawPath ?? ctx.rawPath,
+    query: options.request?.query ?? ctx.query,
     scriptName: where.scriptName,
     pathInfo: where.pathInfo,
     scriptFilename: where.scriptFilename,
     documentRoot: where.documentRoot,
     httpVersion: ctx.req.httpVersion,
-    rawHeaders: ctx.req.rawHeaders,
+    rawHeaders: request.rawHeaders,
     contentLength: options.contentLength,
     serverName: ctx.host,
     serverPort: ctx.port,
