@@ -33,6 +33,10 @@ export const ERROR_CODES = {
   GH_ERR_CGI_SPAWN: { status: 502, message: 'CGI script could not be started' },
   GH_ERR_CGI_RESPONSE: { status: 502, message: 'CGI script sent no valid response header block' },
   GH_ERR_CGI_REDIRECT: { status: 502, message: 'CGI local redirect failed (loop, or outside the route)' },
+  GH_ERR_WORKER_PROTOCOL: { status: 502, message: 'Python worker broke the bridge protocol' },
+  GH_ERR_WORKER_GONE: { status: 502, message: 'Python worker died or closed its connection mid-request' },
+  GH_ERR_WORKER_START: { status: undefined, message: 'Python worker could not start' },
+  GH_ERR_WSGI_APP: { status: 500, message: 'the WSGI application failed' },
   GH_ERR_OVERLOADED: { status: 503, message: 'server is overloaded; retry later' },
   GH_ERR_INTERNAL: { status: 500, message: 'internal server error' },
 } as const satisfies Record<string, { status: number | undefined; message: string }>

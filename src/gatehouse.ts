@@ -7,7 +7,7 @@ import { ACTION_NAMES, ACTIONS } from './handlers/registry.js'
 import { refuse, sendStatus } from './handlers/respond.js'
 import { Logs } from './logging.js'
 import { Router } from './router/router.js'
-import { connectionInfo } from './server/connection.js'
+import { CONTINUE_DEFERRED, connectionInfo } from './server/connection.js'
 import { buildContext, parseRequest, runHandler } from './server/context.js'
 import { type BoundAddress as ListeningAddress, bindServer } from './server/bind.js'
 import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
@@ -222,7 +222,10 @@ export class Gatehouse {
       refuse(res, 'GH_ERR_BODY_TOO_LARGE', this.logs.error)
       return
     }
-    if (expectsContinue) res.writeContinue()
+    if (expectsContinue) {
+      if (handler.deferContinue) (res as ServerResponse & { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] = true
+      else res.writeContinue()
+    }
     const route = { index: match.index, prefix: match.prefix, params: match.params }
     runHandler(handler, buildContext(req, res, parsed, route, maxBodyBytes, this.logs.error))
   }

@@ -4,6 +4,7 @@ import { phpAction } from './php.js'
 import { returnAction } from './return.js'
 import { staticAction } from './static.js'
 import { uwsgiAction } from './uwsgi.js'
+import { wsgiAction } from './wsgi.js'
 
 /**
  * Every route action Gatehouse knows. A gateway (CGI, FastCGI, uwsgi, WSGI, ASGI) is added
@@ -16,6 +17,7 @@ export const ACTIONS = {
   cgi: cgiAction,
   fastcgi: fastcgiAction,
   php: phpAction,
+  wsgi: wsgiAction,
 } as const
 
 export type ActionName = keyof typeof ACTIONS

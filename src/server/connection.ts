@@ -11,6 +11,12 @@ type WithInfo = IncomingMessage & { [CONNECTION_INFO]?: ConnectionInfo }
 
 const stripMapped = (addr: string | undefined) => (addr?.startsWith('::ffff:') ? addr.slice(7) : (addr ?? ''))
 
+/**
+ * Set on a ServerResponse when the front held back `100 Continue` for a handler that sends
+ * it itself when the application first reads the body (Handler.deferContinue).
+ */
+export const CONTINUE_DEFERRED: unique symbol = Symbol.for('gatehouse.continueDeferred')
+
 export function connectionInfo(req: IncomingMessage): ConnectionInfo {
   const given = (req as WithInfo)[CONNECTION_INFO]
   if (given) return given

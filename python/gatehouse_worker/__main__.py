@@ -1,0 +1,127 @@
+"""python -m gatehouse_worker --socket PATH --wsgi MODULE:CALLABLE [--threads N] [--chdir DIR]
+
+Order matters to the supervisor: the app is imported first (an import error prints the
+traceback and exits 1, a start failure), then the socket is bound and listened on (a
+worker is ready once its socket accepts), then connections are served.
+"""
+import argparse
+import ast
+import faulthandler
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+
+def log(message):
+    sys.stderr.write("gatehouse_worker[%d]: %s\n" % (os.getpid(), message))
+    sys.stderr.flush()
+
+
+def load_app(spec):
+    """MODULE:NAME, MODULE:obj.attr, or the factory form MODULE:create_app() (literal args allowed)."""
+    module_name, sep, expr = spec.partition(":")
+    if not sep:
+        expr = "application"
+    if not module_name:
+        raise SystemExit("gatehouse_worker: --wsgi MODULE:CALLABLE, got %r" % spec)
+    module = importlib.import_module(module_name)
+    call = None
+    if expr.endswith(")") and "(" in expr:
+        expr, _, args = expr.partition("(")
+        args = args[:-1].strip()
+        call = ast.literal_eval("(" + args + ",)") if args else ()
+    obj = module
+    for part in expr.split("."):
+        obj = getattr(obj, part)
+    if call is not None:
+        obj = obj(*call)
+    if not callable(obj):
+        raise TypeError("%s is not callable" % spec)
+    return obj
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="gatehouse_worker")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--wsgi", required=True, metavar="MODULE:CALLABLE")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--chdir")
+    parser.add_argument("--dump-signal", default="SIGUSR1")
+    args = parser.parse_args(argv)
+    if args.chdir:
+        os.chdir(args.chdir)
+    # Like gunicorn: the app's directory is importable.
+    sys.path.insert(0, os.getcwd())
+
+    dump_signal = getattr(signal, args.dump_signal)
+    # The C-level dump works even when the app is stuck inside C code; the Python handler
+    # after it names each running request.
+    faulthandler.register(dump_signal, all_threads=True, chain=False)
+
+    try:
+        app = load_app(args.wsgi)
+    except BaseException:
+        traceback.print_exc()
+        log("cannot load the WSGI application %s" % args.wsgi)
+        sys.stderr.flush()
+        os._exit(1)
+
+    from .connection import Connection, listen
+    from .wsgi import dump_active, make_server
+
+    faulthandler.unregister(dump_signal)
+
+    def on_dump(signum, frame):
+        dump_active()
+        faulthandler.dump_traceback(all_threads=True)
+
+    signal.signal(dump_signal, on_dump)
+
+    stopping = threading.Event()
+
+    def on_term(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+    threads = max(1, args.threads)
+    slots = threading.BoundedSemaphore(threads)
+    serve_request = make_server(app, threads, log)
+    sock = listen(args.socket)
+    sock.settimeout(0.5)
+    parent = os.getppid()
+    conns = []
+    while not stopping.is_set():
+        try:
+            client, _ = sock.accept()
+        except OSError:
+            # Timeout (or a signal): check whether Node is still there.
+            if os.getppid() != parent:
+                break
+            continue
+        client.settimeout(None)
+        conn = Connection(client, serve_request, threads, slots, log)
+        t = threading.Thread(target=conn.serve, daemon=True)
+        t.start()
+        conns.append(t)
+    # SIGTERM: finish what is running (Node stops sending), then exit.
+    sock.close()
+    try:
+        os.unlink(args.socket)
+    except OSError:
+        pass
+    from .wsgi import ACTIVE
+
+    while ACTIVE and os.getppid() == parent:
+        time.sleep(0.05)
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Frames of the Gatehouse Python bridge (docs/python-bridge.md; src/protocol/worker.ts).
+
+A frame is a little-endian u32 length, then that many bytes of ``marshal`` data: one tuple
+``(type, id, ...fields)``. Decoding a frame is one ``marshal.loads`` call, in C.
+"""
+import marshal
+import struct
+
+VERSION = 1
+
+# Node -> Python
+HTTP_REQUEST = 1  # (1, id, environ, body, more_body, response_window)
+HTTP_BODY = 2  # (2, id, body, more_body)
+HTTP_DISCONNECT = 3  # (3, id)
+RESPONSE_CREDIT = 4  # (4, id, bytes)
+WS_CONNECT = 16
+WS_RECEIVE = 17
+WS_DISCONNECT = 18
+LIFESPAN_STARTUP = 24
+LIFESPAN_SHUTDOWN = 25
+
+# Python -> Node
+HELLO = 64  # (64, 0, version, pid, request_window, capacity)
+RESPONSE_START = 65  # (65, id, status, reason, headers, body, more_body)
+RESPONSE_BODY = 66  # (66, id, body, more_body)
+RESPONSE_FILE = 67  # (67, id, path, offset, length, dev, ino, more_body)
+REQUEST_CREDIT = 68  # (68, id, bytes)
+REQUEST_ERROR = 69  # (69, id, message)
+FINISHED = 70  # (70, id)
+WS_ACCEPT = 80
+WS_SEND = 81
+WS_CLOSE = 82
+LIFESPAN_RESULT = 88  # (88, 0, phase, ok, message)
+
+#: Request body bytes Node may send before the app asks (unless the client sent
+#: ``Expect: 100-continue``, when it is 0), and how much more each grant allows.
+REQUEST_WINDOW = 256 * 1024
+#: Largest frame accepted from Node.
+MAX_FRAME = 16 * 1024 * 1024
+
+_len = struct.Struct("<I")
+pack_len = _len.pack
+unpack_len = _len.unpack_from
+dumps = marshal.dumps
+loads = marshal.loads
+
+
+def frame(value):
+    """One frame, length prefix included."""
+    payload = dumps(value)
+    return pack_len(len(payload)) + payload
+
+
+class ProtocolError(Exception):
+    pass

@@ -1,0 +1,274 @@
+/*
+ * The `wsgi` action: a pool of Python workers running a WSGI app (PEP 3333), reached over
+ * the bridge protocol (src/protocol/worker.ts, docs/python-bridge.md). docs/wsgi.md is the
+ * user's view.
+ */
+import { type BlockList, isIP } from 'node:net'
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { existingDir } from '../config/paths.js'
+import { strictObject } from '../config/strict.js'
+import { duration } from '../config/units.js'
+import { GatehouseError } from '../errors.js'
+import { defaultPython, PYTHON_PACKAGE_DIR, PythonWorkerPool, type WorkerLease } from '../python/pool.js'
+import { expectsContinue } from '../python/worker-client.js'
+import { CONTINUE_DEFERRED } from '../server/connection.js'
+import { parseAllowList } from '../server/uwsgi-server.js'
+import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
+import { routePrefix } from './fastcgi.js'
+import { requestMeta } from './gateway-meta.js'
+import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
+import { sendError } from './respond.js'
+
+const APP_SPEC = z
+  .string()
+  .regex(
+    /^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$/,
+    'MODULE:CALLABLE (e.g. myproject.wsgi:application) or MODULE:factory()',
+  )
+
+const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
+  try {
+    parseAllowList([value])
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+  }
+})
+
+export function wsgiSchema(env: SchemaEnv) {
+  return strictObject({
+    /** MODULE:CALLABLE, or the factory form MODULE:create_app(). */
+    app: APP_SPEC,
+    /** The interpreter (a virtualenv's bin/python works). Default /usr/bin/python3 if present, else python3. */
+    python: z.string().min(1).default(defaultPython),
+    /** Working directory of the workers, put first on sys.path. Default: the config's directory. */
+    chdir: existingDir(env).default(env.baseDir),
+    workers: z.number().int().min(1).max(1024).default(2),
+    /** Requests one worker runs at once (threads; 1 runs the app on the connection's thread). */
+    threads: z.number().int().min(1).max(1024).default(1),
+    /** Prepended to SCRIPT_NAME (the app is mounted there by a proxy in front that strips it). */
+    root_path: z
+      .string()
+      .regex(/^(\/[^?#\s]*)?$/, 'a path starting with "/" (or empty)')
+      .transform((p) => p.replace(/\/+$/, ''))
+      .default(''),
+    /** Environment variables for the app (the workers get only these and a few basics). */
+    env: z.record(z.string().regex(/^[^=\0]+$/, 'not a variable name'), z.string()).default({}),
+    /** Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR blocks). */
+    forwarded_allow_ips: z.array(ALLOW_ENTRY).default([]),
+    /** Per-request time limit: the worker's tracebacks are logged, 504 answered, the worker replaced. */
+    timeout: duration.prefault(60),
+    /** Requests waiting for a free worker beyond which 503 is answered. */
+    max_queue: z.number().int().min(0).default(1024),
+    start_timeout: duration.prefault(30),
+  })
+}
+
+export type WsgiOptions = z.output<ReturnType<typeof wsgiSchema>>
+export type WsgiOptionsInput = z.input<ReturnType<typeof wsgiSchema>>
+
+/** Environment variables a worker gets from ours, besides the app's own. */
+const PASSED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME']
+
+const NON_ASCII = /[^\x00-\x7f]/
+
+/** A decoded path as a WSGI native string: its UTF-8 bytes, one char each (latin-1). */
+function nativePath(path: string): string {
+  return NON_ASCII.test(path) ? Buffer.from(path, 'utf8').toString('latin1') : path
+}
+
+export class WsgiHandler implements Handler {
+  readonly pool: PythonWorkerPool
+  readonly deferContinue = true
+  private readonly started: Promise<void>
+  private readonly trusted: BlockList | null
+
+  constructor(
+    private readonly options: WsgiOptions,
+    private readonly log: Logger,
+  ) {
+    const env: Record<string, string> = {}
+    for (const name of PASSED_ENV) {
+      const value = process.env[name]
+      if (value !== undefined) env[name] = value
+    }
+    Object.assign(env, options.env)
+    env.PYTHONPATH =
+      options.env.PYTHONPATH !== undefined ? `${PYTHON_PACKAGE_DIR}:${options.env.PYTHONPATH}` : PYTHON_PACKAGE_DIR
+    env.PYTHONUNBUFFERED = '1'
+    this.pool = new PythonWorkerPool(
+      {
+        python: options.python,
+        args: [
+          '-m',
+          'gatehouse_worker',
+          '--socket',
+          '{socket}',
+          '--wsgi',
+          options.app,
+          '--threads',
+          String(options.threads),
+          '--chdir',
+          options.chdir,
+        ],
+        env,
+        cwd: options.chdir,
+        workers: options.workers,
+        capacity: options.threads,
+        maxQueue: options.max_queue,
+        startTimeoutMs: options.start_timeout * 1000,
+        dumpSignal: 'SIGUSR1',
+      },
+      log,
+    )
+    this.trusted = options.forwarded_allow_ips.length > 0 ? parseAllowList(options.forwarded_allow_ips) : null
+    this.started = this.pool.start()
+    this.started.catch((err: unknown) => log.error({ err, app: options.app }, 'WSGI workers failed to start'))
+  }
+
+  /** Resolves once every worker is listening; rejects with GH_ERR_WORKER_START. */
+  ready(): Promise<void> {
+    return this.started
+  }
+
+  private isTrusted(address: string): boolean {
+    if (!this.trusted || address === '') return false
+    const family = isIP(address)
+    return family !== 0 && this.trusted.check(address, family === 6 ? 'ipv6' : 'ipv4')
+  }
+
+  environ(ctx: RequestContext, contentLength: number | undefined): Record<string, string> {
+    const prefix = routePrefix(ctx)
+    const meta = requestMeta(
+      ctx,
+      { scriptName: prefix, pathInfo: ctx.path.slice(prefix.length), scriptFilename: '', documentRoot: '' },
+      { contentLength, passAuthorization: true },
+    )
+    delete meta.REDIRECT_STATUS
+    delete meta.REMOTE_HOST
+    meta.SCRIPT_NAME = nativePath(this.options.root_path + prefix)
+    meta.PATH_INFO = nativePath(ctx.path.slice(prefix.length))
+    let scheme: string = ctx.scheme
+    if (this.isTrusted(ctx.conn.remoteAddress)) {
+      const xff = ctx.req.headers['x-forwarded-for']
+      if (typeof xff === 'string') {
+        // The nearest address that is not one of our proxies is the client.
+        const hops = xff.split(',').map((h) => h.trim())
+        for (let i = hops.length - 1; i >= 0; i--) {
+          const hop = hops[i]!
+          if (isIP(hop) === 0) break
+          meta.REMOTE_ADDR = hop
+          if (!this.isTrusted(hop)) break
+        }
+      }
+      const proto = ctx.req.headers['x-forwarded-proto']
+      if (typeof proto === 'string') {
+        const p = proto.split(',')[0]!.trim().toLowerCase()
+        if (p === 'http' || p === 'https') scheme = p
+      }
+    }
+    meta['wsgi.url_scheme'] = scheme
+    if (scheme === 'https') meta.HTTPS = 'on'
+    else delete meta.HTTPS
+    return meta
+  }
+
+  async handle(ctx: RequestContext): Promise<void> {
+    const { req, res } = ctx
+    const tags = { method: ctx.method, uri: req.url }
+    try {
+      await this.started
+    } catch {
+      sendError(res, 'GH_ERR_WORKER_GONE')
+      return
+    }
+    const chunked = req.headers['transfer-encoding'] !== undefined
+    const declared = req.headers['content-length']
+    const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
+    const hasBody = chunked || (contentLength !== undefined && contentLength > 0)
+    const abort = new AbortController()
+    const onClose = () => {
+      if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
+    }
+    res.once('close', onClose)
+    let lease: WorkerLease
+    try {
+      lease = await this.pool.acquire(abort.signal)
+    } catch (err) {
+      res.off('close', onClose)
+      if (abort.signal.aborted) return
+      if (err instanceof GatehouseError && err.code === 'GH_ERR_OVERLOADED') {
+        this.log.warn({ ...tags }, err.message)
+        sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })
+        return
+      }
+      throw err
+    }
+    res.off('close', onClose)
+    let timedOut = false
+    const timer =
+      this.options.timeout > 0
+        ? setTimeout(() => {
+            timedOut = true
+            this.log.error(
+              { ...tags, worker: lease.pid, timeout_s: this.options.timeout },
+              'WSGI request timed out: the worker tracebacks follow; the worker is replaced',
+            )
+            this.pool.dumpAndKill(lease.pid)
+          }, this.options.timeout * 1000)
+        : null
+    let failed = false
+    try {
+      const outcome = await lease.connection.exchange({
+        environ: Object.entries(this.environ(ctx, contentLength)),
+        body: hasBody ? req : null,
+        maxBodyBytes: ctx.maxBodyBytes,
+        expectContinue: expectsContinue(req) && (res as { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] === true,
+        res,
+        head: ctx.method === 'HEAD',
+      })
+      if (outcome.kind === 'app-error') {
+        this.log.error({ ...tags, worker: lease.pid, code: 'GH_ERR_WSGI_APP' }, outcome.message.trimEnd())
+        if (!res.headersSent) sendError(res, 'GH_ERR_WSGI_APP')
+        else res.destroy()
+      }
+    } catch (err) {
+      const code =
+        timedOut
+          ? 'GH_ERR_UPSTREAM_TIMEOUT'
+          : err instanceof GatehouseError
+            ? err.code
+            : 'GH_ERR_WORKER_PROTOCOL'
+      if (code !== 'GH_ERR_BODY_TOO_LARGE') {
+        failed = true
+        this.log.error({ ...tags, worker: lease.pid, code, err }, 'WSGI request failed')
+      }
+      if (!res.headersSent) sendError(res, code, code === 'GH_ERR_BODY_TOO_LARGE' ? { close: true } : {})
+      else res.destroy()
+    } finally {
+      if (timer) clearTimeout(timer)
+      lease.release({ failed, recycle: failed && !timedOut && lease.connection.closed === false })
+    }
+  }
+
+  close(): Promise<void> {
+    return this.pool.close()
+  }
+}
+
+export const wsgiAction: ActionDefinition<WsgiOptions> = {
+  name: 'wsgi',
+  summary: 'run a Python WSGI app (PEP 3333) in a pool of Gatehouse Python workers',
+  schema: wsgiSchema,
+  create: (options, services) => new WsgiHandler(options, services.log),
+}
+
+/**
+ * The wsgi action as a node:http request listener, with `close()` and `handler`:
+ *
+ *   const app = wsgi({ app: 'myproject.wsgi:application', chdir: '/srv/site', workers: 4 })
+ *   createServer(app).listen(8000)
+ */
+export function wsgi(options: WsgiOptionsInput & ListenerOptions): RequestListener<WsgiHandler> {
+  return actionListener(wsgiSchema, options, (o, log) => new WsgiHandler(o, log))
+}
