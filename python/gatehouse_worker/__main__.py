@@ -52,6 +52,21 @@ def main(argv=None):
     parser.add_argument("--chdir")
     parser.add_argument("--dump-signal", default="SIGUSR1")
     args = parser.parse_args(argv)
+    parent = os.getppid()
+    # Node names itself too: a worker whose Node is gone (even before this line ran) exits.
+    node_pid = int(os.environ.get("GATEHOUSE_PARENT_PID") or 0)
+
+    def orphaned():
+        if os.getppid() != parent:
+            return True
+        if node_pid:
+            try:
+                os.kill(node_pid, 0)
+            except ProcessLookupError:
+                return True
+            except OSError:
+                pass
+        return False
     if args.chdir:
         os.chdir(args.chdir)
     # Like gunicorn: the app's directory is importable.
@@ -94,14 +109,13 @@ def main(argv=None):
     serve_request = make_server(app, threads, log)
     sock = listen(args.socket)
     sock.settimeout(0.5)
-    parent = os.getppid()
     conns = []
     while not stopping.is_set():
         try:
             client, _ = sock.accept()
         except OSError:
             # Timeout (or a signal): check whether Node is still there.
-            if os.getppid() != parent:
+            if orphaned():
                 break
             continue
         client.settimeout(None)
@@ -117,7 +131,7 @@ def main(argv=None):
         pass
     from .wsgi import ACTIVE
 
-    while ACTIVE and os.getppid() == parent:
+    while ACTIVE and not orphaned():
         time.sleep(0.05)
     sys.stderr.flush()
     os._exit(0)

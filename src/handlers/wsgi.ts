@@ -46,6 +46,11 @@ export function wsgiSchema(env: SchemaEnv) {
     workers: z.number().int().min(1).max(1024).default(2),
     /** Requests one worker runs at once (threads; 1 runs the app on the connection's thread). */
     threads: z.number().int().min(1).max(1024).default(1),
+    /**
+     * Requests queued on a worker's connection while all its threads are busy (and every
+     * other worker's too): they run back to back without a wake-up of Node in between.
+     */
+    pipeline: z.number().int().min(0).max(64).default(4),
     /** Prepended to SCRIPT_NAME (the app is mounted there by a proxy in front that strips it). */
     root_path: z
       .string()
@@ -96,6 +101,7 @@ export class WsgiHandler implements Handler {
     env.PYTHONPATH =
       options.env.PYTHONPATH !== undefined ? `${PYTHON_PACKAGE_DIR}:${options.env.PYTHONPATH}` : PYTHON_PACKAGE_DIR
     env.PYTHONUNBUFFERED = '1'
+    env.GATEHOUSE_PARENT_PID = String(process.pid)
     this.pool = new PythonWorkerPool(
       {
         python: options.python,
@@ -115,8 +121,9 @@ export class WsgiHandler implements Handler {
         cwd: options.chdir,
         workers: options.workers,
         capacity: options.threads,
+        pipeline: options.pipeline,
         maxQueue: options.max_queue,
-        startTimeoutMs: options.start_timeout * 1000,
+        startTimeoutMs: options.start_timeout,
         dumpSignal: 'SIGUSR1',
       },
       log,
@@ -211,11 +218,11 @@ export class WsgiHandler implements Handler {
         ? setTimeout(() => {
             timedOut = true
             this.log.error(
-              { ...tags, worker: lease.pid, timeout_s: this.options.timeout },
+              { ...tags, worker: lease.pid, timeout_ms: this.options.timeout },
               'WSGI request timed out: the worker tracebacks follow; the worker is replaced',
             )
             this.pool.dumpAndKill(lease.pid)
-          }, this.options.timeout * 1000)
+          }, this.options.timeout)
         : null
     let failed = false
     try {

@@ -35,6 +35,12 @@ export interface PythonPoolOptions {
   workers: number
   /** Concurrent requests per worker (its --threads). */
   capacity: number
+  /**
+   * Requests sent ahead to a worker whose threads are all busy, when every worker is: they
+   * wait in the worker's connection and run as soon as a thread frees, saving a round trip
+   * of process wake-ups per request. 0 keeps every waiting request in Node's queue.
+   */
+  pipeline: number
   /** Requests waiting for a worker beyond which GH_ERR_OVERLOADED is answered. */
   maxQueue: number
   startTimeoutMs: number
@@ -216,9 +222,11 @@ export class PythonWorkerPool {
   }
 
   private tryLease(): WorkerLease | null {
+    // The least busy worker; one with all threads busy only when no worker has a free one.
+    const limit = this.options.capacity + this.options.pipeline
     let best: Slot | null = null
     for (const slot of this.slots) {
-      if (!slot.ready || !slot.conn || slot.busy >= this.options.capacity) continue
+      if (!slot.ready || !slot.conn || slot.busy >= limit) continue
       if (!best || slot.busy < best.busy) best = slot
     }
     if (!best) return null
