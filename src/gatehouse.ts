@@ -128,6 +128,8 @@ export class Gatehouse {
 
   /** Open every configured listener. A busy address fails with GH_ERR_LISTEN naming it. */
   async listen(): Promise<ListeningAddress[]> {
+    // Handlers with processes of their own (WSGI workers) start before anything listens.
+    await Promise.all(this.state.handlers.map((h) => h.ready?.()))
     for (const text of this.state.config.listen) await this.openListener(parseListenAddress(text))
     await this.uwsgi.reconcile(this.state.config)
     return this.addresses()

@@ -24,6 +24,7 @@ export {
 } from './fastcgi/pool.js'
 export { FastCGIHandler, type FastCGIOptions, type FastCGIOptionsInput, fastcgi } from './handlers/fastcgi.js'
 export type { ListenerOptions, RequestListener } from './handlers/listener.js'
+export { WsgiHandler, type WsgiOptions, type WsgiOptionsInput, wsgi } from './handlers/wsgi.js'
 export { PhpHandler, type PhpOptions, type PhpOptionsInput, php } from './handlers/php.js'
 export { ACTIONS } from './handlers/registry.js'
 export { createStaticHandler, type StaticOptions } from './handlers/static.js'
@@ -57,6 +58,17 @@ export {
   type GatewayExchange,
   type GatewayRequestInit,
 } from './server/gateway-request.js'
+export {
+  type AnyFrame,
+  encodeFrame,
+  FrameDecoder,
+  FrameType,
+  marshalDumps,
+  marshalLoads,
+  type MarshalValue,
+  type NodeFrame,
+  type WorkerFrame,
+} from './protocol/worker.js'
 export { createUwsgiServer, UwsgiServer, type UwsgiServerOptions } from './server/uwsgi-server.js'
 export { buildCgiMeta, type CgiMetaInput, headerMetaName } from './protocol/cgi-meta.js'
 export {

@@ -18,6 +18,14 @@ export interface ServeFlags {
   uwsgiPass?: string[]
   uwsgiListen?: string[]
   uwsgiAllow?: string[]
+  wsgi?: string
+  python?: string
+  chdir?: string
+  workers?: string
+  threads?: string
+  rootPath?: string
+  env?: string[]
+  forwardedAllowIps?: string[]
 }
 
 type Input = Record<string, unknown> & GatehouseConfigInput
@@ -66,6 +74,8 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     routes.push({ path, cgi: { root, ...(interpreters ? { interpreters } : {}) } })
   }
   routes.push(...fastcgiRoutes(flags, cwd))
+  const wsgi = wsgiRoute(flags, cwd)
+  if (wsgi) routes.push(wsgi)
   if (routes.length > 0) out.routes = routes as Input['routes']
   return out
 }
@@ -136,4 +146,44 @@ function fileOrStream(value: string, cwd: string): string {
   if (value === '-') return 'stdout'
   if (['stdout', 'stderr', 'off'].includes(value)) return value
   return isAbsolute(value) ? value : resolve(cwd, value)
+}
+
+/**
+ * `--wsgi MODULE:CALLABLE` with `--python --chdir --workers --threads --root-path --env K=V
+ * --forwarded-allow-ips` -> a wsgi route at `/` (after the other routes, so `--static
+ * /static=DIR` can sit in front of the app).
+ */
+export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknown> | null {
+  const usage = (problem: string) => new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
+  const given = [flags.python, flags.chdir, flags.workers, flags.threads, flags.rootPath].some((v) => v !== undefined)
+  if (flags.wsgi === undefined) {
+    if (given || (flags.env ?? []).length > 0 || (flags.forwardedAllowIps ?? []).length > 0)
+      throw usage('--python, --chdir, --workers, --threads, --root-path, --env and --forwarded-allow-ips go with --wsgi MODULE:CALLABLE')
+    return null
+  }
+  const int = (name: string, value: string | undefined) => {
+    if (value === undefined) return undefined
+    if (!/^\d+$/.test(value)) throw usage(`${name} takes a whole number, got ${JSON.stringify(value)}`)
+    return Number(value)
+  }
+  const env: Record<string, string> = {}
+  for (const pair of flags.env ?? []) {
+    const eq = pair.indexOf('=')
+    if (eq <= 0) throw usage(`--env takes NAME=VALUE, got ${JSON.stringify(pair)}`)
+    env[pair.slice(0, eq)] = pair.slice(eq + 1)
+  }
+  const wsgi: Record<string, unknown> = {
+    app: flags.wsgi,
+    chdir: flags.chdir === undefined ? cwd : isAbsolute(flags.chdir) ? flags.chdir : resolve(cwd, flags.chdir),
+    env,
+  }
+  if (flags.python !== undefined) wsgi.python = flags.python
+  const workers = int('--workers', flags.workers)
+  if (workers !== undefined) wsgi.workers = workers
+  const threads = int('--threads', flags.threads)
+  if (threads !== undefined) wsgi.threads = threads
+  if (flags.rootPath !== undefined) wsgi.root_path = flags.rootPath
+  const allow = (flags.forwardedAllowIps ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean)
+  if (allow.length > 0) wsgi.forwarded_allow_ips = allow
+  return { path: '/', wsgi }
 }

@@ -43,7 +43,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
     if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
       fail(
         [
-          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT --fastcgi ADDR, --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, or --config FILE, or put a gatehouse.toml in this directory.',
+          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT --fastcgi ADDR, --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, --wsgi MODULE:CALLABLE, or --config FILE, or put a gatehouse.toml in this directory.',
           'Try `gatehouse serve --help`.',
         ],
         EXIT_USAGE,
@@ -62,6 +62,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   try {
     await gatehouse.listen()
   } catch (err) {
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
+      await gatehouse.close(0)
+      fail([err.message], 1)
+    }
     if (err instanceof GatehouseError && err.code === 'GH_ERR_LISTEN') {
       await gatehouse.close(0)
       fail([`cannot listen on ${err.message.replace(/^cannot listen on the address: /, '')}`], 1)
@@ -184,6 +188,18 @@ export function buildProgram(): Command {
     .option(
       '--fastcgi-pass <[prefix=]address>',
       'pass URL PREFIX (default /) to a FastCGI server; repeatable',
+      collect,
+    )
+    .option('--wsgi <module:callable>', 'run a Python WSGI app (or MODULE:create_app()) at /, in Python workers')
+    .option('--python <path>', 'interpreter for --wsgi (default /usr/bin/python3 if present, else python3)')
+    .option('--chdir <dir>', 'working directory of the --wsgi workers (default: the current one)')
+    .option('--workers <n>', 'worker processes for --wsgi (default 2)')
+    .option('--threads <n>', 'threads per --wsgi worker (default 1)')
+    .option('--root-path <path>', 'prepended to SCRIPT_NAME for --wsgi (the app is mounted there by a proxy)')
+    .option('--env <name=value>', 'environment variable for the --wsgi workers; repeatable', collect)
+    .option(
+      '--forwarded-allow-ips <cidr,...>',
+      'proxies whose X-Forwarded-For/Proto --wsgi believes (REMOTE_ADDR, wsgi.url_scheme); repeatable',
       collect,
     )
     .addOption(

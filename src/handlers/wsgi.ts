@@ -15,7 +15,6 @@ import { expectsContinue } from '../python/worker-client.js'
 import { CONTINUE_DEFERRED } from '../server/connection.js'
 import { parseAllowList } from '../server/uwsgi-server.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
-import { routePrefix } from './fastcgi.js'
 import { requestMeta } from './gateway-meta.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import { sendError } from './respond.js'
@@ -74,6 +73,12 @@ export type WsgiOptionsInput = z.input<ReturnType<typeof wsgiSchema>>
 
 /** Environment variables a worker gets from ours, besides the app's own. */
 const PASSED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME']
+
+/** URL prefix the route owns, without a trailing slash ('' for '/' and regex routes). */
+function routePrefix(ctx: RequestContext): string {
+  const prefix = ctx.route.prefix
+  return prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+}
 
 const NON_ASCII = /[^\x00-\x7f]/
 
