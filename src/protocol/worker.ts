@@ -240,8 +240,21 @@ class Writer {
   }
 
   int(n: number): void {
-    if (!Number.isInteger(n) || n < -0x80000000 || n > 0x7fffffff)
-      throw protocolError(`integer out of the 32-bit range frames use: ${n}`)
+    if (!Number.isSafeInteger(n)) throw protocolError(`not a safe integer: ${n}`)
+    if (n < -0x80000000 || n > 0x7fffffff) {
+      // marshal's long: a signed count of 15-bit digits, least significant first.
+      const digits: number[] = []
+      for (let m = Math.abs(n); m > 0; m = Math.floor(m / 32768)) digits.push(m % 32768)
+      this.ensure(5 + digits.length * 2)
+      this.buf[this.pos++] = T.LONG
+      this.buf.writeInt32LE(n < 0 ? -digits.length : digits.length, this.pos)
+      this.pos += 4
+      for (const d of digits) {
+        this.buf.writeUInt16LE(d, this.pos)
+        this.pos += 2
+      }
+      return
+    }
     this.ensure(5)
     this.buf[this.pos++] = T.INT
     this.buf.writeInt32LE(n, this.pos)
