@@ -225,7 +225,8 @@ export class Gatehouse {
       return
     }
     if (expectsContinue) {
-      if (handler.deferContinue) (res as ServerResponse & { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] = true
+      if (handler.deferContinue)
+        (res as ServerResponse & { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] = true
       else res.writeContinue()
     }
     const route = { index: match.index, prefix: match.prefix, params: match.params }

@@ -15,7 +15,8 @@ import {
 } from '../src/protocol/worker.js'
 import { PYTHON } from './helpers.js'
 
-const isProtocolError = (err: unknown) => err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_PROTOCOL'
+const isProtocolError = (err: unknown) =>
+  err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_PROTOCOL'
 
 /** Run Python with `code`, feeding stdin; returns stdout bytes. */
 function python(code: string, input: Buffer): Buffer {
@@ -151,18 +152,25 @@ describe('bridge frames', () => {
       }),
     )
     fc.assert(
-      fc.property(fc.array(frameArb, { minLength: 1, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 6 }), (frames, cuts) => {
-        const stream = Buffer.concat(frames.map((f) => encodeFrame(f as AnyFrame)))
-        const offsets = [...new Set(cuts.map((c) => c % (stream.length + 1)))].sort((a, b) => a - b)
-        const pieces: Buffer[] = []
-        let last = 0
-        for (const o of offsets) {
-          pieces.push(stream.subarray(last, o))
-          last = o
-        }
-        pieces.push(stream.subarray(last))
-        assert.deepEqual(decodeAll(pieces).map(normalize), frames.map((f) => normalize(f as AnyFrame)))
-      }),
+      fc.property(
+        fc.array(frameArb, { minLength: 1, maxLength: 5 }),
+        fc.array(fc.nat(), { maxLength: 6 }),
+        (frames, cuts) => {
+          const stream = Buffer.concat(frames.map((f) => encodeFrame(f as AnyFrame)))
+          const offsets = [...new Set(cuts.map((c) => c % (stream.length + 1)))].sort((a, b) => a - b)
+          const pieces: Buffer[] = []
+          let last = 0
+          for (const o of offsets) {
+            pieces.push(stream.subarray(last, o))
+            last = o
+          }
+          pieces.push(stream.subarray(last))
+          assert.deepEqual(
+            decodeAll(pieces).map(normalize),
+            frames.map((f) => normalize(f as AnyFrame)),
+          )
+        },
+      ),
       { numRuns: 300 },
     )
   })
@@ -173,7 +181,12 @@ describe('bridge frames', () => {
     header.writeUInt32LE(1001)
     assert.throws(() => decoder.push(header), isProtocolError)
     const ok = new FrameDecoder({ maxFrameBytes: 1000 })
-    ok.push(encodeFrame({ type: FrameType.HTTP_BODY, id: 1, body: Buffer.alloc(900), moreBody: true }).subarray(0, 500))
+    ok.push(
+      encodeFrame({ type: FrameType.HTTP_BODY, id: 1, body: Buffer.alloc(900), moreBody: true }).subarray(
+        0,
+        500,
+      ),
+    )
     assert.ok(ok.buffered <= 1004)
   })
 
@@ -194,11 +207,15 @@ describe('bridge frames', () => {
       frameOf(Buffer.from([0x72, 5, 0, 0, 0])), // back-reference to nothing
       frameOf(Buffer.from([0x29, 200])), // tuple count beyond the frame
     ]
-    for (const input of bad) assert.throws(() => new FrameDecoder().push(input), isProtocolError, input.toString('hex'))
+    for (const input of bad)
+      assert.throws(() => new FrameDecoder().push(input), isProtocolError, input.toString('hex'))
     const cut = new FrameDecoder()
     cut.push(encodeFrame({ type: FrameType.FINISHED, id: 1 }).subarray(0, 6))
     assert.throws(() => cut.finish(), isProtocolError)
-    assert.throws(() => encodeFrame({ type: FrameType.REQUEST_CREDIT, id: 1, bytes: 2 ** 60 }), isProtocolError)
+    assert.throws(
+      () => encodeFrame({ type: FrameType.REQUEST_CREDIT, id: 1, bytes: 2 ** 60 }),
+      isProtocolError,
+    )
   })
 })
 

@@ -35,7 +35,14 @@ async function eventually<T>(fn: () => T | undefined | false, what: string, ms =
 
 describe('Flask through the library API: wsgi({ app, python, workers })', () => {
   const { log, lines } = memoryLog()
-  const listener = wsgi({ app: 'flask_app:app', python: PYTHON, chdir: APPS, workers: 2, log, max_body_bytes: '20MB' })
+  const listener = wsgi({
+    app: 'flask_app:app',
+    python: PYTHON,
+    chdir: APPS,
+    workers: 2,
+    log,
+    max_body_bytes: '20MB',
+  })
   const server = createServer(listener)
   let origin = ''
 
@@ -98,8 +105,14 @@ describe('Flask through the library API: wsgi({ app, python, workers })', () => 
   test('a view that raises: 500, Flask logs the traceback to our error log', async () => {
     const res = await fetch(`${origin}/error`)
     assert.equal(res.status, 500)
-    await eventually(() => lines.find((l) => /Exception on \/error \[GET\]/.test(String(l.msg))), 'Flask log line')
-    await eventually(() => lines.find((l) => /ValueError: flask view failed/.test(String(l.msg))), 'traceback')
+    await eventually(
+      () => lines.find((l) => /Exception on \/error \[GET\]/.test(String(l.msg))),
+      'Flask log line',
+    )
+    await eventually(
+      () => lines.find((l) => /ValueError: flask view failed/.test(String(l.msg))),
+      'traceback',
+    )
   })
 
   test('request.url and remote_addr from the environ', async () => {
@@ -113,11 +126,24 @@ describe('Flask through the library API: wsgi({ app, python, workers })', () => 
 
 describe('WSGI app import errors', () => {
   test('the worker prints the traceback and exits non-zero, before it listens', () => {
-    const r = spawnSync(PYTHON, ['-m', 'gatehouse_worker', '--socket', '/nonexistent/dir/w.sock', '--wsgi', 'broken:application', '--chdir', APPS], {
-      env: { PYTHONPATH: PYTHON_PACKAGE_DIR, PATH: process.env.PATH ?? '/usr/bin' },
-      encoding: 'utf8',
-      timeout: 20_000,
-    })
+    const r = spawnSync(
+      PYTHON,
+      [
+        '-m',
+        'gatehouse_worker',
+        '--socket',
+        '/nonexistent/dir/w.sock',
+        '--wsgi',
+        'broken:application',
+        '--chdir',
+        APPS,
+      ],
+      {
+        env: { PYTHONPATH: PYTHON_PACKAGE_DIR, PATH: process.env.PATH ?? '/usr/bin' },
+        encoding: 'utf8',
+        timeout: 20_000,
+      },
+    )
     assert.equal(r.status, 1)
     assert.match(r.stderr, /Traceback \(most recent call last\)/)
     assert.match(r.stderr, /ModuleNotFoundError: No module named 'this_module_does_not_exist_anywhere'/)
@@ -139,9 +165,24 @@ describe('WSGI app import errors', () => {
   })
 
   test('gatehouse serve --wsgi exits 1 showing the traceback', async () => {
-    const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--wsgi', 'broken:application', '--chdir', APPS, '--python', PYTHON], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        'serve',
+        '--listen',
+        '127.0.0.1:0',
+        '--wsgi',
+        'broken:application',
+        '--chdir',
+        APPS,
+        '--python',
+        PYTHON,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
     let stderr = ''
     child.stderr.setEncoding('utf8')
     child.stderr.on('data', (d: string) => (stderr += d))
@@ -154,7 +195,26 @@ describe('WSGI app import errors', () => {
   test('gatehouse serve --wsgi serves the app (flags: workers, threads, env, root-path)', async (t) => {
     const child = spawn(
       process.execPath,
-      [CLI, 'serve', '--listen', '127.0.0.1:0', '--wsgi', 'apps:application', '--chdir', APPS, '--python', PYTHON, '--workers', '1', '--threads', '2', '--env', 'GREETING=hi', '--root-path', '/app'],
+      [
+        CLI,
+        'serve',
+        '--listen',
+        '127.0.0.1:0',
+        '--wsgi',
+        'apps:application',
+        '--chdir',
+        APPS,
+        '--python',
+        PYTHON,
+        '--workers',
+        '1',
+        '--threads',
+        '2',
+        '--env',
+        'GREETING=hi',
+        '--root-path',
+        '/app',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     )
     t.after(() => {

@@ -116,15 +116,22 @@ describe('WSGI: PEP 3333 through the bridge (wsgiref.validate apps)', () => {
   })
 
   test('chunked request body: de-chunked, no CONTENT_LENGTH, EOF at its end', async () => {
-    const r = await rawRequest(port, [
-      'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n',
-      '5\r\nhello\r\n',
-      '6\r\n world\r\n0\r\n\r\n',
-    ], { gapMs: 20 })
+    const r = await rawRequest(
+      port,
+      [
+        'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n',
+        '5\r\nhello\r\n',
+        '6\r\n world\r\n0\r\n\r\n',
+      ],
+      { gapMs: 20 },
+    )
     assert.equal(r.status, 200)
     assert.match(r.text, /\r\nhello world\r\n/)
     assert.match(r.text, /\r\n\|11\r\n/)
-    const env = await rawRequest(port, 'POST /environ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n')
+    const env = await rawRequest(
+      port,
+      'POST /environ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+    )
     const parsed = JSON.parse(env.text.slice(env.text.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>
     assert.equal(parsed.CONTENT_LENGTH, undefined)
     assert.equal(parsed['wsgi.input_terminated'], true)
@@ -291,18 +298,24 @@ describe('WSGI: PEP 3333 through the bridge (wsgiref.validate apps)', () => {
 describe('WSGI worker options', () => {
   test('threads: requests run concurrently in one worker', async (t) => {
     const { origin } = await startGatehouse(t, {
-      routes: [{ path: '/', wsgi: { app: 'apps:application', python: PYTHON, chdir: APPS, workers: 1, threads: 4 } }],
+      routes: [
+        { path: '/', wsgi: { app: 'apps:application', python: PYTHON, chdir: APPS, workers: 1, threads: 4 } },
+      ],
     })
     const env = (await (await fetch(`${origin}/environ`)).json()) as Record<string, unknown>
     assert.equal(env['wsgi.multithread'], true)
     // Four requests that each wait for the other three: they answer only if they overlap.
-    const replies = await Promise.all([1, 2, 3, 4].map(() => fetch(`${origin}/barrier?4`).then((r) => r.text())))
+    const replies = await Promise.all(
+      [1, 2, 3, 4].map(() => fetch(`${origin}/barrier?4`).then((r) => r.text())),
+    )
     assert.deepEqual(replies, ['met', 'met', 'met', 'met'])
   })
 
   test('the factory form MODULE:create_app(args)', async (t) => {
     const { origin } = await startGatehouse(t, {
-      routes: [{ path: '/', wsgi: { app: "apps:create_app('made')", python: PYTHON, chdir: APPS, workers: 1 } }],
+      routes: [
+        { path: '/', wsgi: { app: "apps:create_app('made')", python: PYTHON, chdir: APPS, workers: 1 } },
+      ],
     })
     assert.equal(await (await fetch(origin)).text(), 'made')
   })
@@ -312,7 +325,9 @@ describe('WSGI worker options', () => {
     const errorLog = join(dir, 'error.log')
     const { origin } = await startGatehouse(t, {
       log: { level: 'info', error_log: errorLog },
-      routes: [{ path: '/', wsgi: { app: 'apps:application', python: PYTHON, chdir: APPS, workers: 1, timeout: 1 } }],
+      routes: [
+        { path: '/', wsgi: { app: 'apps:application', python: PYTHON, chdir: APPS, workers: 1, timeout: 1 } },
+      ],
     })
     const res = await fetch(`${origin}/sleep?30`)
     assert.equal(res.status, 504)
@@ -320,7 +335,10 @@ describe('WSGI worker options', () => {
       () => logLines(errorLog).find((l) => /running GET \/sleep\?30/.test(String(l.msg))),
       'dump line naming the request',
     )
-    await eventually(() => logLines(errorLog).find((l) => /time\.sleep|in sleep/.test(String(l.msg))), 'stack line')
+    await eventually(
+      () => logLines(errorLog).find((l) => /time\.sleep|in sleep/.test(String(l.msg))),
+      'stack line',
+    )
     const next = await fetch(`${origin}/pid`)
     assert.equal(next.status, 200)
   })
@@ -334,7 +352,10 @@ describe('WSGI worker options', () => {
       ],
     })
     const headers = { 'x-forwarded-for': '203.0.113.9, 127.0.0.5', 'x-forwarded-proto': 'https' }
-    const trusted = (await (await fetch(`${origin}/trusted/environ`, { headers })).json()) as Record<string, unknown>
+    const trusted = (await (await fetch(`${origin}/trusted/environ`, { headers })).json()) as Record<
+      string,
+      unknown
+    >
     assert.equal(trusted.REMOTE_ADDR, '203.0.113.9')
     assert.equal(trusted['wsgi.url_scheme'], 'https')
     assert.equal(trusted.HTTPS, 'on')

@@ -155,10 +155,14 @@ function fileOrStream(value: string, cwd: string): string {
  */
 export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknown> | null {
   const usage = (problem: string) => new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
-  const given = [flags.python, flags.chdir, flags.workers, flags.threads, flags.rootPath].some((v) => v !== undefined)
+  const given = [flags.python, flags.chdir, flags.workers, flags.threads, flags.rootPath].some(
+    (v) => v !== undefined,
+  )
   if (flags.wsgi === undefined) {
     if (given || (flags.env ?? []).length > 0 || (flags.forwardedAllowIps ?? []).length > 0)
-      throw usage('--python, --chdir, --workers, --threads, --root-path, --env and --forwarded-allow-ips go with --wsgi MODULE:CALLABLE')
+      throw usage(
+        '--python, --chdir, --workers, --threads, --root-path, --env and --forwarded-allow-ips go with --wsgi MODULE:CALLABLE',
+      )
     return null
   }
   const int = (name: string, value: string | undefined) => {
@@ -174,7 +178,8 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
   }
   const wsgi: Record<string, unknown> = {
     app: flags.wsgi,
-    chdir: flags.chdir === undefined ? cwd : isAbsolute(flags.chdir) ? flags.chdir : resolve(cwd, flags.chdir),
+    chdir:
+      flags.chdir === undefined ? cwd : isAbsolute(flags.chdir) ? flags.chdir : resolve(cwd, flags.chdir),
     env,
   }
   if (flags.python !== undefined) wsgi.python = flags.python
@@ -183,7 +188,10 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
   const threads = int('--threads', flags.threads)
   if (threads !== undefined) wsgi.threads = threads
   if (flags.rootPath !== undefined) wsgi.root_path = flags.rootPath
-  const allow = (flags.forwardedAllowIps ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean)
+  const allow = (flags.forwardedAllowIps ?? [])
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter(Boolean)
   if (allow.length > 0) wsgi.forwarded_allow_ips = allow
   return { path: '/', wsgi }
 }

@@ -190,7 +190,10 @@ export function buildProgram(): Command {
       'pass URL PREFIX (default /) to a FastCGI server; repeatable',
       collect,
     )
-    .option('--wsgi <module:callable>', 'run a Python WSGI app (or MODULE:create_app()) at /, in Python workers')
+    .option(
+      '--wsgi <module:callable>',
+      'run a Python WSGI app (or MODULE:create_app()) at /, in Python workers',
+    )
     .option('--python <path>', 'interpreter for --wsgi (default /usr/bin/python3 if present, else python3)')
     .option('--chdir <dir>', 'working directory of the --wsgi workers (default: the current one)')
     .option('--workers <n>', 'worker processes for --wsgi (default 2)')

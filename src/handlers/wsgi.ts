@@ -104,7 +104,9 @@ export class WsgiHandler implements Handler {
     }
     Object.assign(env, options.env)
     env.PYTHONPATH =
-      options.env.PYTHONPATH !== undefined ? `${PYTHON_PACKAGE_DIR}:${options.env.PYTHONPATH}` : PYTHON_PACKAGE_DIR
+      options.env.PYTHONPATH !== undefined
+        ? `${PYTHON_PACKAGE_DIR}:${options.env.PYTHONPATH}`
+        : PYTHON_PACKAGE_DIR
     env.PYTHONUNBUFFERED = '1'
     env.GATEHOUSE_PARENT_PID = String(process.pid)
     this.pool = new PythonWorkerPool(
@@ -235,7 +237,8 @@ export class WsgiHandler implements Handler {
         environ: Object.entries(this.environ(ctx, contentLength)),
         body: hasBody ? req : null,
         maxBodyBytes: ctx.maxBodyBytes,
-        expectContinue: expectsContinue(req) && (res as { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] === true,
+        expectContinue:
+          expectsContinue(req) && (res as { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] === true,
         res,
         head: ctx.method === 'HEAD',
       })
@@ -245,12 +248,11 @@ export class WsgiHandler implements Handler {
         else res.destroy()
       }
     } catch (err) {
-      const code =
-        timedOut
-          ? 'GH_ERR_UPSTREAM_TIMEOUT'
-          : err instanceof GatehouseError
-            ? err.code
-            : 'GH_ERR_WORKER_PROTOCOL'
+      const code = timedOut
+        ? 'GH_ERR_UPSTREAM_TIMEOUT'
+        : err instanceof GatehouseError
+          ? err.code
+          : 'GH_ERR_WORKER_PROTOCOL'
       if (code !== 'GH_ERR_BODY_TOO_LARGE') {
         failed = true
         this.log.error({ ...tags, worker: lease.pid, code, err }, 'WSGI request failed')

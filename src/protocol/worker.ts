@@ -624,10 +624,7 @@ export function frameFromTuple(t: MarshalValue): AnyFrame {
         moreBody: f[6] as boolean,
       }
     case FrameType.RESPONSE_FILE:
-      want(
-        8,
-        isStr(f[2]!) && isInt(f[3]!) && isInt(f[4]!) && isInt(f[5]!) && isInt(f[6]!) && isBool(f[7]!),
-      )
+      want(8, isStr(f[2]!) && isInt(f[3]!) && isInt(f[4]!) && isInt(f[5]!) && isInt(f[6]!) && isBool(f[7]!))
       if ((f[3] as number) < 0 || (f[4] as number) < 0) throw protocolError('negative file range')
       return {
         type,

@@ -189,7 +189,10 @@ export class PythonWorkerPool {
     slot.conn = null
     slot.busy = 0
     if (this.closing) return
-    this.log.warn({ worker: child.pid, code: how.code, signal: how.signal }, 'python worker exited; starting another')
+    this.log.warn(
+      { worker: child.pid, code: how.code, signal: how.signal },
+      'python worker exited; starting another',
+    )
     setTimeout(() => {
       if (this.closing) return
       this.startSlot(slot).catch((err: unknown) => {
@@ -204,7 +207,9 @@ export class PythonWorkerPool {
     const lease = this.tryLease()
     if (lease) return Promise.resolve(lease)
     if (this.queue.length >= this.options.maxQueue)
-      return Promise.reject(new GatehouseError('GH_ERR_OVERLOADED', 'every Python worker is busy and the queue is full'))
+      return Promise.reject(
+        new GatehouseError('GH_ERR_OVERLOADED', 'every Python worker is busy and the queue is full'),
+      )
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
         resolve,

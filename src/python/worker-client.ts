@@ -124,7 +124,10 @@ export class WorkerConnection {
         if (!frame || frame.type !== FrameType.HELLO)
           throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', 'the first frame is not HELLO')
         if (frame.version !== WORKER_PROTOCOL_VERSION)
-          throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', `worker speaks protocol version ${frame.version}`)
+          throw new GatehouseError(
+            'GH_ERR_WORKER_PROTOCOL',
+            `worker speaks protocol version ${frame.version}`,
+          )
         socket.pause()
         const conn = new WorkerConnection(
           socket,
@@ -180,7 +183,9 @@ export class WorkerConnection {
     this.streams.set(id, stream)
     stream.body = input.body
     stream.credit = input.expectContinue ? 0 : this.hello.requestWindow
-    this.socket.write(encodeHttpRequest(id, input.environ, Buffer.alloc(0), input.body !== null, RESPONSE_WINDOW))
+    this.socket.write(
+      encodeHttpRequest(id, input.environ, Buffer.alloc(0), input.body !== null, RESPONSE_WINDOW),
+    )
     const { res } = input
     const onClose = () => {
       if (!stream.finished && !res.writableFinished) this.disconnect(stream)
@@ -286,7 +291,8 @@ export class WorkerConnection {
     if (frame.type === FrameType.LIFESPAN_RESULT || frame.type === FrameType.HELLO) return
     const stream = this.streams.get(frame.id)
     if (!stream) throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', `frame for unknown request ${frame.id}`)
-    if (stream.finished) throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', `frame after the end of ${frame.id}`)
+    if (stream.finished)
+      throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', `frame after the end of ${frame.id}`)
     const { res } = stream.input
     switch (frame.type) {
       case FrameType.REQUEST_CREDIT:
@@ -306,7 +312,13 @@ export class WorkerConnection {
           if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true
         }
         // The whole body is in this frame: a length instead of chunked framing.
-        if (!frame.moreBody && !hasLength && !stream.input.head && frame.status !== 204 && frame.status !== 304)
+        if (
+          !frame.moreBody &&
+          !hasLength &&
+          !stream.input.head &&
+          frame.status !== 204 &&
+          frame.status !== 304
+        )
           flat.push('Content-Length', String(frame.body.length))
         try {
           if (frame.status < 200 || frame.status > 999) throw new Error(`status ${frame.status}`)
@@ -333,10 +345,14 @@ export class WorkerConnection {
         this.onFile(stream, frame)
         return
       case FrameType.REQUEST_ERROR:
-        this.end(stream, stream.disconnectSent ? { kind: 'disconnected' } : { kind: 'app-error', message: frame.message })
+        this.end(
+          stream,
+          stream.disconnectSent ? { kind: 'disconnected' } : { kind: 'app-error', message: frame.message },
+        )
         return
       case FrameType.FINISHED:
-        if (!stream.disconnectSent) throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', 'FINISHED without a disconnect')
+        if (!stream.disconnectSent)
+          throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', 'FINISHED without a disconnect')
         this.end(stream, { kind: 'disconnected' })
         return
       default:
@@ -374,7 +390,10 @@ export class WorkerConnection {
       this.send({ type: FrameType.RESPONSE_CREDIT, id: stream.id, bytes: n })
   }
 
-  private onFile(stream: Stream, frame: Extract<WorkerFrame, { type: typeof FrameType.RESPONSE_FILE }>): void {
+  private onFile(
+    stream: Stream,
+    frame: Extract<WorkerFrame, { type: typeof FrameType.RESPONSE_FILE }>,
+  ): void {
     // Node reads the file itself: the bytes never pass through Python.
     stream.finished = true
     const { res } = stream.input
