@@ -284,10 +284,10 @@ class UwsgiCall {
             callback(err)
           },
         })
-        const call = this
+        const isComplete = () => this.bodyComplete
         this.response = {
           get complete() {
-            return call.bodyComplete
+            return isComplete()
           },
           status: head.status,
           statusMessage: head.statusMessage,
