@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from 'commander'
 import { readConfigFile, validateConfig } from '../config/load.js'
 import { GatehouseError } from '../errors.js'
 import { Gatehouse } from '../gatehouse.js'
+import { killAllWorkers } from '../process/supervisor.js'
 import { applyFlags, type ServeFlags } from './flags.js'
 
 const EXIT_USAGE = 2
@@ -66,6 +67,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       await gatehouse.close(0)
       fail([`cannot listen on ${err.message.replace(/^cannot listen on the address: /, '')}`], 1)
     }
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
+      await gatehouse.close(0)
+      fail([err.message], 1)
+    }
     throw err
   }
 
@@ -73,6 +78,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting without waiting')
+      killAllWorkers()
       gatehouse.logs.flush()
       process.exit(1)
     }
@@ -88,6 +94,16 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+  // php-fpm's graceful stop; the same drain as SIGTERM here (DESIGN.md: SIGTERM drains).
+  process.on('SIGQUIT', stop)
+  // php-fpm's graceful reload: new workers for every managed pool, the old ones drained.
+  process.on('SIGUSR2', () => {
+    log.info('SIGUSR2: reloading workers')
+    gatehouse.reloadWorkers().then(
+      () => log.info('workers reloaded'),
+      (err: unknown) => log.error({ err }, 'worker reload failed'),
+    )
+  })
   process.on('SIGUSR1', () => gatehouse.reopenLogs())
   const reload = async (configFile: string) => {
     try {

@@ -15,6 +15,7 @@ import {
   type FastCGIPoolOptions,
   fastcgiPoolShape,
 } from '../fastcgi/pool.js'
+import type { FastCGIUpstream } from '../fastcgi/managed.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { requestMeta, type ScriptLocation } from './gateway-meta.js'
 import { relayResponse } from './gateway-response.js'
@@ -91,15 +92,16 @@ class ClientCancel implements CancelSignal {
 
 /** A pool to one upstream and the request path through it: body, parameters, response. */
 export class FastCGIGateway {
-  readonly pool: FastCGIPool
+  readonly pool: FastCGIUpstream
   private readonly params: [string, string][]
 
+  /** `address`: a FastCGI server's address, or an upstream of its own (a managed pool). */
   constructor(
-    address: string,
+    address: string | FastCGIUpstream,
     private readonly options: FastCGIGatewayOptions,
     private readonly log: Logger,
   ) {
-    this.pool = new FastCGIPool(address, options, log)
+    this.pool = typeof address === 'string' ? new FastCGIPool(address, options, log) : address
     this.params = Object.entries(options.params)
   }
 
