@@ -553,8 +553,8 @@ export class WorkerPool {
     const workers: WorkerStatus[] = []
     for (const w of this.workers) {
       const running = w.leases.size > 0
-      if (w.phase === 'ready' && !w.retiring) running ? active++ : idle++
-      else if (running) active++
+      if (running) active++
+      else if (w.phase === 'ready' && !w.retiring) idle++
       const last = w.last
       workers.push({
         pid: w.pid,
