@@ -44,7 +44,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
     if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
       fail(
         [
-          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT --fastcgi ADDR, --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, or --config FILE, or put a gatehouse.toml in this directory.',
+          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT [--fastcgi ADDR], --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, or --config FILE, or put a gatehouse.toml in this directory.',
           'Try `gatehouse serve --help`.',
         ],
         EXIT_USAGE,
@@ -193,10 +193,40 @@ export function buildProgram(): Command {
     )
     .option(
       '--php <[prefix=]docroot>',
-      'PHP front controller for DOCROOT under URL PREFIX (default /), with --fastcgi; repeatable',
+      'PHP front controller for DOCROOT under URL PREFIX (default /): a managed php-cgi pool, or --fastcgi; repeatable',
       collect,
     )
-    .option('--fastcgi <address>', 'the PHP FastCGI server for --php: unix:/path or host:port')
+    .option('--fastcgi <address>', 'the PHP FastCGI server for --php (php-fpm): unix:/path or host:port')
+    .option('--php-cgi <path>', 'php-cgi executable of the managed pool (default /usr/bin/php-cgi)')
+    .addOption(
+      new Option('--pm <mode>', 'managed pool: process manager (default dynamic)').choices([
+        'static',
+        'dynamic',
+        'ondemand',
+      ]),
+    )
+    .option('--max-children <n>', 'managed pool: workers at most (pm.max_children, default 5)')
+    .option('--start-servers <n>', 'managed pool, dynamic: workers at start (pm.start_servers)')
+    .option('--min-spare-servers <n>', 'managed pool, dynamic: idle workers at least (default 1)')
+    .option('--max-spare-servers <n>', 'managed pool, dynamic: idle workers at most (default 3)')
+    .option(
+      '--process-idle-timeout <duration>',
+      'managed pool, ondemand: stop a worker idle this long (default 10s)',
+    )
+    .option('--max-requests <n>', 'managed pool: replace a worker after N requests (default 0: never)')
+    .option(
+      '--request-terminate-timeout <duration>',
+      'managed pool: kill a worker whose request runs this long (504; default 0: off)',
+    )
+    .option(
+      '--request-slowlog-timeout <duration>',
+      'managed pool: log requests running this long (default 0: off)',
+    )
+    .option(
+      '--status-path <path>',
+      "php-fpm's status page of the managed pool at PATH (?json, ?openmetrics, &full)",
+    )
+    .option('--ping-path <path>', "php-fpm's ping page (pong) at PATH")
     .option(
       '--fastcgi-pass <[prefix=]address>',
       'pass URL PREFIX (default /) to a FastCGI server; repeatable',
