@@ -35,6 +35,10 @@ export class ManagedFastCGI implements FastCGIUpstream {
     private readonly options: ManagedFastCGIOptions,
   ) {
     this.upstream = `pool:${workers.settings.name}`
+    workers.onWorkerStopping((id) => {
+      for (const conn of this.idle.get(id) ?? []) conn.destroy()
+      this.idle.delete(id)
+    })
   }
 
   async request(request: FastCGIRequest): Promise<FastCGIResponse> {

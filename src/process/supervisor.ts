@@ -358,6 +358,7 @@ const pools = new Set<WorkerPool>()
  */
 export class WorkerPool {
   private readonly workers = new Set<Worker>()
+  private readonly stoppingListeners: ((workerId: number) => void)[] = []
   private readonly waiters: Waiter[] = []
   private readonly dir: string
   private generation = 1
@@ -604,6 +605,15 @@ export class WorkerPool {
       failed: this.failed !== null,
       workers: workers.sort((a, b) => a.workerId - b.workerId),
     }
+  }
+
+  /**
+   * Call `listener` with a worker's id when the pool starts stopping it (recycled, idle,
+   * drained, closing): a client holding idle connections to it closes them now, since a
+   * worker such as php-cgi finishes its kept-alive connection before it exits.
+   */
+  onWorkerStopping(listener: (workerId: number) => void): void {
+    this.stoppingListeners.push(listener)
   }
 
   /** SIGKILL every worker now (see killAllWorkers). */
@@ -993,6 +1003,7 @@ export class WorkerPool {
     if (w.phase === 'stopping') return
     w.phase = 'stopping'
     if (w.pid === 0) return
+    for (const listener of this.stoppingListeners) listener(w.id)
     const s = this.settings
     w.kill(s.stop_signal)
     w.timers.push(setTimeout(() => w.kill('SIGTERM'), s.process_control_timeout))
