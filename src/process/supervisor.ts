@@ -619,6 +619,7 @@ export class WorkerPool {
   /** SIGKILL every worker now (see killAllWorkers). */
   killAll(): void {
     for (const w of this.workers) w.kill('SIGKILL')
+    rmSync(this.dir, { recursive: true, force: true })
   }
 
   // --- dispatch -------------------------------------------------------------------------
