@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pino from 'pino'
-import { GatehouseError } from '../src/errors.js'
+import { type GatehouseError } from '../src/errors.js'
 import {
   type PoolConfigInput,
   poolSettings,
