@@ -48,14 +48,14 @@ export class ManagedFastCGI implements FastCGIUpstream {
     try {
       conn = this.take(lease.workerId) ?? (await this.open(lease))
     } catch (err) {
-      lease.release({ failed: !lease.signal.aborted })
-      throw lease.signal.aborted ? lease.signal.reason : err
+      lease.release({ failed: !lease.aborted })
+      throw lease.aborted ? lease.abortReason : err
     }
     // The request ends when the client goes away or the supervisor ends it (kill, death).
-    const cancel = anyOf(signal, lease.signal)
+    const cancel = new EitherCancel(signal, lease)
     const exchange = new FastCGIExchange(
       conn,
-      { ...request, signal: cancel.signal },
+      { ...request, signal: cancel },
       {
         keepConn: true,
         readTimeoutMs: this.options.read_timeout,
@@ -66,14 +66,14 @@ export class ManagedFastCGI implements FastCGIUpstream {
     let broken = false
     void exchange.finished.then((reusable) => {
       cancel.dispose()
-      if (reusable && !lease.signal.aborted && !conn.closed) this.putBack(lease.workerId, conn)
+      if (reusable && !lease.aborted && !conn.closed) this.putBack(lease.workerId, conn)
       else conn.destroy()
-      lease.release({ failed: broken && !lease.signal.aborted })
+      lease.release({ failed: broken && !lease.aborted })
     })
     try {
       return await exchange.response
     } catch (err) {
-      if (lease.signal.aborted) throw lease.signal.reason
+      if (lease.aborted) throw lease.abortReason
       broken = err instanceof GatehouseError && err.code === 'GH_ERR_FASTCGI_PROTOCOL'
       throw err
     }
@@ -176,21 +176,47 @@ function requestInfo(params: FastCGIRequest['params']): RequestInfo {
 
 type Cancellable = NonNullable<FastCGIRequest['signal']>
 
-/** One signal that aborts when either does (with that one's reason). */
-function anyOf(a: Cancellable | undefined, b: AbortSignal): { signal: Cancellable; dispose(): void } {
-  if (!a) return { signal: b, dispose: () => {} }
-  const ac = new AbortController()
-  const onA = () => ac.abort(a.reason)
-  const onB = () => ac.abort(b.reason)
-  if (a.aborted) onA()
-  else if (b.aborted) onB()
-  a.addEventListener('abort', onA, { once: true })
-  b.addEventListener('abort', onB, { once: true })
-  return {
-    signal: ac.signal,
-    dispose: () => {
-      a.removeEventListener('abort', onA)
-      b.removeEventListener('abort', onB)
-    },
+/**
+ * Aborts when the client's signal or the lease does, with that one's reason: the surface of
+ * an AbortSignal the exchange uses, without an EventTarget per request.
+ */
+class EitherCancel implements Cancellable {
+  aborted = false
+  reason: unknown = undefined
+  private listeners: (() => void)[] = []
+  private readonly offLease: () => void
+  private readonly onClient: (() => void) | undefined
+
+  constructor(
+    private readonly client: Cancellable | undefined,
+    lease: WorkerLease,
+  ) {
+    if (client) {
+      this.onClient = () => this.abort(client.reason)
+      if (client.aborted) this.abort(client.reason)
+      else client.addEventListener('abort', this.onClient, { once: true })
+    }
+    this.offLease = lease.onAbort((reason) => this.abort(reason))
+  }
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    this.listeners.push(listener)
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const i = this.listeners.indexOf(listener)
+    if (i !== -1) this.listeners.splice(i, 1)
+  }
+
+  dispose(): void {
+    this.offLease()
+    if (this.client && this.onClient) this.client.removeEventListener('abort', this.onClient)
+  }
+
+  private abort(reason: unknown): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.reason = reason
+    for (const listener of this.listeners.splice(0)) listener()
   }
 }

@@ -113,6 +113,15 @@ export interface WorkerLease {
    * (504, request_terminate_timeout) or GH_ERR_WORKER_DIED (502, the worker exited).
    */
   readonly signal: AbortSignal
+  /** The pool ended the lease (the same as `signal.aborted`, without creating the signal). */
+  readonly aborted: boolean
+  /** Why (`signal.reason`), once aborted. */
+  readonly abortReason: unknown
+  /**
+   * Call `listener` once with the reason if the pool ends the lease; returns an unsubscribe.
+   * A cheaper `signal.addEventListener('abort', ...)` for per-request hot paths.
+   */
+  onAbort(listener: (reason: unknown) => void): () => void
   /**
    * Give the worker back (exactly once; later calls are ignored). `recycle`: stop this
    * worker and start another; `failed`: the exchange broke in a way that leaves the worker
@@ -312,10 +321,14 @@ interface Waiter {
 }
 
 class Lease implements WorkerLease {
-  readonly controller = new AbortController()
   readonly start = performance.now()
   released = false
+  aborted = false
+  abortReason: unknown = undefined
   timers: NodeJS.Timeout[] = []
+  /** Created on first use of `signal`: most requests never need an EventTarget. */
+  private controller: AbortController | undefined
+  private listeners: ((reason: unknown) => void)[] = []
 
   constructor(
     private readonly pool: WorkerPool,
@@ -336,7 +349,31 @@ class Lease implements WorkerLease {
   }
 
   get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController()
+      if (this.aborted) this.controller.abort(this.abortReason)
+    }
     return this.controller.signal
+  }
+
+  onAbort(listener: (reason: unknown) => void): () => void {
+    if (this.aborted) {
+      listener(this.abortReason)
+      return () => {}
+    }
+    this.listeners.push(listener)
+    return () => {
+      const i = this.listeners.indexOf(listener)
+      if (i !== -1) this.listeners.splice(i, 1)
+    }
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.abortReason = reason
+    this.controller?.abort(reason)
+    for (const listener of this.listeners.splice(0)) listener(reason)
   }
 
   release(outcome: { recycle?: boolean; failed?: boolean } = {}): void {
@@ -701,7 +738,7 @@ export class WorkerPool {
     w.retiring = true
     w.expected = true
     w.killReason = reason
-    lease.controller.abort(reason)
+    lease.abort(reason)
     if (w.phase === 'stopping') {
       w.kill('SIGKILL')
       return
@@ -743,7 +780,7 @@ export class WorkerPool {
     if (w.last && w.last.start === lease.start)
       w.last.duration = Math.round((performance.now() - lease.start) * 1000)
     if (!w.leases.delete(lease)) return // the worker is gone already
-    if (!outcome.failed && !lease.signal.aborted) this.failures = 0
+    if (!outcome.failed && !lease.aborted) this.failures = 0
     if (w.leases.size === 0) w.idleSince = performance.now()
     if (outcome.recycle || outcome.failed || w.requests >= w.limit) {
       if (w.requests >= w.limit)
@@ -1038,7 +1075,7 @@ export class WorkerPool {
       )
     for (const lease of w.leases) {
       for (const t of lease.timers) clearTimeout(t)
-      if (!lease.signal.aborted) lease.controller.abort(reason)
+      lease.abort(reason)
     }
     w.leases.clear()
     const how = err
