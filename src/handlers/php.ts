@@ -46,6 +46,16 @@ export function phpSchema(env: SchemaEnv) {
     php_cgi: z.string().min(1).default('/usr/bin/php-cgi'),
     /** A php.ini for the managed workers (`php-cgi -c FILE`); default: php-cgi's own. */
     php_ini: existingFile(env).optional(),
+    /** php.ini settings for the managed workers (`php-cgi -d NAME=VALUE`, like php-fpm's php_admin_value). */
+    ini: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9_.\[\]-]+$/, 'not an ini setting name'),
+        z
+          .union([z.string(), z.number(), z.boolean()])
+          .transform((v) => (typeof v === 'boolean' ? (v ? '1' : '0') : String(v)))
+          .refine((v) => !/[\0\n]/.test(v), 'NUL or newline in a value'),
+      )
+      .default({}),
     /** Extra environment of the managed workers (they inherit nothing else but PATH). */
     env: z
       .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'not a variable name'), z.string())
@@ -108,6 +118,7 @@ export function splitPhpPath(path: string): [script: string, pathInfo: string] |
 export function phpWorkerPool(options: PhpOptions, log: Logger): WorkerPool {
   const args = ['-b', '{socket}']
   if (options.php_ini) args.push('-c', options.php_ini)
+  for (const [name, value] of Object.entries(options.ini)) args.push('-d', `${name}=${value}`)
   return new WorkerPool(
     {
       command: options.php_cgi,
