@@ -5,7 +5,7 @@
  * tagging, close without leftovers, and php-fpm's validation of the pool keys.
  */
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
+import { existsSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -19,7 +19,7 @@ import {
   type WorkerLease,
   WorkerPool,
 } from '../src/process/supervisor.js'
-import { FIXTURES, PYTHON } from './helpers.js'
+import { FIXTURES, PYTHON, tempDir } from './helpers.js'
 
 const WORKER = join(FIXTURES, 'supervisor/worker.py')
 
@@ -200,6 +200,41 @@ describe('WorkerPool with a generic worker', () => {
       'respawning stopped',
     )
     assert.equal(pool.status().totalProcesses, 0)
+  })
+
+  test('reload: new workers replace the old; a generation that cannot start leaves the old one serving', async (t) => {
+    const flag = join(tempDir(t), 'broken')
+    const { pool } = makePool(t, { pm: 'static', max_children: 2 }, {}, { WORKER_FAIL_IF_EXISTS: flag })
+    await pool.start()
+    const first = pool.status().workers.map((w) => w.pid)
+    const held = await pool.acquire(info)
+    await pool.reload()
+    const second = pool
+      .status()
+      .workers.filter((w) => w.state === 'Idle')
+      .map((w) => w.pid)
+    assert.equal(second.length, 2)
+    for (const pid of second) assert.ok(!first.includes(pid))
+    assert.ok(alive(held.pid), 'the old worker finishes its lease')
+    assert.equal(await ask(held), held.pid)
+    held.release()
+    await waitFor('old workers gone', () => first.every((pid) => !alive(pid)))
+
+    writeFileSync(flag, '')
+    await assert.rejects(pool.reload(), { code: 'GH_ERR_WORKER_START' })
+    assert.deepEqual(
+      pool.status().workers.map((w) => w.pid),
+      second,
+    )
+    const lease = await pool.acquire(info)
+    assert.ok(second.includes(lease.pid), 'the old generation still serves')
+    lease.release()
+    assert.equal(pool.status().failed, false)
+    rmSync(flag)
+    await pool.reload()
+    await waitFor('the second generation gone', () => second.every((pid) => !alive(pid)))
+    assert.ok(pool.status().workers.every((w) => !second.includes(w.pid)))
+    assert.equal(pool.status().reloads, 3)
   })
 
   test('close() waits for leases within the grace, then stops every worker; nothing is left behind', async (t) => {

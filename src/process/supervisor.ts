@@ -529,6 +529,7 @@ export class WorkerPool {
     this.failures = 0
     clearTimeout(this.respawnTimer)
     this.respawnTimer = undefined
+    const previous = this.generation
     const generation = ++this.generation
     this.log.info({ pool: this.settings.name, generation }, 'reloading: starting new workers')
     const ready = this.readyPromise(generation)
@@ -537,11 +538,26 @@ export class WorkerPool {
     this.maintain(false)
     try {
       await ready
-    } finally {
-      // Old workers take no new requests; each stops once it has finished what it holds.
-      for (const w of this.workers) if (w.generation < generation) this.retire(w)
+    } catch (err) {
+      if (this.closing) throw err
+      // The new generation cannot start (a broken php.ini, say): the old one keeps serving.
+      for (const w of this.workers) if (w.generation === generation) this.stopWorker(w)
+      this.generation = previous
+      this.failed = null
+      this.failures = 0
+      clearTimeout(this.respawnTimer)
+      this.respawnTimer = undefined
+      this.log.error(
+        { pool: this.settings.name, generation: previous },
+        'reload failed: the old workers keep serving',
+      )
+      this.maintain(false)
       this.dispatch()
+      throw err
     }
+    // Old workers take no new requests; each stops once it has finished what it holds.
+    for (const w of this.workers) if (w.generation < generation) this.retire(w)
+    this.dispatch()
     this.log.info({ pool: this.settings.name, generation }, 'reloaded: old workers drained')
   }
 
@@ -1121,10 +1137,15 @@ export class WorkerPool {
     this.log.error({ pool: s.name, command: this.command.command, args: this.command.args }, err.message)
     clearTimeout(this.respawnTimer)
     this.respawnTimer = undefined
-    for (const w of this.waiters.splice(0)) {
-      this.disarm(w)
-      w.reject(err)
-    }
+    // During a reload the old generation still serves: waiters stay for it.
+    const fallback = [...this.workers].some(
+      (w) => w.generation < this.generation && w.phase === 'ready' && !w.retiring,
+    )
+    if (!fallback)
+      for (const w of this.waiters.splice(0)) {
+        this.disarm(w)
+        w.reject(err)
+      }
     this.failStart(err)
   }
 
