@@ -49,7 +49,7 @@ export function phpSchema(env: SchemaEnv) {
     /** php.ini settings for the managed workers (`php-cgi -d NAME=VALUE`, like php-fpm's php_admin_value). */
     ini: z
       .record(
-        z.string().regex(/^[A-Za-z0-9_.\[\]-]+$/, 'not an ini setting name'),
+        z.string().regex(/^[A-Za-z0-9_.[\]-]+$/, 'not an ini setting name'),
         z
           .union([z.string(), z.number(), z.boolean()])
           .transform((v) => (typeof v === 'boolean' ? (v ? '1' : '0') : String(v)))
