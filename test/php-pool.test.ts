@@ -242,6 +242,19 @@ describe('managed php-cgi pool', { skip: phpCgiUnavailable() }, () => {
     assert.notEqual(pids[3], pids[6])
   })
 
+  test('max_rss: a worker above it is replaced after its request', async (t) => {
+    // Every php-cgi worker is well above 1 MB resident: each request gets a fresh one.
+    const p = await startPool(t, { pm: 'static', max_children: 1, max_rss: '1MB' })
+    const pids = new Set<string>()
+    for (let i = 0; i < 3; i++) {
+      const r = await get(p.origin, '/index.php')
+      assert.equal(r.status, 200)
+      pids.add(r.body)
+    }
+    assert.equal(pids.size, 3)
+    assert.match(p.log(), /worker above max_rss: recycling/)
+  })
+
   test("php-cgi's own request limit is off (PHP_FCGI_MAX_REQUESTS=0): one worker serves past 500", async (t) => {
     const p = await startPool(t, { pm: 'static', max_children: 1 })
     const first = (await get(p.origin, '/index.php')).body
@@ -360,6 +373,37 @@ describe('managed php-cgi pool', { skip: phpCgiUnavailable() }, () => {
     )
     for (const pid of oldPids) await waitFor(`old worker ${pid} exited`, () => !alive(pid))
     assert.equal((await status(p.origin))['total processes'], 3)
+  })
+
+  test('pool keys are validated with their path; a status page with no such pool is 503', async (t) => {
+    const { validateConfig } = await import('../src/config/load.js')
+    const dir = tempDir(t)
+    assert.throws(
+      () =>
+        validateConfig({
+          routes: [
+            {
+              path: '/',
+              php: { root: dir, workers: { pm: 'dynamic', max_children: 2, max_spare_servers: 4 } },
+            },
+          ],
+        }),
+      (err: Error & { problems: string[] }) => {
+        assert.ok(
+          err.problems.some((p) =>
+            p.startsWith('routes[0].php.workers.max_spare_servers: must not exceed max_children'),
+          ),
+          err.problems.join('\n'),
+        )
+        return true
+      },
+    )
+    const p = await startPool(t, { pm: 'ondemand', max_children: 1, name: 'mine' })
+    const other = await startGatehouse(t, { routes: [{ exact: '/status', status: { pool: 'nope' } }] })
+    const r = await get(other.origin, '/status')
+    assert.equal(r.status, 503)
+    assert.match(r.body, /no worker pool named nope/)
+    assert.equal((await get(p.origin, '/status')).status, 200)
   })
 
   test('a full queue answers 503 with Retry-After', async (t) => {
