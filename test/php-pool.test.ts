@@ -468,6 +468,15 @@ describe('status page format against php-fpm', { skip: phpCgiUnavailable() ?? ph
       if (b.processes) assert.deepEqual(Object.keys(a.processes![0]!), Object.keys(b.processes[0]!))
       for (const key of Object.keys(b)) assert.equal(typeof a[key], typeof b[key], key)
     }
+    for (const [query, tag] of [
+      ['html', /<th>[^<]+<\/th>/g],
+      ['xml', /<[a-z-]+>/g],
+    ] as const) {
+      const ours = await get(p.origin, `/status?${query}`)
+      const theirs = await fpmPage(query)
+      assert.equal(ours.headers['content-type'], theirs.headers.get('content-type'), query)
+      assert.deepEqual(ours.body.match(tag), theirs.body.match(tag), query)
+    }
     const names = (text: string) =>
       text
         .split('\n')
