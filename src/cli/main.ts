@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from 'commander'
 import { readConfigFile, validateConfig } from '../config/load.js'
 import { GatehouseError } from '../errors.js'
 import { Gatehouse } from '../gatehouse.js'
+import { killAllWorkers } from '../process/supervisor.js'
 import { applyFlags, type ServeFlags } from './flags.js'
 
 const EXIT_USAGE = 2
@@ -43,7 +44,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
     if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
       fail(
         [
-          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT --fastcgi ADDR, --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, or --config FILE, or put a gatehouse.toml in this directory.',
+          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT [--fastcgi ADDR], --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, or --config FILE, or put a gatehouse.toml in this directory.',
           'Try `gatehouse serve --help`.',
         ],
         EXIT_USAGE,
@@ -66,6 +67,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       await gatehouse.close(0)
       fail([`cannot listen on ${err.message.replace(/^cannot listen on the address: /, '')}`], 1)
     }
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
+      await gatehouse.close(0)
+      fail([err.message], 1)
+    }
     throw err
   }
 
@@ -73,6 +78,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting without waiting')
+      killAllWorkers()
       gatehouse.logs.flush()
       process.exit(1)
     }
@@ -88,6 +94,16 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+  // php-fpm's graceful stop; the same drain as SIGTERM here (DESIGN.md: SIGTERM drains).
+  process.on('SIGQUIT', stop)
+  // php-fpm's graceful reload: new workers for every managed pool, the old ones drained.
+  process.on('SIGUSR2', () => {
+    log.info('SIGUSR2: reloading workers')
+    gatehouse.reloadWorkers().then(
+      () => log.info('workers reloaded'),
+      (err: unknown) => log.error({ err }, 'worker reload failed'),
+    )
+  })
   process.on('SIGUSR1', () => gatehouse.reopenLogs())
   const reload = async (configFile: string) => {
     try {
@@ -177,10 +193,40 @@ export function buildProgram(): Command {
     )
     .option(
       '--php <[prefix=]docroot>',
-      'PHP front controller for DOCROOT under URL PREFIX (default /), with --fastcgi; repeatable',
+      'PHP front controller for DOCROOT under URL PREFIX (default /): a managed php-cgi pool, or --fastcgi; repeatable',
       collect,
     )
-    .option('--fastcgi <address>', 'the PHP FastCGI server for --php: unix:/path or host:port')
+    .option('--fastcgi <address>', 'the PHP FastCGI server for --php (php-fpm): unix:/path or host:port')
+    .option('--php-cgi <path>', 'php-cgi executable of the managed pool (default /usr/bin/php-cgi)')
+    .addOption(
+      new Option('--pm <mode>', 'managed pool: process manager (default dynamic)').choices([
+        'static',
+        'dynamic',
+        'ondemand',
+      ]),
+    )
+    .option('--max-children <n>', 'managed pool: workers at most (pm.max_children, default 5)')
+    .option('--start-servers <n>', 'managed pool, dynamic: workers at start (pm.start_servers)')
+    .option('--min-spare-servers <n>', 'managed pool, dynamic: idle workers at least (default 1)')
+    .option('--max-spare-servers <n>', 'managed pool, dynamic: idle workers at most (default 3)')
+    .option(
+      '--process-idle-timeout <duration>',
+      'managed pool, ondemand: stop a worker idle this long (default 10s)',
+    )
+    .option('--max-requests <n>', 'managed pool: replace a worker after N requests (default 0: never)')
+    .option(
+      '--request-terminate-timeout <duration>',
+      'managed pool: kill a worker whose request runs this long (504; default 0: off)',
+    )
+    .option(
+      '--request-slowlog-timeout <duration>',
+      'managed pool: log requests running this long (default 0: off)',
+    )
+    .option(
+      '--status-path <path>',
+      "php-fpm's status page of the managed pool at PATH (?json, ?openmetrics, &full)",
+    )
+    .option('--ping-path <path>', "php-fpm's ping page (pong) at PATH")
     .option(
       '--fastcgi-pass <[prefix=]address>',
       'pass URL PREFIX (default /) to a FastCGI server; repeatable',

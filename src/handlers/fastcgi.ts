@@ -8,6 +8,7 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
+import type { FastCGIUpstream } from '../fastcgi/managed.js'
 import { fastcgiAddress, FastCGIPool, type FastCGIPoolOptions, fastcgiPoolShape } from '../fastcgi/pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { cancelOnClientClose } from './client-cancel.js'
@@ -57,15 +58,16 @@ export type FastCGIGatewayOptions = FastCGIPoolOptions & {
 
 /** A pool to one upstream and the request path through it: body, parameters, response. */
 export class FastCGIGateway {
-  readonly pool: FastCGIPool
+  readonly pool: FastCGIUpstream
   private readonly params: [string, string][]
 
+  /** `address`: a FastCGI server's address, or an upstream of its own (a managed pool). */
   constructor(
-    address: string,
+    address: string | FastCGIUpstream,
     private readonly options: FastCGIGatewayOptions,
     private readonly log: Logger,
   ) {
-    this.pool = new FastCGIPool(address, options, log)
+    this.pool = typeof address === 'string' ? new FastCGIPool(address, options, log) : address
     this.params = Object.entries(options.params)
   }
 

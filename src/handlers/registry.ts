@@ -1,3 +1,4 @@
+import { statusAction } from '../control/status.js'
 import { cgiAction } from './cgi.js'
 import { fastcgiAction } from './fastcgi.js'
 import { phpAction } from './php.js'
@@ -16,6 +17,7 @@ export const ACTIONS = {
   cgi: cgiAction,
   fastcgi: fastcgiAction,
   php: phpAction,
+  status: statusAction,
 } as const
 
 export type ActionName = keyof typeof ACTIONS
