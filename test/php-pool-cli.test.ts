@@ -4,7 +4,7 @@
  * zero non-2xx responses, the status page, and SIGQUIT leaving no worker behind.
  */
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { accessSync, constants, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { join } from 'node:path'
@@ -130,5 +130,58 @@ describe('gatehouse serve --php with a managed pool', { skip: unavailable() }, (
     child.kill('SIGQUIT')
     assert.equal(await exited, 0)
     for (const pid of last) assert.equal(alive(pid), false, `worker ${pid} stopped with the server`)
+  })
+
+  /** Start `serve --php` on a docroot with a script that sleeps; resolves once it answers. */
+  async function serveSleepy(t: { after: (fn: () => void) => void }, dir: string) {
+    writeFileSync(join(dir, 'index.php'), '<?php echo "hello";')
+    writeFileSync(join(dir, 'sleep.php'), '<?php sleep(3); echo "slept";')
+    const port = await freePort()
+    const origin = `http://127.0.0.1:${port}`
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--php', dir, '--pm', 'static', '--max-children', '2'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    )
+    child.stderr!.resume()
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+    t.after(() => {
+      if (child.exitCode === null) child.kill('SIGKILL')
+    })
+    await waitFor('listening', async () => {
+      try {
+        return (await request(`${origin}/index.php`)).statusCode === 200
+      } catch {
+        return false
+      }
+    })
+    return { child, exited, origin }
+  }
+
+  test('SIGTERM drains: a request in flight still gets its answer, then exit 0', async (t) => {
+    const { child, exited, origin } = await serveSleepy(t, tempDir(t))
+    const inFlight = request(`${origin}/sleep.php`).then(async (r) => [r.statusCode, await r.body.text()])
+    await sleep(500)
+    child.kill('SIGTERM')
+    assert.deepEqual(await inFlight, [200, 'slept'])
+    assert.equal(await exited, 0)
+  })
+
+  test('SIGINT is the fast stop: a request in flight is cut, workers are stopped, exit 0', async (t) => {
+    const { child, exited, origin } = await serveSleepy(t, tempDir(t))
+    const workers = execFileSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map(Number)
+    assert.equal(workers.length, 2, 'two php-cgi workers')
+    const inFlight = request(`${origin}/sleep.php`).then(
+      (r) => r.body.text().then(() => `answered ${r.statusCode}`),
+      (err: Error) => `failed: ${err.message}`,
+    )
+    await sleep(500)
+    child.kill('SIGINT')
+    assert.equal(await exited, 0)
+    assert.match(await inFlight, /^failed/)
+    for (const pid of workers) await waitFor(`worker ${pid} gone`, () => !alive(pid))
   })
 })

@@ -75,6 +75,12 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
 
   let stopping = false
+  /**
+   * SIGTERM and SIGQUIT drain: no new connections, requests in flight get shutdown_grace
+   * (what Kubernetes and gunicorn users expect of SIGTERM, php-fpm's SIGQUIT). SIGINT is
+   * the fast stop of nginx and php-fpm: in-flight requests are cut and workers are stopped
+   * at once (stop signal, then SIGTERM, then SIGKILL). A second signal exits at once.
+   */
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting without waiting')
@@ -83,8 +89,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       process.exit(1)
     }
     stopping = true
-    log.info({ signal, grace_ms: gatehouse.config.shutdown_grace }, 'shutting down gracefully')
-    gatehouse.close().then(
+    const fast = signal === 'SIGINT'
+    const grace = fast ? 0 : gatehouse.config.shutdown_grace
+    log.info({ signal, grace_ms: grace }, fast ? 'shutting down now' : 'shutting down gracefully')
+    gatehouse.close(grace).then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'error during shutdown')
@@ -94,7 +102,6 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
-  // php-fpm's graceful stop; the same drain as SIGTERM here (DESIGN.md: SIGTERM drains).
   process.on('SIGQUIT', stop)
   // php-fpm's graceful reload: new workers for every managed pool, the old ones drained.
   process.on('SIGUSR2', () => {
