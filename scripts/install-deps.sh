@@ -7,6 +7,9 @@ PACKAGES=(
   fcgiwrap spawn-fcgi php-cgi
   uwsgi uwsgi-plugin-python3 python3-flask
   php-fpm libfcgi-bin
+  # Python apps and the WSGI/ASGI peers
+  python3-django python3-starlette python3-fastapi python3-websockets
+  gunicorn python3-uvicorn python3-uvloop python3-httptools python3-hypercorn python3-daphne
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -35,9 +35,14 @@ export const ERROR_CODES = {
   GH_ERR_CGI_REDIRECT: { status: 502, message: 'CGI local redirect failed (loop, or outside the route)' },
   GH_ERR_WORKER_PROTOCOL: { status: 502, message: 'Python worker broke the bridge protocol' },
   GH_ERR_WORKER_GONE: { status: 502, message: 'Python worker died or closed its connection mid-request' },
-  GH_ERR_WORKER_START: { status: undefined, message: 'Python worker could not start' },
   GH_ERR_WSGI_APP: { status: 500, message: 'the WSGI application failed' },
   GH_ERR_OVERLOADED: { status: 503, message: 'server is overloaded; retry later' },
+  GH_ERR_WORKER_START: { status: 503, message: 'worker pool cannot start its workers' },
+  GH_ERR_WORKER_TIMEOUT: {
+    status: 504,
+    message: 'worker exceeded request_terminate_timeout and was killed',
+  },
+  GH_ERR_WORKER_DIED: { status: 502, message: 'worker process died during the request' },
   GH_ERR_INTERNAL: { status: 500, message: 'internal server error' },
 } as const satisfies Record<string, { status: number | undefined; message: string }>
 
@@ -48,14 +53,21 @@ export class GatehouseError extends Error {
   readonly status: number | undefined
   /** For GH_ERR_CONFIG / GH_ERR_USAGE: every problem found, each `path: message`. */
   readonly problems: readonly string[]
+  /** Seconds a client should wait before retrying (sent as Retry-After with a 503). */
+  readonly retryAfter: number | undefined
 
-  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown; problems?: readonly string[] }) {
+  constructor(
+    code: ErrorCode,
+    detail?: string,
+    options?: { cause?: unknown; problems?: readonly string[]; retryAfter?: number },
+  ) {
     const base = ERROR_CODES[code]
     super(detail ? `${base.message}: ${detail}` : base.message, { cause: options?.cause })
     this.name = 'GatehouseError'
     this.code = code
     this.status = base.status
     this.problems = options?.problems ?? []
+    this.retryAfter = options?.retryAfter
   }
 }
 

@@ -128,11 +128,22 @@ export class Gatehouse {
 
   /** Open every configured listener. A busy address fails with GH_ERR_LISTEN naming it. */
   async listen(): Promise<ListeningAddress[]> {
-    // Handlers with processes of their own (WSGI workers) start before anything listens.
-    await Promise.all(this.state.handlers.map((h) => h.ready?.()))
+    // Managed workers (php-cgi pools) are up before the first request can arrive; a pool
+    // that cannot start fails here with GH_ERR_WORKER_START.
+    await this.ready()
     for (const text of this.state.config.listen) await this.openListener(parseListenAddress(text))
     await this.uwsgi.reconcile(this.state.config)
     return this.addresses()
+  }
+
+  /** Resolves when every handler can serve (managed worker pools started). */
+  async ready(): Promise<void> {
+    await Promise.all(this.state.handlers.map((h) => h.ready?.()))
+  }
+
+  /** SIGUSR2: every managed pool starts a new generation of workers and drains the old one. */
+  async reloadWorkers(): Promise<void> {
+    await Promise.all(this.state.handlers.map((h) => h.reloadWorkers?.()))
   }
 
   /** The bound `uwsgi_listen` addresses. */
@@ -241,7 +252,16 @@ export class Gatehouse {
   async reload(input: GatehouseConfigInput, baseDir?: string): Promise<void> {
     const config = validateConfig(input, baseDir)
     const old = this.state
-    this.state = buildState(config, this.logs)
+    const next = buildState(config, this.logs)
+    // New managed workers are up before requests switch to them; if they cannot start,
+    // the old configuration stays.
+    try {
+      await Promise.all(next.handlers.map((h) => h.ready?.()))
+    } catch (err) {
+      await Promise.allSettled(next.handlers.map((h) => h.close?.()))
+      throw err
+    }
+    this.state = next
     this.logs.error.level = config.log.level
     if (config.limits.max_header_bytes !== old.config.limits.max_header_bytes) {
       this.logs.error.warn('limits.max_header_bytes changes take effect on restart')

@@ -87,3 +87,22 @@ export {
   toRequestListener,
 } from './server/context.js'
 export type { ActionDefinition, ConnectionInfo, Handler, RequestContext, RouteMatch } from './types.js'
+export {
+  type CancelLike,
+  killAllWorkers,
+  livePools,
+  type PoolConfig,
+  type PoolConfigInput,
+  type PoolMode,
+  type PoolSettings,
+  poolSettings,
+  poolSettingsSchema,
+  type PoolStatus,
+  type RequestInfo,
+  type WorkerCommand,
+  type WorkerLease,
+  WorkerPool,
+  type WorkerStatus,
+} from './process/supervisor.js'
+export { allPoolsJson, formatStatus, StatusHandler, statusAction } from './control/status.js'
+export { type FastCGIUpstream, ManagedFastCGI } from './fastcgi/managed.js'

@@ -52,8 +52,10 @@ export interface Handler {
   handle(ctx: RequestContext): void | Promise<void>
   /** Release processes, pools and timers. Called on shutdown and when a reload replaces the handler. */
   close?(): Promise<void>
-  /** Resolves once the handler can serve (its worker processes are up); Gatehouse.listen waits for it. */
+  /** Resolves when the handler can serve (its managed workers are up); rejects when it cannot. */
   ready?(): Promise<void>
+  /** SIGUSR2: replace managed workers with a new generation, draining the old one. */
+  reloadWorkers?(): Promise<void>
   /** The handler sends `100 Continue` itself (when the app first reads the body), not the front. */
   deferContinue?: boolean
 }

@@ -287,14 +287,16 @@ describe('fastcgi and php configuration', () => {
     )
   })
 
-  test('--php without --fastcgi, and --fastcgi without --php, are usage errors (exit 2)', (t) => {
+  test('pool flags with --fastcgi, and --fastcgi without --php, are usage errors (exit 2)', (t) => {
     const dir = tempDir(t)
-    const r1 = spawnSync(process.execPath, [CLI, 'serve', '--php', dir], {
-      encoding: 'utf8',
-      timeout: 20_000,
-    })
+    // Without --fastcgi, --php runs a managed php-cgi pool (test/php-pool.test.ts).
+    const r1 = spawnSync(
+      process.execPath,
+      [CLI, 'serve', '--php', dir, '--fastcgi', 'unix:/x.sock', '--max-children', '3'],
+      { encoding: 'utf8', timeout: 20_000 },
+    )
     assert.equal(r1.status, 2)
-    assert.match(r1.stderr, /--php needs --fastcgi ADDR/)
+    assert.match(r1.stderr, /are for a managed php-cgi pool: drop --fastcgi/)
     const r2 = spawnSync(process.execPath, [CLI, 'serve', '--fastcgi', 'unix:/x.sock', '--static', dir], {
       encoding: 'utf8',
       timeout: 20_000,

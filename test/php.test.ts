@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer, request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -68,7 +68,23 @@ interface Dump {
   ini: Record<string, string | false>
 }
 
-describe('PHP front controller (php action) against php-fpm', { skip: phpFpmUnavailable() }, () => {
+/**
+ * The same suite against php-fpm (an address) and against Gatehouse's own php-cgi pool (no
+ * address: the php action runs php-cgi workers with the same php.ini settings).
+ */
+type Backend = 'php-fpm' | 'php-cgi pool'
+
+const PHP_CGI = '/usr/bin/php-cgi'
+function phpCgiUnavailable(): string | undefined {
+  try {
+    accessSync(PHP_CGI, constants.X_OK)
+    return undefined
+  } catch {
+    return `${PHP_CGI} not found (Debian package php-cgi)`
+  }
+}
+
+const frontControllerSuite = (backend: Backend) => () => {
   let fpm: PhpFpm
   let root: string
   const servers: Gatehouse[] = []
@@ -78,12 +94,29 @@ describe('PHP front controller (php action) against php-fpm', { skip: phpFpmUnav
       listen: ['127.0.0.1:0'],
       log: { level: 'silent' },
       ...extra,
-      routes: [{ path: '/', max_body_bytes: '16MB', php: { root, fastcgi: fpm.address, ...php } }],
+      routes: [{ path: '/', max_body_bytes: '16MB', php: { root, ...upstream(), ...php } }],
     })
     servers.push(gatehouse)
     const [first] = await gatehouse.listen()
     return `http://127.0.0.1:${first!.port}`
   }
+  /** php-fpm's address, or a php-cgi pool with the settings the php-fpm pool has. */
+  const upstream = (): Partial<PhpInput> =>
+    backend === 'php-fpm'
+      ? { fastcgi: fpm.address }
+      : {
+          workers: { pm: 'static', max_children: 3 },
+          ini: {
+            upload_max_filesize: '32M',
+            post_max_size: '32M',
+            output_buffering: 4096,
+            display_errors: 'off',
+            log_errors: 'on',
+            error_reporting: 'E_ALL',
+            upload_tmp_dir: fpm.dir,
+          },
+        }
+  const upstreamName = () => (backend === 'php-fpm' ? fpm.address : 'pool:php')
   let origin: string
 
   before(async () => {
@@ -327,7 +360,7 @@ describe('PHP front controller (php action) against php-fpm', { skip: phpFpmUnav
     const warning = lines.find((l) => String(l.msg).includes('PHP Warning:  something odd'))
     assert.ok(warning, JSON.stringify(lines))
     assert.equal(warning.level, 40)
-    assert.equal(warning.upstream, fpm.address)
+    assert.equal(warning.upstream, upstreamName())
     assert.equal(warning.script, join(root, 'warn.php'))
     assert.ok(lines.some((l) => String(l.msg).includes('custom line from php')))
   })
@@ -432,7 +465,12 @@ describe('PHP front controller (php action) against php-fpm', { skip: phpFpmUnav
   })
 
   test('past max_connections + queue, requests get 503', async () => {
-    const busy = await serve({ max_connections: 1, queue: 1 })
+    // A managed pool's bound is its workers and its own queue (docs/process-manager.md).
+    const busy = await serve(
+      backend === 'php-fpm'
+        ? { max_connections: 1, queue: 1 }
+        : { workers: { pm: 'static', max_children: 1, queue: 1 } },
+    )
     const statuses = await Promise.all(
       [1, 2, 3].map(async () => {
         const res = await request(`${busy}/sleep.php`)
@@ -457,7 +495,18 @@ describe('PHP front controller (php action) against php-fpm', { skip: phpFpmUnav
     })
     for (let i = 0; i < 4; i++) assert.equal((await dump('/')).SCRIPT_NAME, '/index.php')
   })
-})
+}
+
+describe(
+  'PHP front controller (php action) against php-fpm',
+  { skip: phpFpmUnavailable() },
+  frontControllerSuite('php-fpm'),
+)
+describe(
+  "PHP front controller (php action) on Gatehouse's own php-cgi pool",
+  { skip: phpFpmUnavailable() ?? phpCgiUnavailable() },
+  frontControllerSuite('php-cgi pool'),
+)
 
 describe('php() as a library request listener', { skip: phpFpmUnavailable() }, () => {
   test('mounts in a plain node:http server at a prefix', async (t) => {

@@ -6,6 +6,7 @@
 import type { Scenario } from '../scenario.js'
 import { cgiScenarios } from './cgi.js'
 import { phpScenarios } from './php.js'
+import { phpPoolScenarios } from './php-pool.js'
 import { returnScenarios } from './return.js'
 import { staticScenarios } from './static.js'
 import { uwsgiScenarios } from './uwsgi.js'
@@ -15,5 +16,6 @@ export const SCENARIOS: readonly Scenario[] = [
   ...returnScenarios,
   ...cgiScenarios,
   ...phpScenarios,
+  ...phpPoolScenarios,
   ...uwsgiScenarios,
 ]

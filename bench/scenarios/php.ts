@@ -17,9 +17,9 @@ import type { Scenario } from '../scenario.js'
 /** php-fpm workers; Gatehouse's pool opens as many connections. */
 const WORKERS = 4
 
-const docroot = (tmpDir: string) => join(tmpDir, 'docroot')
+export const docroot = (tmpDir: string) => join(tmpDir, 'docroot')
 
-function prepare(tmpDir: string): void {
+export function prepare(tmpDir: string): void {
   mkdirSync(docroot(tmpDir), { mode: 0o755 })
   const files: Record<string, string> = {
     'index.php': '<?php echo "front controller\\n";\n',
@@ -43,7 +43,7 @@ const gatehouse = (tmpDir: string) => ({
 })
 
 /** The usual nginx PHP site: conf/fastcgi_params inlined, plus the split and the front controller. */
-const nginx = nginxPeer({
+export const nginx = nginxPeer({
   server: (tmpDir) => `    root ${docroot(tmpDir)};
     index index.php;
     location / { try_files $uri $uri/ /index.php?$query_string; }

@@ -18,6 +18,18 @@ export interface ServeFlags {
   uwsgiPass?: string[]
   uwsgiListen?: string[]
   uwsgiAllow?: string[]
+  phpCgi?: string
+  pm?: string
+  maxChildren?: string
+  startServers?: string
+  minSpareServers?: string
+  maxSpareServers?: string
+  processIdleTimeout?: string
+  maxRequests?: string
+  requestTerminateTimeout?: string
+  requestSlowlogTimeout?: string
+  statusPath?: string
+  pingPath?: string
   wsgi?: string
   python?: string
   chdir?: string
@@ -26,6 +38,25 @@ export interface ServeFlags {
   rootPath?: string
   env?: string[]
   forwardedAllowIps?: string[]
+}
+
+/** The managed pool's flags (named as php-fpm's keys) -> the php action's `workers` table. */
+function workerFlags(flags: ServeFlags): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  const int = (v: string) => (/^\d+$/.test(v) ? Number(v) : v)
+  if (flags.pm !== undefined) out.pm = flags.pm
+  if (flags.maxChildren !== undefined) out.max_children = int(flags.maxChildren)
+  if (flags.startServers !== undefined) out.start_servers = int(flags.startServers)
+  if (flags.minSpareServers !== undefined) out.min_spare_servers = int(flags.minSpareServers)
+  if (flags.maxSpareServers !== undefined) out.max_spare_servers = int(flags.maxSpareServers)
+  if (flags.maxRequests !== undefined) out.max_requests = int(flags.maxRequests)
+  // Durations: a number is seconds, as in the config file ("500ms", "10s" work too).
+  if (flags.processIdleTimeout !== undefined) out.process_idle_timeout = int(flags.processIdleTimeout)
+  if (flags.requestTerminateTimeout !== undefined)
+    out.request_terminate_timeout = int(flags.requestTerminateTimeout)
+  if (flags.requestSlowlogTimeout !== undefined)
+    out.request_slowlog_timeout = int(flags.requestSlowlogTimeout)
+  return out
 }
 
 type Input = Record<string, unknown> & GatehouseConfigInput
@@ -126,14 +157,32 @@ export function cgiInterpreters(values: readonly string[]): Record<string, strin
 export function fastcgiRoutes(flags: ServeFlags, cwd: string): Record<string, unknown>[] {
   const usage = (problem: string) => new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
   const php = flags.php ?? []
-  if (php.length > 0 && flags.fastcgi === undefined)
-    throw usage('--php needs --fastcgi ADDR (the php-fpm socket, e.g. unix:/run/php/php-fpm.sock)')
   if (php.length === 0 && flags.fastcgi !== undefined)
     throw usage('--fastcgi names the server for --php; use --fastcgi-pass PREFIX=ADDR to pass a prefix')
+  const workers = workerFlags(flags)
+  const managed = flags.fastcgi === undefined
+  if (!managed && (Object.keys(workers).length > 0 || flags.phpCgi !== undefined))
+    throw usage(
+      'the pool flags (--pm, --max-children, --php-cgi, ...) are for a managed php-cgi pool: drop --fastcgi',
+    )
+  if (php.length === 0 && (Object.keys(workers).length > 0 || flags.phpCgi !== undefined))
+    throw usage('the pool flags (--pm, --max-children, --php-cgi, ...) apply to --php')
   const routes: Record<string, unknown>[] = []
+  // Status and ping pages come first, so that a --php route at / does not take their paths.
+  if (flags.statusPath !== undefined) routes.push({ exact: flags.statusPath, status: { show: 'pool' } })
+  if (flags.pingPath !== undefined) routes.push({ exact: flags.pingPath, status: { show: 'ping' } })
   for (const value of php) {
     const [path, root] = splitMount(value, cwd)
-    routes.push({ path, php: { root, fastcgi: unixPathFrom(flags.fastcgi!, cwd) } })
+    if (managed)
+      routes.push({
+        path,
+        php: {
+          root,
+          ...(flags.phpCgi === undefined ? {} : { php_cgi: flags.phpCgi }),
+          ...(Object.keys(workers).length > 0 ? { workers } : {}),
+        },
+      })
+    else routes.push({ path, php: { root, fastcgi: unixPathFrom(flags.fastcgi!, cwd) } })
   }
   for (const value of flags.fastcgiPass ?? []) {
     const [path, pass] = splitUwsgiPass(value, cwd)

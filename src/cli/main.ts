@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from 'commander'
 import { readConfigFile, validateConfig } from '../config/load.js'
 import { GatehouseError } from '../errors.js'
 import { Gatehouse } from '../gatehouse.js'
+import { killAllWorkers } from '../process/supervisor.js'
 import { applyFlags, type ServeFlags } from './flags.js'
 
 const EXIT_USAGE = 2
@@ -43,7 +44,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
     if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
       fail(
         [
-          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT --fastcgi ADDR, --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, --wsgi MODULE:CALLABLE, or --config FILE, or put a gatehouse.toml in this directory.',
+          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT [--fastcgi ADDR], --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, --wsgi MODULE:CALLABLE, or --config FILE, or put a gatehouse.toml in this directory.',
           'Try `gatehouse serve --help`.',
         ],
         EXIT_USAGE,
@@ -62,27 +63,36 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   try {
     await gatehouse.listen()
   } catch (err) {
-    if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
-      await gatehouse.close(0)
-      fail([err.message], 1)
-    }
     if (err instanceof GatehouseError && err.code === 'GH_ERR_LISTEN') {
       await gatehouse.close(0)
       fail([`cannot listen on ${err.message.replace(/^cannot listen on the address: /, '')}`], 1)
+    }
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
+      await gatehouse.close(0)
+      fail([err.message], 1)
     }
     throw err
   }
 
   let stopping = false
+  /**
+   * SIGTERM and SIGQUIT drain: no new connections, requests in flight get shutdown_grace
+   * (what Kubernetes and gunicorn users expect of SIGTERM, php-fpm's SIGQUIT). SIGINT is
+   * the fast stop of nginx and php-fpm: in-flight requests are cut and workers are stopped
+   * at once (stop signal, then SIGTERM, then SIGKILL). A second signal exits at once.
+   */
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting without waiting')
+      killAllWorkers()
       gatehouse.logs.flush()
       process.exit(1)
     }
     stopping = true
-    log.info({ signal, grace_ms: gatehouse.config.shutdown_grace }, 'shutting down gracefully')
-    gatehouse.close().then(
+    const fast = signal === 'SIGINT'
+    const grace = fast ? 0 : gatehouse.config.shutdown_grace
+    log.info({ signal, grace_ms: grace }, fast ? 'shutting down now' : 'shutting down gracefully')
+    gatehouse.close(grace).then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'error during shutdown')
@@ -92,6 +102,15 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+  process.on('SIGQUIT', stop)
+  // php-fpm's graceful reload: new workers for every managed pool, the old ones drained.
+  process.on('SIGUSR2', () => {
+    log.info('SIGUSR2: reloading workers')
+    gatehouse.reloadWorkers().then(
+      () => log.info('workers reloaded'),
+      (err: unknown) => log.error({ err }, 'worker reload failed'),
+    )
+  })
   process.on('SIGUSR1', () => gatehouse.reopenLogs())
   const reload = async (configFile: string) => {
     try {
@@ -181,10 +200,40 @@ export function buildProgram(): Command {
     )
     .option(
       '--php <[prefix=]docroot>',
-      'PHP front controller for DOCROOT under URL PREFIX (default /), with --fastcgi; repeatable',
+      'PHP front controller for DOCROOT under URL PREFIX (default /): a managed php-cgi pool, or --fastcgi; repeatable',
       collect,
     )
-    .option('--fastcgi <address>', 'the PHP FastCGI server for --php: unix:/path or host:port')
+    .option('--fastcgi <address>', 'the PHP FastCGI server for --php (php-fpm): unix:/path or host:port')
+    .option('--php-cgi <path>', 'php-cgi executable of the managed pool (default /usr/bin/php-cgi)')
+    .addOption(
+      new Option('--pm <mode>', 'managed pool: process manager (default dynamic)').choices([
+        'static',
+        'dynamic',
+        'ondemand',
+      ]),
+    )
+    .option('--max-children <n>', 'managed pool: workers at most (pm.max_children, default 5)')
+    .option('--start-servers <n>', 'managed pool, dynamic: workers at start (pm.start_servers)')
+    .option('--min-spare-servers <n>', 'managed pool, dynamic: idle workers at least (default 1)')
+    .option('--max-spare-servers <n>', 'managed pool, dynamic: idle workers at most (default 3)')
+    .option(
+      '--process-idle-timeout <duration>',
+      'managed pool, ondemand: stop a worker idle this long (default 10s)',
+    )
+    .option('--max-requests <n>', 'managed pool: replace a worker after N requests (default 0: never)')
+    .option(
+      '--request-terminate-timeout <duration>',
+      'managed pool: kill a worker whose request runs this long (504; default 0: off)',
+    )
+    .option(
+      '--request-slowlog-timeout <duration>',
+      'managed pool: log requests running this long (default 0: off)',
+    )
+    .option(
+      '--status-path <path>',
+      "php-fpm's status page of the managed pool at PATH (?json, ?openmetrics, &full)",
+    )
+    .option('--ping-path <path>', "php-fpm's ping page (pong) at PATH")
     .option(
       '--fastcgi-pass <[prefix=]address>',
       'pass URL PREFIX (default /) to a FastCGI server; repeatable',

@@ -24,6 +24,8 @@ export class FastCGIConnection {
   served = 0
   /** A new connection whose first request has not received a byte yet (the server may not have accepted it). */
   awaitingFirstByte = false
+  /** When the connection was opened (performance.now()). */
+  readonly openedAt = performance.now()
   private sink: ConnectionSink | null = null
   private readonly parser: RecordParser
   private lastError: Error | undefined

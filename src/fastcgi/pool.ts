@@ -20,6 +20,9 @@ import { type CancelSignal, FastCGIExchange, type FastCGIRequest, type FastCGIRe
 
 export type { CancelSignal, FastCGIRequest, FastCGIResponse } from './exchange.js'
 
+/** How long a new connection may wait for its first byte before it counts as starved (see starving()). */
+const STARVING_MS = 25
+
 /**
  * An upstream address in the config: `unix:/path` (a relative path resolves against the
  * config's directory), `host:port`, `[v6]:port` or a bare port (127.0.0.1); the same
@@ -248,12 +251,17 @@ export class FastCGIPool {
    * A server that serves one connection per worker (php-fpm: a worker stays with a kept-alive
    * connection until it closes) leaves connections opened beyond its worker count waiting in
    * its listen queue for as long as the kept-alive ones are reused. While a new connection
-   * has not had its first byte, a finished connection is closed rather than kept, which
-   * frees its worker for the waiting one: under overload the pool falls back to a connection
-   * per request instead of starving requests until read_timeout.
+   * has waited more than STARVING_MS for its first byte, a finished connection is closed
+   * rather than kept, which frees its worker for the waiting one: under overload the pool
+   * falls back to a connection per request instead of starving requests until read_timeout.
+   * A new connection younger than that is most likely just being served (counting those
+   * made every finished connection close while new ones were being opened, and the pool
+   * never settled on kept-alive connections).
    */
   private starving(released: FastCGIConnection): boolean {
-    for (const conn of this.busy) if (conn !== released && conn.awaitingFirstByte) return true
+    const now = performance.now()
+    for (const conn of this.busy)
+      if (conn !== released && conn.awaitingFirstByte && now - conn.openedAt > STARVING_MS) return true
     return false
   }
 

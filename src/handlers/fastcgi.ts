@@ -8,14 +8,10 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
-import {
-  type CancelSignal,
-  fastcgiAddress,
-  FastCGIPool,
-  type FastCGIPoolOptions,
-  fastcgiPoolShape,
-} from '../fastcgi/pool.js'
+import type { FastCGIUpstream } from '../fastcgi/managed.js'
+import { fastcgiAddress, FastCGIPool, type FastCGIPoolOptions, fastcgiPoolShape } from '../fastcgi/pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
+import { cancelOnClientClose } from './client-cancel.js'
 import { requestMeta, type ScriptLocation } from './gateway-meta.js'
 import { relayResponse } from './gateway-response.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
@@ -60,55 +56,23 @@ export type FastCGIGatewayOptions = FastCGIPoolOptions & {
   request_buffering: boolean
 }
 
-/** The client went away: nothing to answer. */
-class ClientGone extends Error {}
-
-/**
- * Cancels one request when its client leaves: the surface of an AbortSignal that the pool
- * uses, without the cost of an AbortController (an EventTarget) on every request.
- */
-class ClientCancel implements CancelSignal {
-  aborted = false
-  reason: unknown = undefined
-  private readonly listeners: (() => void)[] = []
-
-  addEventListener(_type: 'abort', listener: () => void): void {
-    this.listeners.push(listener)
-  }
-
-  removeEventListener(_type: 'abort', listener: () => void): void {
-    const i = this.listeners.indexOf(listener)
-    if (i !== -1) this.listeners.splice(i, 1)
-  }
-
-  abort(reason: unknown): void {
-    if (this.aborted) return
-    this.aborted = true
-    this.reason = reason
-    for (const listener of this.listeners.splice(0)) listener()
-  }
-}
-
 /** A pool to one upstream and the request path through it: body, parameters, response. */
 export class FastCGIGateway {
-  readonly pool: FastCGIPool
+  readonly pool: FastCGIUpstream
   private readonly params: [string, string][]
 
+  /** `address`: a FastCGI server's address, or an upstream of its own (a managed pool). */
   constructor(
-    address: string,
+    address: string | FastCGIUpstream,
     private readonly options: FastCGIGatewayOptions,
     private readonly log: Logger,
   ) {
-    this.pool = new FastCGIPool(address, options, log)
+    this.pool = typeof address === 'string' ? new FastCGIPool(address, options, log) : address
     this.params = Object.entries(options.params)
   }
 
   async serve(ctx: RequestContext, where: ScriptLocation): Promise<void> {
-    const cancel = new ClientCancel()
-    const onClose = () => {
-      if (!ctx.res.writableFinished) cancel.abort(new ClientGone('client closed the connection'))
-    }
-    ctx.res.once('close', onClose)
+    const { cancel, done } = cancelOnClientClose(ctx.res)
     const tags = { upstream: this.pool.upstream, script: where.scriptFilename || where.scriptName || '/' }
     let body: RequestBody = { kind: 'none' }
     try {
@@ -134,7 +98,7 @@ export class FastCGIGateway {
       if (cancel.aborted) return
       throw err
     } finally {
-      ctx.res.off('close', onClose)
+      done()
       await releaseBody(body)
     }
   }

@@ -65,6 +65,8 @@ export async function relayResponse(
   await stream(body, res, log, tags)
 }
 
+function ignore(): void {}
+
 /** body -> res, pausing the body while the client's socket is full. */
 function stream(
   body: Readable,
@@ -81,6 +83,9 @@ function stream(
       body.off('data', onData)
       body.off('end', onEnd)
       body.off('error', onError)
+      // The relay is over; an error the upstream side raises later (it is cancelled because
+      // the client left) has nobody to reach.
+      body.on('error', ignore)
       res.off('drain', onDrain)
       res.off('close', onClose)
       resolve()

@@ -20,10 +20,12 @@ import { realpath, stat } from 'node:fs/promises'
 import { join, sep } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { existingDir } from '../config/paths.js'
+import { existingDir, existingFile } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
 import { duration } from '../config/units.js'
+import { ManagedFastCGI } from '../fastcgi/managed.js'
 import { fastcgiAddress } from '../fastcgi/pool.js'
+import { poolSettings, poolSettingsSchema, WorkerPool } from '../process/supervisor.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { FastCGIGateway, fastcgiGatewayShape, routePrefix } from './fastcgi.js'
 import type { ScriptLocation } from './gateway-meta.js'
@@ -35,8 +37,31 @@ export function phpSchema(env: SchemaEnv) {
   return strictObject({
     /** Document root: scripts and static files live under it. */
     root: existingDir(env),
-    /** The PHP FastCGI server (php-fpm's `listen`): `unix:/path` or `host:port`. */
-    fastcgi: fastcgiAddress(env),
+    /**
+     * The PHP FastCGI server (php-fpm's `listen`): `unix:/path` or `host:port`. Without it,
+     * Gatehouse runs a pool of php-cgi workers itself (`workers`).
+     */
+    fastcgi: fastcgiAddress(env).optional(),
+    /** The php-cgi executable for the managed pool (Debian: php-cgi). */
+    php_cgi: z.string().min(1).default('/usr/bin/php-cgi'),
+    /** A php.ini for the managed workers (`php-cgi -c FILE`); default: php-cgi's own. */
+    php_ini: existingFile(env).optional(),
+    /** php.ini settings for the managed workers (`php-cgi -d NAME=VALUE`, like php-fpm's php_admin_value). */
+    ini: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9_.[\]-]+$/, 'not an ini setting name'),
+        z
+          .union([z.string(), z.number(), z.boolean()])
+          .transform((v) => (typeof v === 'boolean' ? (v ? '1' : '0') : String(v)))
+          .refine((v) => !/[\0\n]/.test(v), 'NUL or newline in a value'),
+      )
+      .default({}),
+    /** Extra environment of the managed workers (they inherit nothing else but PATH). */
+    env: z
+      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'not a variable name'), z.string())
+      .default({}),
+    /** The managed pool: php-fpm's keys (pm, max_children, ..., request_terminate_timeout). */
+    workers: poolSettingsSchema().prefault({}),
     /** The front controller, and the script run for a directory that has one. */
     index: z
       .string()
@@ -84,8 +109,38 @@ export function splitPhpPath(path: string): [script: string, pathInfo: string] |
   }
 }
 
+/**
+ * The managed pool for a php action without `fastcgi`: php-cgi workers, each bound to its own
+ * socket (`-b`), single-process (PHP_FCGI_CHILDREN=0: no forking of its own) and with no
+ * request limit of its own (PHP_FCGI_MAX_REQUESTS=0: php-cgi would otherwise exit after 500
+ * requests), so that recycling is the supervisor's decision (`max_requests`).
+ */
+export function phpWorkerPool(options: PhpOptions, log: Logger): WorkerPool {
+  const args = ['-b', '{socket}']
+  if (options.php_ini) args.push('-c', options.php_ini)
+  for (const [name, value] of Object.entries(options.ini)) args.push('-d', `${name}=${value}`)
+  return new WorkerPool(
+    {
+      command: options.php_cgi,
+      args,
+      env: {
+        PATH: '/usr/local/bin:/usr/bin:/bin',
+        ...options.env,
+        PHP_FCGI_CHILDREN: '0',
+        PHP_FCGI_MAX_REQUESTS: '0',
+      },
+      cwd: options.root,
+    },
+    // php-cgi finishes its request and exits on SIGTERM (fcgi_signal_handler); SIGQUIT would dump core.
+    poolSettings('php', options.workers, { capacity: 1, stop_signal: 'SIGTERM' }),
+    log,
+  )
+}
+
 export class PhpHandler implements Handler {
   readonly gateway: FastCGIGateway
+  /** The php-cgi pool when the action runs its own workers (no `fastcgi` address). */
+  readonly workers: WorkerPool | undefined
   private readonly staticFiles: Handler
   private readonly realRoot: string
   /** ctx.path -> how it resolved, and when (redirects are not kept: they carry the query). */
@@ -95,7 +150,10 @@ export class PhpHandler implements Handler {
     private readonly options: PhpOptions,
     log: Logger,
   ) {
-    this.gateway = new FastCGIGateway(options.fastcgi, options, log)
+    if (options.fastcgi === undefined) {
+      this.workers = phpWorkerPool(options, log)
+      this.gateway = new FastCGIGateway(new ManagedFastCGI(this.workers, options), options, log)
+    } else this.gateway = new FastCGIGateway(options.fastcgi, options, log)
     this.realRoot = realpathSync(options.root)
     const staticOptions = staticAction.schema({ baseDir: options.root }).parse({ root: options.root })
     this.staticFiles = createStaticHandler(staticOptions)
@@ -113,6 +171,16 @@ export class PhpHandler implements Handler {
         sendStatus(ctx.res, resolution.status, { headers, head: ctx.method === 'HEAD' })
       }
     }
+  }
+
+  /** The managed pool's first workers are up (nothing to wait for with an external server). */
+  ready(): Promise<void> {
+    return this.workers ? this.workers.start() : Promise.resolve()
+  }
+
+  /** SIGUSR2: a new generation of workers, the old one drained. */
+  reloadWorkers(): Promise<void> {
+    return this.workers ? this.workers.reload() : Promise.resolve()
   }
 
   close(): Promise<void> {

@@ -1,3 +1,4 @@
+import { statusAction } from '../control/status.js'
 import { cgiAction } from './cgi.js'
 import { fastcgiAction } from './fastcgi.js'
 import { phpAction } from './php.js'
@@ -17,6 +18,7 @@ export const ACTIONS = {
   cgi: cgiAction,
   fastcgi: fastcgiAction,
   php: phpAction,
+  status: statusAction,
   wsgi: wsgiAction,
 } as const
 

@@ -12,6 +12,7 @@ import { connect, type Socket } from 'node:net'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { Readable } from 'node:stream'
 import { GatehouseError } from '../errors.js'
+import type { CancelSignal } from '../fastcgi/exchange.js'
 import { type BodyFraming, type HttpResponseEvent, HttpResponseParser } from '../protocol/http-response.js'
 import { encodeUwsgiPacket, type UwsgiVarList, type UwsgiVarValue } from '../protocol/uwsgi.js'
 import { buildUwsgiVars } from '../protocol/uwsgi-vars.js'
@@ -59,7 +60,8 @@ export interface UwsgiCallOptions {
   maxHeaderBytes?: number
   /** Limit on the reply's header fields (default 100). */
   maxHeaders?: number
-  signal?: AbortSignal
+  /** An AbortSignal, or anything with its `aborted`/`reason`/listener surface. */
+  signal?: CancelSignal
 }
 
 export interface UwsgiResponse {
@@ -74,6 +76,11 @@ export interface UwsgiResponse {
   framing: BodyFraming
   /** The body, de-chunked. Errors with a GatehouseError if the reply is cut short. */
   body: Readable
+  /**
+   * true when the whole reply had already arrived with its head (a small page): the body is
+   * all buffered in `body`, which ends without further I/O.
+   */
+  readonly complete: boolean
 }
 
 function headersObject(raw: readonly string[]): Record<string, string | string[]> {
@@ -131,6 +138,8 @@ class UwsgiCall {
   private requestSent = false
   /** The reply's reader is not keeping up; the socket is paused for it. */
   private readerPaused = false
+  /** The whole reply body has been pushed into `body`. */
+  private bodyComplete = false
   private timer: NodeJS.Timeout | undefined
   private readonly onAbort: () => void
   /** A streamed request body still being written. */
@@ -275,7 +284,11 @@ class UwsgiCall {
             callback(err)
           },
         })
+        const isComplete = () => this.bodyComplete
         this.response = {
+          get complete() {
+            return isComplete()
+          },
           status: head.status,
           statusMessage: head.statusMessage,
           httpVersion: head.httpVersion,
@@ -292,6 +305,7 @@ class UwsgiCall {
         }
       } else {
         this.finish()
+        this.bodyComplete = true
         this.body!.push(null)
         // The reply is complete; if the server answered before reading the whole body, the
         // rest is not wanted any more.

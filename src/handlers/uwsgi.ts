@@ -4,7 +4,6 @@
  * it arrives, with backpressure both ways; hop-by-hop headers are dropped.
  */
 import type { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { z } from 'zod'
 import { strictObject } from '../config/strict.js'
 import { duration } from '../config/units.js'
@@ -12,6 +11,8 @@ import type { BodyFraming } from '../protocol/http-response.js'
 import { buildUwsgiVars } from '../protocol/uwsgi-vars.js'
 import { type SpooledBody, spoolBody } from '../server/body-spool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
+import { cancelOnClientClose } from './client-cancel.js'
+import { relayResponse } from './gateway-response.js'
 import { refuse } from './respond.js'
 import { resolveUwsgiAddress, type UwsgiAddress, uwsgiCall } from './uwsgi-client.js'
 
@@ -75,6 +76,7 @@ const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)/i
 export function createUwsgiHandler(options: UwsgiOptions): Handler {
   const address: UwsgiAddress = options.pass
   const params = Object.entries(options.params).map(([k, v]) => [k, Buffer.from(v, 'utf8')] as const)
+  const tags = { upstream: resolveUwsgiAddress(address).text }
 
   async function handle(ctx: RequestContext): Promise<void> {
     const { req, res } = ctx
@@ -121,46 +123,38 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
     })
 
     // The client went away: stop the upstream request too.
-    const abort = new AbortController()
-    const onClose = () => {
-      if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
-    }
-    res.once('close', onClose)
+    const { cancel, done } = cancelOnClientClose(res)
     try {
-      let upstream: Awaited<ReturnType<typeof uwsgiCall>>
-      try {
-        upstream = await uwsgiCall(address, {
-          vars,
-          body,
-          head: ctx.method === 'HEAD',
-          modifier1: options.modifier1,
-          modifier2: options.modifier2,
-          connectTimeout: options.connect_timeout,
-          timeout: options.timeout,
-          signal: abort.signal,
-        })
-      } catch (err) {
-        if (abort.signal.aborted) return
-        throw err
-      }
-      res.writeHead(
-        upstream.status,
-        upstream.statusMessage || undefined,
-        relayHeaders(upstream.rawHeaders, upstream.framing),
+      const upstream = await uwsgiCall(address, {
+        vars,
+        body,
+        head: ctx.method === 'HEAD',
+        modifier1: options.modifier1,
+        modifier2: options.modifier2,
+        connectTimeout: options.connect_timeout,
+        timeout: options.timeout,
+        signal: cancel,
+      })
+      const relayed = relayHeaders(upstream.rawHeaders, upstream.framing)
+      const headers: [string, string][] = []
+      for (let i = 0; i + 1 < relayed.length; i += 2) headers.push([relayed[i]!, relayed[i + 1]!])
+      await relayResponse(
+        ctx,
+        {
+          status: upstream.status,
+          ...(upstream.statusMessage ? { reason: upstream.statusMessage } : {}),
+          headers,
+          body: upstream.body,
+          complete: upstream.complete,
+        },
+        ctx.log,
+        tags,
       )
-      if (ctx.method === 'HEAD' || upstream.framing === 'none') {
-        upstream.body.resume()
-        res.end()
-        return
-      }
-      try {
-        await pipeline(upstream.body, res)
-      } catch (err) {
-        if (abort.signal.aborted) return
-        throw err
-      }
+    } catch (err) {
+      if (cancel.aborted) return
+      throw err
     } finally {
-      res.off('close', onClose)
+      done()
       await spool?.dispose()
     }
   }

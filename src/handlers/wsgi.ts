@@ -8,10 +8,11 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
-import { duration } from '../config/units.js'
+import { duration, size } from '../config/units.js'
 import { GatehouseError } from '../errors.js'
-import { defaultPython, PYTHON_PACKAGE_DIR, PythonWorkerPool, type WorkerLease } from '../python/pool.js'
-import { expectsContinue } from '../python/worker-client.js'
+import { poolSettings, WorkerPool, type WorkerLease } from '../process/supervisor.js'
+import { defaultPython, PYTHON_PACKAGE_DIR } from '../python/locate.js'
+import { expectsContinue, WorkerConnection } from '../python/worker-client.js'
 import { CONTINUE_DEFERRED } from '../server/connection.js'
 import { parseAllowList } from '../server/uwsgi-server.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
@@ -60,11 +61,26 @@ export function wsgiSchema(env: SchemaEnv) {
     env: z.record(z.string().regex(/^[^=\0]+$/, 'not a variable name'), z.string()).default({}),
     /** Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR blocks). */
     forwarded_allow_ips: z.array(ALLOW_ENTRY).default([]),
-    /** Per-request time limit: the worker's tracebacks are logged, 504 answered, the worker replaced. */
+    /**
+     * Per-request time limit (the supervisor's request_terminate_timeout): the worker prints
+     * the stuck request's traceback (dump signal), 504 is answered and the worker replaced.
+     */
     timeout: duration.prefault(60),
+    /** A slow-request log line after this long (0: off). */
+    slowlog_timeout: duration.prefault(0),
+    /** Replace a worker after this many requests (0: never), plus random(0..jitter). */
+    max_requests: z.number().int().min(0).default(0),
+    max_requests_jitter: z.number().int().min(0).default(0),
+    /** Replace a worker after a request when its RSS exceeds this (0: off). */
+    max_rss: size.prefault(0),
     /** Requests waiting for a free worker beyond which 503 is answered. */
     max_queue: z.number().int().min(0).default(1024),
+    /** How long a request may wait for a worker before 503 (0: no limit). */
+    queue_timeout: duration.prefault(30),
+    /** How long a starting worker has to import the app and listen. */
     start_timeout: duration.prefault(30),
+    /** How long a stopping worker gets to finish its requests before SIGKILL. */
+    graceful_timeout: duration.prefault(30),
   })
 }
 
@@ -88,10 +104,12 @@ function nativePath(path: string): string {
 }
 
 export class WsgiHandler implements Handler {
-  readonly pool: PythonWorkerPool
+  readonly pool: WorkerPool
   readonly deferContinue = true
   private readonly started: Promise<void>
   private readonly trusted: BlockList | null
+  /** One bridge connection per worker, opened on its first request. */
+  private readonly connections = new Map<number, Promise<WorkerConnection>>()
 
   constructor(
     private readonly options: WsgiOptions,
@@ -109,9 +127,9 @@ export class WsgiHandler implements Handler {
         : PYTHON_PACKAGE_DIR
     env.PYTHONUNBUFFERED = '1'
     env.GATEHOUSE_PARENT_PID = String(process.pid)
-    this.pool = new PythonWorkerPool(
+    this.pool = new WorkerPool(
       {
-        python: options.python,
+        command: options.python,
         args: [
           '-m',
           'gatehouse_worker',
@@ -126,23 +144,60 @@ export class WsgiHandler implements Handler {
         ],
         env,
         cwd: options.chdir,
-        workers: options.workers,
-        capacity: options.threads,
-        pipeline: options.pipeline,
-        maxQueue: options.max_queue,
-        startTimeoutMs: options.start_timeout,
-        dumpSignal: 'SIGUSR1',
       },
+      poolSettings(
+        'wsgi',
+        {
+          name: undefined,
+          pm: 'static',
+          max_children: options.workers,
+          start_servers: options.workers,
+          min_spare_servers: 1,
+          max_spare_servers: options.workers,
+          max_spawn_rate: 32,
+          process_idle_timeout: 10_000,
+          max_requests: options.max_requests,
+          max_requests_jitter: options.max_requests_jitter,
+          request_terminate_timeout: options.timeout,
+          request_slowlog_timeout: options.slowlog_timeout,
+          max_rss: options.max_rss,
+          queue: options.max_queue,
+          queue_timeout: options.queue_timeout,
+          ready_timeout: options.start_timeout,
+          process_control_timeout: options.graceful_timeout,
+        },
+        // Threads, plus requests pipelined onto a worker whose threads are all busy.
+        { capacity: options.threads + options.pipeline, stop_signal: 'SIGTERM', dump_signal: 'SIGUSR1' },
+      ),
       log,
     )
     this.trusted = options.forwarded_allow_ips.length > 0 ? parseAllowList(options.forwarded_allow_ips) : null
     this.started = this.pool.start()
-    this.started.catch((err: unknown) => log.error({ err, app: options.app }, 'WSGI workers failed to start'))
+    this.started.catch(() => {})
   }
 
-  /** Resolves once every worker is listening; rejects with GH_ERR_WORKER_START. */
+  /** Resolves once the workers are listening; rejects with GH_ERR_WORKER_START. */
   ready(): Promise<void> {
     return this.started
+  }
+
+  /** SIGUSR2 / reload: a new generation of workers, the old one drained. */
+  reloadWorkers(): Promise<void> {
+    return this.pool.reload()
+  }
+
+  private connection(lease: WorkerLease): Promise<WorkerConnection> {
+    let conn = this.connections.get(lease.workerId)
+    if (!conn) {
+      const id = lease.workerId
+      conn = WorkerConnection.connect(lease.socketPath)
+      this.connections.set(id, conn)
+      conn.then(
+        (c) => c.onClose(() => this.connections.delete(id)),
+        () => this.connections.delete(id),
+      )
+    }
+    return conn
   }
 
   private isTrusted(address: string): boolean {
@@ -193,7 +248,7 @@ export class WsgiHandler implements Handler {
     try {
       await this.started
     } catch {
-      sendError(res, 'GH_ERR_WORKER_GONE')
+      sendError(res, 'GH_ERR_WORKER_START')
       return
     }
     const chunked = req.headers['transfer-encoding'] !== undefined
@@ -207,7 +262,10 @@ export class WsgiHandler implements Handler {
     res.once('close', onClose)
     let lease: WorkerLease
     try {
-      lease = await this.pool.acquire(abort.signal)
+      lease = await this.pool.acquire(
+        { method: ctx.method, uri: req.url ?? '', contentLength: contentLength ?? 0 },
+        abort.signal,
+      )
     } catch (err) {
       res.off('close', onClose)
       if (abort.signal.aborted) return
@@ -219,21 +277,10 @@ export class WsgiHandler implements Handler {
       throw err
     }
     res.off('close', onClose)
-    let timedOut = false
-    const timer =
-      this.options.timeout > 0
-        ? setTimeout(() => {
-            timedOut = true
-            this.log.error(
-              { ...tags, worker: lease.pid, timeout_ms: this.options.timeout },
-              'WSGI request timed out: the worker tracebacks follow; the worker is replaced',
-            )
-            this.pool.dumpAndKill(lease.pid)
-          }, this.options.timeout)
-        : null
     let failed = false
     try {
-      const outcome = await lease.connection.exchange({
+      const connection = await this.connection(lease)
+      const outcome = await connection.exchange({
         environ: Object.entries(this.environ(ctx, contentLength)),
         body: hasBody ? req : null,
         maxBodyBytes: ctx.maxBodyBytes,
@@ -248,25 +295,27 @@ export class WsgiHandler implements Handler {
         else res.destroy()
       }
     } catch (err) {
-      const code = timedOut
-        ? 'GH_ERR_UPSTREAM_TIMEOUT'
-        : err instanceof GatehouseError
-          ? err.code
-          : 'GH_ERR_WORKER_PROTOCOL'
+      // The pool ended the lease (timeout: 504, worker died: 502): its reason names why.
+      const why = lease.aborted ? lease.abortReason : err
+      const code = why instanceof GatehouseError ? why.code : 'GH_ERR_WORKER_PROTOCOL'
       if (code !== 'GH_ERR_BODY_TOO_LARGE') {
         failed = true
-        this.log.error({ ...tags, worker: lease.pid, code, err }, 'WSGI request failed')
+        this.log.error({ ...tags, worker: lease.pid, code, err: why }, 'WSGI request failed')
       }
       if (!res.headersSent) sendError(res, code, code === 'GH_ERR_BODY_TOO_LARGE' ? { close: true } : {})
       else res.destroy()
     } finally {
-      if (timer) clearTimeout(timer)
-      lease.release({ failed, recycle: failed && !timedOut && lease.connection.closed === false })
+      lease.release({ failed })
     }
   }
 
-  close(): Promise<void> {
-    return this.pool.close()
+  async close(): Promise<void> {
+    await this.pool.close(this.options.graceful_timeout)
+    for (const conn of this.connections.values())
+      void conn.then(
+        (c) => c.close(),
+        () => {},
+      )
   }
 }
 

@@ -98,7 +98,11 @@ export function failRequest(ctx: RequestContext, err: unknown): void {
   // A body over the limit is left unread: close rather than read it to find the next request.
   const close = code === 'GH_ERR_BODY_TOO_LARGE'
   if (ctx.res.headersSent) ctx.res.destroy()
-  else sendStatus(ctx.res, status, { head: ctx.method === 'HEAD', close })
+  else {
+    const retryAfter = err instanceof GatehouseError ? err.retryAfter : undefined
+    const headers = retryAfter === undefined ? {} : { 'retry-after': String(retryAfter) }
+    sendStatus(ctx.res, status, { head: ctx.method === 'HEAD', close, headers })
+  }
 }
 
 /** Run a handler for one request; sync throws and rejected promises both end in failRequest. */

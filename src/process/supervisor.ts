@@ -1,0 +1,1213 @@
+/*
+ * The one process manager of Gatehouse: pools of worker processes with PHP-FPM's process
+ * management (static, dynamic, ondemand; max_requests, request_terminate_timeout, slow log,
+ * reload without loss) for any worker that serves requests on a Unix socket of its own:
+ * php-cgi (FastCGI), the Python WSGI/ASGI workers, anything else.
+ *
+ * Each worker binds its own socket (a path in a private temp directory), so the pool knows
+ * exactly which worker is idle and leases it to one request (or to `capacity` requests at
+ * once). What goes over the socket is the caller's business: the pool only starts, watches,
+ * dispatches to, recycles and stops processes. docs/process-manager.md is the user's view.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { strictObject } from '../config/strict.js'
+import { duration, size } from '../config/units.js'
+import { GatehouseError } from '../errors.js'
+import { signalGroup } from './process-group.js'
+
+/** How a worker is started: execve semantics, no shell, an explicit environment. */
+export interface WorkerCommand {
+  /** Executable path (absolute, or found on the PATH given in `env`). */
+  command: string
+  /** Arguments; `{socket}` anywhere in one is replaced with the worker's Unix socket path. */
+  args: string[]
+  /** The whole environment of the worker (nothing is inherited); `{socket}` is replaced too. */
+  env: Record<string, string>
+  cwd?: string
+}
+
+export type PoolMode = 'static' | 'dynamic' | 'ondemand'
+
+/** PHP-FPM's pool keys (pm.*, request_*), with its meanings; durations in ms, sizes in bytes. */
+export interface PoolSettings {
+  /** For logs and the status page (php-fpm's pool name, `[www]`). */
+  name: string
+  /** pm: static (max_children always), dynamic (spares within bounds), ondemand (spawn on demand). */
+  mode: PoolMode
+  /** pm.max_children: workers at most (per generation). */
+  max_children: number
+  /** pm.start_servers (dynamic): workers started at first. */
+  start_servers: number
+  /** pm.min_spare_servers (dynamic): fewer idle workers than this and more are spawned. */
+  min_spare_servers: number
+  /** pm.max_spare_servers (dynamic): more idle workers than this and the oldest idle is stopped. */
+  max_spare_servers: number
+  /** pm.max_spawn_rate (dynamic): most workers spawned in one maintenance round (the rate doubles up to it). */
+  max_spawn_rate: number
+  /** pm.process_idle_timeout (ondemand): an idle worker is stopped after this (ms). */
+  process_idle_timeout: number
+  /** Requests one worker takes at once: 1 for php-cgi, N threads for WSGI, many for ASGI. */
+  capacity: number
+  /** pm.max_requests: a worker is replaced after this many requests (0: never). */
+  max_requests: number
+  /** pm.max_requests_jitter: each worker's limit is max_requests + random(0..jitter). */
+  max_requests_jitter: number
+  /** ms, 0 = off: the worker is killed and the lease aborted with GH_ERR_WORKER_TIMEOUT (504). */
+  request_terminate_timeout: number
+  /** ms, 0 = off: a slow-request log line (pool, pid, method, URI, duration). */
+  request_slowlog_timeout: number
+  /** bytes, 0 = off: recycle the worker after a request when its RSS (/proc/PID/status) exceeds this. */
+  max_rss: number
+  /** Requests that may wait for a worker; one more gets GH_ERR_OVERLOADED (503, Retry-After). */
+  queue: number
+  /** How long a request may wait for a worker (ms; 0: no limit) before GH_ERR_OVERLOADED. */
+  queue_timeout: number
+  /** How long a new worker has to accept a connection on its socket (ms). */
+  ready_timeout: number
+  /** How long a stopping worker gets between stop_signal, SIGTERM and SIGKILL (ms). */
+  process_control_timeout: number
+  /** The graceful stop signal (php-fpm sends SIGQUIT; php-cgi stops cleanly on SIGTERM). */
+  stop_signal: NodeJS.Signals
+  /**
+   * Sent first when request_terminate_timeout fires (a Python worker prints the stuck
+   * traceback on it), then SIGKILL after a short grace. Without it: SIGKILL at once.
+   */
+  dump_signal?: NodeJS.Signals
+}
+
+/** What a lease is for: named in the slow log, the terminate log and the status page. */
+export interface RequestInfo {
+  method: string
+  uri: string
+  /** Request body length, for the status page's `content length` (0 when unknown). */
+  contentLength?: number
+  /** The script run, for the status page's `script` (php: SCRIPT_FILENAME). */
+  script?: string
+}
+
+/** An AbortSignal, or anything with the part of its surface a wait uses. */
+export interface CancelLike {
+  readonly aborted: boolean
+  readonly reason?: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
+}
+
+/** One request's hold on one worker. */
+export interface WorkerLease {
+  readonly pid: number
+  readonly workerId: number
+  /** The worker's Unix socket: connect to it to send the request. */
+  readonly socketPath: string
+  /**
+   * Aborted when the pool ends the request under the caller: reason GH_ERR_WORKER_TIMEOUT
+   * (504, request_terminate_timeout) or GH_ERR_WORKER_DIED (502, the worker exited).
+   */
+  readonly signal: AbortSignal
+  /** The pool ended the lease (the same as `signal.aborted`, without creating the signal). */
+  readonly aborted: boolean
+  /** Why (`signal.reason`), once aborted. */
+  readonly abortReason: unknown
+  /**
+   * Call `listener` once with the reason if the pool ends the lease; returns an unsubscribe.
+   * A cheaper `signal.addEventListener('abort', ...)` for per-request hot paths.
+   */
+  onAbort(listener: (reason: unknown) => void): () => void
+  /**
+   * Give the worker back (exactly once; later calls are ignored). `recycle`: stop this
+   * worker and start another; `failed`: the exchange broke in a way that leaves the worker
+   * suspect (it is recycled too).
+   */
+  release(outcome?: { recycle?: boolean; failed?: boolean }): void
+}
+
+/** One worker on the status page (`&full`). */
+export interface WorkerStatus {
+  pid: number
+  workerId: number
+  generation: number
+  /** php-fpm's process states: Idle, Running, Starting, Finishing (stopping or draining). */
+  state: 'Idle' | 'Running' | 'Starting' | 'Finishing'
+  /** Unix time (s) the worker started. */
+  startTime: number
+  requests: number
+  /** Leases in progress (0..capacity). */
+  active: number
+  /** The current (Running) or last request: how long it ran (µs), what it was. */
+  requestDuration: number
+  requestMethod: string
+  requestUri: string
+  contentLength: number
+  script: string
+  /** Resident memory (bytes) read from /proc when the status was asked for, 0 when unknown. */
+  lastRequestMemory: number
+}
+
+/** php-fpm's status figures for one pool, plus Gatehouse's own. */
+export interface PoolStatus {
+  pool: string
+  processManager: PoolMode
+  /** Unix time (s) the pool started, and seconds since. */
+  startTime: number
+  startSince: number
+  /** Requests leased since start. */
+  acceptedConn: number
+  /** Requests waiting for a worker now; the most ever; the bound. */
+  listenQueue: number
+  maxListenQueue: number
+  listenQueueLen: number
+  idleProcesses: number
+  activeProcesses: number
+  totalProcesses: number
+  maxActiveProcesses: number
+  maxChildrenReached: number
+  slowRequests: number
+  /** Gatehouse's own: requests ended by request_terminate_timeout; workers respawned after dying; reloads. */
+  terminatedRequests: number
+  workerDeaths: number
+  reloads: number
+  /** The pool stopped respawning after a crash loop (GH_ERR_WORKER_START). */
+  failed: boolean
+  workers: WorkerStatus[]
+}
+
+/** The config keys of a pool (PHP-FPM's names without `pm.`; `pm` is the mode). */
+export const poolSettingsShape = {
+  /** The pool's name on the status page and in logs (php-fpm's `[www]`). */
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, `_`, `.`, `-`')
+    .optional(),
+  pm: z.enum(['static', 'dynamic', 'ondemand']).default('dynamic'),
+  max_children: z.number().int().min(1).max(10_000).default(5),
+  /** Default as php-fpm's: min_spare + (max_spare - min_spare) / 2. */
+  start_servers: z.number().int().min(0).optional(),
+  min_spare_servers: z.number().int().min(1).default(1),
+  max_spare_servers: z.number().int().min(1).default(3),
+  max_spawn_rate: z.number().int().min(1).max(10_000).default(32),
+  process_idle_timeout: duration.prefault(10),
+  max_requests: z.number().int().min(0).default(0),
+  max_requests_jitter: z.number().int().min(0).default(0),
+  request_terminate_timeout: duration.prefault(0),
+  request_slowlog_timeout: duration.prefault(0),
+  max_rss: size.prefault(0),
+  queue: z.number().int().min(0).max(1_000_000).default(256),
+  queue_timeout: duration.prefault(10),
+  ready_timeout: duration.prefault(10),
+  process_control_timeout: duration.prefault(5),
+}
+
+/** The pool keys validated with php-fpm's rules (fpm_conf.c), every problem at once. */
+export function poolSettingsSchema() {
+  return strictObject(poolSettingsShape).superRefine((p, ctx) => {
+    const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message })
+    if (p.pm === 'dynamic') {
+      if (p.min_spare_servers > p.max_children) issue('min_spare_servers', 'must not exceed max_children')
+      if (p.max_spare_servers > p.max_children) issue('max_spare_servers', 'must not exceed max_children')
+      if (p.min_spare_servers > p.max_spare_servers)
+        issue('min_spare_servers', 'must not exceed max_spare_servers')
+      if (
+        p.start_servers !== undefined &&
+        p.start_servers !== 0 &&
+        (p.start_servers < p.min_spare_servers || p.start_servers > p.max_spare_servers)
+      )
+        issue('start_servers', 'must be between min_spare_servers and max_spare_servers')
+    }
+    if (p.pm === 'ondemand' && p.process_idle_timeout <= 0) issue('process_idle_timeout', 'must be above 0')
+  })
+}
+
+export type PoolConfig = z.output<ReturnType<typeof poolSettingsSchema>>
+export type PoolConfigInput = z.input<ReturnType<typeof poolSettingsSchema>>
+
+/** A validated config table -> PoolSettings. */
+export function poolSettings(
+  defaultName: string,
+  config: PoolConfig,
+  extra: Partial<Pick<PoolSettings, 'capacity' | 'stop_signal' | 'dump_signal'>> = {},
+): PoolSettings {
+  const start =
+    config.start_servers ||
+    config.min_spare_servers + Math.floor((config.max_spare_servers - config.min_spare_servers) / 2)
+  return {
+    name: config.name ?? defaultName,
+    mode: config.pm,
+    max_children: config.max_children,
+    start_servers: Math.min(start, config.max_children),
+    min_spare_servers: config.min_spare_servers,
+    max_spare_servers: config.max_spare_servers,
+    max_spawn_rate: config.max_spawn_rate,
+    process_idle_timeout: config.process_idle_timeout,
+    capacity: extra.capacity ?? 1,
+    max_requests: config.max_requests,
+    max_requests_jitter: config.max_requests_jitter,
+    request_terminate_timeout: config.request_terminate_timeout,
+    request_slowlog_timeout: config.request_slowlog_timeout,
+    max_rss: config.max_rss,
+    queue: config.queue,
+    queue_timeout: config.queue_timeout,
+    ready_timeout: config.ready_timeout,
+    process_control_timeout: config.process_control_timeout,
+    stop_signal: extra.stop_signal ?? 'SIGQUIT',
+    ...(extra.dump_signal ? { dump_signal: extra.dump_signal } : {}),
+  }
+}
+
+/** Consecutive unexpected worker exits (no request served in between) that make a crash loop. */
+const CRASH_LOOP_EXITS = 5
+/** A worker that lived this long before dying does not count towards a crash loop. */
+const CRASH_WINDOW_MS = 30_000
+/** After dump_signal, how long a stuck worker has to print before SIGKILL. */
+const DUMP_GRACE_MS = 1000
+/** How often the pool looks at its spares and idle timeouts (php-fpm: once a second). */
+const MAINTENANCE_MS = 1000
+
+type WorkerPhase = 'starting' | 'ready' | 'stopping'
+
+interface LastRequest {
+  method: string
+  uri: string
+  contentLength: number
+  script: string
+  /** performance.now() when it started. */
+  start: number
+  /** µs; -1 while it runs. */
+  duration: number
+}
+
+interface Worker {
+  id: number
+  generation: number
+  pid: number
+  socketPath: string
+  phase: WorkerPhase
+  /** Taken out of dispatch: recycled, drained (old generation), or being measured (max_rss). */
+  retiring: boolean
+  measuring: boolean
+  leases: Set<Lease>
+  requests: number
+  /** max_requests with this worker's jitter (Infinity: no limit). */
+  limit: number
+  /** Date.now() at spawn, and performance.now() at spawn and when it last became idle. */
+  startedAt: number
+  spawnedAt: number
+  idleSince: number
+  last: LastRequest | null
+  /** The pool stopped it (recycle, idle, drain, terminate): its exit is not a failure. */
+  expected: boolean
+  /** Why its leases are aborted when it exits (default GH_ERR_WORKER_DIED). */
+  killReason: GatehouseError | null
+  timers: NodeJS.Timeout[]
+  exited: Promise<void>
+  kill(signal: NodeJS.Signals): void
+}
+
+interface Waiter {
+  info: RequestInfo
+  resolve: (lease: WorkerLease) => void
+  reject: (err: unknown) => void
+  timer: NodeJS.Timeout | undefined
+  signal: CancelLike | undefined
+  onAbort: (() => void) | undefined
+}
+
+class Lease implements WorkerLease {
+  readonly start = performance.now()
+  released = false
+  aborted = false
+  abortReason: unknown = undefined
+  timers: NodeJS.Timeout[] = []
+  /** Created on first use of `signal`: most requests never need an EventTarget. */
+  private controller: AbortController | undefined
+  private listeners: ((reason: unknown) => void)[] = []
+
+  constructor(
+    private readonly pool: WorkerPool,
+    readonly worker: Worker,
+    readonly info: RequestInfo,
+  ) {}
+
+  get pid(): number {
+    return this.worker.pid
+  }
+
+  get workerId(): number {
+    return this.worker.id
+  }
+
+  get socketPath(): string {
+    return this.worker.socketPath
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController()
+      if (this.aborted) this.controller.abort(this.abortReason)
+    }
+    return this.controller.signal
+  }
+
+  onAbort(listener: (reason: unknown) => void): () => void {
+    if (this.aborted) {
+      listener(this.abortReason)
+      return () => {}
+    }
+    this.listeners.push(listener)
+    return () => {
+      const i = this.listeners.indexOf(listener)
+      if (i !== -1) this.listeners.splice(i, 1)
+    }
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.abortReason = reason
+    this.controller?.abort(reason)
+    for (const listener of this.listeners.splice(0)) listener(reason)
+  }
+
+  release(outcome: { recycle?: boolean; failed?: boolean } = {}): void {
+    if (this.released) return
+    this.released = true
+    for (const t of this.timers) clearTimeout(t)
+    // Reach into the pool through a module-private door: release is part of the lease's API.
+    releaseLease(this.pool, this, outcome)
+  }
+}
+
+let releaseLease: (pool: WorkerPool, lease: Lease, outcome: { recycle?: boolean; failed?: boolean }) => void
+
+const pools = new Set<WorkerPool>()
+
+/**
+ * One pool of workers from one command. A Gatehouse holds one per managed route; every
+ * live pool is listed by livePools() for the status page.
+ */
+export class WorkerPool {
+  private readonly workers = new Set<Worker>()
+  private readonly stoppingListeners: ((workerId: number) => void)[] = []
+  private readonly waiters: Waiter[] = []
+  private readonly dir: string
+  private generation = 1
+  private nextWorkerId = 1
+  private started = false
+  private closing = false
+  private closed: Promise<void> | null = null
+  private failed: GatehouseError | null = null
+  /** Unexpected exits since the last request that went well. */
+  private failures = 0
+  private respawnTimer: NodeJS.Timeout | undefined
+  private maintenance: NodeJS.Timeout | undefined
+  /** dynamic: workers spawned per maintenance round, doubling while spares are short (php-fpm). */
+  private spawnRate = 1
+  private atMaxChildren = false
+  private startWaiters: {
+    generation: number
+    need: number
+    resolve: () => void
+    reject: (e: unknown) => void
+  }[] = []
+  private readonly startTime = Date.now()
+  private readonly counters = {
+    acceptedConn: 0,
+    maxListenQueue: 0,
+    maxActiveProcesses: 0,
+    maxChildrenReached: 0,
+    slowRequests: 0,
+    terminatedRequests: 0,
+    workerDeaths: 0,
+    reloads: 0,
+  }
+
+  constructor(
+    readonly command: WorkerCommand,
+    readonly settings: PoolSettings,
+    readonly log: Logger,
+  ) {
+    this.dir = mkdtempSync(join(tmpdir(), 'gh-pool-'))
+  }
+
+  /**
+   * Start the initial workers (static: max_children, dynamic: start_servers, ondemand: none)
+   * and resolve when they accept connections. Rejects with GH_ERR_WORKER_START when the
+   * command cannot be started or its workers keep dying (crash loop).
+   */
+  start(): Promise<void> {
+    if (this.started) return this.readyPromise(this.generation)
+    this.started = true
+    pools.add(this)
+    installExitHook()
+    this.maintenance = setInterval(() => this.maintain(true), MAINTENANCE_MS)
+    this.maintenance.unref()
+    const ready = this.readyPromise(this.generation)
+    for (let i = 0; i < this.initialCount(); i++) this.spawn()
+    this.log.info(
+      { pool: this.settings.name, pm: this.settings.mode, max_children: this.settings.max_children },
+      'worker pool started',
+    )
+    return ready
+  }
+
+  /**
+   * A worker for one request: an idle one (the least loaded when capacity > 1), a new one
+   * when the mode allows, or the first to come free, waiting in a bounded queue. Rejects
+   * with GH_ERR_OVERLOADED (503, Retry-After) past the queue or queue_timeout, with
+   * GH_ERR_WORKER_START when the pool stopped after a crash loop, or with the signal's reason.
+   */
+  acquire(info: RequestInfo, signal?: CancelLike): Promise<WorkerLease> {
+    if (signal?.aborted) return Promise.reject(signal.reason)
+    if (this.closing)
+      return Promise.reject(
+        new GatehouseError('GH_ERR_OVERLOADED', `pool ${this.settings.name}: shutting down`),
+      )
+    if (this.failed) return Promise.reject(this.failed)
+    if (!this.started) void this.start().catch(() => {})
+    const worker = this.waiters.length === 0 ? this.pick() : undefined
+    if (worker) {
+      this.atMaxChildren = false
+      return Promise.resolve(this.lease(worker, info))
+    }
+    const s = this.settings
+    if (this.waiters.length >= s.queue) {
+      return Promise.reject(
+        new GatehouseError(
+          'GH_ERR_OVERLOADED',
+          `pool ${s.name}: every worker is busy and ${this.waiters.length} requests wait (queue full)`,
+          { retryAfter: 1 },
+        ),
+      )
+    }
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = { info, resolve, reject, timer: undefined, signal, onAbort: undefined }
+      if (s.queue_timeout > 0) {
+        waiter.timer = setTimeout(() => {
+          this.removeWaiter(waiter)
+          reject(
+            new GatehouseError(
+              'GH_ERR_OVERLOADED',
+              `pool ${s.name}: no worker free within ${s.queue_timeout} ms`,
+              {
+                retryAfter: 1,
+              },
+            ),
+          )
+        }, s.queue_timeout)
+      }
+      if (signal) {
+        waiter.onAbort = () => {
+          this.removeWaiter(waiter)
+          reject(signal.reason)
+        }
+        signal.addEventListener('abort', waiter.onAbort, { once: true })
+      }
+      this.waiters.push(waiter)
+      if (this.waiters.length > this.counters.maxListenQueue)
+        this.counters.maxListenQueue = this.waiters.length
+      this.maintain(false)
+    })
+  }
+
+  /**
+   * Start a new generation of workers and drain the old one: new requests go to new workers
+   * once they are ready, old workers finish what they hold and stop. Nothing is dropped.
+   */
+  async reload(): Promise<void> {
+    if (this.closing) return
+    if (!this.started) return this.start()
+    this.counters.reloads++
+    this.failed = null
+    this.failures = 0
+    clearTimeout(this.respawnTimer)
+    this.respawnTimer = undefined
+    const previous = this.generation
+    const generation = ++this.generation
+    this.log.info({ pool: this.settings.name, generation }, 'reloading: starting new workers')
+    const ready = this.readyPromise(generation)
+    for (let i = 0; i < this.initialCount(); i++) this.spawn()
+    // ondemand: no new worker is due until a request needs one; queued requests get one now.
+    this.maintain(false)
+    try {
+      await ready
+    } catch (err) {
+      if (this.closing) throw err
+      // The new generation cannot start (a broken php.ini, say): the old one keeps serving.
+      for (const w of this.workers) if (w.generation === generation) this.stopWorker(w)
+      this.generation = previous
+      this.failed = null
+      this.failures = 0
+      clearTimeout(this.respawnTimer)
+      this.respawnTimer = undefined
+      this.log.error(
+        { pool: this.settings.name, generation: previous },
+        'reload failed: the old workers keep serving',
+      )
+      this.maintain(false)
+      this.dispatch()
+      throw err
+    }
+    // Old workers take no new requests; each stops once it has finished what it holds.
+    for (const w of this.workers) if (w.generation < generation) this.retire(w)
+    this.dispatch()
+    this.log.info({ pool: this.settings.name, generation }, 'reloaded: old workers drained')
+  }
+
+  /**
+   * Stop: refuse new requests, let the leases in flight end within `graceMs`, then
+   * stop_signal -> SIGTERM -> SIGKILL (process_control_timeout apart). Resolves when every
+   * worker has been reaped and the socket directory is gone.
+   */
+  close(graceMs: number): Promise<void> {
+    if (this.closed) return this.closed
+    this.closing = true
+    clearInterval(this.maintenance)
+    clearTimeout(this.respawnTimer)
+    for (const w of this.waiters.splice(0)) {
+      this.disarm(w)
+      w.reject(new GatehouseError('GH_ERR_OVERLOADED', `pool ${this.settings.name}: shutting down`))
+    }
+    this.failStart(
+      new GatehouseError('GH_ERR_WORKER_START', `pool ${this.settings.name}: closed while starting`),
+    )
+    this.closed = (async () => {
+      const busy = [...this.workers].filter((w) => w.leases.size > 0)
+      for (const w of this.workers) if (w.leases.size === 0) this.stopWorker(w)
+      if (busy.length > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, graceMs)
+          timer.unref()
+          void Promise.all(busy.map((w) => this.idleOrGone(w))).then(() => {
+            clearTimeout(timer)
+            resolve()
+          })
+        })
+      }
+      for (const w of this.workers) this.stopWorker(w)
+      await Promise.all([...this.workers].map((w) => w.exited))
+      pools.delete(this)
+      rmSync(this.dir, { recursive: true, force: true })
+    })()
+    return this.closed
+  }
+
+  /** php-fpm's status figures and the per-worker list. */
+  status(): PoolStatus {
+    const now = performance.now()
+    let idle = 0
+    let active = 0
+    const workers: WorkerStatus[] = []
+    for (const w of this.workers) {
+      const running = w.leases.size > 0
+      if (running) active++
+      else if (w.phase === 'ready' && !w.retiring) idle++
+      const last = w.last
+      workers.push({
+        pid: w.pid,
+        workerId: w.id,
+        generation: w.generation,
+        state:
+          w.phase === 'starting'
+            ? 'Starting'
+            : running
+              ? 'Running'
+              : w.phase === 'stopping' || w.retiring
+                ? 'Finishing'
+                : 'Idle',
+        startTime: Math.floor(w.startedAt / 1000),
+        requests: w.requests,
+        active: w.leases.size,
+        requestDuration: last
+          ? last.duration >= 0
+            ? last.duration
+            : Math.round((now - last.start) * 1000)
+          : 0,
+        requestMethod: last?.method ?? '-',
+        requestUri: last?.uri ?? '-',
+        contentLength: last?.contentLength ?? 0,
+        script: last?.script || '-',
+        lastRequestMemory: rssOf(w.pid),
+      })
+    }
+    return {
+      pool: this.settings.name,
+      processManager: this.settings.mode,
+      startTime: Math.floor(this.startTime / 1000),
+      startSince: Math.floor((Date.now() - this.startTime) / 1000),
+      acceptedConn: this.counters.acceptedConn,
+      listenQueue: this.waiters.length,
+      maxListenQueue: this.counters.maxListenQueue,
+      listenQueueLen: this.settings.queue,
+      idleProcesses: idle,
+      activeProcesses: active,
+      totalProcesses: this.workers.size,
+      maxActiveProcesses: this.counters.maxActiveProcesses,
+      maxChildrenReached: this.counters.maxChildrenReached,
+      slowRequests: this.counters.slowRequests,
+      terminatedRequests: this.counters.terminatedRequests,
+      workerDeaths: this.counters.workerDeaths,
+      reloads: this.counters.reloads,
+      failed: this.failed !== null,
+      workers: workers.sort((a, b) => a.workerId - b.workerId),
+    }
+  }
+
+  /**
+   * Call `listener` with a worker's id when the pool starts stopping it (recycled, idle,
+   * drained, closing): a client holding idle connections to it closes them now, since a
+   * worker such as php-cgi finishes its kept-alive connection before it exits.
+   */
+  onWorkerStopping(listener: (workerId: number) => void): void {
+    this.stoppingListeners.push(listener)
+  }
+
+  /** SIGKILL every worker now (see killAllWorkers). */
+  killAll(): void {
+    for (const w of this.workers) w.kill('SIGKILL')
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+
+  // --- dispatch -------------------------------------------------------------------------
+
+  /** A ready worker with room: the least loaded, and of those the one idle the shortest time. */
+  private pick(): Worker | undefined {
+    let best: Worker | undefined
+    for (const w of this.workers) {
+      if (w.phase !== 'ready' || w.retiring || w.measuring || w.leases.size >= this.settings.capacity)
+        continue
+      if (
+        !best ||
+        w.leases.size < best.leases.size ||
+        (w.leases.size === best.leases.size && w.idleSince > best.idleSince)
+      )
+        best = w
+    }
+    return best
+  }
+
+  private lease(w: Worker, info: RequestInfo): Lease {
+    const s = this.settings
+    const lease = new Lease(this, w, info)
+    w.leases.add(lease)
+    w.requests++
+    w.last = {
+      method: info.method,
+      uri: info.uri,
+      contentLength: info.contentLength ?? 0,
+      script: info.script ?? '',
+      start: lease.start,
+      duration: -1,
+    }
+    this.counters.acceptedConn++
+    let active = 0
+    for (const x of this.workers) if (x.leases.size > 0) active++
+    if (active > this.counters.maxActiveProcesses) this.counters.maxActiveProcesses = active
+    if (s.request_slowlog_timeout > 0) {
+      lease.timers.push(
+        setTimeout(() => {
+          this.counters.slowRequests++
+          this.log.warn(
+            {
+              pool: s.name,
+              pid: w.pid,
+              method: info.method,
+              uri: info.uri,
+              duration_ms: Math.round(performance.now() - lease.start),
+            },
+            `slow request: still running after ${s.request_slowlog_timeout} ms (request_slowlog_timeout)`,
+          )
+        }, s.request_slowlog_timeout),
+      )
+    }
+    if (s.request_terminate_timeout > 0) {
+      lease.timers.push(setTimeout(() => this.terminate(lease), s.request_terminate_timeout))
+    }
+    return lease
+  }
+
+  private terminate(lease: Lease): void {
+    const w = lease.worker
+    const s = this.settings
+    this.counters.terminatedRequests++
+    const reason = new GatehouseError(
+      'GH_ERR_WORKER_TIMEOUT',
+      `pool ${s.name}: ${lease.info.method} ${lease.info.uri} ran past ${s.request_terminate_timeout} ms; worker pid ${w.pid} killed`,
+    )
+    this.log.error(
+      {
+        pool: s.name,
+        pid: w.pid,
+        method: lease.info.method,
+        uri: lease.info.uri,
+        duration_ms: Math.round(performance.now() - lease.start),
+      },
+      `request terminated: past request_terminate_timeout (${s.request_terminate_timeout} ms); killing its worker`,
+    )
+    w.retiring = true
+    w.expected = true
+    w.killReason = reason
+    lease.abort(reason)
+    if (w.phase === 'stopping') {
+      w.kill('SIGKILL')
+      return
+    }
+    w.phase = 'stopping'
+    if (s.dump_signal) {
+      w.kill(s.dump_signal)
+      w.timers.push(setTimeout(() => w.kill('SIGKILL'), DUMP_GRACE_MS))
+    } else w.kill('SIGKILL')
+    this.maintain(false)
+  }
+
+  /** Hand free workers to waiting requests, in order. */
+  private dispatch(): void {
+    while (this.waiters.length > 0) {
+      const w = this.pick()
+      if (!w) break
+      const waiter = this.waiters.shift()!
+      this.disarm(waiter)
+      waiter.resolve(this.lease(w, waiter.info))
+    }
+    if (this.waiters.length === 0) this.atMaxChildren = false
+  }
+
+  private removeWaiter(waiter: Waiter): void {
+    const i = this.waiters.indexOf(waiter)
+    if (i !== -1) this.waiters.splice(i, 1)
+    this.disarm(waiter)
+  }
+
+  private disarm(waiter: Waiter): void {
+    if (waiter.timer) clearTimeout(waiter.timer)
+    if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener('abort', waiter.onAbort)
+  }
+
+  /** Called by WorkerLease.release. */
+  private released(lease: Lease, outcome: { recycle?: boolean; failed?: boolean }): void {
+    const w = lease.worker
+    if (w.last && w.last.start === lease.start)
+      w.last.duration = Math.round((performance.now() - lease.start) * 1000)
+    if (!w.leases.delete(lease)) return // the worker is gone already
+    if (!outcome.failed && !lease.aborted) this.failures = 0
+    if (w.leases.size === 0) w.idleSince = performance.now()
+    if (outcome.recycle || outcome.failed || w.requests >= w.limit) {
+      if (w.requests >= w.limit)
+        this.log.debug(
+          { pool: this.settings.name, pid: w.pid, requests: w.requests },
+          'max_requests reached: recycling',
+        )
+      this.retire(w)
+      this.maintain(false)
+    } else if (w.retiring) this.retire(w)
+    else if (this.settings.max_rss > 0 && w.leases.size === 0) void this.measure(w)
+    this.dispatch()
+    if (this.closing) this.notifyIdle(w)
+  }
+
+  /** max_rss: look at the worker's memory before it takes the next request. */
+  private async measure(w: Worker): Promise<void> {
+    w.measuring = true
+    const rss = await readRss(w.pid)
+    w.measuring = false
+    if (rss > this.settings.max_rss && w.phase === 'ready') {
+      this.log.info(
+        { pool: this.settings.name, pid: w.pid, rss, max_rss: this.settings.max_rss },
+        'worker above max_rss: recycling',
+      )
+      this.retire(w)
+      this.maintain(false)
+    }
+    this.dispatch()
+  }
+
+  // --- process management ---------------------------------------------------------------
+
+  private initialCount(): number {
+    const s = this.settings
+    if (s.mode === 'static') return s.max_children
+    if (s.mode === 'dynamic') return s.start_servers
+    return 0
+  }
+
+  /** Workers of the current generation that count against max_children (not stopping). */
+  private current(): Worker[] {
+    return [...this.workers].filter(
+      (w) => w.generation === this.generation && w.phase !== 'stopping' && !w.retiring,
+    )
+  }
+
+  /**
+   * Bring the worker count to what the mode wants. `tick`: the once-a-second round (spare
+   * servers, idle timeouts), otherwise only what cannot wait (static refill, queued requests).
+   */
+  private maintain(tick: boolean): void {
+    if (this.closing || this.failed || !this.started) return
+    const s = this.settings
+    const current = this.current()
+    const now = performance.now()
+    if (tick) {
+      if (s.mode === 'ondemand') {
+        for (const w of current)
+          if (w.phase === 'ready' && w.leases.size === 0 && now - w.idleSince > s.process_idle_timeout) {
+            this.log.debug({ pool: s.name, pid: w.pid }, 'idle past process_idle_timeout: stopping')
+            this.retire(w)
+          }
+      } else if (s.mode === 'dynamic') {
+        const idle = current.filter((w) => w.phase === 'ready' && w.leases.size === 0)
+        if (idle.length > s.max_spare_servers) {
+          // php-fpm stops one (the oldest idle) per round.
+          const oldest = idle.reduce((a, b) => (a.idleSince <= b.idleSince ? a : b))
+          this.retire(oldest)
+        } else {
+          const starting = current.filter((w) => w.phase === 'starting').length
+          const short = s.min_spare_servers - idle.length - starting
+          if (short > 0 && this.respawnTimer === undefined) {
+            const room = s.max_children - current.length
+            if (room <= 0) this.reachedMaxChildren()
+            const n = Math.min(this.spawnRate, short, room)
+            for (let i = 0; i < n; i++) this.spawn()
+            if (n < short) this.spawnRate = Math.min(this.spawnRate * 2, s.max_spawn_rate)
+          } else this.spawnRate = 1
+        }
+      }
+    }
+    if (this.respawnTimer !== undefined) return
+    const live = this.current()
+    if (s.mode === 'static') {
+      for (let n = live.length; n < s.max_children; n++) this.spawn()
+      return
+    }
+    if (s.mode === 'dynamic') {
+      const spare = live.filter((w) => w.phase === 'starting' || w.leases.size === 0).length
+      // Below min spare right after an exit: refill now rather than at the next round.
+      if (!tick && spare < s.min_spare_servers)
+        for (let n = live.length; n < s.max_children && n - live.length < s.min_spare_servers - spare; n++)
+          this.spawn()
+    }
+    const waiting = this.waiters.length
+    if (waiting > 0) {
+      const starting = this.current().filter((w) => w.phase === 'starting').length
+      let want = waiting - starting
+      let count = this.current().length
+      while (want > 0 && count < s.max_children) {
+        this.spawn()
+        want--
+        count++
+      }
+      if (want > 0 && count >= s.max_children) this.reachedMaxChildren()
+    }
+  }
+
+  private reachedMaxChildren(): void {
+    if (this.atMaxChildren || this.settings.mode === 'static') return
+    this.atMaxChildren = true
+    this.counters.maxChildrenReached++
+    this.log.warn(
+      { pool: this.settings.name, max_children: this.settings.max_children },
+      `[pool ${this.settings.name}] server reached max_children setting (${this.settings.max_children}), consider raising it`,
+    )
+  }
+
+  private spawn(): void {
+    const s = this.settings
+    const id = this.nextWorkerId++
+    const socketPath = join(this.dir, `w${id}.sock`)
+    rmSync(socketPath, { force: true })
+    const sub = (v: string) => v.split('{socket}').join(socketPath)
+    const env: Record<string, string> = {}
+    for (const [k, v] of Object.entries(this.command.env)) env[k] = sub(v)
+    const limit =
+      s.max_requests > 0 ? s.max_requests + Math.floor(Math.random() * (s.max_requests_jitter + 1)) : Infinity
+    let child: ChildProcess
+    let resolveExited!: () => void
+    const worker: Worker = {
+      id,
+      generation: this.generation,
+      pid: 0,
+      socketPath,
+      phase: 'starting',
+      retiring: false,
+      measuring: false,
+      leases: new Set(),
+      requests: 0,
+      limit,
+      startedAt: Date.now(),
+      spawnedAt: performance.now(),
+      idleSince: performance.now(),
+      last: null,
+      expected: false,
+      killReason: null,
+      timers: [],
+      exited: new Promise((resolve) => (resolveExited = resolve)),
+      kill: (signal) => {
+        if (worker.pid > 0) signalGroup(worker.pid, signal)
+      },
+    }
+    this.workers.add(worker)
+    let gone = false
+    const onGone = (code: number | null, signal: NodeJS.Signals | null, err?: Error) => {
+      if (gone) return
+      gone = true
+      this.exited(worker, code, signal, err)
+      resolveExited()
+    }
+    try {
+      child = spawn(this.command.command, this.command.args.map(sub), {
+        env,
+        ...(this.command.cwd ? { cwd: this.command.cwd } : {}),
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+      })
+    } catch (err) {
+      queueMicrotask(() => onGone(null, null, err as Error))
+      return
+    }
+    child.on('error', (err) => {
+      if (child.pid === undefined) onGone(null, null, err)
+    })
+    child.on('exit', (code, signal) => onGone(code, signal))
+    if (child.pid === undefined) return
+    worker.pid = child.pid
+    for (const [stream, name] of [
+      [child.stdout, 'stdout'],
+      [child.stderr, 'stderr'],
+    ] as const) {
+      if (!stream) continue
+      const lines = createInterface({ input: stream, crlfDelay: Infinity })
+      lines.on('line', (line) => {
+        if (line.length > 0)
+          this.log.warn({ pool: s.name, pid: worker.pid, stream: name }, line.slice(0, 4096))
+      })
+    }
+    void this.probe(worker)
+  }
+
+  /** A worker is ready when its socket accepts a connection. */
+  private async probe(w: Worker): Promise<void> {
+    const deadline = performance.now() + this.settings.ready_timeout
+    let delay = 5
+    while (w.phase === 'starting') {
+      if (await canConnect(w.socketPath)) {
+        if (w.phase !== 'starting') return
+        w.phase = 'ready'
+        w.idleSince = performance.now()
+        this.log.debug({ pool: this.settings.name, pid: w.pid, worker: w.id }, 'worker ready')
+        this.workerReady(w)
+        return
+      }
+      if (performance.now() > deadline) {
+        this.log.error(
+          { pool: this.settings.name, pid: w.pid, socket: w.socketPath },
+          `worker did not accept connections within ${this.settings.ready_timeout} ms (ready_timeout); killing it`,
+        )
+        w.phase = 'stopping'
+        w.kill('SIGKILL')
+        return
+      }
+      await sleep(delay)
+      delay = Math.min(delay * 2, 100)
+    }
+  }
+
+  private workerReady(w: Worker): void {
+    this.checkStarted()
+    if (w.generation < this.generation) this.retire(w)
+    this.dispatch()
+  }
+
+  private readyPromise(generation: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.startWaiters.push({ generation, need: this.initialCount(), resolve, reject })
+      this.checkStarted()
+    })
+  }
+
+  private checkStarted(): void {
+    for (const sw of [...this.startWaiters]) {
+      let ready = 0
+      for (const w of this.workers) if (w.generation === sw.generation && w.phase === 'ready') ready++
+      if (ready >= sw.need || sw.generation < this.generation) {
+        this.startWaiters.splice(this.startWaiters.indexOf(sw), 1)
+        sw.resolve()
+      }
+    }
+  }
+
+  private failStart(err: GatehouseError): void {
+    for (const sw of this.startWaiters.splice(0)) sw.reject(err)
+  }
+
+  /** Take a worker out of dispatch; stop it once it holds no lease. */
+  private retire(w: Worker): void {
+    w.retiring = true
+    if (w.leases.size === 0) this.stopWorker(w)
+  }
+
+  private stopWorker(w: Worker): void {
+    w.retiring = true
+    w.expected = true
+    if (w.phase === 'stopping') return
+    w.phase = 'stopping'
+    if (w.pid === 0) return
+    for (const listener of this.stoppingListeners) listener(w.id)
+    const s = this.settings
+    w.kill(s.stop_signal)
+    w.timers.push(setTimeout(() => w.kill('SIGTERM'), s.process_control_timeout))
+    w.timers.push(setTimeout(() => w.kill('SIGKILL'), 2 * s.process_control_timeout))
+  }
+
+  private idleOrGone(w: Worker): Promise<void> {
+    if (w.leases.size === 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      ;(w as Worker & { onIdle?: () => void }).onIdle = resolve
+      void w.exited.then(resolve)
+    })
+  }
+
+  private notifyIdle(w: Worker): void {
+    if (w.leases.size === 0) (w as Worker & { onIdle?: () => void }).onIdle?.()
+  }
+
+  private exited(w: Worker, code: number | null, signal: NodeJS.Signals | null, err?: Error): void {
+    const s = this.settings
+    this.workers.delete(w)
+    for (const t of w.timers) clearTimeout(t)
+    rmSync(w.socketPath, { force: true })
+    // Whatever the worker started dies with it: no orphans left behind in its group.
+    if (w.pid > 0) signalGroup(w.pid, 'SIGKILL')
+    const reason =
+      w.killReason ??
+      new GatehouseError(
+        'GH_ERR_WORKER_DIED',
+        `pool ${s.name}: worker pid ${w.pid} exited (${signal ? `signal ${signal}` : `status ${code}`})`,
+      )
+    for (const lease of w.leases) {
+      for (const t of lease.timers) clearTimeout(t)
+      lease.abort(reason)
+    }
+    w.leases.clear()
+    const how = err
+      ? `cannot start: ${err.message}`
+      : signal
+        ? `killed by ${signal}`
+        : `exited with status ${code}`
+    if (w.expected || this.closing) {
+      this.log.debug({ pool: s.name, pid: w.pid }, `worker ${how}`)
+    } else {
+      this.counters.workerDeaths++
+      const lived = performance.now() - w.spawnedAt
+      if (lived < CRASH_WINDOW_MS) this.failures++
+      this.log.warn(
+        { pool: s.name, pid: w.pid, command: this.command.command, lived_ms: Math.round(lived) },
+        `worker ${how} unexpectedly`,
+      )
+      if (this.failures >= CRASH_LOOP_EXITS && w.generation === this.generation) {
+        this.crashLoop(how)
+        return
+      }
+      if (this.failures > 1 && this.respawnTimer === undefined) {
+        const delay = Math.min(100 * 2 ** (this.failures - 2), 10_000)
+        this.respawnTimer = setTimeout(() => {
+          this.respawnTimer = undefined
+          this.maintain(false)
+        }, delay)
+        this.respawnTimer.unref()
+      }
+    }
+    if (this.closing) return
+    this.maintain(false)
+    this.dispatch()
+  }
+
+  private crashLoop(how: string): void {
+    const s = this.settings
+    const err = new GatehouseError(
+      'GH_ERR_WORKER_START',
+      `pool ${s.name}: ${this.command.command} ${how}, ${this.failures} workers in a row died without serving a request; respawning stopped`,
+    )
+    this.failed = err
+    this.log.error({ pool: s.name, command: this.command.command, args: this.command.args }, err.message)
+    clearTimeout(this.respawnTimer)
+    this.respawnTimer = undefined
+    // During a reload the old generation still serves: waiters stay for it.
+    const fallback = [...this.workers].some(
+      (w) => w.generation < this.generation && w.phase === 'ready' && !w.retiring,
+    )
+    if (!fallback)
+      for (const w of this.waiters.splice(0)) {
+        this.disarm(w)
+        w.reject(err)
+      }
+    this.failStart(err)
+  }
+
+  /** @internal for the lease */
+  static {
+    releaseLease = (pool, lease, outcome) => pool.released(lease, outcome)
+  }
+}
+
+/** Every pool started in this process and not yet closed (for the status page). */
+export function livePools(): readonly WorkerPool[] {
+  return [...pools]
+}
+
+/**
+ * SIGKILL every worker of every live pool, synchronously: for a process about to exit
+ * without its graceful close (a second signal, a crash), so no worker outlives it.
+ */
+export function killAllWorkers(): void {
+  for (const pool of pools) pool.killAll()
+}
+
+let exitHookInstalled = false
+function installExitHook(): void {
+  if (exitHookInstalled) return
+  exitHookInstalled = true
+  process.on('exit', killAllWorkers)
+}
+
+function canConnect(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(path)
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once('error', () => {
+      socket.destroy()
+      resolve(false)
+    })
+  })
+}
+
+/** VmRSS of a process in bytes (0 when it is gone or /proc is not there). */
+async function readRss(pid: number): Promise<number> {
+  try {
+    return parseRss(await readFile(`/proc/${pid}/status`, 'latin1'))
+  } catch {
+    return 0
+  }
+}
+
+function rssOf(pid: number): number {
+  if (pid <= 0) return 0
+  try {
+    return parseRss(readFileSync(`/proc/${pid}/status`, 'latin1'))
+  } catch {
+    return 0
+  }
+}
+
+function parseRss(status: string): number {
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)
+  return m ? Number(m[1]) * 1024 : 0
+}
