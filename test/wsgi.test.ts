@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { existsSync, readFileSync } from 'node:fs'
+import { Agent, request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -275,6 +276,31 @@ describe('WSGI: PEP 3333 through the bridge (wsgiref.validate apps)', () => {
     )
     assert.equal(refused.status, 403)
     assert.doesNotMatch(refused.text, /100 Continue/)
+  })
+
+  test('an app that answers without reading a large body: the keep-alive connection carries on', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+    try {
+      const post = () =>
+        new Promise<{ status: number; body: string; socket: unknown }>((resolve, reject) => {
+          const req = httpRequest(`${origin}/pid`, { method: 'POST', agent }, (res) => {
+            let body = ''
+            res.setEncoding('utf8')
+            res.on('data', (d: string) => (body += d))
+            res.on('end', () => resolve({ status: res.statusCode!, body, socket: req.socket }))
+          })
+          req.on('error', reject)
+          req.end(Buffer.alloc(2 * 1024 * 1024, 0x61))
+        })
+      const first = await post()
+      const second = await post()
+      assert.equal(first.status, 200)
+      assert.equal(second.status, 200)
+      assert.equal(first.body, second.body)
+      assert.equal(first.socket, second.socket, 'the same connection')
+    } finally {
+      agent.destroy()
+    }
   })
 
   test('wsgi.errors reaches the error log', async () => {

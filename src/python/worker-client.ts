@@ -461,7 +461,12 @@ export class WorkerConnection {
     if (stream.finished && !force) return
     stream.finished = true
     this.streams.delete(stream.id)
-    stream.body?.removeAllListeners('data')
+    if (stream.body) {
+      stream.body.removeAllListeners('data')
+      // The app answered without reading all of the body: drop the rest, as node:http does,
+      // so that the client's connection can carry its next request.
+      if (!stream.bodyDone && !stream.body.destroyed) stream.body.resume()
+    }
     if (stream.failure) stream.reject(stream.failure)
     else stream.resolve(stream.outcome ?? outcome)
   }
