@@ -390,3 +390,29 @@ describe('WSGI worker options', () => {
     assert.equal(plain['wsgi.url_scheme'], 'http')
   })
 })
+
+describe('WSGI behind nginx', () => {
+  test('nginx uwsgi_pass -> Gatehouse --uwsgi-listen -> the same WSGI pool (Flask)', async (t) => {
+    const { startNginx } = await import('./peer-nginx.js')
+    const gh = await startGatehouse(t, {
+      uwsgi_listen: ['127.0.0.1:0'],
+      routes: [{ path: '/', wsgi: { app: 'flask_app:app', python: PYTHON, chdir: APPS, workers: 1 } }],
+    })
+    const dir = tempDir(t)
+    const address = gh.gatehouse.uwsgiAddresses()[0]!.address
+    const nginx = await startNginx(t, dir, {
+      server: `location / { include /etc/nginx/uwsgi_params; uwsgi_pass ${address}; }`,
+    })
+    const viaNginx = await fetch(`${nginx.origin}/`)
+    assert.equal(viaNginx.status, 200)
+    assert.equal(await viaNginx.text(), 'Hello from Flask')
+    const json = await fetch(`${nginx.origin}/json`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"x": 1}',
+    })
+    assert.deepEqual(await json.json(), { got: { x: 1 }, method: 'POST' })
+    // The same pool straight over HTTP.
+    assert.equal(await (await fetch(`${gh.origin}/`)).text(), 'Hello from Flask')
+  })
+})
