@@ -213,10 +213,11 @@ export class WorkerConnection {
     return stream.done
   }
 
-  private disconnect(stream: Stream): void {
+  private disconnect(stream: Stream, destroyBody = true): void {
     if (stream.disconnectSent || stream.finished) return
     stream.disconnectSent = true
-    stream.body?.destroy()
+    if (destroyBody) stream.body?.destroy()
+    else stream.body?.pause()
     this.send({ type: FrameType.HTTP_DISCONNECT, id: stream.id })
   }
 
@@ -453,7 +454,8 @@ export class WorkerConnection {
   /** Fail the request now for the client; the worker is told and its last frame awaited. */
   private failRequest(stream: Stream, err: GatehouseError): void {
     stream.failure = err
-    this.disconnect(stream)
+    // The client is still there and gets the error's status.
+    this.disconnect(stream, false)
   }
 
   /** The worker's last frame for the request arrived (or, for a file, Node finished sending it). */
@@ -465,7 +467,7 @@ export class WorkerConnection {
       stream.body.removeAllListeners('data')
       // The app answered without reading all of the body: drop the rest, as node:http does,
       // so that the client's connection can carry its next request.
-      if (!stream.bodyDone && !stream.body.destroyed) stream.body.resume()
+      if (!stream.bodyDone && !stream.body.destroyed && !stream.failure) stream.body.resume()
     }
     if (stream.failure) stream.reject(stream.failure)
     else stream.resolve(stream.outcome ?? outcome)
