@@ -358,6 +358,23 @@ describe('WSGI worker options', () => {
     assert.equal(r.status, 413)
   })
 
+  // The worker is standard library only and must run on any Python >= 3.9.
+  const oldest = process.env.GATEHOUSE_TEST_PYTHON39 ?? '/root/.pyenv/versions/3.9.18/bin/python3'
+  test('the worker runs on Python 3.9', { skip: existsSync(oldest) ? false : `no ${oldest}` }, async (t) => {
+    const { origin } = await startGatehouse(t, {
+      routes: [
+        { path: '/', wsgi: { app: 'apps:application', python: oldest, chdir: APPS, workers: 1, threads: 2 } },
+      ],
+    })
+    const env = (await (await fetch(`${origin}/environ/caf%C3%A9`)).json()) as Record<string, unknown>
+    assert.equal(env.PATH_INFO, '/environ/caf\u00c3\u00a9')
+    const echo = await fetch(`${origin}/echo`, { method: 'POST', body: 'x'.repeat(300_000) })
+    assert.equal((await echo.text()).length, 300_000 + '|300000'.length)
+    assert.equal((await (await fetch(`${origin}/stream?3`)).text()).split('\n').length, 4)
+    const file = await fetch(`${origin}/file`)
+    assert.equal((await file.arrayBuffer()).byteLength, readFileSync(join(APPS, 'static.txt')).length)
+  })
+
   test('the factory form MODULE:create_app(args)', async (t) => {
     const { origin } = await startGatehouse(t, {
       routes: [
