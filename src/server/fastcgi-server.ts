@@ -484,12 +484,14 @@ class ListenerConnection {
   private cancel(current: Current): void {
     const exchange = current.exchange
     if (!exchange) return
+    // First the response stream, so that destroying req (which destroys its socket) is not
+    // taken for a handler breaking its response.
+    current.out?.detach()
     if (!current.bodyEnded) {
       current.bodyEnded = true
       exchange.abortBody()
     }
     if (!exchange.req.destroyed) exchange.req.destroy()
-    current.out?.detach()
   }
 
   /**
@@ -787,6 +789,7 @@ class ResponseStream extends Duplex {
   detach(): void {
     if (this.detached) return
     this.detached = true
+    this.connectionClosed = true
     for (const w of [...this.waiters]) w()
     // Destroy after the current tick, so res sees 'close' (node's onServerResponseClose).
     process.nextTick(() => {
