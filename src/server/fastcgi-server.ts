@@ -94,6 +94,9 @@ export function fastcgiRequestInfo(req: IncomingMessage): FastCGIRequestInfo | u
   return requestInfo.get(req)
 }
 
+/** Bytes of management replies (GET_VALUES_RESULT, UNKNOWN_TYPE) a peer may leave unread. */
+const MAX_UNREAD_REPLIES = 1024 * 1024
+
 /** How long a connection may stay half-closed after its last reply before it is destroyed. */
 const LINGER_MS = 5000
 
@@ -281,7 +284,17 @@ class ListenerConnection {
     }
   }
 
+  /**
+   * Management answers pile up in the socket when the peer sends records without reading
+   * ours: past a bound that is abuse, not a web server.
+   */
+  private checkUnread(): void {
+    if (this.socket.writableLength > MAX_UNREAD_REPLIES)
+      throw new BadInput(`peer does not read its replies (${this.socket.writableLength} bytes unread)`)
+  }
+
   private onManagement(record: FcgiRecord): void {
+    this.checkUnread()
     if (record.type !== RecordType.GET_VALUES) {
       this.unknownType(record.type)
       return
@@ -302,6 +315,7 @@ class ListenerConnection {
   }
 
   private unknownType(type: number): void {
+    this.checkUnread()
     this.log.debug(
       { code: 'GH_ERR_FASTCGI_UNKNOWN_TYPE', type, remote_addr: this.socket.remoteAddress },
       `FastCGI record type ${type} not understood: answered FCGI_UNKNOWN_TYPE`,
