@@ -609,9 +609,13 @@ describe('FastCGI listener: responder requests over raw records', () => {
     const whenStarted2 = startedOnce()
     peer.send(requestBytes(1, GET('/disconnect'), { keepConn: true }))
     await whenStarted2
-    peer.close()
-    while (!seen[1]!.events.some((e) => e.startsWith('res close')))
+    // nginx closes the connection (FIN first) when its client goes away: that frees the request.
+    peer.socket.end()
+    const deadline = Date.now() + 10_000
+    while (!seen[1]!.events.some((e) => e.startsWith('res close'))) {
+      assert.ok(Date.now() < deadline, `request not freed: ${seen[1]!.events.join()}`)
       await new Promise((r) => setTimeout(r, 10))
+    }
     assert.ok(seen[1]!.events.includes('res close finished=false'), seen[1]!.events.join())
     assert.ok(seen[1]!.events.includes('req close'), seen[1]!.events.join())
   })

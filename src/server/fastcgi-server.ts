@@ -94,6 +94,9 @@ export function fastcgiRequestInfo(req: IncomingMessage): FastCGIRequestInfo | u
   return requestInfo.get(req)
 }
 
+/** Records held for one writev at most (see ListenerConnection.write). */
+const FLUSH_BYTES = 64 * 1024
+
 /** Bytes of management replies (GET_VALUES_RESULT, UNKNOWN_TYPE) a peer may leave unread. */
 const MAX_UNREAD_REPLIES = 1024 * 1024
 
@@ -213,8 +216,10 @@ class ListenerConnection {
   private timer: NodeJS.Timeout | undefined
   /** No further records are read (closing after a refusal or a request without KEEP_CONN). */
   private stopped = false
-  /** The web server shut down its sending side: close once the reply is out. */
-  private peerEnded = false
+  /** Records not yet handed to the socket (see write()). */
+  private pending: Buffer[] = []
+  private pendingBytes = 0
+  private flushTimer: NodeJS.Immediate | null = null
 
   constructor(
     readonly socket: Socket,
@@ -289,8 +294,9 @@ class ListenerConnection {
    * ours: past a bound that is abuse, not a web server.
    */
   private checkUnread(): void {
-    if (this.socket.writableLength > MAX_UNREAD_REPLIES)
-      throw new BadInput(`peer does not read its replies (${this.socket.writableLength} bytes unread)`)
+    const unread = this.socket.writableLength + this.pendingBytes
+    if (unread > MAX_UNREAD_REPLIES)
+      throw new BadInput(`peer does not read its replies (${unread} bytes unread)`)
   }
 
   private onManagement(record: FcgiRecord): void {
@@ -521,7 +527,7 @@ class ListenerConnection {
       ...encodeEndRequest(current.id, appStatus, ProtocolStatus.REQUEST_COMPLETE),
     ])
     if (current.bodyEnded || !current.exchange) this.current = null
-    if (!current.keepConn || this.server.closing || this.peerEnded) {
+    if (!current.keepConn || this.server.closing) {
       this.closeAfterReply()
       return
     }
@@ -539,10 +545,37 @@ class ListenerConnection {
     this.socket.destroy()
   }
 
-  /** Hand whole records to the socket; false when its buffer is full. */
+  /**
+   * Hand whole records to the socket; false when its buffer is full. Records are gathered
+   * until the event loop turns (or 64 KB are held) and go out in one writev: a small
+   * response (head, body, end of STDOUT, END_REQUEST) is one system call, not four.
+   */
   write(parts: Buffer[]): boolean {
     const socket = this.socket
     if (socket.destroyed || !socket.writable) return true
+    for (const p of parts) {
+      this.pending.push(p)
+      this.pendingBytes += p.length
+    }
+    if (this.pendingBytes >= FLUSH_BYTES) return this.flush()
+    this.flushTimer ??= setImmediate(this.flush)
+    return !socket.writableNeedDrain
+  }
+
+  private readonly flush = (): boolean => {
+    if (this.flushTimer) {
+      clearImmediate(this.flushTimer)
+      this.flushTimer = null
+    }
+    const socket = this.socket
+    const parts = this.pending
+    if (parts.length === 0 || socket.destroyed || !socket.writable) {
+      this.pending = []
+      this.pendingBytes = 0
+      return !socket.writableNeedDrain
+    }
+    this.pending = []
+    this.pendingBytes = 0
     if (parts.length === 1) return socket.write(parts[0]!)
     socket.cork()
     for (const p of parts) socket.write(p)
@@ -551,6 +584,7 @@ class ListenerConnection {
   }
 
   private closeAfterReply(): void {
+    this.flush()
     this.stopped = true
     clearTimeout(this.timer)
     this.socket.off('data', this.onData)
@@ -570,15 +604,13 @@ class ListenerConnection {
     }
     const current = this.current
     if (current && !current.ended) {
-      // The web server closed its side mid-request: the request cannot complete.
-      if (!current.exchange || !current.bodyEnded) {
-        this.cancel(current)
-        current.ended = true
-        this.stopped = true
-        this.socket.destroy()
-      }
-      // A complete request may still be answered on the half-open connection.
-      this.peerEnded = true
+      // FastCGI has no half-close: a web server that closes the connection mid-request
+      // (nginx when its client goes away) has given up on it, as Go's net/http/fcgi reads it.
+      this.log.debug({ id: current.id }, 'FastCGI connection closed by the web server mid-request')
+      current.ended = true
+      this.cancel(current)
+      this.stopped = true
+      this.socket.destroy()
       return
     }
     this.closeAfterReply()
@@ -586,6 +618,7 @@ class ListenerConnection {
 
   private onClose(): void {
     clearTimeout(this.timer)
+    if (this.flushTimer) clearImmediate(this.flushTimer)
     const current = this.current
     if (current && !current.ended) {
       current.ended = true
