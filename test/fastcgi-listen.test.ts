@@ -661,6 +661,52 @@ describe('FastCGI listener: responder requests over raw records', () => {
   })
 })
 
+describe('FastCGI listener: reload and stop', () => {
+  test('reload opens new fastcgi_listen addresses and closes removed ones', async (t) => {
+    const dir = tempDir(t)
+    const routes = [{ path: '/', return: { body: 'ok' } }]
+    const { gatehouse } = await startGatehouse(t, { fastcgi_listen: [`unix:${join(dir, 'a.sock')}`], routes })
+    await gatehouse.reload({
+      listen: ['127.0.0.1:0'],
+      fastcgi_listen: [`unix:${join(dir, 'b.sock')}`],
+      routes,
+    })
+    assert.deepEqual(
+      gatehouse.fastcgiAddresses().map((a) => a.path),
+      [join(dir, 'b.sock')],
+    )
+    const peer = await Peer.open(join(dir, 'b.sock'))
+    peer.send(requestBytes(1, GET('/')))
+    await peer.end(1)
+    assert.equal(peer.response(1).body.toString(), 'ok')
+  })
+
+  test('close(): a request in flight on a kept connection completes, then the connection is closed', async (t) => {
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    let started!: () => void
+    const began = new Promise<void>((r) => (started = r))
+    const server = createFastCGIServer((_req, res) => {
+      started()
+      void held.then(() => res.end('finished'))
+    })
+    const port = await listen(server, t)
+    const busy = await Peer.open(port)
+    const idle = await Peer.open(port)
+    busy.send(requestBytes(1, GET('/slow'), { keepConn: true }))
+    await began
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+    server.closeIdleConnections()
+    await idle.closedByServer()
+    assert.equal(busy.closed, false)
+    release()
+    await busy.end(1)
+    assert.equal(busy.response(1).body.toString(), 'finished')
+    await busy.closedByServer()
+    await closed
+  })
+})
+
 describe('FastCGI listener: configuration and CLI', () => {
   test('--fastcgi-listen and --fastcgi-allow map onto fastcgi_listen / fastcgi_allow', () => {
     const input = applyFlags(
