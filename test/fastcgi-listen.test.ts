@@ -475,6 +475,34 @@ describe('FastCGI listener: responder requests over raw records', () => {
     assert.equal(ok.response(1).status, 200)
   })
 
+  test('a response that is not HTTP (an nph- script writing a CGI header) breaks only its connection', async (t) => {
+    const dir = tempDir(t)
+    writeFileSync(
+      join(dir, 'nph-bad.sh'),
+      "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nnot HTTP\\n'\n",
+      {
+        mode: 0o755,
+      },
+    )
+    const { gatehouse } = await startGatehouse(t, {
+      fastcgi_listen: ['127.0.0.1:0'],
+      routes: [
+        { path: '/cgi-bin', cgi: { root: dir } },
+        { exact: '/ok', return: { body: 'ok' } },
+      ],
+    })
+    const port = gatehouse.fastcgiAddresses()[0]!.port!
+    const peer = await Peer.open(port)
+    peer.send(requestBytes(1, GET('/cgi-bin/nph-bad.sh'), { keepConn: true }))
+    await peer.closedByServer()
+    assert.equal(peer.endOf(1), undefined)
+    assert.equal(peer.stdout(1).length, 0)
+    const next = await Peer.open(port)
+    next.send(requestBytes(1, GET('/ok')))
+    await next.end(1)
+    assert.equal(next.response(1).body.toString(), 'ok')
+  })
+
   test('a 70,000-byte param is refused with 431 and END_REQUEST, the connection closed', async (t) => {
     const logs = captureLog()
     const server = createFastCGIServer(echo, { log: logs.log })

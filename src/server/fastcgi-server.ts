@@ -537,9 +537,10 @@ class ListenerConnection {
   }
 
   /** The response stream was destroyed by its writer (res.destroy()): the reply is broken. */
-  responseBroken(id: number): void {
+  responseBroken(id: number, reason?: string): void {
     if (this.current?.id !== id || this.current.ended) return
-    this.log.debug({ id }, 'FastCGI response destroyed by the handler: closing the connection')
+    if (reason) this.log.error({ id }, `FastCGI response cannot be sent: ${reason}; closing the connection`)
+    else this.log.debug({ id }, 'FastCGI response destroyed by the handler: closing the connection')
     this.current.ended = true
     this.cancel(this.current)
     this.socket.destroy()
@@ -710,6 +711,9 @@ class ResponseStream extends Duplex {
     private readonly id: number,
   ) {
     super({ allowHalfOpen: true })
+    // Nothing is read from this stream and writes never fail; an 'error' (a handler that
+    // calls res.destroy(err)) is the response's, already handled as a broken reply.
+    this.on('error', () => {})
   }
 
   get remoteAddress(): string | undefined {
@@ -763,7 +767,8 @@ class ResponseStream extends Duplex {
       const end = all.indexOf(CRLF2)
       if (end < 0) {
         if (this.headLength > 1024 * 1024) {
-          callback(new Error('response header block over 1 MB'))
+          this.conn.responseBroken(this.id, 'response header block over 1 MB')
+          callback()
           return
         }
         callback()
@@ -774,13 +779,22 @@ class ResponseStream extends Duplex {
       try {
         cgiHead = this.cgiHead(all.toString('latin1', 0, end))
       } catch (err) {
-        callback(err as Error)
+        this.conn.responseBroken(this.id, (err as Error).message)
+        callback()
         return
       }
       body = all.subarray(end + 4)
       this.send(Buffer.from(cgiHead, 'latin1'))
     }
-    if (this.chunked) body = this.chunked.decode(body)
+    if (this.chunked) {
+      try {
+        body = this.chunked.decode(body)
+      } catch (err) {
+        this.conn.responseBroken(this.id, (err as Error).message)
+        callback()
+        return
+      }
+    }
     const ok = body.length === 0 ? !this.conn.socket.writableNeedDrain : this.send(body)
     if (ok) callback()
     else this.waitDrain(callback)
