@@ -12,6 +12,7 @@ import { buildContext, parseRequest, runHandler } from './server/context.js'
 import { type BoundAddress as ListeningAddress, bindServer } from './server/bind.js'
 import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
 import { UwsgiListeners } from './server/uwsgi-listeners.js'
+import { FastCGIListeners } from './server/fastcgi-listeners.js'
 import type { ActionDefinition, Handler } from './types.js'
 
 interface RouteEntry {
@@ -111,6 +112,8 @@ export class Gatehouse {
   private readonly requestsOnSocket = new WeakMap<object, number>()
   /** `uwsgi_listen`: requests arriving over uwsgi take the same path as HTTP ones. */
   private readonly uwsgi: UwsgiListeners
+  /** `fastcgi_listen`: requests arriving over FastCGI take the same path as HTTP ones. */
+  private readonly fastcgi: FastCGIListeners
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -120,6 +123,7 @@ export class Gatehouse {
     this.state = buildState(config, this.logs)
     this.handler = (req, res) => this.handle(req, res)
     this.uwsgi = new UwsgiListeners(this.handler, this.logs.error)
+    this.fastcgi = new FastCGIListeners(this.handler, this.logs.error)
   }
 
   get config(): GatehouseConfig {
@@ -133,6 +137,7 @@ export class Gatehouse {
     await this.ready()
     for (const text of this.state.config.listen) await this.openListener(parseListenAddress(text))
     await this.uwsgi.reconcile(this.state.config)
+    await this.fastcgi.reconcile(this.state.config)
     return this.addresses()
   }
 
@@ -149,6 +154,20 @@ export class Gatehouse {
   /** The bound `uwsgi_listen` addresses. */
   uwsgiAddresses(): ListeningAddress[] {
     return this.uwsgi.addresses()
+  }
+
+  /** The bound `fastcgi_listen` addresses. */
+  fastcgiAddresses(): ListeningAddress[] {
+    return this.fastcgi.addresses()
+  }
+
+  /** Connections and requests each `fastcgi_listen` listener has accepted, in config order. */
+  fastcgiStats(): { address: string; connections: number; requests: number }[] {
+    return this.fastcgi.servers().map((server, i) => ({
+      address: this.fastcgi.addresses()[i]!.address,
+      connections: server.connectionsAccepted,
+      requests: server.requestsStarted,
+    }))
   }
 
   addresses(): ListeningAddress[] {
@@ -277,6 +296,7 @@ export class Gatehouse {
         if (!this.listeners.some((l) => l.spec.text === w.text)) await this.openListener(w)
       }
       await this.uwsgi.reconcile(config)
+      await this.fastcgi.reconcile(config)
     }
     // The old handlers finish what they have in flight before they are closed; reload
     // itself does not wait for that (a long download must not hold up the next reload).
@@ -303,6 +323,7 @@ export class Gatehouse {
     this.closing = true
     const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())))
     closed.push(this.uwsgi.stopAccepting())
+    closed.push(this.fastcgi.stopAccepting())
     for (const l of this.listeners) l.server.closeIdleConnections()
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
@@ -316,6 +337,7 @@ export class Gatehouse {
     }
     for (const l of this.listeners) l.server.closeAllConnections()
     this.uwsgi.closeAll()
+    this.fastcgi.closeAll()
     await Promise.all(closed)
     await Promise.allSettled([...this.retiring, ...this.state.handlers.map((h) => h.close?.())])
     this.logs.flush()

@@ -58,6 +58,14 @@ export {
   type GatewayRequestInit,
 } from './server/gateway-request.js'
 export { createUwsgiServer, UwsgiServer, type UwsgiServerOptions } from './server/uwsgi-server.js'
+export {
+  createFastCGIServer,
+  FastCGIServer,
+  type FastCGIRequestInfo,
+  type FastCGIServerOptions,
+  fastcgiRequestInfo,
+} from './server/fastcgi-server.js'
+export { type GatewayRequestHead, requestFromGatewayVars } from './protocol/gateway-vars.js'
 export { buildCgiMeta, type CgiMetaInput, headerMetaName } from './protocol/cgi-meta.js'
 export {
   type CgiParseResult,

@@ -239,6 +239,16 @@ export function buildProgram(): Command {
       'pass URL PREFIX (default /) to a FastCGI server; repeatable',
       collect,
     )
+    .option(
+      '--fastcgi-listen <address>',
+      'also accept FastCGI requests (nginx fastcgi_pass; responder role) on host:port or unix:/path; repeatable',
+      collect,
+    )
+    .option(
+      '--fastcgi-allow <cidr>',
+      'addresses or CIDR blocks allowed to connect to --fastcgi-listen over TCP (default loopback); repeatable',
+      collect,
+    )
     .addOption(
       new Option('--log-level <level>', 'error log level').choices([
         'trace',
