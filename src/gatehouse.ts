@@ -11,8 +11,11 @@ import { connectionInfo } from './server/connection.js'
 import { buildContext, parseRequest, runHandler } from './server/context.js'
 import { type BoundAddress as ListeningAddress, bindServer } from './server/bind.js'
 import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
-import { UwsgiListeners } from './server/uwsgi-listeners.js'
-import { FastCGIListeners } from './server/fastcgi-listeners.js'
+import { uwsgiListeners } from './server/uwsgi-listeners.js'
+import { fastcgiListeners } from './server/fastcgi-listeners.js'
+import type { FastCGIServer } from './server/fastcgi-server.js'
+import type { GatewayListeners } from './server/gateway-listeners.js'
+import type { UwsgiServer } from './server/uwsgi-server.js'
 import type { ActionDefinition, Handler } from './types.js'
 
 interface RouteEntry {
@@ -111,9 +114,9 @@ export class Gatehouse {
   private readonly retiring = new Set<Promise<void>>()
   private readonly requestsOnSocket = new WeakMap<object, number>()
   /** `uwsgi_listen`: requests arriving over uwsgi take the same path as HTTP ones. */
-  private readonly uwsgi: UwsgiListeners
+  private readonly uwsgi: GatewayListeners<UwsgiServer>
   /** `fastcgi_listen`: requests arriving over FastCGI take the same path as HTTP ones. */
-  private readonly fastcgi: FastCGIListeners
+  private readonly fastcgi: GatewayListeners<FastCGIServer>
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -122,8 +125,8 @@ export class Gatehouse {
     this.logs = new Logs(config.log)
     this.state = buildState(config, this.logs)
     this.handler = (req, res) => this.handle(req, res)
-    this.uwsgi = new UwsgiListeners(this.handler, this.logs.error)
-    this.fastcgi = new FastCGIListeners(this.handler, this.logs.error)
+    this.uwsgi = uwsgiListeners(this.handler, this.logs.error)
+    this.fastcgi = fastcgiListeners(this.handler, this.logs.error)
   }
 
   get config(): GatehouseConfig {

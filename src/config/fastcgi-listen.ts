@@ -1,37 +1,17 @@
 import { z } from 'zod'
+import { allowList, listenAddresses } from './listen.js'
 import {
   DEFAULT_FASTCGI_ALLOW,
   FASTCGI_DEFAULT_MAX_PARAMS_BYTES,
   FASTCGI_MAX_PARAMS_BYTES,
 } from '../server/fastcgi-server.js'
-import { parseListenAddress } from '../server/listen-address.js'
-import { parseAllowList } from '../server/uwsgi-server.js'
 import { duration, size } from './units.js'
-
-const LISTEN = z.string().superRefine((value, ctx) => {
-  try {
-    parseListenAddress(value)
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message })
-  }
-})
-
-const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
-  try {
-    parseAllowList([value])
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message })
-  }
-})
 
 /** Top-level keys for the FastCGI listeners (docs/fastcgi.md), spread into the config schema. */
 export function fastcgiListenerShape() {
   return {
-    fastcgi_listen: z
-      .union([LISTEN, z.array(LISTEN)])
-      .transform((v) => (Array.isArray(v) ? v : [v]))
-      .default([]),
-    fastcgi_allow: z.array(ALLOW_ENTRY).default([...DEFAULT_FASTCGI_ALLOW]),
+    fastcgi_listen: listenAddresses(),
+    fastcgi_allow: allowList(DEFAULT_FASTCGI_ALLOW),
     fastcgi_max_params_bytes: size
       .prefault(FASTCGI_DEFAULT_MAX_PARAMS_BYTES)
       .refine(
