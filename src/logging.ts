@@ -1,14 +1,47 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { mkdirSync, openSync } from 'node:fs'
+import { dirname } from 'node:path'
 import pino, { type DestinationStream, type Logger } from 'pino'
 import type { GatehouseConfig } from './config/schema.js'
+import { GatehouseError } from './errors.js'
 
 type LogConfig = GatehouseConfig['log']
 type Sink = DestinationStream & { reopen?: () => void; flushSync?: () => void; end?: () => void }
 
 function destination(target: string): Sink {
-  if (target === 'stderr') return pino.destination({ dest: 2, sync: true })
-  if (target === 'stdout') return pino.destination({ dest: 1, sync: false })
-  return pino.destination({ dest: target, mkdir: true, sync: false })
+  if (target === 'stderr' || target === 'stdout') {
+    const sink: Sink =
+      target === 'stderr'
+        ? pino.destination({ dest: 2, sync: true })
+        : pino.destination({ dest: 1, sync: false })
+    // Nothing to reopen on SIGUSR1 (SonicBoom would throw for a descriptor).
+    sink.reopen = () => {}
+    return sink
+  }
+  // The file is opened here, synchronously: a path that cannot be opened is an error at
+  // start (not a crash later), and nothing is left opening in the background when the
+  // server stops at once (or its directory is removed). SIGUSR1 reopens it by path.
+  let fd: number
+  try {
+    mkdirSync(dirname(target), { recursive: true })
+    fd = openSync(target, 'a')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message
+    throw new GatehouseError('GH_ERR_LOG_FILE', `${target}: ${code}`, { cause: err })
+  }
+  const sink: Sink = pino.destination({ dest: fd, sync: false })
+  const boom = sink as Sink & { file: string | null; on: (e: 'error', f: (err: Error) => void) => void }
+  // SonicBoom reopens by its `file`, which a destination made from a descriptor lacks.
+  boom.file = target
+  // A write that fails later (disk full, file removed with its directory) is reported on
+  // stderr once, not thrown into the server.
+  let reported = false
+  boom.on('error', (err) => {
+    if (reported) return
+    reported = true
+    process.stderr.write(`gatehouse: log file ${target}: ${err.message}\n`)
+  })
+  return sink
 }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']

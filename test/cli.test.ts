@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
@@ -43,6 +43,15 @@ function serve(t: { after: (fn: () => void) => void }, args: string[], cwd = REP
       reject(new Error(`exited ${code}:\n${err}`))
     })
   })
+}
+
+/** Wait until the file exists and its text matches. */
+async function waitForFile(path: string, pattern: RegExp): Promise<void> {
+  const deadline = Date.now() + 10_000
+  while (!(existsSync(path) && pattern.test(readFileSync(path, 'utf8')))) {
+    if (Date.now() > deadline) assert.fail(`${path} never matched ${pattern}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
 }
 
 function get(address: string, path: string, headers: Record<string, string> = {}) {
@@ -175,6 +184,40 @@ describe('gatehouse CLI', () => {
     )
     s.child.kill('SIGINT')
     assert.equal(await s.exited, 0)
+  })
+
+  test('SIGUSR1 reopens log files (logrotate): new lines go to a new file at the same path', async (t) => {
+    const dir = tempDir(t)
+    writeFileSync(join(dir, 'a.txt'), 'A')
+    const logs = join(dir, 'logs')
+    const access = join(logs, 'access.log')
+    const s = await serve(t, ['--listen', '127.0.0.1:0', '--static', dir, '--access-log', access])
+    assert.equal((await get(s.address, '/a.txt')).status, 200)
+    await waitForFile(access, /GET \/a\.txt/)
+    renameSync(access, `${access}.1`)
+    s.child.kill('SIGUSR1')
+    await waitForFile(access, /^$/)
+    assert.equal((await get(s.address, '/a.txt?after')).status, 200)
+    await waitForFile(access, /GET \/a\.txt\?after/)
+    assert.doesNotMatch(readFileSync(`${access}.1`, 'utf8'), /after/)
+    s.child.kill('SIGTERM')
+    assert.equal(await s.exited, 0)
+  })
+
+  test('an access log path that cannot be opened is an error at start (exit 1), not a crash later', (t) => {
+    const dir = tempDir(t)
+    writeFileSync(join(dir, 'file'), '')
+    const r = run([
+      'serve',
+      '--listen',
+      '127.0.0.1:0',
+      '--static',
+      dir,
+      '--access-log',
+      join(dir, 'file', 'access.log'),
+    ])
+    assert.equal(r.code, 1)
+    assert.match(r.stderr, /^gatehouse: cannot open the log file: .*access\.log: E[A-Z]+$/m)
   })
 
   test('a port already in use is a one-line error naming the address, exit 1', async (t) => {

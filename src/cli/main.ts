@@ -58,7 +58,13 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
 
 async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   const { config, file } = resolveConfig(flags, true)
-  const gatehouse = new Gatehouse(config)
+  let gatehouse: Gatehouse
+  try {
+    gatehouse = new Gatehouse(config)
+  } catch (err) {
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_LOG_FILE') fail([err.message], 1)
+    throw err
+  }
   const log = gatehouse.logs.error
   try {
     await gatehouse.listen()
