@@ -23,13 +23,17 @@ export interface GatewayResponse {
  * sends anyway is read and dropped, so its connection stays usable). A body that fails
  * half-way cuts the client's connection (its framing cannot be finished honestly), logged
  * as a warning; a client that leaves ends the relay quietly.
+ *
+ * A response whose body is all here (or that has none) is written at once and nothing is
+ * returned (no promise to wait for); a streamed one returns the promise of its end. Errors
+ * before anything is written are thrown.
  */
-export async function relayResponse(
+export function relayResponse(
   ctx: RequestContext,
   response: GatewayResponse,
   log: Logger,
   tags: Record<string, string>,
-): Promise<void> {
+): Promise<void> | undefined {
   const { res } = ctx
   const { body } = response
   // The whole response came and was found wrong (a body short of its Content-Length):
@@ -60,9 +64,9 @@ export async function relayResponse(
   if (bodyless || whole) {
     body.resume()
     res.end(whole ?? undefined)
-    return
+    return undefined
   }
-  await stream(body, res, log, tags)
+  return stream(body, res, log, tags)
 }
 
 function ignore(): void {}
