@@ -93,6 +93,12 @@ export interface ExchangeSettings {
   maxHeaderBytes: number
   /** For messages: `unix:/run/php/php-fpm.sock`. */
   upstream: string
+  /**
+   * Called once when the connection is free again (what `finished` resolves with), at once
+   * rather than a promise turn later: the pools hand the connection on without a promise
+   * per request.
+   */
+  onFinished?: (reusable: boolean) => void
 }
 
 type StdinState = 'sending' | 'done' | 'stopped'
@@ -103,7 +109,6 @@ type StdinState = 'sending' | 'done' | 'stopped'
  */
 export class FastCGIExchange implements ConnectionSink {
   readonly response: Promise<FastCGIResponse>
-  readonly finished: Promise<boolean>
   /** Any byte arrived from the server for this request. */
   received = false
   /** The request could be sent again on another connection (its body is not a stream). */
@@ -111,7 +116,10 @@ export class FastCGIExchange implements ConnectionSink {
 
   private resolveResponse!: (r: FastCGIResponse) => void
   private rejectResponse!: (e: unknown) => void
-  private resolveFinished!: (reusable: boolean) => void
+  /** Made on first use of `finished`; undefined until then. */
+  private finishedPromise: Promise<boolean> | undefined
+  private resolveFinished: ((reusable: boolean) => void) | undefined
+  private reusableResult = false
   private readonly parser: CgiResponseParser
   private body: Readable | null = null
   private headDone = false
@@ -146,9 +154,6 @@ export class FastCGIExchange implements ConnectionSink {
     })
     // The caller may never look at the response once it has aborted.
     this.response.catch(() => {})
-    this.finished = new Promise<boolean>((resolve) => {
-      this.resolveFinished = resolve
-    })
     conn.attach(this)
     const signal = request.signal
     if (signal) {
@@ -157,6 +162,15 @@ export class FastCGIExchange implements ConnectionSink {
     }
     this.start()
     if (signal?.aborted) this.abort(signal.reason)
+  }
+
+  /** Resolves once the connection is free again: true when it may carry another request. */
+  get finished(): Promise<boolean> {
+    if (!this.finishedPromise) {
+      if (this.done) this.finishedPromise = Promise.resolve(this.reusableResult)
+      else this.finishedPromise = new Promise<boolean>((resolve) => (this.resolveFinished = resolve))
+    }
+    return this.finishedPromise
   }
 
   // ---- sending ----------------------------------------------------------------------
@@ -532,7 +546,9 @@ export class FastCGIExchange implements ConnectionSink {
       this.paused = false
       this.conn.resume()
     }
-    this.resolveFinished(reusable)
+    this.reusableResult = reusable
+    this.resolveFinished?.(reusable)
+    this.settings.onFinished?.(reusable)
   }
 
   // ---- read timeout -----------------------------------------------------------------

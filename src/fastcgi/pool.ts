@@ -154,19 +154,28 @@ export class FastCGIPool {
         const conn = reusedConn ?? (await this.open(request.signal))
         if (reusedConn) this.reused++
         this.busy.add(conn)
+        // The connection goes back (or is closed) when the exchange is over, then the slot
+        // is freed, once the response was handed out (on failure, the catch below frees it).
+        let responded = false
+        let finished = false
         const exchange = new FastCGIExchange(conn, request, {
           keepConn: this.options.keep_conn,
           readTimeoutMs: this.options.read_timeout,
           maxHeaderBytes: this.options.max_header_bytes,
           upstream: this.upstream,
+          onFinished: (reusable) => {
+            finished = true
+            this.putBack(conn, reusable)
+            if (responded) release()
+          },
         })
-        const settled = exchange.finished.then((reusable) => this.putBack(conn, reusable))
         try {
           const response = await exchange.response
-          void settled.then(release)
+          responded = true
+          if (finished) release()
           return response
         } catch (err) {
-          await settled
+          if (!finished) await exchange.finished
           // A kept-alive connection the server had closed meanwhile (php-fpm recycling a worker):
           // nothing was read from it, so the request can go again on a fresh connection, once.
           const stale =
