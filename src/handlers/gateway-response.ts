@@ -16,6 +16,8 @@ export interface GatewayResponse {
   body: Readable
   /** The whole body is already buffered in `body`: it is sent in one write, with a Content-Length. */
   complete?: boolean
+  /** When complete: the body as one Buffer without going through the stream (undefined: use `body`). */
+  takeWhole?(): Buffer | undefined
 }
 
 /**
@@ -35,38 +37,39 @@ export function relayResponse(
   tags: Record<string, string>,
 ): Promise<void> | undefined {
   const { res } = ctx
-  const { body } = response
+  const bodyless = ctx.method === 'HEAD' || response.status === 204 || response.status === 304
+  // A small response that is all here: its body taken whole, with no stream in between.
+  let whole: Buffer | null = (!bodyless && response.complete && response.takeWhole?.()) || null
+  const body = whole === null ? response.body : null
   // The whole response came and was found wrong (a body short of its Content-Length):
   // nothing has gone out yet, so the client gets the error's status.
-  if (body.errored) throw body.errored
-  const bodyless = ctx.method === 'HEAD' || response.status === 204 || response.status === 304
+  if (body?.errored) throw body.errored
   const flat: string[] = []
   let hasLength = false
   for (const [name, value] of response.headers) {
     flat.push(name, value)
     if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true
   }
-  let whole: Buffer | null = null
-  if (response.complete && !bodyless) {
+  if (body && response.complete && !bodyless) {
     // Everything is here already: one write, and a length instead of chunked framing.
     whole = (body.read() as Buffer | null) ?? Buffer.alloc(0)
-    if (!hasLength) flat.push('Content-Length', String(whole.length))
   }
+  if (whole && !hasLength) flat.push('Content-Length', String(whole.length))
   try {
     if (response.reason !== undefined) res.writeHead(response.status, response.reason, flat)
     else res.writeHead(response.status, flat)
   } catch (err) {
-    body.destroy()
+    body?.destroy()
     throw new GatehouseError('GH_ERR_UPSTREAM', `response head refused: ${(err as Error).message}`, {
       cause: err,
     })
   }
   if (bodyless || whole) {
-    body.resume()
+    body?.resume()
     res.end(whole ?? undefined)
     return undefined
   }
-  return stream(body, res, log, tags)
+  return stream(body!, res, log, tags)
 }
 
 function ignore(): void {}
