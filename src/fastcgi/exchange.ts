@@ -364,30 +364,16 @@ export class FastCGIExchange implements ConnectionSink {
   private onHead(head: CgiResponseHead): void {
     this.headDone = true
     this.remaining = head.contentLength
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const exchange = this
-    const response: FastCGIResponse = {
-      // nginx (ngx_http_fastcgi_process_header): no Status but a Location is a 302.
-      status: head.kind === 'local-redirect' ? 302 : head.status,
-      headers: head.headers,
-      kind: head.kind,
-      get body() {
-        return exchange.bodyStream()
-      },
-      get complete() {
-        return exchange.ended && exchange.bodyCut === null && !(exchange.body?.destroyed ?? false)
-      },
-      takeWhole() {
-        return exchange.takeWhole()
-      },
-    }
-    if (head.reason !== undefined && head.kind !== 'local-redirect') response.reason = head.reason
-    if (head.contentLength !== undefined) response.contentLength = head.contentLength
-    this.resolveResponse(response)
+    this.resolveResponse(new ExchangeResponse(this, head))
+  }
+
+  /** For ExchangeResponse: the response is complete (END_REQUEST seen, body not cut). */
+  isComplete(): boolean {
+    return this.ended && this.bodyCut === null && !(this.body?.destroyed ?? false)
   }
 
   /** The body stream, made on first use with what is held so far (and its end, if known). */
-  private bodyStream(): Readable {
+  bodyStream(): Readable {
     if (this.body) return this.body
     const body = new Readable({
       // Chunks are whole records (up to 64 KiB); a couple of them in the queue is plenty.
@@ -412,7 +398,7 @@ export class FastCGIExchange implements ConnectionSink {
     return body
   }
 
-  private takeWhole(): Buffer | undefined {
+  takeWhole(): Buffer | undefined {
     if (this.body || !this.ended || this.bodyCut || this.bodyTaken) return undefined
     this.bodyTaken = true
     const held = this.held
@@ -658,6 +644,41 @@ export class FastCGIExchange implements ConnectionSink {
     if (this.abortTimer) clearTimeout(this.abortTimer)
     this.timer = undefined
     this.abortTimer = undefined
+  }
+}
+
+/**
+ * The response as the caller sees it. A class, so that the accessors live on its prototype:
+ * an object literal with getters costs a runtime call per accessor and request.
+ */
+class ExchangeResponse implements FastCGIResponse {
+  readonly status: number
+  readonly reason?: string
+  readonly headers: [name: string, value: string][]
+  readonly kind: CgiResponseKind
+  readonly contentLength?: number
+  readonly #exchange: FastCGIExchange
+
+  constructor(exchange: FastCGIExchange, head: CgiResponseHead) {
+    this.#exchange = exchange
+    // nginx (ngx_http_fastcgi_process_header): no Status but a Location is a 302.
+    this.status = head.kind === 'local-redirect' ? 302 : head.status
+    if (head.reason !== undefined && head.kind !== 'local-redirect') this.reason = head.reason
+    this.headers = head.headers
+    this.kind = head.kind
+    if (head.contentLength !== undefined) this.contentLength = head.contentLength
+  }
+
+  get body(): Readable {
+    return this.#exchange.bodyStream()
+  }
+
+  get complete(): boolean {
+    return this.#exchange.isComplete()
+  }
+
+  takeWhole(): Buffer | undefined {
+    return this.#exchange.takeWhole()
   }
 }
 
