@@ -210,12 +210,14 @@ export class Gatehouse {
   private handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     const state = this.state
     const start = performance.now()
-    const remoteAddress = connectionInfo(req).remoteAddress
+    const conn = connectionInfo(req)
+    const remoteAddress = conn.remoteAddress
     const written0 = req.socket?.bytesWritten ?? 0
     this.inFlight++
     state.active++
     let routeIndex: number | undefined
-    res.once('close', () => {
+    // on, not once (a response closes once): once would wrap the listener in one more closure.
+    res.on('close', () => {
       this.inFlight--
       if (--state.active === 0) state.onIdle?.()
       if (this.logs.accessEnabled) {
@@ -235,7 +237,7 @@ export class Gatehouse {
       this.requestsOnSocket.set(req.socket, served)
       if (served >= maxPerConnection) res.shouldKeepAlive = false
     }
-    const parsed = parseRequest(req, state.config.limits.max_headers)
+    const parsed = parseRequest(req, state.config.limits.max_headers, conn)
     if (typeof parsed === 'string') {
       refuse(res, parsed, this.logs.error)
       return

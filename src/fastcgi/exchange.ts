@@ -34,6 +34,8 @@ const STDERR_LINE_CHARS = 4096
 const BEGIN_KEEP_CONN = Buffer.concat(encodeBeginRequest(REQUEST_ID, Role.RESPONDER, true))
 const BEGIN_CLOSE = Buffer.concat(encodeBeginRequest(REQUEST_ID, Role.RESPONDER, false))
 const STDIN_END = Buffer.concat(encodeRecord(RecordType.STDIN, REQUEST_ID))
+/** The response body stream's buffer; also what is held before the stream is made. */
+const BODY_BUFFER_BYTES = 64 * 1024
 /** A request up to this size goes out as one buffer (one write, no scatter list). */
 const JOIN_BYTES = 64 * 1024
 
@@ -85,6 +87,12 @@ export interface FastCGIResponse {
    * buffered in `body`, which ends without further I/O.
    */
   readonly complete: boolean
+  /**
+   * When `complete`: the whole body as one Buffer, taken without making the `body` stream
+   * (which is then empty); undefined when that is not possible (the stream was made, or
+   * the body is not all here). For relays that write a small response in one go.
+   */
+  takeWhole?(): Buffer | undefined
 }
 
 export interface ExchangeSettings {
@@ -93,6 +101,12 @@ export interface ExchangeSettings {
   maxHeaderBytes: number
   /** For messages: `unix:/run/php/php-fpm.sock`. */
   upstream: string
+  /**
+   * Called once when the connection is free again (what `finished` resolves with), at once
+   * rather than a promise turn later: the pools hand the connection on without a promise
+   * per request.
+   */
+  onFinished?: (reusable: boolean) => void
 }
 
 type StdinState = 'sending' | 'done' | 'stopped'
@@ -103,7 +117,6 @@ type StdinState = 'sending' | 'done' | 'stopped'
  */
 export class FastCGIExchange implements ConnectionSink {
   readonly response: Promise<FastCGIResponse>
-  readonly finished: Promise<boolean>
   /** Any byte arrived from the server for this request. */
   received = false
   /** The request could be sent again on another connection (its body is not a stream). */
@@ -111,9 +124,21 @@ export class FastCGIExchange implements ConnectionSink {
 
   private resolveResponse!: (r: FastCGIResponse) => void
   private rejectResponse!: (e: unknown) => void
-  private resolveFinished!: (reusable: boolean) => void
+  /** Made on first use of `finished`; undefined until then. */
+  private finishedPromise: Promise<boolean> | undefined
+  private resolveFinished: ((reusable: boolean) => void) | undefined
+  private reusableResult = false
   private readonly parser: CgiResponseParser
+  /**
+   * The response body stream, made when someone asks for it (response.body) or when more
+   * than a stream's buffer is held; a small complete body can be taken without one.
+   */
   private body: Readable | null = null
+  private heldBytes = 0
+  /** The body was cut (failure, abort) before its stream was made: how to end it. */
+  private bodyCut: { err: Error | undefined } | null = null
+  /** takeWhole() took the body: the stream, if made later, is empty. */
+  private bodyTaken = false
   private headDone = false
   private ended = false
   private done = false
@@ -146,9 +171,6 @@ export class FastCGIExchange implements ConnectionSink {
     })
     // The caller may never look at the response once it has aborted.
     this.response.catch(() => {})
-    this.finished = new Promise<boolean>((resolve) => {
-      this.resolveFinished = resolve
-    })
     conn.attach(this)
     const signal = request.signal
     if (signal) {
@@ -157,6 +179,15 @@ export class FastCGIExchange implements ConnectionSink {
     }
     this.start()
     if (signal?.aborted) this.abort(signal.reason)
+  }
+
+  /** Resolves once the connection is free again: true when it may carry another request. */
+  get finished(): Promise<boolean> {
+    if (!this.finishedPromise) {
+      if (this.done) this.finishedPromise = Promise.resolve(this.reusableResult)
+      else this.finishedPromise = new Promise<boolean>((resolve) => (this.resolveFinished = resolve))
+    }
+    return this.finishedPromise
   }
 
   // ---- sending ----------------------------------------------------------------------
@@ -333,9 +364,20 @@ export class FastCGIExchange implements ConnectionSink {
   private onHead(head: CgiResponseHead): void {
     this.headDone = true
     this.remaining = head.contentLength
+    this.resolveResponse(new ExchangeResponse(this, head))
+  }
+
+  /** For ExchangeResponse: the response is complete (END_REQUEST seen, body not cut). */
+  isComplete(): boolean {
+    return this.ended && this.bodyCut === null && !(this.body?.destroyed ?? false)
+  }
+
+  /** The body stream, made on first use with what is held so far (and its end, if known). */
+  bodyStream(): Readable {
+    if (this.body) return this.body
     const body = new Readable({
       // Chunks are whole records (up to 64 KiB); a couple of them in the queue is plenty.
-      highWaterMark: 64 * 1024,
+      highWaterMark: BODY_BUFFER_BYTES,
       read: () => this.resumeUpstream(),
       destroy: (err, cb) => {
         if (!this.ended && !this.done) this.abort(err ?? new Error('response body destroyed'))
@@ -346,20 +388,23 @@ export class FastCGIExchange implements ConnectionSink {
     // reader never looked for must not take the process down.
     body.on('error', () => {})
     this.body = body
-    const complete = () => this.ended && !body.destroyed
-    const response: FastCGIResponse = {
-      // nginx (ngx_http_fastcgi_process_header): no Status but a Location is a 302.
-      status: head.kind === 'local-redirect' ? 302 : head.status,
-      headers: head.headers,
-      kind: head.kind,
-      body,
-      get complete() {
-        return complete()
-      },
+    if (this.bodyCut) {
+      this.held = []
+      body.destroy(this.bodyCut.err)
+      return body
     }
-    if (head.reason !== undefined && head.kind !== 'local-redirect') response.reason = head.reason
-    if (head.contentLength !== undefined) response.contentLength = head.contentLength
-    this.resolveResponse(response)
+    this.flushBody()
+    if (this.ended) body.push(null)
+    return body
+  }
+
+  takeWhole(): Buffer | undefined {
+    if (this.body || !this.ended || this.bodyCut || this.bodyTaken) return undefined
+    this.bodyTaken = true
+    const held = this.held
+    this.held = []
+    this.heldBytes = 0
+    return held.length === 1 ? held[0] : Buffer.concat(held)
   }
 
   private pushBody(chunk: Buffer): void {
@@ -371,19 +416,29 @@ export class FastCGIExchange implements ConnectionSink {
       this.remaining -= data.length
     }
     this.held.push(data)
+    this.heldBytes += data.length
   }
 
   /**
    * One push per read from the server rather than one per record (php-fpm writes a record
-   * per output buffer flush, 4 KiB by default): fewer, larger writes to the client.
+   * per output buffer flush, 4 KiB by default): fewer, larger writes to the client. Before
+   * anyone asked for the body stream, up to a stream's buffer is held here instead; past
+   * that the stream is made, so that its backpressure applies.
    */
   private flushBody(): void {
     const held = this.held
     if (held.length === 0) return
+    if (!this.body) {
+      if (this.heldBytes <= BODY_BUFFER_BYTES || this.bodyCut) return
+      this.bodyStream()
+      return
+    }
     this.held = []
+    this.heldBytes = 0
     const body = this.body
-    if (!body || body.destroyed) return
-    if (!body.push(held.length === 1 ? held[0] : Buffer.concat(held)) && !this.paused) {
+    if (body.destroyed) return
+    // Once the exchange is done the connection is the next request's: never paused for this one.
+    if (!body.push(held.length === 1 ? held[0] : Buffer.concat(held)) && !this.paused && !this.done) {
       this.paused = true
       this.conn.pause()
       this.updateTimer()
@@ -458,13 +513,13 @@ export class FastCGIExchange implements ConnectionSink {
     const reusable = this.settings.keepConn && this.stdin === 'done' && this.conn.pendingBytes === 0
     if (this.stdin === 'sending') this.stopSource()
     if (this.remaining !== undefined && this.remaining > 0) {
-      this.body!.destroy(
+      this.cutBody(
         new GatehouseError(
           'GH_ERR_FASTCGI_PROTOCOL',
           `response body ended ${this.remaining} bytes short of its Content-Length`,
         ),
       )
-    } else this.body!.push(null)
+    } else this.body?.push(null)
     this.finish(reusable)
   }
 
@@ -486,7 +541,18 @@ export class FastCGIExchange implements ConnectionSink {
     // Settled first, so that destroying the body is not taken for the reader giving up.
     this.finish(reusable)
     if (!this.headDone) this.rejectResponse(err)
-    else if (this.body && !this.body.destroyed) this.body.destroy(err)
+    else this.cutBody(err)
+  }
+
+  /** The body ends in an error (or, without one, is cut short): now, or when its stream is made. */
+  private cutBody(err: Error | undefined): void {
+    if (this.body) {
+      if (!this.body.destroyed) this.body.destroy(err)
+    } else if (!this.bodyCut && !this.bodyTaken) {
+      this.bodyCut = { err }
+      this.held = []
+      this.heldBytes = 0
+    }
   }
 
   /**
@@ -501,8 +567,7 @@ export class FastCGIExchange implements ConnectionSink {
     this.aborting = true
     this.stopSource()
     if (!this.headDone) this.rejectResponse(reason)
-    else if (this.body && !this.body.destroyed)
-      this.body.destroy(reason instanceof Error ? reason : undefined)
+    else this.cutBody(reason instanceof Error ? reason : undefined)
     this.clearTimers()
     if (this.paused) {
       this.paused = false
@@ -532,7 +597,9 @@ export class FastCGIExchange implements ConnectionSink {
       this.paused = false
       this.conn.resume()
     }
-    this.resolveFinished(reusable)
+    this.reusableResult = reusable
+    this.resolveFinished?.(reusable)
+    this.settings.onFinished?.(reusable)
   }
 
   // ---- read timeout -----------------------------------------------------------------
@@ -577,6 +644,41 @@ export class FastCGIExchange implements ConnectionSink {
     if (this.abortTimer) clearTimeout(this.abortTimer)
     this.timer = undefined
     this.abortTimer = undefined
+  }
+}
+
+/**
+ * The response as the caller sees it. A class, so that the accessors live on its prototype:
+ * an object literal with getters costs a runtime call per accessor and request.
+ */
+class ExchangeResponse implements FastCGIResponse {
+  readonly status: number
+  readonly reason?: string
+  readonly headers: [name: string, value: string][]
+  readonly kind: CgiResponseKind
+  readonly contentLength?: number
+  readonly #exchange: FastCGIExchange
+
+  constructor(exchange: FastCGIExchange, head: CgiResponseHead) {
+    this.#exchange = exchange
+    // nginx (ngx_http_fastcgi_process_header): no Status but a Location is a 302.
+    this.status = head.kind === 'local-redirect' ? 302 : head.status
+    if (head.reason !== undefined && head.kind !== 'local-redirect') this.reason = head.reason
+    this.headers = head.headers
+    this.kind = head.kind
+    if (head.contentLength !== undefined) this.contentLength = head.contentLength
+  }
+
+  get body(): Readable {
+    return this.#exchange.bodyStream()
+  }
+
+  get complete(): boolean {
+    return this.#exchange.isComplete()
+  }
+
+  takeWhole(): Buffer | undefined {
+    return this.#exchange.takeWhole()
   }
 }
 

@@ -53,6 +53,7 @@ export class ManagedFastCGI implements FastCGIUpstream {
     }
     // The request ends when the client goes away or the supervisor ends it (kill, death).
     const cancel = new EitherCancel(signal, lease)
+    let broken = false
     const exchange = new FastCGIExchange(
       conn,
       { ...request, signal: cancel },
@@ -61,15 +62,15 @@ export class ManagedFastCGI implements FastCGIUpstream {
         readTimeoutMs: this.options.read_timeout,
         maxHeaderBytes: this.options.max_header_bytes,
         upstream: this.upstream,
+        // The connection and the worker go back as soon as the exchange is over.
+        onFinished: (reusable) => {
+          cancel.dispose()
+          if (reusable && !lease.aborted && !conn.closed) this.putBack(lease.workerId, conn)
+          else conn.destroy()
+          lease.release({ failed: broken && !lease.aborted })
+        },
       },
     )
-    let broken = false
-    void exchange.finished.then((reusable) => {
-      cancel.dispose()
-      if (reusable && !lease.aborted && !conn.closed) this.putBack(lease.workerId, conn)
-      else conn.destroy()
-      lease.release({ failed: broken && !lease.aborted })
-    })
     try {
       return await exchange.response
     } catch (err) {

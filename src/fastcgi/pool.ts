@@ -139,7 +139,8 @@ export class FastCGIPool {
    */
   async request(request: FastCGIRequest): Promise<FastCGIResponse> {
     if (this.closing) throw new GatehouseError('GH_ERR_OVERLOADED', `${this.upstream}: pool closed`)
-    const slot = await this.acquire(request.signal)
+    // A wait in the limiter's queue ends early when the request is cancelled.
+    const slot = await this.limiter.acquire(request.signal)
     const release = () => {
       slot()
       if (this.closing && this.limiter.active === 0 && this.limiter.queued === 0) {
@@ -153,19 +154,28 @@ export class FastCGIPool {
         const conn = reusedConn ?? (await this.open(request.signal))
         if (reusedConn) this.reused++
         this.busy.add(conn)
+        // The connection goes back (or is closed) when the exchange is over, then the slot
+        // is freed, once the response was handed out (on failure, the catch below frees it).
+        let responded = false
+        let finished = false
         const exchange = new FastCGIExchange(conn, request, {
           keepConn: this.options.keep_conn,
           readTimeoutMs: this.options.read_timeout,
           maxHeaderBytes: this.options.max_header_bytes,
           upstream: this.upstream,
+          onFinished: (reusable) => {
+            finished = true
+            this.putBack(conn, reusable)
+            if (responded) release()
+          },
         })
-        const settled = exchange.finished.then((reusable) => this.putBack(conn, reusable))
         try {
           const response = await exchange.response
-          void settled.then(release)
+          responded = true
+          if (finished) release()
           return response
         } catch (err) {
-          await settled
+          if (!finished) await exchange.finished
           // A kept-alive connection the server had closed meanwhile (php-fpm recycling a worker):
           // nothing was read from it, so the request can go again on a fresh connection, once.
           const stale =
@@ -200,22 +210,6 @@ export class FastCGIPool {
     this.dropIdle()
     if (this.limiter.active === 0 && this.limiter.queued === 0) return Promise.resolve()
     return new Promise((resolve) => this.closedWaiters.push(resolve))
-  }
-
-  /** A slot from the limiter; a wait in its queue ends early when the request is cancelled. */
-  private async acquire(signal: CancelSignal | undefined): Promise<() => void> {
-    if (signal === undefined || signal instanceof AbortSignal) return this.limiter.acquire(signal)
-    if (signal.aborted) throw signal.reason
-    if (this.limiter.active < this.options.max_connections) return this.limiter.acquire()
-    // Only a request that has to wait pays for a real AbortSignal.
-    const ac = new AbortController()
-    const onAbort = () => ac.abort(signal.reason)
-    signal.addEventListener('abort', onAbort)
-    try {
-      return await this.limiter.acquire(ac.signal)
-    } finally {
-      signal.removeEventListener('abort', onAbort)
-    }
   }
 
   private takeIdle(): FastCGIConnection | undefined {

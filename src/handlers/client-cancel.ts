@@ -41,6 +41,7 @@ export function cancelOnClientClose(res: ServerResponse): { cancel: ClientCancel
   const onClose = () => {
     if (!res.writableFinished) cancel.abort(new ClientGone('client closed the connection'))
   }
-  res.once('close', onClose)
+  // on, not once: once wraps the listener in another closure per request; close comes once anyway.
+  res.on('close', onClose)
   return { cancel, done: () => res.off('close', onClose) }
 }

@@ -8,6 +8,7 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
+import type { FastCGIRequest } from '../fastcgi/exchange.js'
 import type { FastCGIUpstream } from '../fastcgi/managed.js'
 import { fastcgiAddress, FastCGIPool, type FastCGIPoolOptions, fastcgiPoolShape } from '../fastcgi/pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
@@ -15,7 +16,15 @@ import { cancelOnClientClose } from './client-cancel.js'
 import { requestMeta, type ScriptLocation } from './gateway-meta.js'
 import { relayResponse } from './gateway-response.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
-import { bodyLength, bodySource, readRequestBody, type RequestBody, releaseBody } from './request-body.js'
+import {
+  bodyLength,
+  bodySource,
+  immediateBody,
+  NO_BODY,
+  readRequestBody,
+  type RequestBody,
+  releaseBody,
+} from './request-body.js'
 
 /** Parameter names: what FastCGI applications read (letters, digits, `_`, `.`, `-`). */
 const PARAM_NAME = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'not a parameter name')
@@ -74,32 +83,35 @@ export class FastCGIGateway {
   async serve(ctx: RequestContext, where: ScriptLocation): Promise<void> {
     const { cancel, done } = cancelOnClientClose(ctx.res)
     const tags = { upstream: this.pool.upstream, script: where.scriptFilename || where.scriptName || '/' }
-    let body: RequestBody = { kind: 'none' }
+    let body: RequestBody = NO_BODY
     try {
-      body = await readRequestBody(ctx.req, {
-        limit: ctx.maxBodyBytes,
-        buffer: this.options.request_buffering,
-      })
+      // Most requests have no body, or a Content-Length one that streams: known at once,
+      // without a turn of the event loop. Only a body to spool is awaited.
+      body =
+        immediateBody(ctx.req, this.options.request_buffering) ??
+        (await readRequestBody(ctx.req, { limit: ctx.maxBodyBytes, buffer: this.options.request_buffering }))
       const params = requestMeta(ctx, where, {
         contentLength: bodyLength(body),
         passAuthorization: this.options.pass_authorization,
       })
       for (const [name, value] of this.params) params[name] = value
       const source = bodySource(body, ctx.req)
-      const response = await this.pool.request({
+      const request: FastCGIRequest = {
         params,
-        ...(source === undefined ? {} : { body: source }),
         signal: cancel,
         maxBodyBytes: ctx.maxBodyBytes,
         onStderr: (line) => this.log.warn({ ...tags, stream: 'stderr' }, line),
-      })
-      await relayResponse(ctx, response, this.log, tags)
+      }
+      if (source !== undefined) request.body = source
+      const response = await this.pool.request(request)
+      const relaying = relayResponse(ctx, response, this.log, tags)
+      if (relaying) await relaying
     } catch (err) {
       if (cancel.aborted) return
       throw err
     } finally {
       done()
-      await releaseBody(body)
+      if (body.kind === 'spooled') await releaseBody(body)
     }
   }
 

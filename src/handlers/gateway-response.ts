@@ -16,6 +16,8 @@ export interface GatewayResponse {
   body: Readable
   /** The whole body is already buffered in `body`: it is sent in one write, with a Content-Length. */
   complete?: boolean
+  /** When complete: the body as one Buffer without going through the stream (undefined: use `body`). */
+  takeWhole?(): Buffer | undefined
 }
 
 /**
@@ -23,46 +25,51 @@ export interface GatewayResponse {
  * sends anyway is read and dropped, so its connection stays usable). A body that fails
  * half-way cuts the client's connection (its framing cannot be finished honestly), logged
  * as a warning; a client that leaves ends the relay quietly.
+ *
+ * A response whose body is all here (or that has none) is written at once and nothing is
+ * returned (no promise to wait for); a streamed one returns the promise of its end. Errors
+ * before anything is written are thrown.
  */
-export async function relayResponse(
+export function relayResponse(
   ctx: RequestContext,
   response: GatewayResponse,
   log: Logger,
   tags: Record<string, string>,
-): Promise<void> {
+): Promise<void> | undefined {
   const { res } = ctx
-  const { body } = response
+  const bodyless = ctx.method === 'HEAD' || response.status === 204 || response.status === 304
+  // A small response that is all here: its body taken whole, with no stream in between.
+  let whole: Buffer | null = (!bodyless && response.complete && response.takeWhole?.()) || null
+  const body = whole === null ? response.body : null
   // The whole response came and was found wrong (a body short of its Content-Length):
   // nothing has gone out yet, so the client gets the error's status.
-  if (body.errored) throw body.errored
-  const bodyless = ctx.method === 'HEAD' || response.status === 204 || response.status === 304
+  if (body?.errored) throw body.errored
   const flat: string[] = []
   let hasLength = false
   for (const [name, value] of response.headers) {
     flat.push(name, value)
     if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true
   }
-  let whole: Buffer | null = null
-  if (response.complete && !bodyless) {
+  if (body && response.complete && !bodyless) {
     // Everything is here already: one write, and a length instead of chunked framing.
     whole = (body.read() as Buffer | null) ?? Buffer.alloc(0)
-    if (!hasLength) flat.push('Content-Length', String(whole.length))
   }
+  if (whole && !hasLength) flat.push('Content-Length', String(whole.length))
   try {
     if (response.reason !== undefined) res.writeHead(response.status, response.reason, flat)
     else res.writeHead(response.status, flat)
   } catch (err) {
-    body.destroy()
+    body?.destroy()
     throw new GatehouseError('GH_ERR_UPSTREAM', `response head refused: ${(err as Error).message}`, {
       cause: err,
     })
   }
   if (bodyless || whole) {
-    body.resume()
+    body?.resume()
     res.end(whole ?? undefined)
-    return
+    return undefined
   }
-  await stream(body, res, log, tags)
+  return stream(body!, res, log, tags)
 }
 
 function ignore(): void {}

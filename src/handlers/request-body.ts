@@ -15,6 +15,21 @@ export type RequestBody =
   | { kind: 'stream'; length: number }
   | { kind: 'spooled'; spool: SpooledBody }
 
+/** No body: one shared object. */
+export const NO_BODY: RequestBody = Object.freeze({ kind: 'none' })
+
+/**
+ * The body of `req` when it is known without reading anything (none, or a Content-Length
+ * body streamed as it arrives); undefined when it has to be spooled (readRequestBody).
+ */
+export function immediateBody(req: IncomingMessage, buffer: boolean): RequestBody | undefined {
+  const chunked = req.headers['transfer-encoding'] !== undefined
+  const cl = req.headers['content-length']
+  if (!chunked && cl === undefined) return NO_BODY
+  if (!chunked && !buffer) return { kind: 'stream', length: Number(cl) }
+  return undefined
+}
+
 /**
  * How the body of `req` will be passed on. Spooling counts bytes against `limit`
  * (GH_ERR_BODY_TOO_LARGE); a Content-Length over the limit was refused by the front already.
@@ -23,11 +38,7 @@ export async function readRequestBody(
   req: IncomingMessage,
   options: { limit: number; buffer: boolean },
 ): Promise<RequestBody> {
-  const chunked = req.headers['transfer-encoding'] !== undefined
-  const cl = req.headers['content-length']
-  if (!chunked && cl === undefined) return { kind: 'none' }
-  if (!chunked && !options.buffer) return { kind: 'stream', length: Number(cl) }
-  return { kind: 'spooled', spool: await spoolBody(req, options.limit) }
+  return immediateBody(req, options.buffer) ?? { kind: 'spooled', spool: await spoolBody(req, options.limit) }
 }
 
 export function bodyLength(body: RequestBody): number | undefined {

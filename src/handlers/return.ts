@@ -78,8 +78,21 @@ export const returnAction: ActionDefinition<ReturnOptions> = {
     const fixedBody = constant ? Buffer.from(options.body ?? '') : undefined
     const baseHeaders: Record<string, string | number> = { ...options.headers }
     if ((options.body ?? '') !== '') baseHeaders['content-type'] = options.content_type
+    // A constant response's header fields are built once, as the flat list writeHead takes.
+    const fixedHeaders =
+      fixedBody && !location
+        ? Object.entries({ ...baseHeaders, 'content-length': fixedBody.length }).flatMap(([n, v]) => [
+            n,
+            String(v),
+          ])
+        : undefined
     return {
       handle(ctx) {
+        if (fixedHeaders) {
+          ctx.res.writeHead(options.status, fixedHeaders)
+          ctx.res.end(ctx.method === 'HEAD' ? undefined : fixedBody)
+          return
+        }
         const buf = fixedBody ?? Buffer.from(body(ctx))
         const headers: Record<string, string | number> = { ...baseHeaders, 'content-length': buf.length }
         if (location) headers.location = location(ctx)

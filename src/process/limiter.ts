@@ -9,11 +9,23 @@ export interface LimiterOptions {
   queueTimeoutMs: number
 }
 
+/**
+ * What a wait can be cancelled with: an AbortSignal, or anything with the part of its
+ * surface used here (the FastCGI gateways pass a lighter one per request, and most of their
+ * requests wait when the pool is smaller than the client concurrency).
+ */
+export interface LimiterSignal {
+  readonly aborted: boolean
+  readonly reason?: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
+}
+
 interface Waiter {
   grant: (release: () => void) => void
   refuse: (err: unknown) => void
   timer: NodeJS.Timeout | undefined
-  signal: AbortSignal | undefined
+  signal: LimiterSignal | undefined
   onAbort: (() => void) | undefined
 }
 
@@ -41,7 +53,7 @@ export class ConcurrencyLimiter {
    * the queue is full, the wait times out or the limiter is closed, and with the signal's
    * reason when it aborts first. Call release exactly once (extra calls are ignored).
    */
-  acquire(signal?: AbortSignal): Promise<() => void> {
+  acquire(signal?: LimiterSignal): Promise<() => void> {
     if (signal?.aborted) return Promise.reject(signal.reason)
     if (this.closed) return Promise.reject(new GatehouseError('GH_ERR_OVERLOADED', 'shutting down'))
     if (this.running < this.options.max) {

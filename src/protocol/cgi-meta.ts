@@ -51,6 +51,10 @@ const WITHHELD = new Set([
 
 const HEADER_NAME = /^[A-Za-z0-9-]+$/
 
+/** Header name as received -> its meta-variable (or null), except Authorization. Bounded. */
+const metaNames = new Map<string, string | null>()
+const META_CACHE_ENTRIES = 512
+
 /**
  * The meta-variable a request header becomes: `HTTP_` + upper case with '-' -> '_'
  * (RFC 3875 4.1.18), or null when it is withheld. A name with anything but letters,
@@ -58,10 +62,24 @@ const HEADER_NAME = /^[A-Za-z0-9-]+$/
  * `X-Forwarded-For` (Django CVE-2015-0219).
  */
 export function headerMetaName(name: string, passAuthorization: boolean): string | null {
+  // The names a client sends repeat from request to request: their meta-variable is kept
+  // (the withheld ones as null; Authorization is decided below, not kept).
+  const known = metaNames.get(name)
+  if (known !== undefined) return known
+  const meta = metaNameOf(name)
+  if (meta === 'HTTP_AUTHORIZATION') return passAuthorization ? meta : null
+  if (name.length <= 64) {
+    if (metaNames.size >= META_CACHE_ENTRIES) metaNames.clear()
+    metaNames.set(name, meta)
+  }
+  return meta
+}
+
+/** The meta-variable of a header name, Authorization included (headerMetaName decides on it). */
+function metaNameOf(name: string): string | null {
   if (!HEADER_NAME.test(name)) return null
   const lower = name.toLowerCase()
   if (WITHHELD.has(lower)) return null
-  if (lower === 'authorization' && !passAuthorization) return null
   return `HTTP_${lower.toUpperCase().replaceAll('-', '_')}`
 }
 

@@ -342,7 +342,7 @@ function versionError(version: number): FastCGIProtocolError | null {
  * without limit.
  */
 export class NameValueDecoder {
-  private buffer: Buffer = Buffer.alloc(0)
+  private buffer: Buffer = EMPTY
   private total = 0
   readonly pairs: [string, string][] = []
 
@@ -354,30 +354,52 @@ export class NameValueDecoder {
       throw new FastCGIProtocolError('FCGI_PARAMS_TOO_LARGE', `params exceed ${this.maxBytes} bytes`)
     }
     const buf = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
+    // The block as one latin1 string (a character per byte), made in one call: names and
+    // values are then slices of it, rather than a conversion of the buffer per string.
+    const text = buf.toString('latin1')
+    const length = text.length
     let off = 0
-    for (;;) {
+    while (off < length) {
       const start = off
-      const nl = readLength(buf, off)
-      if (!nl) break
-      off = nl[1]
-      const vl = readLength(buf, off)
-      if (!vl) {
+      let nameLength = text.charCodeAt(off)
+      if (nameLength & 0x80) {
+        if (length - off < 4) break
+        nameLength =
+          ((nameLength & 0x7f) << 24) |
+          (text.charCodeAt(off + 1) << 16) |
+          (text.charCodeAt(off + 2) << 8) |
+          text.charCodeAt(off + 3)
+        off += 4
+      } else off += 1
+      if (off >= length) {
         off = start
         break
       }
-      off = vl[1]
-      if (buf.length - off < nl[0] + vl[0]) {
+      let valueLength = text.charCodeAt(off)
+      if (valueLength & 0x80) {
+        if (length - off < 4) {
+          off = start
+          break
+        }
+        valueLength =
+          ((valueLength & 0x7f) << 24) |
+          (text.charCodeAt(off + 1) << 16) |
+          (text.charCodeAt(off + 2) << 8) |
+          text.charCodeAt(off + 3)
+        off += 4
+      } else off += 1
+      if (length - off < nameLength + valueLength) {
         off = start
         break
       }
-      const name = buf.toString('latin1', off, off + nl[0])
-      off += nl[0]
-      const value = buf.toString('latin1', off, off + vl[0])
-      off += vl[0]
+      const name = text.slice(off, off + nameLength)
+      off += nameLength
+      const value = text.slice(off, off + valueLength)
+      off += valueLength
       if (name.length === 0) throw new FastCGIProtocolError('FCGI_BAD_NAME_VALUE', 'empty parameter name')
       this.pairs.push([name, value])
     }
-    this.buffer = off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off))
+    this.buffer = off === buf.length ? EMPTY : Buffer.from(buf.subarray(off))
   }
 
   /** Call at the end of the stream: leftover bytes are a truncated pair. */
@@ -390,14 +412,6 @@ export class NameValueDecoder {
     }
     return this.pairs
   }
-}
-
-function readLength(buf: Buffer, off: number): [number, number] | null {
-  if (off >= buf.length) return null
-  const b = buf[off]!
-  if ((b & 0x80) === 0) return [b, off + 1]
-  if (buf.length - off < 4) return null
-  return [buf.readUInt32BE(off) & 0x7fffffff, off + 4]
 }
 
 /** Decode a complete name-value block (GET_VALUES, GET_VALUES_RESULT). */

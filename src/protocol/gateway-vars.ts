@@ -47,6 +47,25 @@ function encodePath(latin1: string): string {
   )
 }
 
+/**
+ * `HTTP_X_FORWARDED_FOR` -> `x-forwarded-for`, remembered: a web server sends the same few
+ * names with every request. Bounded: past NAME_CACHE_ENTRIES names it starts over.
+ */
+const headerNames = new Map<string, string>()
+const NAME_CACHE_ENTRIES = 512
+
+function headerNameOf(name: string): string {
+  let header = headerNames.get(name)
+  if (header === undefined) {
+    header = name.slice(5).toLowerCase().replaceAll('_', '-')
+    if (name.length <= 64) {
+      if (headerNames.size >= NAME_CACHE_ENTRIES) headerNames.clear()
+      headerNames.set(name, header)
+    }
+  }
+  return header
+}
+
 const portOf = (value: string | undefined) => {
   if (value === undefined || !/^\d{1,5}$/.test(value)) return undefined
   const port = Number(value)
@@ -71,7 +90,7 @@ export function requestFromGatewayVars(
       if (IGNORED_HTTP_VARS.has(name) || name.length === 5) continue
       if (BAD_VALUE.test(value)) throw new GatehouseError(code, `control character in ${name.slice(0, 64)}`)
       if (name === 'HTTP_HOST') host = true
-      rawHeaders.push(name.slice(5).toLowerCase().replaceAll('_', '-'), value)
+      rawHeaders.push(headerNameOf(name), value)
     } else named.set(name, value)
   }
   const method = named.get('REQUEST_METHOD')

@@ -110,48 +110,61 @@ export class Router<T> {
   /** `path` must be decoded and normalized (no dot-segments), as RequestContext.path is. */
   match(host: string, path: string, method: string): RouteResult<T> {
     const group = this.groupFor(host)
-    const allow = new Set<string>()
-    const pick = (
-      route: CompiledRoute<T>,
-      prefix: string,
-      params: readonly string[],
-    ): RouteResult<T> | null => {
-      if (route.methods && !route.methods.has(method)) {
-        for (const m of route.methods) allow.add(m)
-        return null
-      }
-      return { kind: 'found', target: route.target, index: route.index, prefix, params }
-    }
+    // Methods of routes that matched the path but not the method (for 405's Allow); made
+    // only when one does, so a request that is routed allocates nothing but its result.
+    let allow: Set<string> | null = null
 
     const exact = group.exact.get(path)
     if (exact) {
       for (const route of exact) {
-        const found = pick(route, path, [])
-        if (found) return found
+        if (route.methods && !route.methods.has(method)) {
+          allow = addMethods(allow, route.methods)
+          continue
+        }
+        return found(route, path, NO_PARAMS)
       }
     }
     for (const route of group.regex) {
       const m = route.re!.exec(path)
       if (!m) continue
-      const found = pick(
+      if (route.methods && !route.methods.has(method)) {
+        allow = addMethods(allow, route.methods)
+        continue
+      }
+      return found(
         route,
         '',
         m.slice(1).map((g) => g ?? ''),
       )
-      if (found) return found
     }
     for (const route of group.prefix) {
       const p = route.value
       if (
         path.length === p.length ? path === p : path.startsWith(p) && path.charCodeAt(p.length) === 47 /* / */
       ) {
-        const found = pick(route, p === '' ? '/' : p, [])
-        if (found) return found
+        if (route.methods && !route.methods.has(method)) {
+          allow = addMethods(allow, route.methods)
+          continue
+        }
+        return found(route, p === '' ? '/' : p, NO_PARAMS)
       }
     }
-    if (allow.size > 0) return { kind: 'method_not_allowed', allow: [...allow].sort() }
-    return { kind: 'not_found' }
+    if (allow !== null) return { kind: 'method_not_allowed', allow: [...allow].sort() }
+    return NOT_FOUND
   }
+}
+
+const NO_PARAMS: readonly string[] = Object.freeze([])
+const NOT_FOUND = Object.freeze({ kind: 'not_found' as const })
+
+function found<T>(route: CompiledRoute<T>, prefix: string, params: readonly string[]): RouteResult<T> {
+  return { kind: 'found', target: route.target, index: route.index, prefix, params }
+}
+
+function addMethods(allow: Set<string> | null, methods: ReadonlySet<string>): Set<string> {
+  const set = allow ?? new Set<string>()
+  for (const m of methods) set.add(m)
+  return set
 }
 
 function compile<T>(spec: RouteSpec<T>, index: number): CompiledRoute<T> {

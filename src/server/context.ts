@@ -20,7 +20,11 @@ export interface ParsedRequest {
  * Transfer-Encoding framing, the request-target and Host. Returns the error code to refuse
  * with (the connection is then closed) or the parsed request.
  */
-export function parseRequest(req: IncomingMessage, maxHeaders: number): ParsedRequest | ErrorCode {
+export function parseRequest(
+  req: IncomingMessage,
+  maxHeaders: number,
+  conn: ConnectionInfo = connectionInfo(req),
+): ParsedRequest | ErrorCode {
   if (req.rawHeaders.length / 2 > maxHeaders) return 'GH_ERR_TOO_MANY_HEADERS'
   // llhttp lets `HTTP/2.0` and `HTTP/0.9` (and a request line with no version) through;
   // only HTTP/1.x is spoken here (RFC 9110 15.6.6).
@@ -48,7 +52,6 @@ export function parseRequest(req: IncomingMessage, maxHeaders: number): ParsedRe
   }
   const host = parseHost(target.authority ?? req.headers.host ?? '')
   if (!host) return 'GH_ERR_BAD_REQUEST'
-  const conn = connectionInfo(req)
   return { method: req.method ?? 'GET', target, host: host[0], port: host[1] ?? conn.localPort, conn }
 }
 

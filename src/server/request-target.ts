@@ -66,8 +66,27 @@ export function normalizePath(rawPath: string): string {
   return `/${segments.join('/')}${trailing ? '/' : ''}`
 }
 
+/**
+ * Host values seen lately and what they parse to: a server answers few names, and every
+ * request carries one. Bounded: past HOST_CACHE_ENTRIES values it starts over.
+ */
+const hostCache = new Map<string, readonly [string, number | undefined] | null>()
+const HOST_CACHE_ENTRIES = 256
+
 /** Host header -> [lower-case name, port or undefined]; null when malformed. */
-export function parseHost(value: string): [string, number | undefined] | null {
+export function parseHost(value: string): readonly [string, number | undefined] | null {
+  // Long values (no real host name is) are not kept: the cache stays small.
+  if (value.length > 255) return parseHostUncached(value)
+  const cached = hostCache.get(value)
+  if (cached !== undefined) return cached
+  const parsed = parseHostUncached(value)
+  const kept = parsed === null ? null : Object.freeze(parsed)
+  if (hostCache.size >= HOST_CACHE_ENTRIES) hostCache.clear()
+  hostCache.set(value, kept)
+  return kept
+}
+
+function parseHostUncached(value: string): [string, number | undefined] | null {
   const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::(\d{1,5}))?$/.exec(value.trim())
   if (!m) return null
   const port = m[2] === undefined ? undefined : Number(m[2])
