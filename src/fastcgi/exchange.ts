@@ -106,7 +106,7 @@ export interface ExchangeSettings {
    * rather than a promise turn later: the pools hand the connection on without a promise
    * per request.
    */
-  onFinished?: (reusable: boolean) => void
+  onFinished?: (reusable: boolean, failure: GatehouseError | null) => void
 }
 
 type StdinState = 'sending' | 'done' | 'stopped'
@@ -119,6 +119,8 @@ export class FastCGIExchange implements ConnectionSink {
   readonly response: Promise<FastCGIResponse>
   /** Any byte arrived from the server for this request. */
   received = false
+  /** Why the exchange failed (a protocol error, a timeout), once it has; null otherwise. */
+  failure: GatehouseError | null = null
   /** The request could be sent again on another connection (its body is not a stream). */
   readonly replayable: boolean
 
@@ -538,6 +540,7 @@ export class FastCGIExchange implements ConnectionSink {
     this.stopSource()
     const reusable =
       ended && this.settings.keepConn && err.code === 'GH_ERR_OVERLOADED' && this.stdin === 'done'
+    this.failure = err
     // Settled first, so that destroying the body is not taken for the reader giving up.
     this.finish(reusable)
     if (!this.headDone) this.rejectResponse(err)
@@ -599,7 +602,7 @@ export class FastCGIExchange implements ConnectionSink {
     }
     this.reusableResult = reusable
     this.resolveFinished?.(reusable)
-    this.settings.onFinished?.(reusable)
+    this.settings.onFinished?.(reusable, this.failure)
   }
 
   // ---- read timeout -----------------------------------------------------------------

@@ -53,7 +53,6 @@ export class ManagedFastCGI implements FastCGIUpstream {
     }
     // The request ends when the client goes away or the supervisor ends it (kill, death).
     const cancel = new EitherCancel(signal, lease)
-    let broken = false
     const exchange = new FastCGIExchange(
       conn,
       { ...request, signal: cancel },
@@ -63,10 +62,13 @@ export class ManagedFastCGI implements FastCGIUpstream {
         maxHeaderBytes: this.options.max_header_bytes,
         upstream: this.upstream,
         // The connection and the worker go back as soon as the exchange is over.
-        onFinished: (reusable) => {
+        onFinished: (reusable, failure) => {
           cancel.dispose()
           if (reusable && !lease.aborted && !conn.closed) this.putBack(lease.workerId, conn)
           else conn.destroy()
+          // A worker that broke the protocol or closed the connection under a request (it is
+          // dying: its exit may not have been seen yet) must not take the next request.
+          const broken = failure !== null && failure.code === 'GH_ERR_FASTCGI_PROTOCOL'
           lease.release({ failed: broken && !lease.aborted })
         },
       },
@@ -75,7 +77,6 @@ export class ManagedFastCGI implements FastCGIUpstream {
       return await exchange.response
     } catch (err) {
       if (lease.aborted) throw lease.abortReason
-      broken = err instanceof GatehouseError && err.code === 'GH_ERR_FASTCGI_PROTOCOL'
       throw err
     }
   }
