@@ -11,6 +11,7 @@ import { CONTINUE_DEFERRED, connectionInfo } from './server/connection.js'
 import { buildContext, parseRequest, runHandler } from './server/context.js'
 import { type BoundAddress as ListeningAddress, bindServer } from './server/bind.js'
 import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
+import { upgradeResponse } from './server/upgrade.js'
 import { UwsgiListeners } from './server/uwsgi-listeners.js'
 import type { ActionDefinition, Handler } from './types.js'
 
@@ -167,6 +168,9 @@ export class Gatehouse {
       socket.on('error', () => socket.destroy())
       endWithStatus(socket, 501)
     })
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.handleUpgrade(req, socket, head),
+    )
     const bound: ListeningAddress = await bindServer(server, spec)
     server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
     this.listeners.push({ spec, server, bound })
@@ -242,6 +246,49 @@ export class Gatehouse {
     }
     const route = { index: match.index, prefix: match.prefix, params: match.params }
     runHandler(handler, buildContext(req, res, parsed, route, maxBodyBytes, this.logs.error))
+  }
+
+  /**
+   * An `Upgrade:` request (WebSocket): routed like any request; a handler with `upgrade()`
+   * takes the socket, any other serves it as plain HTTP on a response put back on the
+   * socket (the connection closes after it).
+   */
+  private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const res = upgradeResponse(req, socket)
+    const state = this.state
+    const parsed = parseRequest(req, state.config.limits.max_headers)
+    const match =
+      typeof parsed === 'string' ? null : state.router.match(parsed.host, parsed.target.path, parsed.method)
+    if (typeof parsed === 'string' || match?.kind !== 'found' || !match.target.handler.upgrade) {
+      if (head.length > 0) socket.unshift(head)
+      this.handle(req, res)
+      return
+    }
+    if (this.closing) {
+      sendStatus(res, 503, {})
+      return
+    }
+    const { handler, maxBodyBytes } = match.target
+    const route = { index: match.index, prefix: match.prefix, params: match.params }
+    const ctx = buildContext(req, res, parsed, route, maxBodyBytes, this.logs.error)
+    const start = performance.now()
+    const remoteAddress = connectionInfo(req).remoteAddress
+    socket.once('close', () => {
+      if (this.logs.accessEnabled)
+        this.logs.access({ req, res, remoteAddress, start, route: match.index, written0: 0 })
+    })
+    try {
+      const result = handler.upgrade!(ctx, socket, head)
+      if (result)
+        result.catch((err: unknown) => {
+          this.logs.error.error({ err, uri: req.url }, 'upgrade failed')
+          if (!res.headersSent && !socket.destroyed) sendStatus(res, 500, {})
+          else socket.destroy()
+        })
+    } catch (err) {
+      this.logs.error.error({ err, uri: req.url }, 'upgrade failed')
+      socket.destroy()
+    }
   }
 
   /**
