@@ -4,8 +4,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import WebSocket from 'ws'
 import { CLI, FIXTURES, PYTHON, rawRequest, startGatehouse, tempDir } from './helpers.js'
+import { closed, nextMessage, openWs } from './ws-helpers.js'
 
 const APPS = join(FIXTURES, 'asgi')
 
@@ -34,34 +34,6 @@ function logLines(file: string): Record<string, unknown>[] {
 }
 
 const bytesOf = (v: unknown) => Buffer.from((v as { bytes: number[] }).bytes).toString('latin1')
-
-/** Open a WebSocket and resolve once open (or reject with the HTTP refusal). */
-function openWs(url: string, protocols?: string[]): Promise<{ ws: WebSocket; headers: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, protocols)
-    ws.once('upgrade', (res) => {
-      ws.once('open', () => resolve({ ws, headers: res.headers }))
-    })
-    ws.once('unexpected-response', (_req, res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => (body += d))
-      res.on('end', () => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode, body, headers: res.headers })))
-    })
-    ws.once('error', reject)
-  })
-}
-
-function nextMessage(ws: WebSocket): Promise<{ data: Buffer; binary: boolean }> {
-  return new Promise((resolve, reject) => {
-    ws.once('message', (data: Buffer, binary: boolean) => resolve({ data, binary }))
-    ws.once('close', (code) => reject(new Error(`closed ${code}`)))
-  })
-}
-
-function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
-  return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
-}
 
 describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', () => {
   let origin = ''
@@ -411,15 +383,9 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     const { ws } = await openWs(`${wsOrigin()}/ws/echo?large`)
     const big = Buffer.alloc(900 * 1024)
     for (let i = 0; i < big.length; i++) big[i] = i % 251
-    const got: Buffer[] = []
-    const done = new Promise<void>((resolve) =>
-      ws.on('message', (d: Buffer) => {
-        got.push(d)
-        if (got.length === 20) resolve()
-      }),
-    )
     for (let i = 0; i < 20; i++) ws.send(Buffer.concat([Buffer.from([i]), big]))
-    await done
+    const got: Buffer[] = []
+    for (let i = 0; i < 20; i++) got.push((await nextMessage(ws)).data)
     for (let i = 0; i < 20; i++) {
       assert.equal(got[i]![0], i)
       assert.ok(got[i]!.subarray(1).equals(big))
