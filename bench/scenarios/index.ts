@@ -10,6 +10,7 @@ import { phpPoolScenarios } from './php-pool.js'
 import { returnScenarios } from './return.js'
 import { staticScenarios } from './static.js'
 import { uwsgiScenarios } from './uwsgi.js'
+import { wsgiScenarios } from './wsgi.js'
 
 export const SCENARIOS: readonly Scenario[] = [
   ...staticScenarios,
@@ -18,4 +19,5 @@ export const SCENARIOS: readonly Scenario[] = [
   ...phpScenarios,
   ...phpPoolScenarios,
   ...uwsgiScenarios,
+  ...wsgiScenarios,
 ]

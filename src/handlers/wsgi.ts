@@ -10,7 +10,7 @@ import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
 import { duration, size } from '../config/units.js'
 import { GatehouseError } from '../errors.js'
-import { poolSettings, WorkerPool, type WorkerLease } from '../process/supervisor.js'
+import { type CancelLike, poolSettings, WorkerPool, type WorkerLease } from '../process/supervisor.js'
 import { defaultPython, PYTHON_PACKAGE_DIR } from '../python/locate.js'
 import { expectsContinue, WorkerConnection } from '../python/worker-client.js'
 import { CONTINUE_DEFERRED } from '../server/connection.js'
@@ -101,6 +101,28 @@ const NON_ASCII = /[^\x00-\x7f]/
 /** A decoded path as a WSGI native string: its UTF-8 bytes, one char each (latin-1). */
 function nativePath(path: string): string {
   return NON_ASCII.test(path) ? Buffer.from(path, 'utf8').toString('latin1') : path
+}
+
+/** Cancels a wait for a worker when the client leaves, without an AbortController per request. */
+class ClientCancel implements CancelLike {
+  aborted = false
+  reason: unknown = undefined
+  private listeners: (() => void)[] = []
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    this.listeners.push(listener)
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    this.listeners = this.listeners.filter((l) => l !== listener)
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.reason = reason
+    for (const listener of this.listeners.splice(0)) listener()
+  }
 }
 
 export class WsgiHandler implements Handler {
@@ -255,7 +277,7 @@ export class WsgiHandler implements Handler {
     const declared = req.headers['content-length']
     const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
     const hasBody = chunked || (contentLength !== undefined && contentLength > 0)
-    const abort = new AbortController()
+    const abort = new ClientCancel()
     const onClose = () => {
       if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
     }
@@ -264,11 +286,11 @@ export class WsgiHandler implements Handler {
     try {
       lease = await this.pool.acquire(
         { method: ctx.method, uri: req.url ?? '', contentLength: contentLength ?? 0 },
-        abort.signal,
+        abort,
       )
     } catch (err) {
       res.off('close', onClose)
-      if (abort.signal.aborted) return
+      if (abort.aborted) return
       if (err instanceof GatehouseError && err.code === 'GH_ERR_OVERLOADED') {
         this.log.warn({ ...tags }, err.message)
         sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })

@@ -23,6 +23,8 @@ import {
   type WorkerFrame,
 } from '../protocol/worker.js'
 
+const EMPTY = Buffer.alloc(0)
+
 /** Response body bytes a worker may send before Node hands credit back. */
 export const RESPONSE_WINDOW = 256 * 1024
 
@@ -188,7 +190,7 @@ export class WorkerConnection {
     if (this.closedError) throw this.closedError
     const id = this.takeId()
     this.sessions.set(id, sink)
-    this.socket.write(first(id))
+    this.write(first(id))
     return id
   }
 
@@ -217,8 +219,25 @@ export class WorkerConnection {
     this.socket.destroy()
   }
 
+  private corked = false
+  private readonly uncork = () => {
+    this.corked = false
+    this.socket.uncork()
+  }
+
+  /** Frames written in one tick go out in one writev (many requests arrive per tick under load). */
+  private write(data: Buffer): void {
+    if (this.closed) return
+    if (!this.corked) {
+      this.corked = true
+      this.socket.cork()
+      process.nextTick(this.uncork)
+    }
+    this.socket.write(data)
+  }
+
   private send(frame: AnyFrame): void {
-    if (!this.closed) this.socket.write(encodeFrame(frame))
+    this.write(encodeFrame(frame))
   }
 
   /**
@@ -233,10 +252,10 @@ export class WorkerConnection {
     this.streams.set(id, stream)
     stream.body = input.body
     stream.credit = input.expectContinue ? 0 : this.hello.requestWindow
-    this.socket.write(
+    this.write(
       input.start
         ? input.start(id, input.body !== null, RESPONSE_WINDOW, stream.credit)
-        : encodeHttpRequest(id, input.environ, Buffer.alloc(0), input.body !== null, RESPONSE_WINDOW),
+        : encodeHttpRequest(id, input.environ, EMPTY, input.body !== null, RESPONSE_WINDOW),
     )
     const { res } = input
     const onClose = () => {
@@ -258,13 +277,15 @@ export class WorkerConnection {
     stream.outcome = { kind: 'timeout' }
     if (stream.disconnectSent) return
     stream.disconnectSent = true
+    stream.body?.pause()
     this.send({ type: FrameType.CANCEL, id: stream.id })
   }
 
-  private disconnect(stream: Stream): void {
+  private disconnect(stream: Stream, destroyBody = true): void {
     if (stream.disconnectSent || stream.finished) return
     stream.disconnectSent = true
-    stream.body?.destroy()
+    if (destroyBody) stream.body?.destroy()
+    else stream.body?.pause()
     this.send({ type: FrameType.HTTP_DISCONNECT, id: stream.id })
   }
 
@@ -506,7 +527,8 @@ export class WorkerConnection {
   /** Fail the request now for the client; the worker is told and its last frame awaited. */
   private failRequest(stream: Stream, err: GatehouseError): void {
     stream.failure = err
-    this.disconnect(stream)
+    // The client is still there and gets the error's status.
+    this.disconnect(stream, false)
   }
 
   /** The worker's last frame for the request arrived (or, for a file, Node finished sending it). */
@@ -514,7 +536,12 @@ export class WorkerConnection {
     if (stream.finished && !force) return
     stream.finished = true
     this.streams.delete(stream.id)
-    stream.body?.removeAllListeners('data')
+    if (stream.body) {
+      stream.body.removeAllListeners('data')
+      // The app answered without reading all of the body: drop the rest, as node:http does,
+      // so that the client's connection can carry its next request.
+      if (!stream.bodyDone && !stream.body.destroyed && !stream.failure) stream.body.resume()
+    }
     if (stream.failure) stream.reject(stream.failure)
     else stream.resolve(stream.outcome ?? outcome)
   }

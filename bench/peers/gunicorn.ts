@@ -1,0 +1,79 @@
+/*
+ * Python WSGI servers as benchmark peers, listening on 127.0.0.1:PORT with the app in
+ * DIR: gunicorn (sync workers, its default) and uWSGI speaking HTTP itself
+ * (`--http-socket`, no separate router process).
+ */
+import { accessSync, constants } from 'node:fs'
+import { spawnServer } from '../processes.js'
+import type { PeerDefinition } from '../scenario.js'
+
+export const GUNICORN = process.env.GATEHOUSE_BENCH_GUNICORN ?? '/usr/bin/gunicorn'
+export const UWSGI = process.env.GATEHOUSE_BENCH_UWSGI ?? '/usr/bin/uwsgi'
+
+function missing(path: string, packages: string): string | undefined {
+  try {
+    accessSync(path, constants.X_OK)
+    return undefined
+  } catch {
+    return `${path} not found (Debian packages ${packages})`
+  }
+}
+
+export function gunicornPeer(opts: {
+  appDir: (tmpDir: string) => string
+  app: string
+  workers: number
+}): PeerDefinition {
+  return {
+    name: 'gunicorn',
+    unavailable: () => missing(GUNICORN, 'gunicorn'),
+    start: async (tmpDir, port) =>
+      spawnServer(
+        GUNICORN,
+        [
+          '-w',
+          String(opts.workers),
+          '-b',
+          `127.0.0.1:${port}`,
+          '--chdir',
+          opts.appDir(tmpDir),
+          '--backlog',
+          '1024',
+          opts.app,
+        ],
+        { graceMs: 5000 },
+      ),
+  }
+}
+
+export function uwsgiHttpPeer(opts: {
+  appDir: (tmpDir: string) => string
+  module: string
+  processes: number
+}): PeerDefinition {
+  return {
+    name: 'uWSGI',
+    unavailable: () => missing(UWSGI, 'uwsgi uwsgi-plugin-python3'),
+    start: async (tmpDir, port) =>
+      spawnServer(
+        UWSGI,
+        [
+          '--plugin',
+          'python3',
+          '--http-socket',
+          `127.0.0.1:${port}`,
+          '--chdir',
+          opts.appDir(tmpDir),
+          '--module',
+          opts.module,
+          '--master',
+          '--processes',
+          String(opts.processes),
+          '--disable-logging',
+          '--listen',
+          '1024',
+        ],
+        { stopSignal: 'SIGINT' },
+      ),
+  }
+}
