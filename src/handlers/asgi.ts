@@ -22,6 +22,7 @@ import { buildContext, parseRequest } from '../server/context.js'
 import { upgradeResponse } from '../server/upgrade.js'
 import { parseAllowList } from '../server/uwsgi-server.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
+import { ClientCancel } from './client-cancel.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import { refuse, sendError } from './respond.js'
 
@@ -222,7 +223,7 @@ export class AsgiHandler implements Handler {
     const declared = req.headers['content-length']
     const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
     const hasBody = chunked || (contentLength !== undefined && contentLength > 0)
-    const abort = new AbortController()
+    const abort = new ClientCancel()
     const onClose = () => {
       if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
     }
@@ -231,11 +232,11 @@ export class AsgiHandler implements Handler {
     try {
       lease = await this.pool.acquire(
         { method: ctx.method, uri: req.url ?? '', contentLength: contentLength ?? 0 },
-        abort.signal,
+        abort,
       )
     } catch (err) {
       res.off('close', onClose)
-      if (abort.signal.aborted) return
+      if (abort.aborted) return
       if (err instanceof GatehouseError && err.code === 'GH_ERR_OVERLOADED') {
         this.log.warn({ ...tags }, err.message)
         sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })
