@@ -481,6 +481,8 @@ class NodeConnection(asyncio.Protocol):
         self.buf = b""
         self.transport = None
         self.closed = False
+        self.wbuf = []
+        self.flush_scheduled = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -488,9 +490,21 @@ class NodeConnection(asyncio.Protocol):
         transport.write(P.frame((P.HELLO, 0, P.VERSION, os.getpid(), P.REQUEST_WINDOW, CAPACITY)))
 
     def write(self, value):
+        """Queue a frame; what the loop's current pass produces goes out in one write."""
         if not self.closed:
             payload = P.dumps(value)
-            self.transport.write(P.pack_len(len(payload)) + payload)
+            self.wbuf.append(P.pack_len(len(payload)))
+            self.wbuf.append(payload)
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.loop.call_soon(self.flush)
+
+    def flush(self):
+        self.flush_scheduled = False
+        if self.wbuf and not self.closed:
+            data = b"".join(self.wbuf)
+            self.wbuf.clear()
+            self.transport.write(data)
 
     def data_received(self, data):
         if self.buf:
@@ -749,6 +763,7 @@ class Worker:
         if not ok:
             log("ASGI lifespan shutdown failed: %s" % (message or "(no message)"))
         for conn in list(self.connections):
+            conn.flush()
             conn.transport.close()
         return 0
 
