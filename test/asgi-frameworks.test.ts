@@ -154,14 +154,22 @@ describe('raw ASGI echo with Python websockets clients', () => {
   })
 
   test('100 concurrent connections, text and 1 MB binary messages echoed intact', async () => {
-    const out = await python([join(APPS, 'ws_client.py'), `${wsOrigin}/ws/echo?py`, '100', String(1024 * 1024)])
+    const out = await python([
+      join(APPS, 'ws_client.py'),
+      `${wsOrigin}/ws/echo?py`,
+      '100',
+      String(1024 * 1024),
+    ])
     assert.deepEqual(JSON.parse(out), { connections: 100, text_ok: 100, binary_ok: 100 })
   })
 
   test('a client that drops its TCP connection: the app sees websocket.disconnect 1006', async () => {
     await python([join(APPS, 'ws_abrupt.py'), `${wsOrigin}/ws/echo?pyabrupt`])
     const file = join(markers, 'ws-echo-pyabrupt')
-    assert.equal(await eventually(() => existsSync(file) && readFileSync(file, 'utf8'), 'the disconnect'), '1006')
+    assert.equal(
+      await eventually(() => existsSync(file) && readFileSync(file, 'utf8'), 'the disconnect'),
+      '1006',
+    )
   })
 })
 
@@ -256,7 +264,11 @@ describe('Django 3.2 ASGI (get_asgi_application), no lifespan, through the libra
     t.after(() => new Promise<void>((r) => server.close(() => r())))
     const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
     assert.equal(await (await fetch(`${origin}/dj/`)).text(), 'hello from django')
-    const res = await fetch(`${origin}/dj/echo`, { method: 'POST', body: 'abc', headers: { 'x-test': 'yes' } })
+    const res = await fetch(`${origin}/dj/echo`, {
+      method: 'POST',
+      body: 'abc',
+      headers: { 'x-test': 'yes' },
+    })
     const body = (await res.json()) as Record<string, unknown>
     assert.deepEqual(body, {
       method: 'POST',
@@ -272,6 +284,9 @@ describe('Django 3.2 ASGI (get_asgi_application), no lifespan, through the libra
     assert.equal(lines.length, 1)
     assert.match(lines[0]!, /Django can only handle ASGI\/HTTP connections, not lifespan/)
     // A WebSocket to a Django app without channels: Django raises on the scope -> 500.
-    await assert.rejects(openWs(`${origin.replace('http', 'ws')}/dj/ws`), (err: { status?: number }) => err.status === 500)
+    await assert.rejects(
+      openWs(`${origin.replace('http', 'ws')}/dj/ws`),
+      (err: { status?: number }) => err.status === 500,
+    )
   })
 })

@@ -137,7 +137,10 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
       ],
       { gapMs: 50 },
     )
-    const json = JSON.parse(r.text.slice(r.text.indexOf('\r\n\r\n') + 4)) as { total: number; messages: number }
+    const json = JSON.parse(r.text.slice(r.text.indexOf('\r\n\r\n') + 4)) as {
+      total: number
+      messages: number
+    }
     assert.equal(json.total, 11)
     assert.ok(json.messages >= 2, `messages ${json.messages}`)
   })
@@ -216,7 +219,9 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     const r = await rawRequest(port, 'GET /wait-disconnect HTTP/1.1\r\nHost: x\r\n\r\n', { waitMs: 300 })
     assert.match(r.text, /waiting/)
     const text = await eventually(
-      () => existsSync(join(markers, 'wait-disconnect')) && readFileSync(join(markers, 'wait-disconnect'), 'utf8'),
+      () =>
+        existsSync(join(markers, 'wait-disconnect')) &&
+        readFileSync(join(markers, 'wait-disconnect'), 'utf8'),
       'the wait-disconnect marker',
     )
     assert.equal(text, 'disconnect then ClientDisconnected')
@@ -226,7 +231,8 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     const res = await fetch(`${origin}/raise`)
     assert.equal(res.status, 500)
     await eventually(
-      () => logLines(errorLog).find((l) => l.code === 'GH_ERR_ASGI_APP' && /boom in the app/.test(String(l.msg))),
+      () =>
+        logLines(errorLog).find((l) => l.code === 'GH_ERR_ASGI_APP' && /boom in the app/.test(String(l.msg))),
       'the traceback in the log',
     )
   })
@@ -251,7 +257,9 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     await eventually(
       () =>
         logLines(errorLog).find(
-          (l) => /GET \/sleep ran past its timeout/.test(String(l.msg)) && /asyncio.sleep\(3600\)|sleep/.test(String(l.msg)),
+          (l) =>
+            /GET \/sleep ran past its timeout/.test(String(l.msg)) &&
+            /asyncio.sleep\(3600\)|sleep/.test(String(l.msg)),
         ),
       'the stack in the log',
     )
@@ -260,12 +268,18 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
 
   test('many concurrent requests run at once on one worker', async () => {
     const n = 40
-    const all = await Promise.all([...Array(n)].map(() => fetch(`${origin}/concurrent?want=${n}`).then((r) => r.text())))
+    const all = await Promise.all(
+      [...Array(n)].map(() => fetch(`${origin}/concurrent?want=${n}`).then((r) => r.text())),
+    )
     assert.deepEqual(new Set(all), new Set(['together']))
   })
 
   test('lifespan state: set at startup, a shallow copy in each request', async () => {
-    const a = (await (await fetch(`${origin}/state`)).json()) as { started_by: number; pid: number; n: number }
+    const a = (await (await fetch(`${origin}/state`)).json()) as {
+      started_by: number
+      pid: number
+      n: number
+    }
     const b = (await (await fetch(`${origin}/state`)).json()) as { n: number }
     assert.equal(a.started_by, a.pid)
     assert.equal(b.n, a.n + 1)
@@ -308,7 +322,9 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     ws.close(4001, 'client done')
     await closed(ws)
     const code = await eventually(
-      () => existsSync(join(markers, 'ws-echo-textbin')) && readFileSync(join(markers, 'ws-echo-textbin'), 'utf8'),
+      () =>
+        existsSync(join(markers, 'ws-echo-textbin')) &&
+        readFileSync(join(markers, 'ws-echo-textbin'), 'utf8'),
       'the app to see the disconnect',
     )
     assert.equal(code, '4001')
@@ -319,7 +335,8 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     ws.close()
     await closed(ws)
     const code = await eventually(
-      () => existsSync(join(markers, 'ws-echo-nocode')) && readFileSync(join(markers, 'ws-echo-nocode'), 'utf8'),
+      () =>
+        existsSync(join(markers, 'ws-echo-nocode')) && readFileSync(join(markers, 'ws-echo-nocode'), 'utf8'),
       'the disconnect',
     )
     assert.equal(code, '1005')
@@ -331,7 +348,8 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     await nextMessage(ws)
     ws.terminate()
     const code = await eventually(
-      () => existsSync(join(markers, 'ws-echo-abrupt')) && readFileSync(join(markers, 'ws-echo-abrupt'), 'utf8'),
+      () =>
+        existsSync(join(markers, 'ws-echo-abrupt')) && readFileSync(join(markers, 'ws-echo-abrupt'), 'utf8'),
       'the disconnect',
     )
     assert.equal(code, '1006')
@@ -350,13 +368,16 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     await assert.rejects(openWs(`${wsOrigin()}/ws/deny`), (err: { status?: number }) => err.status === 403)
   })
 
-  test('websocket.http.response: the app\'s own status, headers and streamed body', async () => {
-    await assert.rejects(openWs(`${wsOrigin()}/ws/deny-response`), (err: { status?: number; body?: string; headers?: Record<string, string> }) => {
-      assert.equal(err.status, 401)
-      assert.equal(err.body, 'who are you?')
-      assert.equal(err.headers?.['www-authenticate'], 'Bearer')
-      return true
-    })
+  test("websocket.http.response: the app's own status, headers and streamed body", async () => {
+    await assert.rejects(
+      openWs(`${wsOrigin()}/ws/deny-response`),
+      (err: { status?: number; body?: string; headers?: Record<string, string> }) => {
+        assert.equal(err.status, 401)
+        assert.equal(err.body, 'who are you?')
+        assert.equal(err.headers?.['www-authenticate'], 'Bearer')
+        return true
+      },
+    )
   })
 
   test('an app that raises before accept: HTTP 500 and the traceback logged', async () => {
@@ -373,7 +394,8 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     const { code } = await closed(ws)
     assert.equal(code, 1009)
     const seen = await eventually(
-      () => existsSync(join(markers, 'ws-echo-toobig')) && readFileSync(join(markers, 'ws-echo-toobig'), 'utf8'),
+      () =>
+        existsSync(join(markers, 'ws-echo-toobig')) && readFileSync(join(markers, 'ws-echo-toobig'), 'utf8'),
       'the disconnect',
     )
     assert.equal(seen, '1009')
@@ -435,7 +457,22 @@ describe('ASGI lifespan', () => {
   test('startup failure: the worker says why and `gatehouse serve --asgi` exits 1', async () => {
     const child = spawn(
       process.execPath,
-      [CLI, 'serve', '--listen', '127.0.0.1:0', '--asgi', 'apps:app', '--chdir', APPS, '--python', PYTHON, '--workers', '1', '--env', 'LIFESPAN_FAIL=1'],
+      [
+        CLI,
+        'serve',
+        '--listen',
+        '127.0.0.1:0',
+        '--asgi',
+        'apps:app',
+        '--chdir',
+        APPS,
+        '--python',
+        PYTHON,
+        '--workers',
+        '1',
+        '--env',
+        'LIFESPAN_FAIL=1',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     )
     let stderr = ''
@@ -476,7 +513,20 @@ describe('ASGI lifespan', () => {
   test('factory form MODULE:create_app(...) and the CLI flags', async (t) => {
     const child = spawn(
       process.execPath,
-      [CLI, 'serve', '--listen', '127.0.0.1:0', '--asgi', "apps:create_app('hey there')", '--chdir', APPS, '--python', PYTHON, '--workers', '1'],
+      [
+        CLI,
+        'serve',
+        '--listen',
+        '127.0.0.1:0',
+        '--asgi',
+        "apps:create_app('hey there')",
+        '--chdir',
+        APPS,
+        '--python',
+        PYTHON,
+        '--workers',
+        '1',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     )
     t.after(() => {
@@ -496,6 +546,9 @@ describe('ASGI lifespan', () => {
     const exited = new Promise((resolve) => child.on('exit', resolve))
     child.kill('SIGTERM')
     assert.equal(await exited, 0)
-    assert.deepEqual(readdirSync(APPS).filter((f) => f.endsWith('.sock')), [])
+    assert.deepEqual(
+      readdirSync(APPS).filter((f) => f.endsWith('.sock')),
+      [],
+    )
   })
 })

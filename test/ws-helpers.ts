@@ -2,7 +2,10 @@
 import WebSocket from 'ws'
 
 /** Messages of a WebSocket, queued from the moment it exists (none is missed). */
-const queues = new WeakMap<WebSocket, { items: { data: Buffer; binary: boolean }[]; waiters: (() => void)[] }>()
+const queues = new WeakMap<
+  WebSocket,
+  { items: { data: Buffer; binary: boolean }[]; waiters: (() => void)[] }
+>()
 
 /** Open a WebSocket and resolve once open (or reject with the HTTP refusal). */
 export function openWs(
@@ -28,7 +31,13 @@ export function openWs(
       res.setEncoding('utf8')
       res.on('data', (d: string) => (body += d))
       res.on('end', () =>
-        reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode, body, headers: res.headers })),
+        reject(
+          Object.assign(new Error(`HTTP ${res.statusCode}`), {
+            status: res.statusCode,
+            body,
+            headers: res.headers,
+          }),
+        ),
       )
     })
     ws.once('error', reject)
@@ -46,6 +55,7 @@ export async function nextMessage(ws: WebSocket): Promise<{ data: Buffer; binary
 }
 
 export function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
-  return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+  return new Promise((resolve) =>
+    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  )
 }
-

@@ -27,7 +27,11 @@ function missingModule(module: string, packages: string): string | undefined {
   }
 }
 
-export function uvicornPeer(opts: { appDir: (tmpDir: string) => string; app: string; workers: number }): PeerDefinition {
+export function uvicornPeer(opts: {
+  appDir: (tmpDir: string) => string
+  app: string
+  workers: number
+}): PeerDefinition {
   return {
     name: 'uvicorn',
     unavailable: () =>
@@ -75,7 +79,17 @@ export function hypercornPeer(opts: {
     start: async (tmpDir, port) =>
       spawnServer(
         HYPERCORN,
-        ['-b', `127.0.0.1:${port}`, '-w', String(opts.workers), '--backlog', '1024', '-k', 'uvloop', opts.app],
+        [
+          '-b',
+          `127.0.0.1:${port}`,
+          '-w',
+          String(opts.workers),
+          '--backlog',
+          '1024',
+          '-k',
+          'uvloop',
+          opts.app,
+        ],
         { cwd: opts.appDir(tmpDir), graceMs: 5000 },
       ),
   }

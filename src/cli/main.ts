@@ -247,11 +247,17 @@ export function buildProgram(): Command {
       '--asgi <module:app>',
       'run a Python ASGI app (or MODULE:create_app()) at /, in Python workers: HTTP, WebSocket, lifespan',
     )
-    .option('--python <path>', 'interpreter for --wsgi/--asgi (default /usr/bin/python3 if present, else python3)')
+    .option(
+      '--python <path>',
+      'interpreter for --wsgi/--asgi (default /usr/bin/python3 if present, else python3)',
+    )
     .option('--chdir <dir>', 'working directory of the --wsgi/--asgi workers (default: the current one)')
     .option('--workers <n>', 'worker processes for --wsgi/--asgi (default 2)')
     .option('--threads <n>', 'threads per --wsgi worker (default 1)')
-    .option('--root-path <path>', 'prepended to SCRIPT_NAME (--wsgi) or root_path (--asgi) (the app is mounted there by a proxy)')
+    .option(
+      '--root-path <path>',
+      'prepended to SCRIPT_NAME (--wsgi) or root_path (--asgi) (the app is mounted there by a proxy)',
+    )
     .option('--env <name=value>', 'environment variable for the --wsgi/--asgi workers; repeatable', collect)
     .option(
       '--forwarded-allow-ips <cidr,...>',

@@ -28,10 +28,7 @@ import { refuse, sendError } from './respond.js'
 
 const APP_SPEC = z
   .string()
-  .regex(
-    /^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$/,
-    'MODULE:APP (e.g. main:app) or MODULE:factory()',
-  )
+  .regex(/^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$/, 'MODULE:APP (e.g. main:app) or MODULE:factory()')
 
 const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
   try {
@@ -124,7 +121,16 @@ export class AsgiHandler implements Handler {
     this.pool = new WorkerPool(
       {
         command: options.python,
-        args: ['-m', 'gatehouse_worker', '--socket', '{socket}', '--asgi', options.app, '--chdir', options.chdir],
+        args: [
+          '-m',
+          'gatehouse_worker',
+          '--socket',
+          '{socket}',
+          '--asgi',
+          options.app,
+          '--chdir',
+          options.chdir,
+        ],
         env: workerEnvironment(options.env),
         cwd: options.chdir,
       },

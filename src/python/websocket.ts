@@ -241,7 +241,8 @@ class WsSession implements SessionSink {
         if (this.credit > 0 && this.ws?.isPaused) this.ws.resume()
         return
       case FrameType.RESPONSE_START:
-        if (this.phase !== 'handshake') throw this.protocolError('websocket.http.response after the handshake')
+        if (this.phase !== 'handshake')
+          throw this.protocolError('websocket.http.response after the handshake')
         this.phase = 'denying'
         this.decided()
         try {
@@ -392,7 +393,8 @@ class WsSession implements SessionSink {
     const size = bytes ? bytes.length : text!.length
     const data = bytes ?? text!
     ws.send(data, { binary: bytes !== null }, (err) => {
-      if (!err && !this.ended) this.conn!.sendFrame({ type: FrameType.RESPONSE_CREDIT, id: this.id, bytes: size })
+      if (!err && !this.ended)
+        this.conn!.sendFrame({ type: FrameType.RESPONSE_CREDIT, id: this.id, bytes: size })
     })
   }
 
