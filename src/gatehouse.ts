@@ -110,6 +110,8 @@ export class Gatehouse {
   /** Replaced states whose handlers close once their in-flight requests end. */
   private readonly retiring = new Set<Promise<void>>()
   private readonly requestsOnSocket = new WeakMap<object, number>()
+  /** Sockets handed to a handler's upgrade() (WebSockets), until they close. */
+  private readonly upgraded = new Set<Duplex>()
   /** `uwsgi_listen`: requests arriving over uwsgi take the same path as HTTP ones. */
   private readonly uwsgi: UwsgiListeners
 
@@ -271,6 +273,8 @@ export class Gatehouse {
     const { handler, maxBodyBytes } = match.target
     const route = { index: match.index, prefix: match.prefix, params: match.params }
     const ctx = buildContext(req, res, parsed, route, maxBodyBytes, this.logs.error)
+    this.upgraded.add(socket)
+    socket.once('close', () => this.upgraded.delete(socket))
     const start = performance.now()
     const remoteAddress = connectionInfo(req).remoteAddress
     socket.once('close', () => {
@@ -367,8 +371,14 @@ export class Gatehouse {
     }
     for (const l of this.listeners) l.server.closeAllConnections()
     this.uwsgi.closeAll()
-    await Promise.all(closed)
-    await Promise.allSettled([...this.retiring, ...this.state.handlers.map((h) => h.close?.())])
+    // Upgraded connections (WebSockets) keep the listeners open until their handlers close
+    // them (with a close frame); whatever is left after that is cut.
+    await Promise.all([
+      Promise.all(closed),
+      Promise.allSettled([...this.retiring, ...this.state.handlers.map((h) => h.close?.())]).then(() => {
+        for (const socket of this.upgraded) socket.destroy()
+      }),
+    ])
     this.logs.flush()
   }
 }

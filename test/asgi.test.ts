@@ -510,6 +510,28 @@ describe('ASGI lifespan', () => {
     await eventually(() => existsSync(join(dir, `shutdown-${pid}`)), 'lifespan shutdown')
   })
 
+  test('stop: open WebSockets are closed with 1012 (the app sees it), then lifespan shutdown', async (t) => {
+    const dir = tempDir(t, 'gh-asgi-stop-')
+    const running = await startGatehouse(
+      { after: (fn) => t.after(fn) },
+      {
+        routes: [
+          {
+            path: '/',
+            asgi: { app: 'apps:app', python: PYTHON, chdir: APPS, workers: 1, env: { MARKER_DIR: dir } },
+          },
+        ],
+      },
+    )
+    const pid = await (await fetch(`${running.origin}/pid`)).text()
+    const { ws } = await openWs(`${running.origin.replace('http', 'ws')}/ws/echo?stop`)
+    const wsClosed = closed(ws)
+    await running.gatehouse.close(5000)
+    assert.equal((await wsClosed).code, 1012)
+    assert.equal(readFileSync(join(dir, 'ws-echo-stop'), 'utf8'), '1012')
+    assert.equal(readFileSync(join(dir, `shutdown-${pid}`), 'utf8'), 'clean')
+  })
+
   test('factory form MODULE:create_app(...) and the CLI flags', async (t) => {
     const child = spawn(
       process.execPath,
