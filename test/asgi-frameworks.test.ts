@@ -47,6 +47,18 @@ describe('Starlette (python3-starlette) on the asgi action', () => {
       limits: { max_body_bytes: '20MB' },
       routes: [
         {
+          // Starlette 0.26 routes on `path` without root_path (the older convention).
+          path: '/old',
+          asgi: {
+            app: 'starlette_app:app',
+            python: PYTHON,
+            chdir: APPS,
+            workers: 1,
+            env: ENV,
+            path_includes_root_path: false,
+          },
+        },
+        {
           path: '/',
           asgi: { app: 'starlette_app:app', python: PYTHON, chdir: APPS, workers: 1, env: ENV },
         },
@@ -65,6 +77,13 @@ describe('Starlette (python3-starlette) on the asgi action', () => {
     assert.match(String(body.url), /^http:\/\/127\.0\.0\.1:\d+\/users\/42\?q=x%20y$/)
     assert.equal(body.client, '127.0.0.1')
     assert.equal((await fetch(`${origin}/users/abc`)).status, 404)
+  })
+
+  test('mounted under a prefix with path_includes_root_path = false (Starlette before 0.33)', async () => {
+    const body = (await (await fetch(`${origin}/old/users/7?q=1`)).json()) as Record<string, unknown>
+    assert.equal(body.id, 7)
+    assert.equal(body.root_path, '/old')
+    assert.match(String(body.url), /\/old\/users\/7\?q=1$/)
   })
 
   test('JSON request body', async () => {

@@ -60,6 +60,7 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
       limits: { max_body_bytes: '20MB' },
       routes: [
         { path: '/mnt', asgi: { ...asgi, root_path: '/base' } },
+        { path: '/fwd', asgi: { ...asgi, forwarded_allow_ips: ['127.0.0.1'] } },
         { path: '/', asgi },
       ],
     })
@@ -108,6 +109,16 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     assert.equal(scope.root_path, '/base/mnt')
     assert.equal(scope.path, '/base/mnt/x/scope')
     assert.equal(bytesOf(scope.raw_path), '/mnt/x/scope')
+  })
+
+  test('forwarded_allow_ips: client and scheme from X-Forwarded-For/Proto of a trusted peer only', async () => {
+    const headers = { 'x-forwarded-for': '203.0.113.7, 127.0.0.1', 'x-forwarded-proto': 'https' }
+    const trusted = await scopeOf('/fwd/scope', { headers })
+    assert.deepEqual(trusted.client, ['203.0.113.7', 0])
+    assert.equal(trusted.scheme, 'https')
+    const untrusted = await scopeOf('/scope', { headers })
+    assert.equal((untrusted.client as unknown[])[0], '127.0.0.1')
+    assert.equal(untrusted.scheme, 'http')
   })
 
   test('HTTP/1.0 is http_version "1.0"', async () => {
