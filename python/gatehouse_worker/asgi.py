@@ -758,6 +758,12 @@ class Worker:
         for conn in list(self.connections):
             conn.close_websockets(1012)
         while self.active() and not self.orphaned():
+            # A request whose client is gone has no one to answer: cancel it rather than
+            # wait for it (an app that ignores http.disconnect would hold the stop).
+            for c in self.active():
+                if c.disconnected and not c.cancelled and c.task is not None:
+                    c.cancelled = True
+                    c.task.cancel()
             await asyncio.sleep(0.05)
         ok, message = await lifespan.shutdown()
         if not ok:
