@@ -12,7 +12,11 @@ import { buildContext, parseRequest, runHandler } from './server/context.js'
 import { type BoundAddress as ListeningAddress, bindServer } from './server/bind.js'
 import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
 import { upgradeResponse } from './server/upgrade.js'
-import { UwsgiListeners } from './server/uwsgi-listeners.js'
+import { uwsgiListeners } from './server/uwsgi-listeners.js'
+import { fastcgiListeners } from './server/fastcgi-listeners.js'
+import type { FastCGIServer } from './server/fastcgi-server.js'
+import type { GatewayListeners } from './server/gateway-listeners.js'
+import type { UwsgiServer } from './server/uwsgi-server.js'
 import type { ActionDefinition, Handler } from './types.js'
 
 interface RouteEntry {
@@ -113,7 +117,9 @@ export class Gatehouse {
   /** Sockets handed to a handler's upgrade() (WebSockets), until they close. */
   private readonly upgraded = new Set<Duplex>()
   /** `uwsgi_listen`: requests arriving over uwsgi take the same path as HTTP ones. */
-  private readonly uwsgi: UwsgiListeners
+  private readonly uwsgi: GatewayListeners<UwsgiServer>
+  /** `fastcgi_listen`: requests arriving over FastCGI take the same path as HTTP ones. */
+  private readonly fastcgi: GatewayListeners<FastCGIServer>
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -122,7 +128,8 @@ export class Gatehouse {
     this.logs = new Logs(config.log)
     this.state = buildState(config, this.logs)
     this.handler = (req, res) => this.handle(req, res)
-    this.uwsgi = new UwsgiListeners(this.handler, this.logs.error)
+    this.uwsgi = uwsgiListeners(this.handler, this.logs.error)
+    this.fastcgi = fastcgiListeners(this.handler, this.logs.error)
   }
 
   get config(): GatehouseConfig {
@@ -136,6 +143,7 @@ export class Gatehouse {
     await this.ready()
     for (const text of this.state.config.listen) await this.openListener(parseListenAddress(text))
     await this.uwsgi.reconcile(this.state.config)
+    await this.fastcgi.reconcile(this.state.config)
     return this.addresses()
   }
 
@@ -152,6 +160,20 @@ export class Gatehouse {
   /** The bound `uwsgi_listen` addresses. */
   uwsgiAddresses(): ListeningAddress[] {
     return this.uwsgi.addresses()
+  }
+
+  /** The bound `fastcgi_listen` addresses. */
+  fastcgiAddresses(): ListeningAddress[] {
+    return this.fastcgi.addresses()
+  }
+
+  /** Connections and requests each `fastcgi_listen` listener has accepted, in config order. */
+  fastcgiStats(): { address: string; connections: number; requests: number }[] {
+    return this.fastcgi.servers().map((server, i) => ({
+      address: this.fastcgi.addresses()[i]!.address,
+      connections: server.connectionsAccepted,
+      requests: server.requestsStarted,
+    }))
   }
 
   addresses(): ListeningAddress[] {
@@ -332,6 +354,7 @@ export class Gatehouse {
         if (!this.listeners.some((l) => l.spec.text === w.text)) await this.openListener(w)
       }
       await this.uwsgi.reconcile(config)
+      await this.fastcgi.reconcile(config)
     }
     // The old handlers finish what they have in flight before they are closed; reload
     // itself does not wait for that (a long download must not hold up the next reload).
@@ -358,6 +381,7 @@ export class Gatehouse {
     this.closing = true
     const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())))
     closed.push(this.uwsgi.stopAccepting())
+    closed.push(this.fastcgi.stopAccepting())
     for (const l of this.listeners) l.server.closeIdleConnections()
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
@@ -371,6 +395,7 @@ export class Gatehouse {
     }
     for (const l of this.listeners) l.server.closeAllConnections()
     this.uwsgi.closeAll()
+    this.fastcgi.closeAll()
     // Upgraded connections (WebSockets) keep the listeners open until their handlers close
     // them (with a close frame); whatever is left after that is cut.
     await Promise.all([

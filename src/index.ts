@@ -77,6 +77,14 @@ export {
   type WorkerFrame,
 } from './protocol/worker.js'
 export { createUwsgiServer, UwsgiServer, type UwsgiServerOptions } from './server/uwsgi-server.js'
+export {
+  createFastCGIServer,
+  FastCGIServer,
+  type FastCGIRequestInfo,
+  type FastCGIServerOptions,
+  fastcgiRequestInfo,
+} from './server/fastcgi-server.js'
+export { type GatewayRequestHead, requestFromGatewayVars } from './protocol/gateway-vars.js'
 export { buildCgiMeta, type CgiMetaInput, headerMetaName } from './protocol/cgi-meta.js'
 export {
   type CgiParseResult,

@@ -18,6 +18,8 @@ export interface ServeFlags {
   uwsgiPass?: string[]
   uwsgiListen?: string[]
   uwsgiAllow?: string[]
+  fastcgiListen?: string[]
+  fastcgiAllow?: string[]
   phpCgi?: string
   pm?: string
   maxChildren?: string
@@ -96,6 +98,9 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   if (flags.uwsgiListen && flags.uwsgiListen.length > 0)
     out.uwsgi_listen = flags.uwsgiListen.map((a) => unixPathFrom(a, cwd))
   if (flags.uwsgiAllow && flags.uwsgiAllow.length > 0) out.uwsgi_allow = flags.uwsgiAllow
+  if (flags.fastcgiListen && flags.fastcgiListen.length > 0)
+    out.fastcgi_listen = flags.fastcgiListen.map((a) => unixPathFrom(a, cwd))
+  if (flags.fastcgiAllow && flags.fastcgiAllow.length > 0) out.fastcgi_allow = flags.fastcgiAllow
   const interpreters = cgiInterpreters(flags.cgiInterpreter ?? [])
   if (interpreters && (flags.cgi ?? []).length === 0) {
     const problem = '--cgi-interpreter applies to the routes that --cgi adds, and no --cgi was given'

@@ -240,6 +240,16 @@ export function buildProgram(): Command {
       collect,
     )
     .option(
+      '--fastcgi-listen <address>',
+      'also accept FastCGI requests (nginx fastcgi_pass; responder role) on host:port or unix:/path; repeatable',
+      collect,
+    )
+    .option(
+      '--fastcgi-allow <cidr>',
+      'addresses or CIDR blocks allowed to connect to --fastcgi-listen over TCP (default loopback); repeatable',
+      collect,
+    )
+    .option(
       '--wsgi <module:callable>',
       'run a Python WSGI app (or MODULE:create_app()) at /, in Python workers',
     )

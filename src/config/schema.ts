@@ -6,6 +6,7 @@ import type { SchemaEnv } from '../types.js'
 import { filePath } from './paths.js'
 import { strictObject } from './strict.js'
 import { duration, size } from './units.js'
+import { fastcgiListenerShape } from './fastcgi-listen.js'
 import { uwsgiListenerShape } from './uwsgi-listen.js'
 
 const METHOD = z
@@ -118,6 +119,7 @@ export function configSchema(env: SchemaEnv) {
     limits: limitsSchema().prefault({}),
     routes: z.array(routeSchema(env)).default([]),
     ...uwsgiListenerShape(),
+    ...fastcgiListenerShape(),
   })
 }
 

@@ -1,33 +1,13 @@
-import { z } from 'zod'
+import { allowList, listenAddresses } from './listen.js'
 import { UWSGI_MAX_VARS_BYTES } from '../protocol/uwsgi.js'
-import { parseListenAddress } from '../server/listen-address.js'
-import { DEFAULT_UWSGI_ALLOW, parseAllowList } from '../server/uwsgi-server.js'
+import { DEFAULT_UWSGI_ALLOW } from '../server/uwsgi-server.js'
 import { size } from './units.js'
-
-const LISTEN = z.string().superRefine((value, ctx) => {
-  try {
-    parseListenAddress(value)
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message })
-  }
-})
-
-const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
-  try {
-    parseAllowList([value])
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message })
-  }
-})
 
 /** Top-level keys for the uwsgi listeners (docs/uwsgi.md), spread into the config schema. */
 export function uwsgiListenerShape() {
   return {
-    uwsgi_listen: z
-      .union([LISTEN, z.array(LISTEN)])
-      .transform((v) => (Array.isArray(v) ? v : [v]))
-      .default([]),
-    uwsgi_allow: z.array(ALLOW_ENTRY).default([...DEFAULT_UWSGI_ALLOW]),
+    uwsgi_listen: listenAddresses(),
+    uwsgi_allow: allowList(DEFAULT_UWSGI_ALLOW),
     uwsgi_max_vars_bytes: size
       .prefault(UWSGI_MAX_VARS_BYTES)
       .refine(

@@ -9,7 +9,7 @@
  * Listener side (`requestFromUwsgiVars`): the HTTP request a web server (nginx `uwsgi_pass`)
  * described in vars.
  */
-import { GatehouseError } from '../errors.js'
+import { type GatewayRequestHead, requestFromGatewayVars } from './gateway-vars.js'
 import type { UwsgiVarPairs, UwsgiVarValue } from './uwsgi.js'
 
 export interface UwsgiVarsInput {
@@ -112,101 +112,10 @@ export function buildUwsgiVars(input: UwsgiVarsInput): [string, UwsgiVarValue][]
   return [...vars]
 }
 
-/** The HTTP request described by a uwsgi vars block. */
-export interface UwsgiRequestHead {
-  method: string
-  /** Request-target: REQUEST_URI, or PATH_INFO (re-encoded) and QUERY_STRING. */
-  url: string
-  /** `1.1` or `1.0`, from SERVER_PROTOCOL. */
-  httpVersion: string
-  /** Header names (lower case) and values, flat; from HTTP_*, CONTENT_TYPE, CONTENT_LENGTH. */
-  rawHeaders: string[]
-  /** REMOTE_ADDR ('' for a Unix-socket client, which nginx reports as `unix:`). */
-  remoteAddress: string | undefined
-  remotePort: number | undefined
-  /** SERVER_PORT: the port the web server accepted the request on. */
-  serverPort: number | undefined
-  /** HTTPS=on, or REQUEST_SCHEME / UWSGI_SCHEME https. */
-  secure: boolean
-}
-
-const METHOD = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/
-/** Vars whose HTTP_* form is framing the uwsgi packet itself replaces. */
-const IGNORED_HTTP_VARS = new Set(['HTTP_CONTENT_LENGTH', 'HTTP_CONTENT_TYPE', 'HTTP_TRANSFER_ENCODING'])
-
-/** Percent-encode the bytes (one latin1 char each) of a decoded path: PATH_INFO arrives decoded. */
-function encodePath(latin1: string): string {
-  return latin1.replace(
-    /[^A-Za-z0-9\-._~!$&'()*+,;=:@/]/g,
-    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`,
-  )
-}
-
-const portOf = (value: string | undefined) => {
-  if (value === undefined || !/^\d{1,5}$/.test(value)) return undefined
-  const port = Number(value)
-  return port <= 65535 ? port : undefined
-}
+/** The HTTP request described by a uwsgi vars block (the same shape as a FastCGI one). */
+export type UwsgiRequestHead = GatewayRequestHead
 
 /** Throws GH_ERR_UWSGI_PACKET when the vars cannot describe an HTTP request. */
 export function requestFromUwsgiVars(vars: UwsgiVarPairs): UwsgiRequestHead {
-  // A repeated var: the last one wins, as in uWSGI's environ (a later `uwsgi_param` overrides
-  // one from an included uwsgi_params). Repeated HTTP_* vars are repeated header lines.
-  const named = new Map<string, string>()
-  const rawHeaders: string[] = []
-  for (const [name, value] of vars) {
-    if (name.startsWith('HTTP_')) {
-      if (IGNORED_HTTP_VARS.has(name) || name.length === 5) continue
-      if (BAD_VALUE.test(value))
-        throw new GatehouseError('GH_ERR_UWSGI_PACKET', `control character in ${name.slice(0, 64)}`)
-      rawHeaders.push(name.slice(5).toLowerCase().replaceAll('_', '-'), value)
-    } else named.set(name, value)
-  }
-  const method = named.get('REQUEST_METHOD')
-  if (method === undefined || !METHOD.test(method))
-    throw new GatehouseError(
-      'GH_ERR_UWSGI_PACKET',
-      method === undefined ? 'no REQUEST_METHOD' : 'invalid REQUEST_METHOD',
-    )
-  for (const [name, header] of [
-    ['CONTENT_TYPE', 'content-type'],
-    ['CONTENT_LENGTH', 'content-length'],
-  ] as const) {
-    const value = named.get(name)
-    if (value === undefined || value === '') continue
-    if (BAD_VALUE.test(value)) throw new GatehouseError('GH_ERR_UWSGI_PACKET', `control character in ${name}`)
-    rawHeaders.push(header, value)
-  }
-  let url = named.get('REQUEST_URI') ?? ''
-  if (url === '') {
-    const query = named.get('QUERY_STRING') ?? ''
-    url = encodePath(named.get('PATH_INFO') || '/') + (query === '' ? '' : `?${query}`)
-  }
-  if (BAD_VALUE.test(url) || url.includes(' '))
-    throw new GatehouseError('GH_ERR_UWSGI_PACKET', 'invalid REQUEST_URI')
-  const protocol = /^HTTP\/1\.([01])$/.exec(named.get('SERVER_PROTOCOL') ?? '')
-  const remote = named.get('REMOTE_ADDR')
-  const https = (named.get('HTTPS') ?? '').toLowerCase()
-  return {
-    method,
-    url,
-    httpVersion: protocol ? `1.${protocol[1]}` : '1.1',
-    rawHeaders,
-    remoteAddress:
-      remote === undefined
-        ? undefined
-        : remote === 'unix:'
-          ? ''
-          : remote.startsWith('::ffff:')
-            ? remote.slice(7)
-            : remote,
-    remotePort: portOf(named.get('REMOTE_PORT')),
-    serverPort: portOf(named.get('SERVER_PORT')),
-    secure:
-      https === 'on' ||
-      https === '1' ||
-      named.get('REQUEST_SCHEME') === 'https' ||
-      named.get('UWSGI_SCHEME') === 'https',
-  }
+  return requestFromGatewayVars(vars, 'GH_ERR_UWSGI_PACKET')
 }

@@ -10,17 +10,19 @@
  * forwarded_allow_ips); Unix sockets are guarded by their file permissions.
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
-import { BlockList, isIP, Server, type Socket } from 'node:net'
+import { type BlockList, isIP, Server, type Socket } from 'node:net'
 import pino, { type Logger } from 'pino'
 import { ERROR_CODES, GatehouseError } from '../errors.js'
 import { sendStatus } from '../handlers/respond.js'
 import { UWSGI_MAX_VARS_BYTES, UwsgiRequestParser, type UwsgiRequestEvent } from '../protocol/uwsgi.js'
 import { requestFromUwsgiVars } from '../protocol/uwsgi-vars.js'
+import { LOOPBACK, parseAllowList } from './allow-list.js'
 import { createGatewayExchange, type GatewayExchange } from './gateway-request.js'
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
 
-export const DEFAULT_UWSGI_ALLOW: readonly string[] = ['127.0.0.1', '::1']
+export const DEFAULT_UWSGI_ALLOW: readonly string[] = LOOPBACK
+export { parseAllowList }
 
 export interface UwsgiServerOptions {
   /**
@@ -39,27 +41,6 @@ export interface UwsgiServerOptions {
 const LINGER_MS = 5000
 
 const stripMapped = (addr: string | undefined) => (addr?.startsWith('::ffff:') ? addr.slice(7) : addr)
-
-/** `uwsgi_allow` entries -> BlockList; throws an Error naming the first bad entry. */
-export function parseAllowList(entries: readonly string[]): BlockList {
-  const list = new BlockList()
-  for (const entry of entries) {
-    const [address, bits, extra] = entry.trim().split('/')
-    const family = isIP(address ?? '')
-    if (family === 0 || extra !== undefined)
-      throw new Error(`not an IP address or CIDR block: ${JSON.stringify(entry)}`)
-    const type = family === 4 ? 'ipv4' : 'ipv6'
-    if (bits === undefined) {
-      list.addAddress(address!, type)
-      continue
-    }
-    const prefix = Number(bits)
-    if (!/^\d{1,3}$/.test(bits) || prefix > (family === 4 ? 32 : 128))
-      throw new Error(`bad prefix length in ${JSON.stringify(entry)}`)
-    list.addSubnet(address!, prefix, type)
-  }
-  return list
-}
 
 export class UwsgiServer extends Server {
   private readonly handler: RequestListener
