@@ -51,7 +51,6 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
       python: PYTHON,
       chdir: APPS,
       workers: 1,
-      timeout: '2s',
       ws_max_message: '1MB',
       env: { MARKER_DIR: markers, PYTHONDONTWRITEBYTECODE: '1' },
     }
@@ -61,6 +60,8 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
       routes: [
         { path: '/mnt', asgi: { ...asgi, root_path: '/base' } },
         { path: '/fwd', asgi: { ...asgi, forwarded_allow_ips: ['127.0.0.1'] } },
+        { path: '/short', asgi: { ...asgi, timeout: '1s' } },
+        { exact: '/plain', return: { status: 200, body: 'plain route' } },
         { path: '/', asgi },
       ],
     })
@@ -261,20 +262,20 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
   })
 
   test('timeout: 504, the task stack is logged, the task cancelled (the worker lives on)', async () => {
-    const pidBefore = await (await fetch(`${origin}/pid`)).text()
-    const res = await fetch(`${origin}/sleep`)
+    const pidBefore = await (await fetch(`${origin}/short/pid`)).text()
+    const res = await fetch(`${origin}/short/sleep`)
     assert.equal(res.status, 504)
     await eventually(() => existsSync(join(markers, 'sleep-cancelled')), 'the app to see CancelledError')
     await eventually(
       () =>
         logLines(errorLog).find(
           (l) =>
-            /GET \/sleep ran past its timeout/.test(String(l.msg)) &&
+            /GET \/short\/sleep ran past its timeout/.test(String(l.msg)) &&
             /asyncio.sleep\(3600\)|sleep/.test(String(l.msg)),
         ),
       'the stack in the log',
     )
-    assert.equal(await (await fetch(`${origin}/pid`)).text(), pidBefore)
+    assert.equal(await (await fetch(`${origin}/short/pid`)).text(), pidBefore)
   })
 
   test('many concurrent requests run at once on one worker', async () => {
@@ -453,6 +454,16 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
       'GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n',
     )
     assert.equal(r.status, 400)
+  })
+
+  test('a WebSocket upgrade to a route without WebSockets is served as plain HTTP', async () => {
+    const r = await rawRequest(
+      port,
+      'GET /plain HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    )
+    assert.equal(r.status, 200)
+    assert.match(r.text, /plain route$/)
+    assert.ok(r.closedByServer)
   })
 
   test('an Upgrade to something else is served as plain HTTP', async () => {

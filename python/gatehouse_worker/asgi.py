@@ -757,13 +757,16 @@ class Worker:
             pass
         for conn in list(self.connections):
             conn.close_websockets(1012)
+        stop_started = time.monotonic()
         while self.active() and not self.orphaned():
-            # A request whose client is gone has no one to answer: cancel it rather than
-            # wait for it (an app that ignores http.disconnect would hold the stop).
-            for c in self.active():
-                if c.disconnected and not c.cancelled and c.task is not None:
-                    c.cancelled = True
-                    c.task.cancel()
+            # An HTTP request whose client is gone has no one to answer: after a second to
+            # end on its own it is cancelled rather than waited for (an app that ignores
+            # http.disconnect would hold the stop until Node kills the worker).
+            if time.monotonic() - stop_started > 1.0:
+                for c in self.active():
+                    if type(c) is HttpCycle and c.disconnected and not c.cancelled and c.task is not None:
+                        c.cancelled = True
+                        c.task.cancel()
             await asyncio.sleep(0.05)
         ok, message = await lifespan.shutdown()
         if not ok:

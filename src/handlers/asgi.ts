@@ -14,29 +14,22 @@ import { GatehouseError } from '../errors.js'
 import { poolSettings, WorkerPool, type WorkerLease } from '../process/supervisor.js'
 import { type AsgiScopeParts, encodeAsgiRequest } from '../python/asgi-scope.js'
 import { defaultPython } from '../python/locate.js'
-import { BridgeConnections, ForwardedResolver, workerEnvironment } from '../python/python-pool.js'
+import {
+  ALLOW_ENTRY,
+  APP_SPEC,
+  BridgeConnections,
+  ForwardedResolver,
+  workerEnvironment,
+} from '../python/python-pool.js'
 import { AsgiWebSockets, isWebSocketUpgrade } from '../python/websocket.js'
 import { expectsContinue } from '../python/worker-client.js'
 import { CONTINUE_DEFERRED } from '../server/connection.js'
 import { buildContext, parseRequest } from '../server/context.js'
 import { upgradeResponse } from '../server/upgrade.js'
-import { parseAllowList } from '../server/uwsgi-server.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { ClientCancel } from './client-cancel.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import { refuse, sendError } from './respond.js'
-
-const APP_SPEC = z
-  .string()
-  .regex(/^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$/, 'MODULE:APP (e.g. main:app) or MODULE:factory()')
-
-const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
-  try {
-    parseAllowList([value])
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message })
-  }
-})
 
 export function asgiSchema(env: SchemaEnv) {
   return strictObject({

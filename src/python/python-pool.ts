@@ -2,12 +2,30 @@
  * What the wsgi and asgi actions share: the workers' environment, one bridge connection
  * per worker, and which proxies' X-Forwarded-For / X-Forwarded-Proto are believed.
  */
-import { type BlockList, isIP } from 'node:net'
 import type { IncomingMessage } from 'node:http'
+import { type BlockList, isIP } from 'node:net'
+import { z } from 'zod'
 import type { WorkerLease } from '../process/supervisor.js'
 import { parseAllowList } from '../server/uwsgi-server.js'
 import { PYTHON_PACKAGE_DIR } from './locate.js'
 import { WorkerConnection } from './worker-client.js'
+
+/** MODULE:NAME, MODULE:obj.attr, or the factory form MODULE:create_app(...). */
+export const APP_SPEC = z
+  .string()
+  .regex(
+    /^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$/,
+    'MODULE:APP (e.g. main:app or myproject.wsgi:application) or MODULE:factory()',
+  )
+
+/** One entry of forwarded_allow_ips: an IP or a CIDR block. */
+export const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
+  try {
+    parseAllowList([value])
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+  }
+})
 
 /** Environment variables a worker gets from ours, besides the app's own. */
 export const PASSED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME']
