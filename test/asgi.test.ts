@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -442,6 +442,32 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
       assert.equal(got[i]![0], i)
       assert.ok(got[i]!.subarray(1).equals(big))
     }
+    ws.close()
+    await closed(ws)
+  })
+
+  test('WebSocket flow control: an app that takes no messages stops reading the client (it buffers), then all arrive', async () => {
+    const { ws } = await openWs(`${wsOrigin()}/ws/slow-reader`)
+    const piece = Buffer.alloc(512 * 1024, 0x61)
+    const total = 64 * piece.length
+    for (let i = 0; i < 63; i++) ws.send(piece)
+    ws.send(Buffer.concat([Buffer.from('!'), piece.subarray(1)]))
+    // Stalled: the client's buffer stops draining across 20 looks, 25 ms apart.
+    let last = -1
+    let same = 0
+    await eventually(
+      () => {
+        const now = ws.bufferedAmount
+        same = now === last ? same + 1 : 0
+        last = now
+        return same >= 20
+      },
+      'the client buffer to stop draining',
+      60_000,
+    )
+    assert.ok(last > total / 2, `only ${last} of ${total} bytes left unread by Gatehouse`)
+    writeFileSync(join(markers, 'go'), '')
+    assert.equal((await nextMessage(ws)).data.toString(), String(total))
     ws.close()
     await closed(ws)
   })
