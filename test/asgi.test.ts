@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
+import { type IncomingMessage, request } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { CLI, FIXTURES, PYTHON, rawRequest, startGatehouse, tempDir } from './helpers.js'
@@ -199,7 +199,7 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
     const size = 64 * 1024 * 1024
     const progress = join(markers, 'big-progress')
     const sentSoFar = () => (existsSync(progress) ? Number(readFileSync(progress, 'utf8')) : 0)
-    let res!: import('node:http').IncomingMessage
+    let res!: IncomingMessage
     const req = request(`${origin}/big?size=${size}`)
     await new Promise<void>((resolve, reject) => {
       req.on('response', (r) => {
