@@ -519,6 +519,32 @@ describe('ASGI: HTTP and WebSocket scopes through the bridge (raw ASGI apps)', (
   })
 })
 
+describe('ASGI worker crashes', () => {
+  test('a worker that dies: 502 before the response, a cut response after, WebSockets closed 1011; a new worker serves', async (t) => {
+    const running = await startGatehouse(
+      { after: (fn) => t.after(fn) },
+      { routes: [{ path: '/', asgi: { app: 'apps:app', python: PYTHON, chdir: APPS, workers: 1 } }] },
+    )
+    const { ws } = await openWs(`${running.origin.replace('http', 'ws')}/ws/echo?crash`)
+    const wsClosed = closed(ws)
+    const early = await fetch(`${running.origin}/crash-early`)
+    assert.equal(early.status, 502)
+    assert.equal((await wsClosed).code, 1011)
+    const r = await rawRequest(running.port, 'GET /crash HTTP/1.1\r\nHost: x\r\n\r\n', { waitMs: 5000 })
+    assert.equal(r.status, 200)
+    assert.ok(r.closedByServer)
+    assert.ok(!r.text.endsWith('0\r\n\r\n'))
+    // The pool replaces the worker: requests are served again.
+    let pid = ''
+    for (let i = 0; i < 200 && !/^\d+$/.test(pid); i++) {
+      const x = await fetch(`${running.origin}/pid`).catch(() => null)
+      pid = x && x.status === 200 ? await x.text() : ''
+      if (!/^\d+$/.test(pid)) await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    assert.match(pid, /^\d+$/)
+  })
+})
+
 describe('ASGI lifespan', () => {
   test('startup failure: the worker says why and `gatehouse serve --asgi` exits 1', async () => {
     const child = spawn(
