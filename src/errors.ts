@@ -42,6 +42,10 @@ export const ERROR_CODES = {
   GH_ERR_WORKER_PROTOCOL: { status: 502, message: 'Python worker broke the bridge protocol' },
   GH_ERR_WORKER_GONE: { status: 502, message: 'Python worker died or closed its connection mid-request' },
   GH_ERR_WSGI_APP: { status: 500, message: 'the WSGI application failed' },
+  GH_ERR_ASGI_APP: { status: 500, message: 'the ASGI application failed' },
+  GH_ERR_ASGI_TIMEOUT: { status: 504, message: 'the ASGI request ran past its timeout and was cancelled' },
+  GH_ERR_WEBSOCKET_HANDSHAKE: { status: 400, message: 'invalid WebSocket handshake' },
+  GH_ERR_WEBSOCKET_DENIED: { status: 403, message: 'the application refused the WebSocket' },
   GH_ERR_OVERLOADED: { status: 503, message: 'server is overloaded; retry later' },
   GH_ERR_WORKER_START: { status: 503, message: 'worker pool cannot start its workers' },
   GH_ERR_WORKER_TIMEOUT: {

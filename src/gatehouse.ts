@@ -11,6 +11,7 @@ import { CONTINUE_DEFERRED, connectionInfo } from './server/connection.js'
 import { buildContext, parseRequest, runHandler } from './server/context.js'
 import { type BoundAddress as ListeningAddress, bindServer } from './server/bind.js'
 import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
+import { upgradeResponse } from './server/upgrade.js'
 import { uwsgiListeners } from './server/uwsgi-listeners.js'
 import { fastcgiListeners } from './server/fastcgi-listeners.js'
 import type { FastCGIServer } from './server/fastcgi-server.js'
@@ -113,6 +114,8 @@ export class Gatehouse {
   /** Replaced states whose handlers close once their in-flight requests end. */
   private readonly retiring = new Set<Promise<void>>()
   private readonly requestsOnSocket = new WeakMap<object, number>()
+  /** Sockets handed to a handler's upgrade() (WebSockets), until they close. */
+  private readonly upgraded = new Set<Duplex>()
   /** `uwsgi_listen`: requests arriving over uwsgi take the same path as HTTP ones. */
   private readonly uwsgi: GatewayListeners<UwsgiServer>
   /** `fastcgi_listen`: requests arriving over FastCGI take the same path as HTTP ones. */
@@ -189,6 +192,9 @@ export class Gatehouse {
       socket.on('error', () => socket.destroy())
       endWithStatus(socket, 501)
     })
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.handleUpgrade(req, socket, head),
+    )
     const bound: ListeningAddress = await bindServer(server, spec)
     server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
     this.listeners.push({ spec, server, bound })
@@ -266,6 +272,51 @@ export class Gatehouse {
     }
     const route = { index: match.index, prefix: match.prefix, params: match.params }
     runHandler(handler, buildContext(req, res, parsed, route, maxBodyBytes, this.logs.error))
+  }
+
+  /**
+   * An `Upgrade:` request (WebSocket): routed like any request; a handler with `upgrade()`
+   * takes the socket, any other serves it as plain HTTP on a response put back on the
+   * socket (the connection closes after it).
+   */
+  private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const res = upgradeResponse(req, socket)
+    const state = this.state
+    const parsed = parseRequest(req, state.config.limits.max_headers)
+    const match =
+      typeof parsed === 'string' ? null : state.router.match(parsed.host, parsed.target.path, parsed.method)
+    if (typeof parsed === 'string' || match?.kind !== 'found' || !match.target.handler.upgrade) {
+      if (head.length > 0) socket.unshift(head)
+      this.handle(req, res)
+      return
+    }
+    if (this.closing) {
+      sendStatus(res, 503, {})
+      return
+    }
+    const { handler, maxBodyBytes } = match.target
+    const route = { index: match.index, prefix: match.prefix, params: match.params }
+    const ctx = buildContext(req, res, parsed, route, maxBodyBytes, this.logs.error)
+    this.upgraded.add(socket)
+    socket.once('close', () => this.upgraded.delete(socket))
+    const start = performance.now()
+    const remoteAddress = connectionInfo(req).remoteAddress
+    socket.once('close', () => {
+      if (this.logs.accessEnabled)
+        this.logs.access({ req, res, remoteAddress, start, route: match.index, written0: 0 })
+    })
+    try {
+      const result = handler.upgrade!(ctx, socket, head)
+      if (result)
+        result.catch((err: unknown) => {
+          this.logs.error.error({ err, uri: req.url }, 'upgrade failed')
+          if (!res.headersSent && !socket.destroyed) sendStatus(res, 500, {})
+          else socket.destroy()
+        })
+    } catch (err) {
+      this.logs.error.error({ err, uri: req.url }, 'upgrade failed')
+      socket.destroy()
+    }
   }
 
   /**
@@ -347,8 +398,14 @@ export class Gatehouse {
     for (const l of this.listeners) l.server.closeAllConnections()
     this.uwsgi.closeAll()
     this.fastcgi.closeAll()
-    await Promise.all(closed)
-    await Promise.allSettled([...this.retiring, ...this.state.handlers.map((h) => h.close?.())])
+    // Upgraded connections (WebSockets) keep the listeners open until their handlers close
+    // them (with a close frame); whatever is left after that is cut.
+    await Promise.all([
+      Promise.all(closed),
+      Promise.allSettled([...this.retiring, ...this.state.handlers.map((h) => h.close?.())]).then(() => {
+        for (const socket of this.upgraded) socket.destroy()
+      }),
+    ])
     this.logs.flush()
   }
 }

@@ -25,6 +25,13 @@ export {
 export { FastCGIHandler, type FastCGIOptions, type FastCGIOptionsInput, fastcgi } from './handlers/fastcgi.js'
 export type { ListenerOptions, RequestListener } from './handlers/listener.js'
 export { WsgiHandler, type WsgiOptions, type WsgiOptionsInput, wsgi } from './handlers/wsgi.js'
+export {
+  AsgiHandler,
+  type AsgiListener,
+  type AsgiOptions,
+  type AsgiOptionsInput,
+  asgi,
+} from './handlers/asgi.js'
 export { PhpHandler, type PhpOptions, type PhpOptionsInput, php } from './handlers/php.js'
 export { ACTIONS } from './handlers/registry.js'
 export { createStaticHandler, type StaticOptions } from './handlers/static.js'

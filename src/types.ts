@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
 
@@ -58,6 +59,12 @@ export interface Handler {
   reloadWorkers?(): Promise<void>
   /** The handler sends `100 Continue` itself (when the app first reads the body), not the front. */
   deferContinue?: boolean
+  /**
+   * An `Upgrade:` request (WebSocket) routed here, with its socket and the bytes read past
+   * the head. `ctx.res` is a ServerResponse on that socket for a plain HTTP answer (the
+   * connection closes after it). Handlers without it get upgrade requests as plain HTTP.
+   */
+  upgrade?(ctx: RequestContext, socket: Duplex, head: Buffer): void | Promise<void>
 }
 
 export interface SchemaEnv {

@@ -4,6 +4,7 @@
  * this order.
  */
 import type { Scenario } from '../scenario.js'
+import { asgiScenarios } from './asgi.js'
 import { cgiScenarios } from './cgi.js'
 import { phpScenarios } from './php.js'
 import { phpPoolScenarios } from './php-pool.js'
@@ -20,4 +21,5 @@ export const SCENARIOS: readonly Scenario[] = [
   ...phpPoolScenarios,
   ...uwsgiScenarios,
   ...wsgiScenarios,
+  ...asgiScenarios,
 ]

@@ -1,4 +1,5 @@
 """python -m gatehouse_worker --socket PATH --wsgi MODULE:CALLABLE [--threads N] [--chdir DIR]
+   python -m gatehouse_worker --socket PATH --asgi MODULE:APP [--chdir DIR]
 
 Order matters to the supervisor: the app is imported first (an import error prints the
 traceback and exits 1, a start failure), then the socket is bound and listened on (a
@@ -47,7 +48,9 @@ def load_app(spec):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="gatehouse_worker")
     parser.add_argument("--socket", required=True)
-    parser.add_argument("--wsgi", required=True, metavar="MODULE:CALLABLE")
+    kind = parser.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--wsgi", metavar="MODULE:CALLABLE")
+    kind.add_argument("--asgi", metavar="MODULE:APP")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--chdir")
     parser.add_argument("--dump-signal", default="SIGUSR1")
@@ -77,13 +80,21 @@ def main(argv=None):
     # after it names each running request.
     faulthandler.register(dump_signal, all_threads=True, chain=False)
 
+    spec = args.asgi or args.wsgi
     try:
-        app = load_app(args.wsgi)
+        app = load_app(spec)
     except BaseException:
         traceback.print_exc()
-        log("cannot load the WSGI application %s" % args.wsgi)
+        log("cannot load the %s application %s" % ("ASGI" if args.asgi else "WSGI", spec))
         sys.stderr.flush()
         os._exit(1)
+
+    if args.asgi:
+        from .asgi import serve
+
+        faulthandler.unregister(dump_signal)
+        serve(app, args.socket, orphaned, dump_signal)
+        return
 
     from .connection import Connection, listen
     from .wsgi import dump_active, make_server

@@ -33,6 +33,7 @@ export interface ServeFlags {
   statusPath?: string
   pingPath?: string
   wsgi?: string
+  asgi?: string
   python?: string
   chdir?: string
   workers?: string
@@ -212,10 +213,15 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
   const given = [flags.python, flags.chdir, flags.workers, flags.threads, flags.rootPath].some(
     (v) => v !== undefined,
   )
-  if (flags.wsgi === undefined) {
+  // --asgi MODULE:APP takes the same flags but --threads (its workers run an asyncio loop).
+  if (flags.wsgi !== undefined && flags.asgi !== undefined) throw usage('give --wsgi or --asgi, not both')
+  const kind = flags.asgi !== undefined ? 'asgi' : 'wsgi'
+  if (kind === 'asgi' && flags.threads !== undefined)
+    throw usage('--threads is for --wsgi; an --asgi worker runs its requests on one asyncio loop')
+  if (flags.wsgi === undefined && flags.asgi === undefined) {
     if (given || (flags.env ?? []).length > 0 || (flags.forwardedAllowIps ?? []).length > 0)
       throw usage(
-        '--python, --chdir, --workers, --threads, --root-path, --env and --forwarded-allow-ips go with --wsgi MODULE:CALLABLE',
+        '--python, --chdir, --workers, --threads, --root-path, --env and --forwarded-allow-ips go with --wsgi MODULE:CALLABLE (or --asgi MODULE:APP)',
       )
     return null
   }
@@ -231,7 +237,7 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
     env[pair.slice(0, eq)] = pair.slice(eq + 1)
   }
   const wsgi: Record<string, unknown> = {
-    app: flags.wsgi,
+    app: flags.wsgi ?? flags.asgi,
     chdir:
       flags.chdir === undefined ? cwd : isAbsolute(flags.chdir) ? flags.chdir : resolve(cwd, flags.chdir),
     env,
@@ -247,5 +253,5 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
     .map((v) => v.trim())
     .filter(Boolean)
   if (allow.length > 0) wsgi.forwarded_allow_ips = allow
-  return { path: '/', wsgi }
+  return { path: '/', [kind]: wsgi }
 }

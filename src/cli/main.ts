@@ -44,7 +44,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
     if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
       fail(
         [
-          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT [--fastcgi ADDR], --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, --wsgi MODULE:CALLABLE, or --config FILE, or put a gatehouse.toml in this directory.',
+          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT [--fastcgi ADDR], --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, --wsgi MODULE:CALLABLE, --asgi MODULE:APP, or --config FILE, or put a gatehouse.toml in this directory.',
           'Try `gatehouse serve --help`.',
         ],
         EXIT_USAGE,
@@ -259,15 +259,25 @@ export function buildProgram(): Command {
       '--wsgi <module:callable>',
       'run a Python WSGI app (or MODULE:create_app()) at /, in Python workers',
     )
-    .option('--python <path>', 'interpreter for --wsgi (default /usr/bin/python3 if present, else python3)')
-    .option('--chdir <dir>', 'working directory of the --wsgi workers (default: the current one)')
-    .option('--workers <n>', 'worker processes for --wsgi (default 2)')
+    .option(
+      '--asgi <module:app>',
+      'run a Python ASGI app (or MODULE:create_app()) at /, in Python workers: HTTP, WebSocket, lifespan',
+    )
+    .option(
+      '--python <path>',
+      'interpreter for --wsgi/--asgi (default /usr/bin/python3 if present, else python3)',
+    )
+    .option('--chdir <dir>', 'working directory of the --wsgi/--asgi workers (default: the current one)')
+    .option('--workers <n>', 'worker processes for --wsgi/--asgi (default 2)')
     .option('--threads <n>', 'threads per --wsgi worker (default 1)')
-    .option('--root-path <path>', 'prepended to SCRIPT_NAME for --wsgi (the app is mounted there by a proxy)')
-    .option('--env <name=value>', 'environment variable for the --wsgi workers; repeatable', collect)
+    .option(
+      '--root-path <path>',
+      'prepended to SCRIPT_NAME (--wsgi) or root_path (--asgi) (the app is mounted there by a proxy)',
+    )
+    .option('--env <name=value>', 'environment variable for the --wsgi/--asgi workers; repeatable', collect)
     .option(
       '--forwarded-allow-ips <cidr,...>',
-      'proxies whose X-Forwarded-For/Proto --wsgi believes (REMOTE_ADDR, wsgi.url_scheme); repeatable',
+      'proxies whose X-Forwarded-For/Proto --wsgi/--asgi believe (client address, scheme); repeatable',
       collect,
     )
     .addOption(

@@ -1,4 +1,5 @@
 import { statusAction } from '../control/status.js'
+import { asgiAction } from './asgi.js'
 import { cgiAction } from './cgi.js'
 import { fastcgiAction } from './fastcgi.js'
 import { phpAction } from './php.js'
@@ -20,6 +21,7 @@ export const ACTIONS = {
   php: phpAction,
   status: statusAction,
   wsgi: wsgiAction,
+  asgi: asgiAction,
 } as const
 
 export type ActionName = keyof typeof ACTIONS

@@ -3,7 +3,6 @@
  * the bridge protocol (src/protocol/worker.ts, docs/python-bridge.md). docs/wsgi.md is the
  * user's view.
  */
-import { type BlockList, isIP } from 'node:net'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import { existingDir } from '../config/paths.js'
@@ -11,29 +10,20 @@ import { strictObject } from '../config/strict.js'
 import { duration, size } from '../config/units.js'
 import { GatehouseError } from '../errors.js'
 import { type CancelLike, poolSettings, WorkerPool, type WorkerLease } from '../process/supervisor.js'
-import { defaultPython, PYTHON_PACKAGE_DIR } from '../python/locate.js'
-import { expectsContinue, WorkerConnection } from '../python/worker-client.js'
+import { defaultPython } from '../python/locate.js'
+import {
+  ALLOW_ENTRY,
+  APP_SPEC,
+  BridgeConnections,
+  ForwardedResolver,
+  workerEnvironment,
+} from '../python/python-pool.js'
+import { expectsContinue } from '../python/worker-client.js'
 import { CONTINUE_DEFERRED } from '../server/connection.js'
-import { parseAllowList } from '../server/uwsgi-server.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { requestMeta } from './gateway-meta.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import { sendError } from './respond.js'
-
-const APP_SPEC = z
-  .string()
-  .regex(
-    /^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$/,
-    'MODULE:CALLABLE (e.g. myproject.wsgi:application) or MODULE:factory()',
-  )
-
-const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
-  try {
-    parseAllowList([value])
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message })
-  }
-})
 
 export function wsgiSchema(env: SchemaEnv) {
   return strictObject({
@@ -87,9 +77,6 @@ export function wsgiSchema(env: SchemaEnv) {
 export type WsgiOptions = z.output<ReturnType<typeof wsgiSchema>>
 export type WsgiOptionsInput = z.input<ReturnType<typeof wsgiSchema>>
 
-/** Environment variables a worker gets from ours, besides the app's own. */
-const PASSED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME']
-
 /** URL prefix the route owns, without a trailing slash ('' for '/' and regex routes). */
 function routePrefix(ctx: RequestContext): string {
   const prefix = ctx.route.prefix
@@ -129,26 +116,15 @@ export class WsgiHandler implements Handler {
   readonly pool: WorkerPool
   readonly deferContinue = true
   private readonly started: Promise<void>
-  private readonly trusted: BlockList | null
+  private readonly forwarded: ForwardedResolver
   /** One bridge connection per worker, opened on its first request. */
-  private readonly connections = new Map<number, Promise<WorkerConnection>>()
+  private readonly connections = new BridgeConnections()
 
   constructor(
     private readonly options: WsgiOptions,
     private readonly log: Logger,
   ) {
-    const env: Record<string, string> = {}
-    for (const name of PASSED_ENV) {
-      const value = process.env[name]
-      if (value !== undefined) env[name] = value
-    }
-    Object.assign(env, options.env)
-    env.PYTHONPATH =
-      options.env.PYTHONPATH !== undefined
-        ? `${PYTHON_PACKAGE_DIR}:${options.env.PYTHONPATH}`
-        : PYTHON_PACKAGE_DIR
-    env.PYTHONUNBUFFERED = '1'
-    env.GATEHOUSE_PARENT_PID = String(process.pid)
+    const env = workerEnvironment(options.env)
     this.pool = new WorkerPool(
       {
         command: options.python,
@@ -193,7 +169,7 @@ export class WsgiHandler implements Handler {
       ),
       log,
     )
-    this.trusted = options.forwarded_allow_ips.length > 0 ? parseAllowList(options.forwarded_allow_ips) : null
+    this.forwarded = new ForwardedResolver(options.forwarded_allow_ips)
     this.started = this.pool.start()
     this.started.catch(() => {})
   }
@@ -208,26 +184,6 @@ export class WsgiHandler implements Handler {
     return this.pool.reload()
   }
 
-  private connection(lease: WorkerLease): Promise<WorkerConnection> {
-    let conn = this.connections.get(lease.workerId)
-    if (!conn) {
-      const id = lease.workerId
-      conn = WorkerConnection.connect(lease.socketPath)
-      this.connections.set(id, conn)
-      conn.then(
-        (c) => c.onClose(() => this.connections.delete(id)),
-        () => this.connections.delete(id),
-      )
-    }
-    return conn
-  }
-
-  private isTrusted(address: string): boolean {
-    if (!this.trusted || address === '') return false
-    const family = isIP(address)
-    return family !== 0 && this.trusted.check(address, family === 6 ? 'ipv6' : 'ipv4')
-  }
-
   environ(ctx: RequestContext, contentLength: number | undefined): Record<string, string> {
     const prefix = routePrefix(ctx)
     const meta = requestMeta(
@@ -239,25 +195,10 @@ export class WsgiHandler implements Handler {
     delete meta.REMOTE_HOST
     meta.SCRIPT_NAME = nativePath(this.options.root_path + prefix)
     meta.PATH_INFO = nativePath(ctx.path.slice(prefix.length))
-    let scheme: string = ctx.scheme
-    if (this.isTrusted(ctx.conn.remoteAddress)) {
-      const xff = ctx.req.headers['x-forwarded-for']
-      if (typeof xff === 'string') {
-        // The nearest address that is not one of our proxies is the client.
-        const hops = xff.split(',').map((h) => h.trim())
-        for (let i = hops.length - 1; i >= 0; i--) {
-          const hop = hops[i]!
-          if (isIP(hop) === 0) break
-          meta.REMOTE_ADDR = hop
-          if (!this.isTrusted(hop)) break
-        }
-      }
-      const proto = ctx.req.headers['x-forwarded-proto']
-      if (typeof proto === 'string') {
-        const p = proto.split(',')[0]!.trim().toLowerCase()
-        if (p === 'http' || p === 'https') scheme = p
-      }
-    }
+    // The nearest X-Forwarded-For address that is not one of our proxies is the client.
+    const fwd = this.forwarded.resolve(ctx.req, ctx.conn.remoteAddress)
+    if (fwd.address !== null) meta.REMOTE_ADDR = fwd.address
+    const scheme: string = fwd.scheme ?? ctx.scheme
     meta['wsgi.url_scheme'] = scheme
     if (scheme === 'https') meta.HTTPS = 'on'
     else delete meta.HTTPS
@@ -301,7 +242,7 @@ export class WsgiHandler implements Handler {
     res.off('close', onClose)
     let failed = false
     try {
-      const connection = await this.connection(lease)
+      const connection = await this.connections.get(lease)
       const outcome = await connection.exchange({
         environ: Object.entries(this.environ(ctx, contentLength)),
         body: hasBody ? req : null,
@@ -333,11 +274,7 @@ export class WsgiHandler implements Handler {
 
   async close(): Promise<void> {
     await this.pool.close(this.options.graceful_timeout)
-    for (const conn of this.connections.values())
-      void conn.then(
-        (c) => c.close(),
-        () => {},
-      )
+    this.connections.closeAll()
   }
 }
 

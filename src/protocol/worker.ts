@@ -31,6 +31,14 @@ export const FrameType = {
   HTTP_DISCONNECT: 3,
   /** (4, id, bytes: int): the worker may send this many more response body bytes. */
   RESPONSE_CREDIT: 4,
+  /**
+   * (8, id, scope: dict, body: bytes, more_body: bool, response_window: int, request_window: int):
+   * an ASGI HTTP request; `scope` is the ASGI scope but for `state` (headers a tuple of
+   * (bytes, bytes) tuples); `request_window` is the body Node sends before being granted more.
+   */
+  ASGI_REQUEST: 8,
+  /** (9, id): the request ran past its timeout: the worker logs its stack, cancels it, answers FINISHED. */
+  CANCEL: 9,
   /** (16, id, scope: dict): websocket.connect (ASGI). */
   WS_CONNECT: 16,
   /** (17, id, bytes | None, text | None): websocket.receive. */
@@ -86,6 +94,16 @@ export type NodeFrame =
   | { type: typeof FrameType.HTTP_BODY; id: number; body: Buffer; moreBody: boolean }
   | { type: typeof FrameType.HTTP_DISCONNECT; id: number }
   | { type: typeof FrameType.RESPONSE_CREDIT; id: number; bytes: number }
+  | {
+      type: typeof FrameType.ASGI_REQUEST
+      id: number
+      scope: Readonly<Record<string, MarshalValue>>
+      body: Buffer
+      moreBody: boolean
+      responseWindow: number
+      requestWindow: number
+    }
+  | { type: typeof FrameType.CANCEL; id: number }
   | { type: typeof FrameType.WS_CONNECT; id: number; scope: Readonly<Record<string, MarshalValue>> }
   | { type: typeof FrameType.WS_RECEIVE; id: number; bytes: Buffer | null; text: string | null }
   | { type: typeof FrameType.WS_DISCONNECT; id: number; code: number }
@@ -177,8 +195,8 @@ function protocolError(detail: string): GatehouseError {
   return new GatehouseError('GH_ERR_WORKER_PROTOCOL', detail)
 }
 
-/** Growable output buffer for one frame. */
-class Writer {
+/** Growable output buffer for one frame (exported for encoders of hot frames elsewhere). */
+export class Writer {
   buf: Buffer
   pos = FRAME_HEADER_BYTES
 
@@ -449,7 +467,18 @@ function tupleOf(frame: AnyFrame): MarshalValue[] {
     case FrameType.HTTP_DISCONNECT:
     case FrameType.FINISHED:
     case FrameType.LIFESPAN_SHUTDOWN:
+    case FrameType.CANCEL:
       return [frame.type, frame.id]
+    case FrameType.ASGI_REQUEST:
+      return [
+        frame.type,
+        frame.id,
+        frame.scope,
+        frame.body,
+        frame.moreBody,
+        frame.responseWindow,
+        frame.requestWindow,
+      ]
     case FrameType.RESPONSE_CREDIT:
     case FrameType.REQUEST_CREDIT:
       return [frame.type, frame.id, frame.bytes]
@@ -580,8 +609,20 @@ export function frameFromTuple(t: MarshalValue): AnyFrame {
       return { type, id, body: f[2] as Buffer, moreBody: f[3] as boolean }
     case FrameType.HTTP_DISCONNECT:
     case FrameType.FINISHED:
+    case FrameType.CANCEL:
       want(2, true)
       return { type, id }
+    case FrameType.ASGI_REQUEST:
+      want(7, isDict(f[2]!) && isBytes(f[3]!) && isBool(f[4]!) && isInt(f[5]!) && isInt(f[6]!))
+      return {
+        type,
+        id,
+        scope: f[2] as Record<string, MarshalValue>,
+        body: f[3] as Buffer,
+        moreBody: f[4] as boolean,
+        responseWindow: f[5] as number,
+        requestWindow: f[6] as number,
+      }
     case FrameType.LIFESPAN_SHUTDOWN:
       want(2, id === 0)
       return { type, id: 0 }

@@ -1,0 +1,115 @@
+/*
+ * What the wsgi and asgi actions share: the workers' environment, one bridge connection
+ * per worker, and which proxies' X-Forwarded-For / X-Forwarded-Proto are believed.
+ */
+import type { IncomingMessage } from 'node:http'
+import { type BlockList, isIP } from 'node:net'
+import { z } from 'zod'
+import type { WorkerLease } from '../process/supervisor.js'
+import { parseAllowList } from '../server/uwsgi-server.js'
+import { PYTHON_PACKAGE_DIR } from './locate.js'
+import { WorkerConnection } from './worker-client.js'
+
+/** MODULE:NAME, MODULE:obj.attr, or the factory form MODULE:create_app(...). */
+export const APP_SPEC = z
+  .string()
+  .regex(
+    /^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$/,
+    'MODULE:APP (e.g. main:app or myproject.wsgi:application) or MODULE:factory()',
+  )
+
+/** One entry of forwarded_allow_ips: an IP or a CIDR block. */
+export const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
+  try {
+    parseAllowList([value])
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+  }
+})
+
+/** Environment variables a worker gets from ours, besides the app's own. */
+export const PASSED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME']
+
+/** The whole environment of a Python worker: a few of ours, the app's, the bridge package on PYTHONPATH. */
+export function workerEnvironment(appEnv: Readonly<Record<string, string>>): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const name of PASSED_ENV) {
+    const value = process.env[name]
+    if (value !== undefined) env[name] = value
+  }
+  Object.assign(env, appEnv)
+  env.PYTHONPATH =
+    appEnv.PYTHONPATH !== undefined ? `${PYTHON_PACKAGE_DIR}:${appEnv.PYTHONPATH}` : PYTHON_PACKAGE_DIR
+  env.PYTHONUNBUFFERED = '1'
+  env.GATEHOUSE_PARENT_PID = String(process.pid)
+  return env
+}
+
+/** One bridge connection per worker, opened on its first request and dropped when it closes. */
+export class BridgeConnections {
+  private readonly connections = new Map<number, Promise<WorkerConnection>>()
+
+  get(lease: WorkerLease): Promise<WorkerConnection> {
+    let conn = this.connections.get(lease.workerId)
+    if (!conn) {
+      const id = lease.workerId
+      conn = WorkerConnection.connect(lease.socketPath)
+      this.connections.set(id, conn)
+      conn.then(
+        (c) => c.onClose(() => this.connections.delete(id)),
+        () => this.connections.delete(id),
+      )
+    }
+    return conn
+  }
+
+  closeAll(): void {
+    for (const conn of this.connections.values())
+      void conn.then(
+        (c) => c.close(),
+        () => {},
+      )
+  }
+}
+
+/** The client address and scheme, believing X-Forwarded-* only from the listed proxies. */
+export class ForwardedResolver {
+  private readonly trusted: BlockList | null
+
+  constructor(allow: readonly string[]) {
+    this.trusted = allow.length > 0 ? parseAllowList([...allow]) : null
+  }
+
+  isTrusted(address: string): boolean {
+    if (!this.trusted || address === '') return false
+    const family = isIP(address)
+    return family !== 0 && this.trusted.check(address, family === 6 ? 'ipv6' : 'ipv4')
+  }
+
+  /**
+   * The client's address (the nearest X-Forwarded-For hop that is not one of our proxies)
+   * and the scheme (X-Forwarded-Proto), when the peer is a trusted proxy; `null` fields
+   * when nothing is to be believed.
+   */
+  resolve(req: IncomingMessage, peer: string): { address: string | null; scheme: 'http' | 'https' | null } {
+    if (!this.isTrusted(peer)) return { address: null, scheme: null }
+    let address: string | null = null
+    let scheme: 'http' | 'https' | null = null
+    const xff = req.headers['x-forwarded-for']
+    if (typeof xff === 'string') {
+      const hops = xff.split(',').map((h) => h.trim())
+      for (let i = hops.length - 1; i >= 0; i--) {
+        const hop = hops[i]!
+        if (isIP(hop) === 0) break
+        address = hop
+        if (!this.isTrusted(hop)) break
+      }
+    }
+    const proto = req.headers['x-forwarded-proto']
+    if (typeof proto === 'string') {
+      const p = proto.split(',')[0]!.trim().toLowerCase()
+      if (p === 'http' || p === 'https') scheme = p
+    }
+    return { address, scheme }
+  }
+}
