@@ -4,7 +4,9 @@
  * (`--http-socket`, no separate router process).
  */
 import { accessSync, constants } from 'node:fs'
-import { spawnServer } from '../processes.js'
+import { join } from 'node:path'
+import { type ServerHandle, spawnServer, waitForUnixSocket } from '../processes.js'
+import { nginxPeer } from './nginx.js'
 import type { PeerDefinition } from '../scenario.js'
 
 export const GUNICORN = process.env.GATEHOUSE_BENCH_GUNICORN ?? '/usr/bin/gunicorn'
@@ -75,5 +77,68 @@ export function uwsgiHttpPeer(opts: {
         ],
         { stopSignal: 'SIGINT' },
       ),
+  }
+}
+
+/**
+ * nginx in front of uWSGI (`uwsgi_pass` over a Unix socket), the classic production stack:
+ * uWSGI's workers and nginx both count on this side (extraPids).
+ */
+export function nginxUwsgiPeer(opts: {
+  appDir: (tmpDir: string) => string
+  module: string
+  processes: number
+}): PeerDefinition {
+  const socket = (tmpDir: string) => join(tmpDir, 'nginx-uwsgi.sock')
+  const nginx = nginxPeer({
+    name: 'nginx+uWSGI',
+    server: (tmpDir) => `    location / {
+      include /etc/nginx/uwsgi_params;
+      uwsgi_pass unix:${socket(tmpDir)};
+    }`,
+  })
+  return {
+    name: 'nginx+uWSGI',
+    unavailable: () => missing(UWSGI, 'uwsgi uwsgi-plugin-python3') ?? nginx.unavailable?.(),
+    async start(tmpDir, port): Promise<ServerHandle> {
+      const uwsgi = spawnServer(
+        UWSGI,
+        [
+          '--plugin',
+          'python3',
+          '--socket',
+          socket(tmpDir),
+          '--chmod-socket=666',
+          '--chdir',
+          opts.appDir(tmpDir),
+          '--module',
+          opts.module,
+          '--master',
+          '--processes',
+          String(opts.processes),
+          '--disable-logging',
+          '--listen',
+          '1024',
+        ],
+        { stopSignal: 'SIGINT' },
+      )
+      try {
+        await waitForUnixSocket(socket(tmpDir), { server: uwsgi, what: 'uWSGI' })
+      } catch (err) {
+        await uwsgi.stop()
+        throw err
+      }
+      const front = await nginx.start(tmpDir, port)
+      return {
+        pid: front.pid,
+        extraPids: [uwsgi.pid],
+        stop: async () => {
+          await front.stop()
+          await uwsgi.stop()
+        },
+        exitStatus: () => front.exitStatus?.() ?? uwsgi.exitStatus?.(),
+        output: () => `${front.output?.() ?? ''}${uwsgi.output?.() ?? ''}`,
+      }
+    },
   }
 }

@@ -5,7 +5,7 @@
  */
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { gunicornPeer, uwsgiHttpPeer } from '../peers/gunicorn.js'
+import { gunicornPeer, nginxUwsgiPeer, uwsgiHttpPeer } from '../peers/gunicorn.js'
 import type { Scenario } from '../scenario.js'
 
 const WORKERS = 2
@@ -44,6 +44,14 @@ export const wsgiScenarios: Scenario[] = [
     prepare,
     gatehouse: gatehouse('hello:application'),
     peer: uwsgiHttpPeer({ appDir, module: 'hello:application', processes: WORKERS }),
+  },
+  {
+    name: 'wsgi-hello-nginx-uwsgi',
+    description: `GET /: hello-world WSGI app, ${WORKERS} processes, Gatehouse wsgi vs nginx + uWSGI (uwsgi_pass)`,
+    path: '/',
+    prepare,
+    gatehouse: gatehouse('hello:application'),
+    peer: nginxUwsgiPeer({ appDir, module: 'hello:application', processes: WORKERS }),
   },
   {
     name: 'wsgi-flask',
