@@ -11,10 +11,11 @@ import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
 import { duration, size } from '../config/units.js'
 import { GatehouseError } from '../errors.js'
-import { poolSettings, WorkerPool, type WorkerLease } from '../process/supervisor.js'
+import { poolSettings, WorkerPool } from '../process/supervisor.js'
 import { type AsgiScopeParts, encodeAsgiRequest } from '../python/asgi-scope.js'
 import { defaultPython } from '../python/locate.js'
 import {
+  admitRequest,
   ALLOW_ENTRY,
   APP_SPEC,
   BridgeConnections,
@@ -27,7 +28,6 @@ import { CONTINUE_DEFERRED } from '../server/connection.js'
 import { buildContext, parseRequest } from '../server/context.js'
 import { upgradeResponse } from '../server/upgrade.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
-import { ClientCancel } from './client-cancel.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import { refuse, sendError } from './respond.js'
 
@@ -212,38 +212,9 @@ export class AsgiHandler implements Handler {
   async handle(ctx: RequestContext): Promise<void> {
     const { req, res } = ctx
     const tags = { method: ctx.method, uri: req.url }
-    try {
-      await this.started
-    } catch {
-      sendError(res, 'GH_ERR_WORKER_START')
-      return
-    }
-    const chunked = req.headers['transfer-encoding'] !== undefined
-    const declared = req.headers['content-length']
-    const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
-    const hasBody = chunked || (contentLength !== undefined && contentLength > 0)
-    const abort = new ClientCancel()
-    const onClose = () => {
-      if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
-    }
-    res.once('close', onClose)
-    let lease: WorkerLease
-    try {
-      lease = await this.pool.acquire(
-        { method: ctx.method, uri: req.url ?? '', contentLength: contentLength ?? 0 },
-        abort,
-      )
-    } catch (err) {
-      res.off('close', onClose)
-      if (abort.aborted) return
-      if (err instanceof GatehouseError && err.code === 'GH_ERR_OVERLOADED') {
-        this.log.warn({ ...tags }, err.message)
-        sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })
-        return
-      }
-      throw err
-    }
-    res.off('close', onClose)
+    const admitted = await admitRequest(ctx, this.pool, this.started, this.log)
+    if (admitted === null) return
+    const { lease, hasBody } = admitted
     let failed = false
     try {
       const connection = await this.connections.get(lease)

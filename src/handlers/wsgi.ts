@@ -9,9 +9,10 @@ import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
 import { duration, size } from '../config/units.js'
 import { GatehouseError } from '../errors.js'
-import { type CancelLike, poolSettings, WorkerPool, type WorkerLease } from '../process/supervisor.js'
+import { poolSettings, WorkerPool } from '../process/supervisor.js'
 import { defaultPython } from '../python/locate.js'
 import {
+  admitRequest,
   ALLOW_ENTRY,
   APP_SPEC,
   BridgeConnections,
@@ -88,28 +89,6 @@ const NON_ASCII = /[^\x00-\x7f]/
 /** A decoded path as a WSGI native string: its UTF-8 bytes, one char each (latin-1). */
 function nativePath(path: string): string {
   return NON_ASCII.test(path) ? Buffer.from(path, 'utf8').toString('latin1') : path
-}
-
-/** Cancels a wait for a worker when the client leaves, without an AbortController per request. */
-class ClientCancel implements CancelLike {
-  aborted = false
-  reason: unknown = undefined
-  private listeners: (() => void)[] = []
-
-  addEventListener(_type: 'abort', listener: () => void): void {
-    this.listeners.push(listener)
-  }
-
-  removeEventListener(_type: 'abort', listener: () => void): void {
-    this.listeners = this.listeners.filter((l) => l !== listener)
-  }
-
-  abort(reason: unknown): void {
-    if (this.aborted) return
-    this.aborted = true
-    this.reason = reason
-    for (const listener of this.listeners.splice(0)) listener()
-  }
 }
 
 export class WsgiHandler implements Handler {
@@ -208,38 +187,9 @@ export class WsgiHandler implements Handler {
   async handle(ctx: RequestContext): Promise<void> {
     const { req, res } = ctx
     const tags = { method: ctx.method, uri: req.url }
-    try {
-      await this.started
-    } catch {
-      sendError(res, 'GH_ERR_WORKER_START')
-      return
-    }
-    const chunked = req.headers['transfer-encoding'] !== undefined
-    const declared = req.headers['content-length']
-    const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
-    const hasBody = chunked || (contentLength !== undefined && contentLength > 0)
-    const abort = new ClientCancel()
-    const onClose = () => {
-      if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
-    }
-    res.once('close', onClose)
-    let lease: WorkerLease
-    try {
-      lease = await this.pool.acquire(
-        { method: ctx.method, uri: req.url ?? '', contentLength: contentLength ?? 0 },
-        abort,
-      )
-    } catch (err) {
-      res.off('close', onClose)
-      if (abort.aborted) return
-      if (err instanceof GatehouseError && err.code === 'GH_ERR_OVERLOADED') {
-        this.log.warn({ ...tags }, err.message)
-        sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })
-        return
-      }
-      throw err
-    }
-    res.off('close', onClose)
+    const admitted = await admitRequest(ctx, this.pool, this.started, this.log)
+    if (admitted === null) return
+    const { lease, contentLength, hasBody } = admitted
     let failed = false
     try {
       const connection = await this.connections.get(lease)

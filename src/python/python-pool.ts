@@ -5,7 +5,12 @@
 import type { IncomingMessage } from 'node:http'
 import { type BlockList, isIP } from 'node:net'
 import { z } from 'zod'
-import type { WorkerLease } from '../process/supervisor.js'
+import type { Logger } from 'pino'
+import { GatehouseError } from '../errors.js'
+import { ClientCancel } from '../handlers/client-cancel.js'
+import { sendError } from '../handlers/respond.js'
+import type { WorkerLease, WorkerPool } from '../process/supervisor.js'
+import type { RequestContext } from '../types.js'
 import { parseAllowList } from '../server/uwsgi-server.js'
 import { PYTHON_PACKAGE_DIR } from './locate.js'
 import { WorkerConnection } from './worker-client.js'
@@ -111,5 +116,60 @@ export class ForwardedResolver {
       if (p === 'http' || p === 'https') scheme = p
     }
     return { address, scheme }
+  }
+}
+
+/** A request that has a worker: its lease, and what it says of its body. */
+export interface AdmittedRequest {
+  lease: WorkerLease
+  /** From Content-Length; undefined for a chunked body. */
+  contentLength: number | undefined
+  hasBody: boolean
+}
+
+/**
+ * The first steps of every Python request (WSGI and ASGI): wait for the pool to start, then
+ * for a worker, in the pool's bounded queue. null when the request is already answered: 503
+ * GH_ERR_WORKER_START (the pool could not start), 503 GH_ERR_OVERLOADED with Retry-After
+ * (the queue is full), or nothing at all (the client left while waiting).
+ */
+export async function admitRequest(
+  ctx: RequestContext,
+  pool: WorkerPool,
+  started: Promise<unknown>,
+  log: Logger,
+): Promise<AdmittedRequest | null> {
+  const { req, res } = ctx
+  try {
+    await started
+  } catch {
+    sendError(res, 'GH_ERR_WORKER_START')
+    return null
+  }
+  const chunked = req.headers['transfer-encoding'] !== undefined
+  const declared = req.headers['content-length']
+  const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
+  const hasBody = chunked || (contentLength !== undefined && contentLength > 0)
+  const abort = new ClientCancel()
+  const onClose = () => {
+    if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
+  }
+  res.once('close', onClose)
+  try {
+    const lease = await pool.acquire(
+      { method: ctx.method, uri: req.url ?? '', contentLength: contentLength ?? 0 },
+      abort,
+    )
+    return { lease, contentLength, hasBody }
+  } catch (err) {
+    if (abort.aborted) return null
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_OVERLOADED') {
+      log.warn({ method: ctx.method, uri: req.url }, err.message)
+      sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })
+      return null
+    }
+    throw err
+  } finally {
+    res.off('close', onClose)
   }
 }
