@@ -7,19 +7,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
 import { duration, size } from '../config/units.js'
 import { GatehouseError } from '../errors.js'
 import { poolSettings, WorkerPool } from '../process/supervisor.js'
 import { type AsgiScopeParts, encodeAsgiRequest } from '../python/asgi-scope.js'
-import { defaultPython } from '../python/locate.js'
 import {
   admitRequest,
-  ALLOW_ENTRY,
-  APP_SPEC,
   BridgeConnections,
   ForwardedResolver,
+  pythonAppShape,
   workerEnvironment,
 } from '../python/python-pool.js'
 import { AsgiWebSockets, isWebSocketUpgrade } from '../python/websocket.js'
@@ -28,56 +25,20 @@ import { CONTINUE_DEFERRED } from '../server/connection.js'
 import { buildContext, parseRequest } from '../server/context.js'
 import { upgradeResponse } from '../server/upgrade.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
+import { routePrefix } from './fastcgi.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import { refuse, sendError } from './respond.js'
 
 export function asgiSchema(env: SchemaEnv) {
   return strictObject({
-    /** MODULE:APP, or the factory form MODULE:create_app(). */
-    app: APP_SPEC,
-    /** The interpreter (a virtualenv's bin/python works). Default /usr/bin/python3 if present, else python3. */
-    python: z.string().min(1).default(defaultPython),
-    /** Working directory of the workers, put first on sys.path. Default: the config's directory. */
-    chdir: existingDir(env).default(env.baseDir),
-    workers: z.number().int().min(1).max(1024).default(2),
+    ...pythonAppShape(env),
     /** Requests and WebSocket handshakes one worker takes at once (its asyncio loop runs them all). */
     concurrency: z.number().int().min(1).max(100_000).default(1000),
-    /** The mount point a proxy in front strips: the start of `root_path` (and of `path`). */
-    root_path: z
-      .string()
-      .regex(/^(\/[^?#\s]*)?$/, 'a path starting with "/" (or empty)')
-      .transform((p) => p.replace(/\/+$/, ''))
-      .default(''),
     /**
      * ASGI's current rule: `path` includes `root_path`. false: the older convention
      * (Starlette before 0.33, uvicorn before 0.26), where `path` is what follows `root_path`.
      */
     path_includes_root_path: z.boolean().default(true),
-    /** Environment variables for the app (the workers get only these and a few basics). */
-    env: z.record(z.string().regex(/^[^=\0]+$/, 'not a variable name'), z.string()).default({}),
-    /** Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR blocks). */
-    forwarded_allow_ips: z.array(ALLOW_ENTRY).default([]),
-    /**
-     * Per-request time limit (0: none): past it the worker logs the task's stack and cancels
-     * it, and 504 is answered. WebSockets are timed until accepted only. A worker whose loop
-     * is stuck (no answer 10 s later) is dumped and killed by the pool.
-     */
-    timeout: duration.prefault(60),
-    /** A slow-request log line after this long (0: off). */
-    slowlog_timeout: duration.prefault(0),
-    /** Replace a worker after this many requests (0: never), plus random(0..jitter). */
-    max_requests: z.number().int().min(0).default(0),
-    max_requests_jitter: z.number().int().min(0).default(0),
-    /** Replace a worker after a request when its RSS exceeds this (0: off). */
-    max_rss: size.prefault(0),
-    /** Requests waiting for room on a worker beyond which 503 is answered. */
-    max_queue: z.number().int().min(0).default(1024),
-    /** How long a request may wait for a worker before 503 (0: no limit). */
-    queue_timeout: duration.prefault(30),
-    /** How long a starting worker has to import the app, run lifespan startup and listen. */
-    start_timeout: duration.prefault(30),
-    /** How long a stopping worker gets to finish its requests (and lifespan shutdown) before SIGKILL. */
-    graceful_timeout: duration.prefault(30),
     /** Largest WebSocket message accepted from a client; a larger one closes the socket with 1009. */
     ws_max_message: size.prefault(16 * 1024 * 1024),
     /** Ping every open WebSocket this often; one that has not answered the last ping is dropped (0: off). */
@@ -92,12 +53,6 @@ export type AsgiOptionsInput = z.input<ReturnType<typeof asgiSchema>>
 
 /** Extra time past `timeout` before the pool takes a worker for stuck (its loop does not answer). */
 const STUCK_GRACE_MS = 10_000
-
-/** URL prefix the route owns, without a trailing slash ('' for '/' and regex routes). */
-function routePrefix(ctx: RequestContext): string {
-  const prefix = ctx.route.prefix
-  return prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
-}
 
 export class AsgiHandler implements Handler {
   readonly pool: WorkerPool

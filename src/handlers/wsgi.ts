@@ -5,36 +5,27 @@
  */
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { existingDir } from '../config/paths.js'
 import { strictObject } from '../config/strict.js'
-import { duration, size } from '../config/units.js'
 import { GatehouseError } from '../errors.js'
 import { poolSettings, WorkerPool } from '../process/supervisor.js'
-import { defaultPython } from '../python/locate.js'
 import {
   admitRequest,
-  ALLOW_ENTRY,
-  APP_SPEC,
   BridgeConnections,
   ForwardedResolver,
+  pythonAppShape,
   workerEnvironment,
 } from '../python/python-pool.js'
 import { expectsContinue } from '../python/worker-client.js'
 import { CONTINUE_DEFERRED } from '../server/connection.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../types.js'
 import { requestMeta } from './gateway-meta.js'
+import { routePrefix } from './fastcgi.js'
 import { actionListener, type ListenerOptions, type RequestListener } from './listener.js'
 import { sendError } from './respond.js'
 
 export function wsgiSchema(env: SchemaEnv) {
   return strictObject({
-    /** MODULE:CALLABLE, or the factory form MODULE:create_app(). */
-    app: APP_SPEC,
-    /** The interpreter (a virtualenv's bin/python works). Default /usr/bin/python3 if present, else python3. */
-    python: z.string().min(1).default(defaultPython),
-    /** Working directory of the workers, put first on sys.path. Default: the config's directory. */
-    chdir: existingDir(env).default(env.baseDir),
-    workers: z.number().int().min(1).max(1024).default(2),
+    ...pythonAppShape(env),
     /** Requests one worker runs at once (threads; 1 runs the app on the connection's thread). */
     threads: z.number().int().min(1).max(1024).default(1),
     /**
@@ -42,47 +33,11 @@ export function wsgiSchema(env: SchemaEnv) {
      * other worker's too): they run back to back without a wake-up of Node in between.
      */
     pipeline: z.number().int().min(0).max(64).default(4),
-    /** Prepended to SCRIPT_NAME (the app is mounted there by a proxy in front that strips it). */
-    root_path: z
-      .string()
-      .regex(/^(\/[^?#\s]*)?$/, 'a path starting with "/" (or empty)')
-      .transform((p) => p.replace(/\/+$/, ''))
-      .default(''),
-    /** Environment variables for the app (the workers get only these and a few basics). */
-    env: z.record(z.string().regex(/^[^=\0]+$/, 'not a variable name'), z.string()).default({}),
-    /** Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR blocks). */
-    forwarded_allow_ips: z.array(ALLOW_ENTRY).default([]),
-    /**
-     * Per-request time limit (the supervisor's request_terminate_timeout): the worker prints
-     * the stuck request's traceback (dump signal), 504 is answered and the worker replaced.
-     */
-    timeout: duration.prefault(60),
-    /** A slow-request log line after this long (0: off). */
-    slowlog_timeout: duration.prefault(0),
-    /** Replace a worker after this many requests (0: never), plus random(0..jitter). */
-    max_requests: z.number().int().min(0).default(0),
-    max_requests_jitter: z.number().int().min(0).default(0),
-    /** Replace a worker after a request when its RSS exceeds this (0: off). */
-    max_rss: size.prefault(0),
-    /** Requests waiting for a free worker beyond which 503 is answered. */
-    max_queue: z.number().int().min(0).default(1024),
-    /** How long a request may wait for a worker before 503 (0: no limit). */
-    queue_timeout: duration.prefault(30),
-    /** How long a starting worker has to import the app and listen. */
-    start_timeout: duration.prefault(30),
-    /** How long a stopping worker gets to finish its requests before SIGKILL. */
-    graceful_timeout: duration.prefault(30),
   })
 }
 
 export type WsgiOptions = z.output<ReturnType<typeof wsgiSchema>>
 export type WsgiOptionsInput = z.input<ReturnType<typeof wsgiSchema>>
-
-/** URL prefix the route owns, without a trailing slash ('' for '/' and regex routes). */
-function routePrefix(ctx: RequestContext): string {
-  const prefix = ctx.route.prefix
-  return prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
-}
 
 const NON_ASCII = /[^\x00-\x7f]/
 

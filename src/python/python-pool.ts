@@ -5,14 +5,16 @@
 import type { IncomingMessage } from 'node:http'
 import { type BlockList, isIP } from 'node:net'
 import { z } from 'zod'
+import { existingDir } from '../config/paths.js'
+import { duration, size } from '../config/units.js'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../errors.js'
 import { ClientCancel } from '../handlers/client-cancel.js'
 import { sendError } from '../handlers/respond.js'
 import type { WorkerLease, WorkerPool } from '../process/supervisor.js'
-import type { RequestContext } from '../types.js'
+import type { RequestContext, SchemaEnv } from '../types.js'
 import { parseAllowList } from '../server/uwsgi-server.js'
-import { PYTHON_PACKAGE_DIR } from './locate.js'
+import { defaultPython, PYTHON_PACKAGE_DIR } from './locate.js'
 import { WorkerConnection } from './worker-client.js'
 
 /** MODULE:NAME, MODULE:obj.attr, or the factory form MODULE:create_app(...). */
@@ -171,5 +173,53 @@ export async function admitRequest(
     throw err
   } finally {
     res.off('close', onClose)
+  }
+}
+
+/**
+ * The config keys every Python app route has (the `wsgi` and `asgi` actions add their own):
+ * the app, its interpreter and workers, and the pool's limits (docs/wsgi.md, docs/asgi.md).
+ */
+export function pythonAppShape(env: SchemaEnv) {
+  return {
+    /** MODULE:CALLABLE, or the factory form MODULE:create_app(). */
+    app: APP_SPEC,
+    /** The interpreter (a virtualenv's bin/python works). Default /usr/bin/python3 if present, else python3. */
+    python: z.string().min(1).default(defaultPython),
+    /** Working directory of the workers, put first on sys.path. Default: the config's directory. */
+    chdir: existingDir(env).default(env.baseDir),
+    workers: z.number().int().min(1).max(1024).default(2),
+    /** The mount point a proxy in front strips (WSGI: prepended to SCRIPT_NAME; ASGI: root_path). */
+    root_path: z
+      .string()
+      .regex(/^(\/[^?#\s]*)?$/, 'a path starting with "/" (or empty)')
+      .transform((p) => p.replace(/\/+$/, ''))
+      .default(''),
+    /** Environment variables for the app (the workers get only these and a few basics). */
+    env: z.record(z.string().regex(/^[^=\0]+$/, 'not a variable name'), z.string()).default({}),
+    /** Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR blocks). */
+    forwarded_allow_ips: z.array(ALLOW_ENTRY).default([]),
+    /**
+     * Per-request time limit (0: none), past which 504 is answered. WSGI: the worker prints
+     * the stuck request's traceback and is replaced. ASGI: the task's stack is logged and the
+     * task cancelled (WebSockets are timed until accepted only); a worker whose loop is stuck
+     * is dumped and killed by the pool.
+     */
+    timeout: duration.prefault(60),
+    /** A slow-request log line after this long (0: off). */
+    slowlog_timeout: duration.prefault(0),
+    /** Replace a worker after this many requests (0: never), plus random(0..jitter). */
+    max_requests: z.number().int().min(0).default(0),
+    max_requests_jitter: z.number().int().min(0).default(0),
+    /** Replace a worker after a request when its RSS exceeds this (0: off). */
+    max_rss: size.prefault(0),
+    /** Requests waiting for room on a worker beyond which 503 is answered. */
+    max_queue: z.number().int().min(0).default(1024),
+    /** How long a request may wait for a worker before 503 (0: no limit). */
+    queue_timeout: duration.prefault(30),
+    /** How long a starting worker has to import the app (ASGI: and run lifespan startup) and listen. */
+    start_timeout: duration.prefault(30),
+    /** How long a stopping worker gets to finish its requests (ASGI: and lifespan shutdown) before SIGKILL. */
+    graceful_timeout: duration.prefault(30),
   }
 }
