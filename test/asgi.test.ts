@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { type IncomingMessage, request } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { CLI, FIXTURES, PYTHON, rawRequest, startGatehouse, tempDir } from './helpers.js'
+import { CLI, FIXTURES, PYTHON, rawRequest, startGatehouse, tempDir, stopServe } from './helpers.js'
 import { closed, nextMessage, openWs } from './ws-helpers.js'
 
 const APPS = join(FIXTURES, 'asgi')
@@ -643,9 +643,7 @@ describe('ASGI lifespan', () => {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     )
-    t.after(() => {
-      if (child.exitCode === null) child.kill('SIGKILL')
-    })
+    t.after(() => stopServe(child))
     let stderr = ''
     child.stderr.setEncoding('utf8')
     const address = await new Promise<string>((resolve, reject) => {

@@ -5,7 +5,7 @@ import { request as httpRequest } from 'node:http'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import { CLI, REPO_ROOT, tempDir } from './helpers.js'
+import { CLI, REPO_ROOT, tempDir, stopServe } from './helpers.js'
 
 function run(args: string[], cwd = REPO_ROOT) {
   const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 20_000 })
@@ -24,9 +24,7 @@ function serve(t: { after: (fn: () => void) => void }, args: string[], cwd = REP
   const child = spawn(process.execPath, [CLI, 'serve', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   let err = ''
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
-  t.after(() => {
-    if (child.exitCode === null) child.kill('SIGKILL')
-  })
+  t.after(() => stopServe(child))
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no listening line:\n${err}`)), 15_000)
     child.stderr!.setEncoding('utf8')

@@ -12,7 +12,7 @@ import { test } from 'node:test'
 import { request } from 'undici'
 import WebSocket from 'ws'
 import { uwsgiRequest } from '../src/handlers/uwsgi-client.js'
-import { CLI, REPO_ROOT, tempDir } from './helpers.js'
+import { CLI, REPO_ROOT, tempDir, stopServe } from './helpers.js'
 
 async function text(url: string): Promise<[number, string]> {
   const r = await request(url)
@@ -35,9 +35,7 @@ test('the bundled demo serves every gateway at once', async (t) => {
   const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--config', config], {
     stdio: ['ignore', 'ignore', 'pipe'],
   })
-  t.after(() => {
-    if (child.exitCode === null) child.kill('SIGKILL')
-  })
+  t.after(() => stopServe(child))
   let log = ''
   const addresses = await new Promise<{ http: string; uwsgi: string; fastcgi: string }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`not listening:\n${log}`)), 60_000)

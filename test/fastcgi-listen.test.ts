@@ -34,7 +34,7 @@ import {
 import { requestFromGatewayVars } from '../src/protocol/gateway-vars.js'
 import { connectionInfo } from '../src/server/connection.js'
 import { createFastCGIServer, type FastCGIServer, fastcgiRequestInfo } from '../src/server/fastcgi-server.js'
-import { CLI, REPO_ROOT, startGatehouse, tempDir } from './helpers.js'
+import { CLI, REPO_ROOT, startGatehouse, tempDir, stopServe } from './helpers.js'
 
 type Pairs = [string, string][]
 
@@ -813,9 +813,7 @@ describe('FastCGI listener: Debian cgi-fcgi (libfcgi) as the client', () => {
       [CLI, 'serve', '--listen', '127.0.0.1:0', '--fastcgi-listen', '127.0.0.1:0', '--static', dir],
       { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
     )
-    t.after(() => {
-      if (child.exitCode === null) child.kill('SIGKILL')
-    })
+    t.after(() => stopServe(child))
     let stderr = ''
     const address = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`not listening:\n${stderr}`)), 15_000)

@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -89,5 +90,22 @@ export function rawRequest(
       const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
       resolve({ text, status: m ? Number(m[1]) : null, closedByServer })
     })
+  })
+}
+
+/**
+ * Stop a `gatehouse serve` child a test started, if it still runs (the test failed half-way):
+ * SIGINT first, the fast stop that also stops its workers (a SIGKILLed Gatehouse cannot, and
+ * would leave php-cgi workers behind), then SIGKILL if it has not exited within 5 s.
+ */
+export function stopServe(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+    child.once('exit', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+    child.kill('SIGINT')
   })
 }

@@ -12,7 +12,7 @@ import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { parseWrkOutput, runWrk, totalSocketErrors } from '../bench/wrk.js'
-import { CLI, tempDir } from './helpers.js'
+import { CLI, tempDir, stopServe } from './helpers.js'
 
 const WRK = '/usr/bin/wrk'
 
@@ -90,9 +90,7 @@ describe('gatehouse serve --php with a managed pool', { skip: unavailable() }, (
     let stderr = ''
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-    t.after(() => {
-      if (child.exitCode === null) child.kill('SIGKILL')
-    })
+    t.after(() => stopServe(child))
     await waitFor('listening', async () => {
       try {
         return (await request(`${origin}/index.php`)).statusCode === 200
@@ -145,9 +143,7 @@ describe('gatehouse serve --php with a managed pool', { skip: unavailable() }, (
     )
     child.stderr!.resume()
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-    t.after(() => {
-      if (child.exitCode === null) child.kill('SIGKILL')
-    })
+    t.after(() => stopServe(child))
     await waitFor('listening', async () => {
       try {
         return (await request(`${origin}/index.php`)).statusCode === 200
