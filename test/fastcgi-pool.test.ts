@@ -62,6 +62,7 @@ describe('FastCGI pool against php-fpm', { skip: phpFpmUnavailable() }, () => {
       'slow.php': `<?php usleep(150000); header('Content-Type: text/plain'); echo "slow\\n";`,
       'sleepy.php': `<?php ignore_user_abort(true); usleep(400000); echo "late\\n";`,
       'local.php': `<?php header('Location: /elsewhere', true, 200);`,
+      'hello.php': `<?php echo "hi";`,
       'status.php': `<?php http_response_code(418); header('X-Teapot: yes'); echo "short and stout";`,
     }
     for (const [name, body] of Object.entries(scripts)) writeFileSync(join(fpm.dir, name), body)
@@ -174,6 +175,23 @@ describe('FastCGI pool against php-fpm', { skip: phpFpmUnavailable() }, () => {
     assert.equal(stats.requests, 22)
     assert.equal(stats.reused, 21)
     assert.equal(stats.idle, 1)
+  })
+
+  test('under a steady load above max_connections the pool settles on its kept-alive connections', async () => {
+    // 600 quick requests, 6 at a time, over at most 4 connections (php-fpm has 4 workers).
+    // The starvation guard once counted every new connection as starved, so each finished
+    // connection was closed while the pool was filling: about half the requests opened a
+    // connection. The bound leaves room for a slow, shared machine (a new connection that
+    // really waits on php-fpm may still be judged starved now and then).
+    const p = pool({ max_connections: 4 })
+    const one = async () => text((await p.request({ params: params(script('hello.php')) })).body)
+    for (let round = 0; round < 100; round++) {
+      const bodies = await Promise.all(Array.from({ length: 6 }, one))
+      assert.deepEqual(bodies, Array(6).fill('hi'))
+    }
+    const stats = p.stats()
+    assert.equal(stats.requests, 600)
+    assert.ok(stats.opened <= 60, `opened ${stats.opened} connections for 600 requests`)
   })
 
   test('more connections than php-fpm workers do not starve: 24 at once over 12 connections, 4 workers', async () => {
