@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { asgi } from '../src/index.js'
-import { FIXTURES, PYTHON, startGatehouse, tempDir } from './helpers.js'
+import { FIXTURES, PYTHON, startGatehouse, tempDir, eventually } from './helpers.js'
 import { closed, nextMessage, openWs } from './ws-helpers.js'
 
 const APPS = join(FIXTURES, 'asgi')
@@ -17,16 +17,6 @@ const hooks = { after: (fn: () => unknown) => void sharedCleanups.push(fn) }
 after(async () => {
   for (const fn of sharedCleanups.splice(0)) await fn()
 })
-
-async function eventually<T>(fn: () => T | undefined | false, what: string, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
 
 /** Run a Python script to its end; its stdout. */
 function python(args: string[]): Promise<string> {

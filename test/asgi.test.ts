@@ -4,7 +4,17 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { type IncomingMessage, request } from 'node:http'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { CLI, FIXTURES, PYTHON, rawRequest, startGatehouse, tempDir, stopServe } from './helpers.js'
+import {
+  CLI,
+  FIXTURES,
+  PYTHON,
+  rawRequest,
+  startGatehouse,
+  tempDir,
+  stopServe,
+  eventually,
+  logLines,
+} from './helpers.js'
 import { closed, nextMessage, openWs } from './ws-helpers.js'
 
 const APPS = join(FIXTURES, 'asgi')
@@ -14,24 +24,6 @@ const hooks = { after: (fn: () => unknown) => void sharedCleanups.push(fn) }
 after(async () => {
   for (const fn of sharedCleanups.splice(0)) await fn()
 })
-
-async function eventually<T>(fn: () => T | undefined | false, what: string, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
-
-function logLines(file: string): Record<string, unknown>[] {
-  if (!existsSync(file)) return []
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-}
 
 const bytesOf = (v: unknown) => Buffer.from((v as { bytes: number[] }).bytes).toString('latin1')
 

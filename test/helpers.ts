@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -108,4 +108,22 @@ export function stopServe(child: ChildProcess): Promise<void> {
     })
     child.kill('SIGINT')
   })
+}
+
+/** Poll `fn` every 25 ms until it returns something truthy; throws naming `what` after `ms`. */
+export async function eventually<T>(fn: () => T | undefined | false, what: string, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const v = fn()
+    if (v) return v
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
+}
+
+/** The JSON lines of a log file written so far; a half-written last line does not count. */
+export function logLines(file: string): Record<string, unknown>[] {
+  if (!existsSync(file)) return []
+  const lines = readFileSync(file, 'utf8').split('\n').slice(0, -1)
+  return lines.filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
 }

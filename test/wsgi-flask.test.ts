@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test'
 import pino from 'pino'
 import { GatehouseError, wsgi } from '../src/index.js'
 import { PYTHON_PACKAGE_DIR } from '../src/python/locate.js'
-import { CLI, FIXTURES, PYTHON } from './helpers.js'
+import { CLI, FIXTURES, PYTHON, eventually } from './helpers.js'
 
 const APPS = join(FIXTURES, 'wsgi')
 
@@ -21,16 +21,6 @@ function memoryLog() {
     },
   })
   return { log: pino({ level: 'info' }, stream), lines }
-}
-
-async function eventually<T>(fn: () => T | undefined | false, what: string, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
 }
 
 describe('Flask through the library API: wsgi({ app, python, workers })', () => {

@@ -4,7 +4,7 @@ import { Agent, request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { FIXTURES, PYTHON, rawRequest, startGatehouse, tempDir } from './helpers.js'
+import { FIXTURES, PYTHON, rawRequest, startGatehouse, tempDir, eventually, logLines } from './helpers.js'
 
 const APPS = join(FIXTURES, 'wsgi')
 
@@ -14,23 +14,6 @@ const hooks = { after: (fn: () => unknown) => void sharedCleanups.push(fn) }
 after(async () => {
   for (const fn of sharedCleanups.splice(0)) await fn()
 })
-
-async function eventually<T>(fn: () => T | undefined | false, what: string, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = fn()
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
-
-function logLines(file: string): Record<string, unknown>[] {
-  if (!existsSync(file)) return []
-  // The last line may be half written: only whole lines count.
-  const lines = readFileSync(file, 'utf8').split('\n').slice(0, -1)
-  return lines.filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
-}
 
 for (const threads of [1, 3])
   describe(`WSGI: PEP 3333 through the bridge (wsgiref.validate apps), threads = ${threads}`, () => {
