@@ -17,7 +17,7 @@ import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { stringify as toToml } from 'smol-toml'
-import { parseDuration } from '../src/config/units.js'
+import { parseDuration } from '../src/core/schema/units.js'
 import { NGINX } from './peers/nginx.js'
 import {
   freePort,

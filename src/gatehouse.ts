@@ -2,22 +2,22 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse, S
 import type { Duplex } from 'node:stream'
 import { validateConfig } from './config/load.js'
 import type { GatehouseConfig, GatehouseConfigInput, LimitsConfig } from './config/schema.js'
-import { ERROR_CODES, type ErrorCode } from './errors.js'
-import { ACTION_NAMES, ACTIONS } from './handlers/registry.js'
-import { refuse, sendStatus } from './handlers/respond.js'
-import { Logs } from './logging.js'
+import { ERROR_CODES, type ErrorCode } from './core/errors.js'
+import { ACTION_NAMES, ACTIONS } from './gateways/index.js'
+import { refuse, sendStatus } from './core/respond.js'
+import { Logs } from './core/logging.js'
 import { Router } from './router/router.js'
-import { CONTINUE_DEFERRED, connectionInfo } from './server/connection.js'
-import { buildContext, parseRequest, runHandler } from './server/context.js'
-import { type BoundAddress as ListeningAddress, bindServer } from './server/bind.js'
-import { type ListenAddress, parseListenAddress } from './server/listen-address.js'
-import { upgradeResponse } from './server/upgrade.js'
-import { uwsgiListeners } from './server/uwsgi-listeners.js'
-import { fastcgiListeners } from './server/fastcgi-listeners.js'
-import type { FastCGIServer } from './server/fastcgi-server.js'
-import type { GatewayListeners } from './server/gateway-listeners.js'
-import type { UwsgiServer } from './server/uwsgi-server.js'
-import type { ActionDefinition, Handler } from './types.js'
+import { CONTINUE_DEFERRED, connectionInfo } from './http/connection.js'
+import { buildContext, parseRequest, runHandler } from './http/context.js'
+import { type BoundAddress as ListeningAddress, bindServer } from './core/bind.js'
+import { type ListenAddress, parseListenAddress } from './core/address.js'
+import { upgradeResponse } from './http/upgrade.js'
+import { uwsgiListeners } from './gateways/uwsgi/listen.js'
+import { fastcgiListeners } from './gateways/fastcgi/listen.js'
+import type { FastCGIServer } from './gateways/fastcgi/server.js'
+import type { GatewayListeners } from './inbound/listeners.js'
+import type { UwsgiServer } from './gateways/uwsgi/server.js'
+import type { ActionDefinition, Handler } from './core/types.js'
 
 interface RouteEntry {
   handler: Handler
@@ -35,7 +35,7 @@ interface State {
   onIdle: (() => void) | null
 }
 
-export type { BoundAddress as ListeningAddress } from './server/bind.js'
+export type { BoundAddress as ListeningAddress } from './core/bind.js'
 
 interface Listener {
   spec: ListenAddress

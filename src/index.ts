@@ -1,6 +1,6 @@
 export { loadConfigFile, readConfigFile, validateConfig } from './config/load.js'
 export type { GatehouseConfig, GatehouseConfigInput, RouteConfig } from './config/schema.js'
-export { ERROR_CODES, type ErrorCode, GatehouseError, isGatehouseError } from './errors.js'
+export { ERROR_CODES, type ErrorCode, GatehouseError, isGatehouseError } from './core/errors.js'
 export { createGatehouse, Gatehouse, type ListeningAddress } from './gatehouse.js'
 export {
   CgiHandler,
@@ -9,7 +9,7 @@ export {
   type CgiOptionsInput,
   type CgiRequestListener,
   cgi,
-} from './handlers/cgi.js'
+} from './gateways/cgi/action.js'
 export {
   createFastCGIPool,
   fastcgiAddress,
@@ -21,21 +21,26 @@ export {
   type FastCGIRequest,
   type FastCGIResponse,
   fastcgiRequest,
-} from './fastcgi/pool.js'
-export { FastCGIHandler, type FastCGIOptions, type FastCGIOptionsInput, fastcgi } from './handlers/fastcgi.js'
-export type { ListenerOptions, RequestListener } from './handlers/listener.js'
-export { WsgiHandler, type WsgiOptions, type WsgiOptionsInput, wsgi } from './handlers/wsgi.js'
+} from './gateways/fastcgi/pool.js'
+export {
+  FastCGIHandler,
+  type FastCGIOptions,
+  type FastCGIOptionsInput,
+  fastcgi,
+} from './gateways/fastcgi/action.js'
+export type { ListenerOptions, RequestListener } from './http/library-listener.js'
+export { WsgiHandler, type WsgiOptions, type WsgiOptionsInput, wsgi } from './gateways/python/wsgi.js'
 export {
   AsgiHandler,
   type AsgiListener,
   type AsgiOptions,
   type AsgiOptionsInput,
   asgi,
-} from './handlers/asgi.js'
-export { PhpHandler, type PhpOptions, type PhpOptionsInput, php } from './handlers/php.js'
-export { ACTIONS } from './handlers/registry.js'
-export { createStaticHandler, type StaticOptions } from './handlers/static.js'
-export { createUwsgiHandler, type UwsgiOptions } from './handlers/uwsgi.js'
+} from './gateways/python/asgi.js'
+export { PhpHandler, type PhpOptions, type PhpOptionsInput, php } from './gateways/php/action.js'
+export { ACTIONS } from './gateways/index.js'
+export { createStaticHandler, type StaticOptions } from './gateways/static/action.js'
+export { createUwsgiHandler, type UwsgiOptions } from './gateways/uwsgi/action.js'
 export {
   type UwsgiAddress,
   type UwsgiCallOptions,
@@ -43,12 +48,12 @@ export {
   type UwsgiResponse,
   uwsgiCall,
   uwsgiRequest,
-} from './handlers/uwsgi-client.js'
+} from './gateways/uwsgi/client.js'
 export {
   type HttpResponseEvent,
   type HttpResponseHead,
   HttpResponseParser,
-} from './protocol/http-response.js'
+} from './gateways/uwsgi/http-response.js'
 export {
   decodeUwsgiHeader,
   decodeUwsgiVars,
@@ -58,13 +63,9 @@ export {
   type UwsgiHeader,
   type UwsgiRequestEvent,
   UwsgiRequestParser,
-} from './protocol/uwsgi.js'
-export { buildUwsgiVars, requestFromUwsgiVars, type UwsgiVarsInput } from './protocol/uwsgi-vars.js'
-export {
-  createGatewayExchange,
-  type GatewayExchange,
-  type GatewayRequestInit,
-} from './server/gateway-request.js'
+} from './gateways/uwsgi/codec.js'
+export { buildUwsgiVars, requestFromUwsgiVars, type UwsgiVarsInput } from './gateways/uwsgi/vars.js'
+export { createGatewayExchange, type GatewayExchange, type GatewayRequestInit } from './inbound/exchange.js'
 export {
   type AnyFrame,
   encodeFrame,
@@ -75,33 +76,33 @@ export {
   type MarshalValue,
   type NodeFrame,
   type WorkerFrame,
-} from './protocol/worker.js'
-export { createUwsgiServer, UwsgiServer, type UwsgiServerOptions } from './server/uwsgi-server.js'
+} from './gateways/python/codec.js'
+export { createUwsgiServer, UwsgiServer, type UwsgiServerOptions } from './gateways/uwsgi/server.js'
 export {
   createFastCGIServer,
   FastCGIServer,
   type FastCGIRequestInfo,
   type FastCGIServerOptions,
   fastcgiRequestInfo,
-} from './server/fastcgi-server.js'
-export { type GatewayRequestHead, requestFromGatewayVars } from './protocol/gateway-vars.js'
-export { buildCgiMeta, type CgiMetaInput, headerMetaName } from './protocol/cgi-meta.js'
+} from './gateways/fastcgi/server.js'
+export { type GatewayRequestHead, requestFromGatewayVars } from './cgi-vars/request.js'
+export { buildCgiMeta, type CgiMetaInput, headerMetaName } from './cgi-vars/meta.js'
 export {
   type CgiParseResult,
   type CgiResponseError,
   type CgiResponseErrorCode,
   type CgiResponseHead,
   CgiResponseParser,
-} from './protocol/cgi-response.js'
-export { CONNECTION_INFO, connectionInfo, setConnectionInfo } from './server/connection.js'
+} from './cgi-vars/response.js'
+export { CONNECTION_INFO, connectionInfo, setConnectionInfo } from './http/connection.js'
 export {
   buildContext,
   parseRequest,
   runHandler,
   type StandaloneOptions,
   toRequestListener,
-} from './server/context.js'
-export type { ActionDefinition, ConnectionInfo, Handler, RequestContext, RouteMatch } from './types.js'
+} from './http/context.js'
+export type { ActionDefinition, ConnectionInfo, Handler, RequestContext, RouteMatch } from './core/types.js'
 export {
   type CancelLike,
   killAllWorkers,
@@ -119,5 +120,5 @@ export {
   WorkerPool,
   type WorkerStatus,
 } from './process/supervisor.js'
-export { allPoolsJson, formatStatus, StatusHandler, statusAction } from './control/status.js'
-export { type FastCGIUpstream, ManagedFastCGI } from './fastcgi/managed.js'
+export { allPoolsJson, formatStatus, StatusHandler, statusAction } from './gateways/status/action.js'
+export { type FastCGIUpstream, ManagedFastCGI } from './gateways/fastcgi/managed-pool.js'

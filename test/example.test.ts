@@ -11,8 +11,8 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { request } from 'undici'
 import WebSocket from 'ws'
-import { uwsgiRequest } from '../src/handlers/uwsgi-client.js'
-import { CLI, REPO_ROOT, tempDir, stopServe } from './helpers.js'
+import { uwsgiRequest } from '../src/gateways/uwsgi/client.js'
+import { CLI, REPO_ROOT, tempDir, stopServe } from './support/helpers.js'
 
 async function text(url: string): Promise<[number, string]> {
   const r = await request(url)

@@ -8,7 +8,7 @@ import { test } from 'node:test'
 import express from 'express'
 import { request } from 'undici'
 import { createGatehouse, GatehouseError } from '../src/index.js'
-import { tempDir } from './helpers.js'
+import { tempDir } from './support/helpers.js'
 
 async function listen(t: { after: (fn: () => void) => void }, server: Server): Promise<string> {
   server.listen(0, '127.0.0.1')

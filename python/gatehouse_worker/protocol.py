@@ -1,4 +1,4 @@
-"""Frames of the Gatehouse Python bridge (docs/python-bridge.md; src/protocol/worker.ts).
+"""Frames of the Gatehouse Python bridge (docs/python-bridge.md; src/gateways/python/codec.ts).
 
 A frame is a little-endian u32 length, then that many bytes of ``marshal`` data: one tuple
 ``(type, id, ...fields)``. Decoding a frame is one ``marshal.loads`` call, in C.

@@ -1,6 +1,6 @@
 import { isAbsolute, resolve } from 'node:path'
 import type { GatehouseConfigInput } from '../config/schema.js'
-import { GatehouseError } from '../errors.js'
+import { GatehouseError } from '../core/errors.js'
 
 /** CLI options as commander hands them over; every one maps onto a config key. */
 export interface ServeFlags {

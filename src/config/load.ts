@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { dirname, extname, resolve } from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
 import type { z } from 'zod'
-import { GatehouseError } from '../errors.js'
+import { GatehouseError } from '../core/errors.js'
 import { configSchema, type GatehouseConfig } from './schema.js'
 
 /** `routes[2].static.root` from a zod issue path. */

@@ -1,13 +1,13 @@
 import { isIP } from 'node:net'
 import { z } from 'zod'
-import { ACTION_NAMES, ACTIONS, type ActionName } from '../handlers/registry.js'
-import { parseListenAddress } from '../server/listen-address.js'
-import type { SchemaEnv } from '../types.js'
-import { filePath } from './paths.js'
-import { strictObject } from './strict.js'
-import { duration, size } from './units.js'
-import { fastcgiListenerShape } from './fastcgi-listen.js'
-import { uwsgiListenerShape } from './uwsgi-listen.js'
+import { ACTION_NAMES, ACTIONS, type ActionName } from '../gateways/index.js'
+import { parseListenAddress } from '../core/address.js'
+import type { SchemaEnv } from '../core/types.js'
+import { filePath } from '../core/schema/paths.js'
+import { strictObject } from '../core/schema/strict.js'
+import { duration, size } from '../core/schema/units.js'
+import { fastcgiListenerShape } from '../gateways/fastcgi/listen-config.js'
+import { uwsgiListenerShape } from '../gateways/uwsgi/listen-config.js'
 
 const METHOD = z
   .string()

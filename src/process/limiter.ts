@@ -1,4 +1,4 @@
-import { GatehouseError } from '../errors.js'
+import { GatehouseError } from '../core/errors.js'
 
 export interface LimiterOptions {
   /** Work items allowed at once. */

@@ -19,9 +19,9 @@ import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { strictObject } from '../config/strict.js'
-import { duration, size } from '../config/units.js'
-import { GatehouseError } from '../errors.js'
+import { strictObject } from '../core/schema/strict.js'
+import { duration, size } from '../core/schema/units.js'
+import { GatehouseError } from '../core/errors.js'
 import { signalGroup } from './process-group.js'
 
 /** How a worker is started: execve semantics, no shell, an explicit environment. */

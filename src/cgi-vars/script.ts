@@ -1,0 +1,70 @@
+/*
+ * The CGI meta-variables of a request as the gateways send them (CGI's environment,
+ * FastCGI's PARAMS): cgi-vars/meta.ts fed from a RequestContext.
+ */
+import { readFileSync } from 'node:fs'
+import { buildCgiMeta } from './meta.js'
+import type { RequestContext } from '../core/types.js'
+
+/** SERVER_SOFTWARE: `Gatehouse/<version>`. */
+export const SERVER_SOFTWARE = (() => {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+      version?: string
+    }
+    return `Gatehouse/${pkg.version ?? '0'}`
+  } catch {
+    return 'Gatehouse'
+  }
+})()
+
+/** Where the request landed: what the script is called and where it lives. */
+export interface ScriptLocation {
+  /** URL path of the script, decoded ('' when the script owns the route's root). */
+  scriptName: string
+  /** Decoded rest of the path after scriptName ('' when none). */
+  pathInfo: string
+  /** The script's file ('' when the application does not need one). */
+  scriptFilename: string
+  /** DOCUMENT_ROOT, and the base of PATH_TRANSLATED ('' for none). */
+  documentRoot: string
+}
+
+export function requestMeta(
+  ctx: RequestContext,
+  where: ScriptLocation,
+  options: {
+    contentLength: number | undefined
+    passAuthorization: boolean
+    /** The request as dispatched, when it is not ctx's own (a CGI local redirect re-dispatches as GET). */
+    request?: { method: string; rawPath: string; query: string; rawHeaders: readonly string[] }
+  },
+): Record<string, string> {
+  const request = options.request ?? ctx.req
+  const meta = buildCgiMeta({
+    method: options.request?.method ?? ctx.method,
+    rawPath: options.request?.rawPath ?? ctx.rawPath,
+    query: options.request?.query ?? ctx.query,
+    scriptName: where.scriptName,
+    pathInfo: where.pathInfo,
+    scriptFilename: where.scriptFilename,
+    documentRoot: where.documentRoot,
+    httpVersion: ctx.req.httpVersion,
+    rawHeaders: request.rawHeaders,
+    contentLength: options.contentLength,
+    serverName: ctx.host,
+    serverPort: ctx.port,
+    serverSoftware: SERVER_SOFTWARE,
+    remoteAddress: ctx.conn.remoteAddress,
+    remotePort: ctx.conn.remotePort,
+    localAddress: ctx.conn.localAddress,
+    scheme: ctx.scheme,
+    passAuthorization: options.passAuthorization,
+  })
+  if (where.scriptFilename === '') delete meta.SCRIPT_FILENAME
+  if (where.documentRoot === '') {
+    delete meta.DOCUMENT_ROOT
+    delete meta.PATH_TRANSLATED
+  }
+  return meta
+}

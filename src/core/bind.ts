@@ -1,0 +1,68 @@
+import { lstatSync, unlinkSync } from 'node:fs'
+import { connect, type Server } from 'node:net'
+import { GatehouseError } from './errors.js'
+import type { ListenAddress } from './address.js'
+
+export interface BoundAddress {
+  address: string
+  /** For TCP listeners: the bound port (useful with port 0). */
+  port?: number
+  /** For Unix listeners: the socket path. */
+  path?: string
+}
+
+/**
+ * Bind any listener (HTTP, uwsgi, FastCGI) to a parsed address. A busy address fails with
+ * GH_ERR_LISTEN naming it (and `label`, e.g. "uwsgi"); a stale Unix socket file is removed.
+ */
+export async function bindServer(server: Server, spec: ListenAddress, label?: string): Promise<BoundAddress> {
+  if (spec.kind === 'unix') await removeStaleSocket(spec.path)
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      const reason =
+        err.code === 'EADDRINUSE'
+          ? 'address already in use'
+          : err.code === 'EACCES'
+            ? 'permission denied'
+            : err.code === 'EADDRNOTAVAIL'
+              ? 'address not available on this machine'
+              : err.message
+      const where = label ? `${spec.text} (${label})` : spec.text
+      reject(new GatehouseError('GH_ERR_LISTEN', `${where}: ${reason}`, { cause: err }))
+    }
+    server.once('error', onError)
+    const done = () => {
+      server.off('error', onError)
+      resolve()
+    }
+    if (spec.kind === 'unix') server.listen(spec.path, done)
+    else server.listen({ host: spec.host, port: spec.port }, done)
+  })
+  const addr = server.address()
+  if (spec.kind === 'unix' || typeof addr === 'string' || addr === null)
+    return { address: spec.text, path: spec.kind === 'unix' ? spec.path : String(addr) }
+  return {
+    address: addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`,
+    port: addr.port,
+  }
+}
+
+/** A Unix socket file left by a dead process is removed; one with a live server is an error. */
+async function removeStaleSocket(path: string): Promise<void> {
+  let isSocket = false
+  try {
+    isSocket = lstatSync(path).isSocket()
+  } catch {
+    return
+  }
+  if (!isSocket) return // listen() reports EADDRINUSE with the path
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connect(path)
+    probe.once('connect', () => {
+      probe.destroy()
+      resolve(true)
+    })
+    probe.once('error', () => resolve(false))
+  })
+  if (!live) unlinkSync(path)
+}

@@ -1,0 +1,150 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { mkdirSync, openSync } from 'node:fs'
+import { dirname } from 'node:path'
+import pino, { type DestinationStream, type Logger } from 'pino'
+import type { GatehouseConfig } from '../config/schema.js'
+import { GatehouseError } from './errors.js'
+
+type LogConfig = GatehouseConfig['log']
+type Sink = DestinationStream & { reopen?: () => void; flushSync?: () => void; end?: () => void }
+
+function destination(target: string): Sink {
+  if (target === 'stderr' || target === 'stdout') {
+    const sink: Sink =
+      target === 'stderr'
+        ? pino.destination({ dest: 2, sync: true })
+        : pino.destination({ dest: 1, sync: false })
+    // Nothing to reopen on SIGUSR1 (SonicBoom would throw for a descriptor).
+    sink.reopen = () => {}
+    return sink
+  }
+  // The file is opened here, synchronously: a path that cannot be opened is an error at
+  // start (not a crash later), and nothing is left opening in the background when the
+  // server stops at once (or its directory is removed). SIGUSR1 reopens it by path.
+  let fd: number
+  try {
+    mkdirSync(dirname(target), { recursive: true })
+    fd = openSync(target, 'a')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message
+    throw new GatehouseError('GH_ERR_LOG_FILE', `${target}: ${code}`, { cause: err })
+  }
+  const sink: Sink = pino.destination({ dest: fd, sync: false })
+  const boom = sink as Sink & { file: string | null; on: (e: 'error', f: (err: Error) => void) => void }
+  // SonicBoom reopens by its `file`, which a destination made from a descriptor lacks.
+  boom.file = target
+  // A write that fails later (disk full, file removed with its directory) is reported on
+  // stderr once, not thrown into the server.
+  let reported = false
+  boom.on('error', (err) => {
+    if (reported) return
+    reported = true
+    process.stderr.write(`gatehouse: log file ${target}: ${err.message}\n`)
+  })
+  return sink
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
+const pad = (n: number) => (n < 10 ? `0${n}` : String(n))
+
+/** `10/Oct/2000:13:55:36 +0000`, the time format of the combined log. */
+export function clfTime(d: Date): string {
+  return `${pad(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} +0000`
+}
+
+const quote = (v: string | undefined) =>
+  v === undefined || v === '' ? '"-"' : JSON.stringify(v).replace(/\\\\/g, '\\')
+
+export interface AccessRecord {
+  req: IncomingMessage
+  res: ServerResponse
+  remoteAddress: string
+  start: number
+  route: number | undefined
+  /** socket.bytesWritten when the request arrived, to count body bytes of streamed responses. */
+  written0: number
+}
+
+/**
+ * Body bytes sent ($body_bytes_sent): Content-Length when the response had one, otherwise
+ * what the socket wrote for this response less the header block (chunk framing included).
+ */
+function bodyBytes(r: AccessRecord): number {
+  const { req, res } = r
+  if (req.method === 'HEAD' || res.statusCode === 304 || res.statusCode === 204) return 0
+  const header = (res as ServerResponse & { _header?: string | null })._header ?? ''
+  const cl = /\r\ncontent-length: *(\d+)/i.exec(header)
+  if (cl && res.writableFinished) return Number(cl[1])
+  return Math.max(0, (req.socket?.bytesWritten ?? 0) - r.written0 - header.length)
+}
+
+/** Error log and access log; both go through pino's destinations (SonicBoom). */
+export class Logs {
+  readonly error: Logger
+  private readonly errorSink: Sink
+  private readonly accessSink: Sink | null
+  private readonly accessJson: Logger | null
+
+  constructor(config: LogConfig) {
+    this.errorSink = destination(config.error_log)
+    this.error = pino(
+      { level: config.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+      this.errorSink,
+    )
+    if (config.access_log === 'off') {
+      this.accessSink = null
+      this.accessJson = null
+    } else {
+      this.accessSink = destination(config.access_log)
+      this.accessJson =
+        config.access_format === 'json'
+          ? pino({ base: null, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' }, this.accessSink)
+          : null
+    }
+  }
+
+  get accessEnabled(): boolean {
+    return this.accessSink !== null
+  }
+
+  access(r: AccessRecord): void {
+    if (!this.accessSink) return
+    const { req, res } = r
+    const status = res.statusCode
+    const bytes = bodyBytes(r)
+    if (this.accessJson) {
+      this.accessJson.info({
+        remote_addr: r.remoteAddress,
+        method: req.method,
+        uri: req.url,
+        protocol: `HTTP/${req.httpVersion}`,
+        status,
+        bytes,
+        duration_ms: Math.round((performance.now() - r.start) * 1000) / 1000,
+        host: req.headers.host,
+        referer: req.headers.referer,
+        user_agent: req.headers['user-agent'],
+        route: r.route,
+        completed: res.writableFinished,
+      })
+      return
+    }
+    const line = `${r.remoteAddress || '-'} - - [${clfTime(new Date())}] ${quote(`${req.method} ${req.url} HTTP/${req.httpVersion}`)} ${status} ${bytes} ${quote(req.headers.referer)} ${quote(req.headers['user-agent'])}\n`
+    this.accessSink.write(line)
+  }
+
+  /** SIGUSR1: reopen log files (after logrotate moved them). */
+  reopen(): void {
+    this.errorSink.reopen?.()
+    this.accessSink?.reopen?.()
+  }
+
+  flush(): void {
+    try {
+      this.errorSink.flushSync?.()
+      this.accessSink?.flushSync?.()
+    } catch {
+      // a destination that is not ready yet has nothing to flush
+    }
+  }
+}

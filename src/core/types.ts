@@ -1,0 +1,91 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { z } from 'zod'
+
+/** Where the request came from and arrived at. Listeners other than HTTP (FastCGI, uwsgi) supply their own. */
+export interface ConnectionInfo {
+  remoteAddress: string
+  remotePort: number
+  localAddress: string
+  localPort: number
+  /** true when the client reached us over TLS (HTTPS=on for gateways). */
+  secure: boolean
+}
+
+/** What the router matched, so gateways can compute SCRIPT_NAME and friends. */
+export interface RouteMatch {
+  /** Index of the route in the config's `routes` list. */
+  index: number
+  /** The URL path prefix the route owns ('' for regex routes, the whole path for exact routes). */
+  prefix: string
+  /** Capture groups of a regex route. */
+  params: readonly string[]
+}
+
+/**
+ * The one request object every listener produces and every handler consumes
+ * (DESIGN.md: "One request path"). `req`/`res` are node:http-shaped.
+ */
+export interface RequestContext {
+  req: IncomingMessage
+  res: ServerResponse
+  method: string
+  /** The path of the request-target exactly as received (percent-encoded). */
+  rawPath: string
+  /** Query string without '?', '' when there is none; never decoded. */
+  query: string
+  /** Percent-decoded path with dot-segments resolved; never leaves '/'. */
+  path: string
+  /** Host name without port, lower-cased ('' when the request had none). */
+  host: string
+  /** Port from the Host header, or the local port. */
+  port: number
+  scheme: 'http' | 'https'
+  conn: ConnectionInfo
+  route: RouteMatch
+  /** Largest request body the route accepts, in bytes. */
+  maxBodyBytes: number
+  log: Logger
+}
+
+export interface Handler {
+  handle(ctx: RequestContext): void | Promise<void>
+  /** Release processes, pools and timers. Called on shutdown and when a reload replaces the handler. */
+  close?(): Promise<void>
+  /** Resolves when the handler can serve (its managed workers are up); rejects when it cannot. */
+  ready?(): Promise<void>
+  /** SIGUSR2: replace managed workers with a new generation, draining the old one. */
+  reloadWorkers?(): Promise<void>
+  /** The handler sends `100 Continue` itself (when the app first reads the body), not the front. */
+  deferContinue?: boolean
+  /**
+   * An `Upgrade:` request (WebSocket) routed here, with its socket and the bytes read past
+   * the head. `ctx.res` is a ServerResponse on that socket for a plain HTTP answer (the
+   * connection closes after it). Handlers without it get upgrade requests as plain HTTP.
+   */
+  upgrade?(ctx: RequestContext, socket: Duplex, head: Buffer): void | Promise<void>
+}
+
+export interface SchemaEnv {
+  /** Directory that relative paths in this configuration are resolved against. */
+  baseDir: string
+}
+
+export interface HandlerServices {
+  log: Logger
+}
+
+/**
+ * A route action ("static", "return", and the gateways later issues add). Adding a
+ * gateway is adding one of these to src/gateways/index.ts.
+ */
+export interface ActionDefinition<Options = unknown> {
+  name: string
+  /** One line for `gatehouse --help` and docs. */
+  summary: string
+  /** Methods the action serves when the route does not list its own. */
+  defaultMethods?: readonly string[]
+  schema(env: SchemaEnv): z.ZodType<Options>
+  create(options: Options, services: HandlerServices): Handler
+}

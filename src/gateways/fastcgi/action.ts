@@ -1,0 +1,170 @@
+/*
+ * The `fastcgi` action: pass requests to a FastCGI application with the CGI meta-variables
+ * and explicit extra parameters, like nginx's `fastcgi_pass` + `fastcgi_param`. The PHP
+ * front controller (gateways/php/action.ts) is the same gateway with its own script resolution.
+ * docs/fastcgi.md is the user's view.
+ */
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { existingDir } from '../../core/schema/paths.js'
+import { strictObject } from '../../core/schema/strict.js'
+import type { FastCGIRequest } from './exchange.js'
+import type { FastCGIUpstream } from './managed-pool.js'
+import { fastcgiAddress, FastCGIPool, type FastCGIPoolOptions, fastcgiPoolShape } from './pool.js'
+import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
+import { cancelOnClientClose } from '../../core/cancel.js'
+import { requestMeta, type ScriptLocation } from '../../cgi-vars/script.js'
+import { relayResponse } from '../../core/response-relay.js'
+import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
+import {
+  bodyLength,
+  bodySource,
+  immediateBody,
+  NO_BODY,
+  readRequestBody,
+  type RequestBody,
+  releaseBody,
+} from '../../core/request-body.js'
+
+/** Parameter names: what FastCGI applications read (letters, digits, `_`, `.`, `-`). */
+const PARAM_NAME = z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, 'not a parameter name')
+/** PHP reads parameters as C strings: a NUL would cut the value short. */
+const PARAM_VALUE = z.string().refine((v) => !v.includes('\0'), 'NUL in a value')
+
+/** Keys every FastCGI gateway has: the pool's, plus how requests are passed on. */
+export const fastcgiGatewayShape = {
+  ...fastcgiPoolShape,
+  /**
+   * Extra parameters sent with every request, after the meta-variables (so they win), like
+   * `fastcgi_param`. Static values: SCRIPT_FILENAME, APP_ENV, even PHP_VALUE (config is trusted;
+   * request data can only ever produce HTTP_* names).
+   */
+  params: z.record(PARAM_NAME, PARAM_VALUE).default({}),
+  /** Pass the Authorization header as HTTP_AUTHORIZATION (nginx and Caddy do; CGI's default is not to). */
+  pass_authorization: z.boolean().default(true),
+  /** Read every request body whole before connecting (nginx's default); chunked bodies always are. */
+  request_buffering: z.boolean().default(false),
+}
+
+export function fastcgiSchema(env: SchemaEnv) {
+  return strictObject({
+    /** `unix:/path`, `host:port` or `[v6]:port` of the FastCGI server. */
+    pass: fastcgiAddress(env),
+    /** DOCUMENT_ROOT and the base of PATH_TRANSLATED (unset when not given). */
+    document_root: existingDir(env).optional(),
+    ...fastcgiGatewayShape,
+  })
+}
+
+export type FastCGIOptions = z.output<ReturnType<typeof fastcgiSchema>>
+export type FastCGIOptionsInput = z.input<ReturnType<typeof fastcgiSchema>>
+
+export type FastCGIGatewayOptions = FastCGIPoolOptions & {
+  params: Record<string, string>
+  pass_authorization: boolean
+  request_buffering: boolean
+}
+
+/** A pool to one upstream and the request path through it: body, parameters, response. */
+export class FastCGIGateway {
+  readonly pool: FastCGIUpstream
+  private readonly params: [string, string][]
+
+  /** `address`: a FastCGI server's address, or an upstream of its own (a managed pool). */
+  constructor(
+    address: string | FastCGIUpstream,
+    private readonly options: FastCGIGatewayOptions,
+    private readonly log: Logger,
+  ) {
+    this.pool = typeof address === 'string' ? new FastCGIPool(address, options, log) : address
+    this.params = Object.entries(options.params)
+  }
+
+  async serve(ctx: RequestContext, where: ScriptLocation): Promise<void> {
+    const { cancel, done } = cancelOnClientClose(ctx.res)
+    const tags = { upstream: this.pool.upstream, script: where.scriptFilename || where.scriptName || '/' }
+    let body: RequestBody = NO_BODY
+    try {
+      // Most requests have no body, or a Content-Length one that streams: known at once,
+      // without a turn of the event loop. Only a body to spool is awaited.
+      body =
+        immediateBody(ctx.req, this.options.request_buffering) ??
+        (await readRequestBody(ctx.req, { limit: ctx.maxBodyBytes, buffer: this.options.request_buffering }))
+      const params = requestMeta(ctx, where, {
+        contentLength: bodyLength(body),
+        passAuthorization: this.options.pass_authorization,
+      })
+      for (const [name, value] of this.params) params[name] = value
+      const source = bodySource(body, ctx.req)
+      const request: FastCGIRequest = {
+        params,
+        signal: cancel,
+        maxBodyBytes: ctx.maxBodyBytes,
+        onStderr: (line) => this.log.warn({ ...tags, stream: 'stderr' }, line),
+      }
+      if (source !== undefined) request.body = source
+      const response = await this.pool.request(request)
+      const relaying = relayResponse(ctx, response, this.log, tags)
+      if (relaying) await relaying
+    } catch (err) {
+      if (cancel.aborted) return
+      throw err
+    } finally {
+      done()
+      if (body.kind === 'spooled') await releaseBody(body)
+    }
+  }
+
+  close(): Promise<void> {
+    return this.pool.close()
+  }
+}
+
+/** URL prefix the route owns, without a trailing slash ('' for '/' and regex routes). */
+export function routePrefix(ctx: RequestContext): string {
+  const prefix = ctx.route.prefix
+  return prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+}
+
+export class FastCGIHandler implements Handler {
+  readonly gateway: FastCGIGateway
+
+  constructor(
+    private readonly options: FastCGIOptions,
+    log: Logger,
+  ) {
+    this.gateway = new FastCGIGateway(options.pass, options, log)
+  }
+
+  handle(ctx: RequestContext): Promise<void> {
+    // Mounted like an application at the route's prefix: SCRIPT_NAME is the prefix, PATH_INFO the rest.
+    const prefix = routePrefix(ctx)
+    return this.gateway.serve(ctx, {
+      scriptName: prefix,
+      pathInfo: ctx.path.slice(prefix.length),
+      scriptFilename: '',
+      documentRoot: this.options.document_root ?? '',
+    })
+  }
+
+  close(): Promise<void> {
+    return this.gateway.close()
+  }
+}
+
+export const fastcgiAction: ActionDefinition<FastCGIOptions> = {
+  name: 'fastcgi',
+  summary:
+    'pass requests to a FastCGI application over a pool of kept-alive connections (nginx fastcgi_pass)',
+  schema: fastcgiSchema,
+  create: (options, services) => new FastCGIHandler(options, services.log),
+}
+
+/**
+ * The fastcgi action as a node:http request listener:
+ *
+ *   createServer(fastcgi({ pass: 'unix:/run/app.sock', params: { SCRIPT_FILENAME: '/srv/app.fcgi' } }))
+ */
+export function fastcgi(options: FastCGIOptionsInput & ListenerOptions): RequestListener<FastCGIHandler> {
+  return actionListener(fastcgiSchema, options, (o, log) => new FastCGIHandler(o, log))
+}

@@ -1,0 +1,782 @@
+/**
+ * The Python bridge protocol (docs/python-bridge.md): frames between the Node front and a
+ * Python worker over one Unix socket, both ways.
+ *
+ * A frame is `u32le length` then `length` bytes of Python `marshal` data: one tuple
+ * `(type, id, ...fields)`. Python decodes a frame with one `marshal.loads` call (C code,
+ * no per-field Python work) and gets the WSGI environ as a ready dict; Node writes the
+ * marshal bytes directly. Python encodes its frames with `marshal.dumps`; the decoder here
+ * reads what CPython's marshal writes for the value kinds frames use (None, bools, ints,
+ * bytes, str, tuples, lists, dicts, and back-references).
+ *
+ * Pure: no sockets, no timers. The decoder is fed bytes split anywhere, holds at most one
+ * frame's bytes (a larger declared frame is refused) and throws GH_ERR_WORKER_PROTOCOL on
+ * anything it cannot read; it must not be fed again after that.
+ */
+import { GatehouseError } from '../../core/errors.js'
+
+export const WORKER_PROTOCOL_VERSION = 1
+export const FRAME_HEADER_BYTES = 4
+/** Default largest frame accepted by the decoder (payload bytes). */
+export const DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+
+/** Frame types. Node -> Python are below 64, Python -> Node from 64. */
+export const FrameType = {
+  // Node -> Python
+  /** (1, id, environ: dict, body: bytes, more_body: bool, response_window: int) */
+  HTTP_REQUEST: 1,
+  /** (2, id, body: bytes, more_body: bool) */
+  HTTP_BODY: 2,
+  /** (3, id): the client went away; the worker stops the app (close() runs) and answers FINISHED. */
+  HTTP_DISCONNECT: 3,
+  /** (4, id, bytes: int): the worker may send this many more response body bytes. */
+  RESPONSE_CREDIT: 4,
+  /**
+   * (8, id, scope: dict, body: bytes, more_body: bool, response_window: int, request_window: int):
+   * an ASGI HTTP request; `scope` is the ASGI scope but for `state` (headers a tuple of
+   * (bytes, bytes) tuples); `request_window` is the body Node sends before being granted more.
+   */
+  ASGI_REQUEST: 8,
+  /** (9, id): the request ran past its timeout: the worker logs its stack, cancels it, answers FINISHED. */
+  CANCEL: 9,
+  /** (16, id, scope: dict): websocket.connect (ASGI). */
+  WS_CONNECT: 16,
+  /** (17, id, bytes | None, text | None): websocket.receive. */
+  WS_RECEIVE: 17,
+  /** (18, id, code: int): websocket.disconnect. */
+  WS_DISCONNECT: 18,
+  /** (24, 0, state: dict): lifespan.startup. */
+  LIFESPAN_STARTUP: 24,
+  /** (25, 0): lifespan.shutdown. */
+  LIFESPAN_SHUTDOWN: 25,
+
+  // Python -> Node
+  /** (64, 0, version, pid, request_window, capacity): first frame on every connection. */
+  HELLO: 64,
+  /** (65, id, status: int, reason: str, headers: tuple of (name, value), body: bytes, more_body: bool) */
+  RESPONSE_START: 65,
+  /** (66, id, body: bytes, more_body: bool) */
+  RESPONSE_BODY: 66,
+  /**
+   * (67, id, path: str, offset: int, length: int, dev: int, ino: int, more_body: bool):
+   * send `length` bytes of the file at `path` from `offset` (wsgi.file_wrapper); Node
+   * checks that the file it opens is (dev, ino).
+   */
+  RESPONSE_FILE: 67,
+  /** (68, id, bytes: int): Node may send this many more request body bytes (the app reads). */
+  REQUEST_CREDIT: 68,
+  /** (69, id, message: str): the app failed; the last frame of the request. */
+  REQUEST_ERROR: 69,
+  /** (70, id): the request is over on the worker's side after an HTTP_DISCONNECT. */
+  FINISHED: 70,
+  /** (80, id, subprotocol: str | None, headers: tuple): websocket.accept. */
+  WS_ACCEPT: 80,
+  /** (81, id, bytes | None, text | None): websocket.send. */
+  WS_SEND: 81,
+  /** (82, id, code: int, reason: str): websocket.close. */
+  WS_CLOSE: 82,
+  /** (88, 0, phase: 'startup' | 'shutdown', ok: bool, message: str): lifespan.*.complete/failed. */
+  LIFESPAN_RESULT: 88,
+} as const
+
+export type Headers = readonly (readonly [string, string])[]
+
+/** Frames Node sends. */
+export type NodeFrame =
+  | {
+      type: typeof FrameType.HTTP_REQUEST
+      id: number
+      environ: Readonly<Record<string, string>>
+      body: Buffer
+      moreBody: boolean
+      responseWindow: number
+    }
+  | { type: typeof FrameType.HTTP_BODY; id: number; body: Buffer; moreBody: boolean }
+  | { type: typeof FrameType.HTTP_DISCONNECT; id: number }
+  | { type: typeof FrameType.RESPONSE_CREDIT; id: number; bytes: number }
+  | {
+      type: typeof FrameType.ASGI_REQUEST
+      id: number
+      scope: Readonly<Record<string, MarshalValue>>
+      body: Buffer
+      moreBody: boolean
+      responseWindow: number
+      requestWindow: number
+    }
+  | { type: typeof FrameType.CANCEL; id: number }
+  | { type: typeof FrameType.WS_CONNECT; id: number; scope: Readonly<Record<string, MarshalValue>> }
+  | { type: typeof FrameType.WS_RECEIVE; id: number; bytes: Buffer | null; text: string | null }
+  | { type: typeof FrameType.WS_DISCONNECT; id: number; code: number }
+  | { type: typeof FrameType.LIFESPAN_STARTUP; id: 0; state: Readonly<Record<string, MarshalValue>> }
+  | { type: typeof FrameType.LIFESPAN_SHUTDOWN; id: 0 }
+
+/** Frames the worker sends. */
+export type WorkerFrame =
+  | {
+      type: typeof FrameType.HELLO
+      id: 0
+      version: number
+      pid: number
+      requestWindow: number
+      capacity: number
+    }
+  | {
+      type: typeof FrameType.RESPONSE_START
+      id: number
+      status: number
+      reason: string
+      headers: Headers
+      body: Buffer
+      moreBody: boolean
+    }
+  | { type: typeof FrameType.RESPONSE_BODY; id: number; body: Buffer; moreBody: boolean }
+  | {
+      type: typeof FrameType.RESPONSE_FILE
+      id: number
+      path: string
+      offset: number
+      length: number
+      dev: number
+      ino: number
+      moreBody: boolean
+    }
+  | { type: typeof FrameType.REQUEST_CREDIT; id: number; bytes: number }
+  | { type: typeof FrameType.REQUEST_ERROR; id: number; message: string }
+  | { type: typeof FrameType.FINISHED; id: number }
+  | { type: typeof FrameType.WS_ACCEPT; id: number; subprotocol: string | null; headers: Headers }
+  | { type: typeof FrameType.WS_SEND; id: number; bytes: Buffer | null; text: string | null }
+  | { type: typeof FrameType.WS_CLOSE; id: number; code: number; reason: string }
+  | {
+      type: typeof FrameType.LIFESPAN_RESULT
+      id: 0
+      phase: 'startup' | 'shutdown'
+      ok: boolean
+      message: string
+    }
+
+export type AnyFrame = NodeFrame | WorkerFrame
+
+// ---------------------------------------------------------------------------------------
+// marshal
+
+/** What frames are made of. Arrays are tuples; plain objects are dicts with str keys. */
+export type MarshalValue =
+  | null
+  | boolean
+  | number
+  | string
+  | Buffer
+  | readonly MarshalValue[]
+  | { readonly [key: string]: MarshalValue }
+
+const FLAG_REF = 0x80
+const T = {
+  NULL: 0x30, // '0'
+  NONE: 0x4e, // 'N'
+  FALSE: 0x46, // 'F'
+  TRUE: 0x54, // 'T'
+  INT: 0x69, // 'i'
+  LONG: 0x6c, // 'l'
+  BYTES: 0x73, // 's'
+  INTERNED: 0x74, // 't'
+  UNICODE: 0x75, // 'u'
+  ASCII: 0x61, // 'a'
+  ASCII_INTERNED: 0x41, // 'A'
+  SHORT_ASCII: 0x7a, // 'z'
+  SHORT_ASCII_INTERNED: 0x5a, // 'Z'
+  TUPLE: 0x28, // '('
+  SMALL_TUPLE: 0x29, // ')'
+  LIST: 0x5b, // '['
+  DICT: 0x7b, // '{'
+  REF: 0x72, // 'r'
+} as const
+
+function protocolError(detail: string): GatehouseError {
+  return new GatehouseError('GH_ERR_WORKER_PROTOCOL', detail)
+}
+
+/** Growable output buffer for one frame (exported for encoders of hot frames elsewhere). */
+export class Writer {
+  buf: Buffer
+  pos = FRAME_HEADER_BYTES
+
+  constructor(size = 512) {
+    this.buf = Buffer.allocUnsafe(size)
+  }
+
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return
+    let size = this.buf.length * 2
+    while (size < this.pos + n) size *= 2
+    const next = Buffer.allocUnsafe(size)
+    this.buf.copy(next, 0, 0, this.pos)
+    this.buf = next
+  }
+
+  byte(b: number): void {
+    this.ensure(1)
+    this.buf[this.pos++] = b
+  }
+
+  u32(n: number): void {
+    this.ensure(4)
+    this.buf.writeUInt32LE(n, this.pos)
+    this.pos += 4
+  }
+
+  value(v: MarshalValue): void {
+    if (v === null) this.byte(T.NONE)
+    else if (v === true) this.byte(T.TRUE)
+    else if (v === false) this.byte(T.FALSE)
+    else if (typeof v === 'number') this.int(v)
+    else if (typeof v === 'string') this.str(v)
+    else if (Buffer.isBuffer(v)) {
+      this.ensure(5 + v.length)
+      this.buf[this.pos++] = T.BYTES
+      this.buf.writeUInt32LE(v.length, this.pos)
+      v.copy(this.buf, this.pos + 4)
+      this.pos += 4 + v.length
+    } else if (Array.isArray(v)) {
+      const items = v as readonly MarshalValue[]
+      if (items.length < 256) {
+        this.ensure(2)
+        this.buf[this.pos++] = T.SMALL_TUPLE
+        this.buf[this.pos++] = items.length
+      } else {
+        this.byte(T.TUPLE)
+        this.u32(items.length)
+      }
+      for (const item of items) this.value(item)
+    } else {
+      this.byte(T.DICT)
+      for (const key of Object.keys(v)) {
+        this.str(key)
+        this.value((v as Record<string, MarshalValue>)[key]!)
+      }
+      this.byte(T.NULL)
+    }
+  }
+
+  int(n: number): void {
+    if (!Number.isSafeInteger(n)) throw protocolError(`not a safe integer: ${n}`)
+    if (n < -0x80000000 || n > 0x7fffffff) {
+      // marshal's long: a signed count of 15-bit digits, least significant first.
+      const digits: number[] = []
+      for (let m = Math.abs(n); m > 0; m = Math.floor(m / 32768)) digits.push(m % 32768)
+      this.ensure(5 + digits.length * 2)
+      this.buf[this.pos++] = T.LONG
+      this.buf.writeInt32LE(n < 0 ? -digits.length : digits.length, this.pos)
+      this.pos += 4
+      for (const d of digits) {
+        this.buf.writeUInt16LE(d, this.pos)
+        this.pos += 2
+      }
+      return
+    }
+    this.ensure(5)
+    this.buf[this.pos++] = T.INT
+    this.buf.writeInt32LE(n, this.pos)
+    this.pos += 4
+  }
+
+  /** A Python str with the same code points as `s` (latin-1 native strings stay so). */
+  str(s: string): void {
+    const bytes = Buffer.byteLength(s, 'utf8')
+    if (bytes === s.length) {
+      // ASCII: the forms Python decodes fastest.
+      if (bytes < 256) {
+        this.ensure(2 + bytes)
+        this.buf[this.pos++] = T.SHORT_ASCII
+        this.buf[this.pos++] = bytes
+      } else {
+        this.ensure(5 + bytes)
+        this.buf[this.pos++] = T.ASCII
+        this.buf.writeUInt32LE(bytes, this.pos)
+        this.pos += 4
+      }
+      this.pos += this.buf.write(s, this.pos, bytes, 'latin1')
+    } else {
+      this.ensure(5 + bytes)
+      this.buf[this.pos++] = T.UNICODE
+      this.buf.writeUInt32LE(bytes, this.pos)
+      this.pos += 4
+      this.pos += this.buf.write(s, this.pos, bytes, 'utf8')
+    }
+  }
+
+  /** The frame: length prefix filled in. */
+  finish(): Buffer {
+    this.buf.writeUInt32LE(this.pos - FRAME_HEADER_BYTES, 0)
+    return this.buf.subarray(0, this.pos)
+  }
+}
+
+/** Encode a value as one marshal object (no frame header). */
+export function marshalDumps(value: MarshalValue): Buffer {
+  const w = new Writer()
+  w.value(value)
+  return w.buf.subarray(FRAME_HEADER_BYTES, w.pos)
+}
+
+class Reader {
+  pos = 0
+  private readonly refs: MarshalValue[] = []
+
+  constructor(private readonly buf: Buffer) {}
+
+  need(n: number): void {
+    if (this.pos + n > this.buf.length) throw protocolError('marshal data ends inside a value')
+  }
+
+  u32(): number {
+    this.need(4)
+    const n = this.buf.readUInt32LE(this.pos)
+    this.pos += 4
+    return n
+  }
+
+  value(depth = 0): MarshalValue {
+    if (depth > 32) throw protocolError('marshal data nested too deep')
+    this.need(1)
+    const code = this.buf[this.pos++]!
+    const flag = (code & FLAG_REF) !== 0
+    const type = code & ~FLAG_REF
+    let slot = -1
+    if (flag) {
+      slot = this.refs.length
+      this.refs.push(null)
+    }
+    const v = this.plain(type, depth)
+    if (flag) this.refs[slot] = v
+    return v
+  }
+
+  private plain(type: number, depth: number): MarshalValue {
+    switch (type) {
+      case T.NONE:
+        return null
+      case T.TRUE:
+        return true
+      case T.FALSE:
+        return false
+      case T.INT: {
+        this.need(4)
+        const n = this.buf.readInt32LE(this.pos)
+        this.pos += 4
+        return n
+      }
+      case T.LONG: {
+        this.need(4)
+        const digits = this.buf.readInt32LE(this.pos)
+        this.pos += 4
+        const count = Math.abs(digits)
+        if (count > 4) throw protocolError('integer too large')
+        this.need(count * 2)
+        let n = 0
+        for (let i = count - 1; i >= 0; i--) n = n * 32768 + this.buf.readUInt16LE(this.pos + i * 2)
+        this.pos += count * 2
+        if (!Number.isSafeInteger(n)) throw protocolError('integer too large')
+        return digits < 0 ? -n : n
+      }
+      case T.BYTES: {
+        const n = this.u32()
+        this.need(n)
+        const out = this.buf.subarray(this.pos, this.pos + n)
+        this.pos += n
+        return out
+      }
+      case T.UNICODE:
+      case T.INTERNED: {
+        const n = this.u32()
+        this.need(n)
+        const s = this.buf.toString('utf8', this.pos, this.pos + n)
+        this.pos += n
+        return s
+      }
+      case T.ASCII:
+      case T.ASCII_INTERNED:
+      case T.SHORT_ASCII:
+      case T.SHORT_ASCII_INTERNED: {
+        let n: number
+        if (type === T.ASCII || type === T.ASCII_INTERNED) n = this.u32()
+        else {
+          this.need(1)
+          n = this.buf[this.pos++]!
+        }
+        this.need(n)
+        const s = this.buf.toString('latin1', this.pos, this.pos + n)
+        this.pos += n
+        return s
+      }
+      case T.TUPLE:
+      case T.SMALL_TUPLE:
+      case T.LIST: {
+        let n: number
+        if (type === T.SMALL_TUPLE) {
+          this.need(1)
+          n = this.buf[this.pos++]!
+        } else n = this.u32()
+        // Every item takes at least one byte: a count beyond what is left is a lie.
+        if (n > this.buf.length - this.pos) throw protocolError('tuple longer than its frame')
+        const items: MarshalValue[] = new Array<MarshalValue>(n)
+        for (let i = 0; i < n; i++) items[i] = this.value(depth + 1)
+        return items
+      }
+      case T.DICT: {
+        const out: Record<string, MarshalValue> = Object.create(null) as Record<string, MarshalValue>
+        for (;;) {
+          this.need(1)
+          if (this.buf[this.pos] === T.NULL) {
+            this.pos++
+            return out
+          }
+          const key = this.value(depth + 1)
+          if (typeof key !== 'string') throw protocolError('dict key is not a str')
+          out[key] = this.value(depth + 1)
+        }
+      }
+      case T.REF: {
+        const i = this.u32()
+        if (i >= this.refs.length) throw protocolError('marshal back-reference to nothing')
+        return this.refs[i]!
+      }
+      default:
+        throw protocolError(`unsupported marshal type 0x${type.toString(16)}`)
+    }
+  }
+}
+
+/** Decode one marshal object that fills `buf` exactly. */
+export function marshalLoads(buf: Buffer): MarshalValue {
+  const r = new Reader(buf)
+  const v = r.value()
+  if (r.pos !== buf.length) throw protocolError('bytes after the marshal value')
+  return v
+}
+
+// ---------------------------------------------------------------------------------------
+// frames
+
+function tupleOf(frame: AnyFrame): MarshalValue[] {
+  switch (frame.type) {
+    case FrameType.HTTP_REQUEST:
+      return [frame.type, frame.id, frame.environ, frame.body, frame.moreBody, frame.responseWindow]
+    case FrameType.HTTP_BODY:
+    case FrameType.RESPONSE_BODY:
+      return [frame.type, frame.id, frame.body, frame.moreBody]
+    case FrameType.HTTP_DISCONNECT:
+    case FrameType.FINISHED:
+    case FrameType.LIFESPAN_SHUTDOWN:
+    case FrameType.CANCEL:
+      return [frame.type, frame.id]
+    case FrameType.ASGI_REQUEST:
+      return [
+        frame.type,
+        frame.id,
+        frame.scope,
+        frame.body,
+        frame.moreBody,
+        frame.responseWindow,
+        frame.requestWindow,
+      ]
+    case FrameType.RESPONSE_CREDIT:
+    case FrameType.REQUEST_CREDIT:
+      return [frame.type, frame.id, frame.bytes]
+    case FrameType.WS_CONNECT:
+      return [frame.type, frame.id, frame.scope]
+    case FrameType.WS_RECEIVE:
+    case FrameType.WS_SEND:
+      return [frame.type, frame.id, frame.bytes, frame.text]
+    case FrameType.WS_DISCONNECT:
+      return [frame.type, frame.id, frame.code]
+    case FrameType.LIFESPAN_STARTUP:
+      return [frame.type, frame.id, frame.state]
+    case FrameType.HELLO:
+      return [frame.type, frame.id, frame.version, frame.pid, frame.requestWindow, frame.capacity]
+    case FrameType.RESPONSE_START:
+      return [
+        frame.type,
+        frame.id,
+        frame.status,
+        frame.reason,
+        frame.headers as MarshalValue,
+        frame.body,
+        frame.moreBody,
+      ]
+    case FrameType.RESPONSE_FILE:
+      return [
+        frame.type,
+        frame.id,
+        frame.path,
+        frame.offset,
+        frame.length,
+        frame.dev,
+        frame.ino,
+        frame.moreBody,
+      ]
+    case FrameType.REQUEST_ERROR:
+      return [frame.type, frame.id, frame.message]
+    case FrameType.WS_ACCEPT:
+      return [frame.type, frame.id, frame.subprotocol, frame.headers as MarshalValue]
+    case FrameType.WS_CLOSE:
+      return [frame.type, frame.id, frame.code, frame.reason]
+    case FrameType.LIFESPAN_RESULT:
+      return [frame.type, frame.id, frame.phase, frame.ok, frame.message]
+  }
+}
+
+/** One frame, length prefix included, ready to write. */
+export function encodeFrame(frame: AnyFrame): Buffer {
+  const w = new Writer(frame.type === FrameType.HTTP_REQUEST ? 1024 + frame.body.length : 64)
+  w.value(tupleOf(frame))
+  return w.finish()
+}
+
+/**
+ * The HTTP_REQUEST frame, written straight from the environ entries (the hot path: no
+ * intermediate object).
+ */
+export function encodeHttpRequest(
+  id: number,
+  environ: Iterable<readonly [string, string]>,
+  body: Buffer,
+  moreBody: boolean,
+  responseWindow: number,
+): Buffer {
+  const w = new Writer(1024 + body.length)
+  w.ensure(2)
+  w.buf[w.pos++] = T.SMALL_TUPLE
+  w.buf[w.pos++] = 6
+  w.int(FrameType.HTTP_REQUEST)
+  w.int(id)
+  w.byte(T.DICT)
+  for (const [key, value] of environ) {
+    w.str(key)
+    w.str(value)
+  }
+  w.byte(T.NULL)
+  w.value(body)
+  w.value(moreBody)
+  w.int(responseWindow)
+  return w.finish()
+}
+
+const isInt = (v: MarshalValue): v is number => typeof v === 'number'
+const isStr = (v: MarshalValue): v is string => typeof v === 'string'
+const isBool = (v: MarshalValue): v is boolean => typeof v === 'boolean'
+const isBytes = (v: MarshalValue): v is Buffer => Buffer.isBuffer(v)
+const isDict = (v: MarshalValue): v is Record<string, MarshalValue> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) && !Buffer.isBuffer(v)
+
+function headersOf(v: MarshalValue): Headers {
+  if (!Array.isArray(v)) throw protocolError('headers are not a sequence')
+  const out: [string, string][] = []
+  for (const pair of v as readonly MarshalValue[]) {
+    const p = pair as readonly MarshalValue[]
+    if (!Array.isArray(p) || p.length !== 2 || typeof p[0] !== 'string' || typeof p[1] !== 'string')
+      throw protocolError('a header is not a (name, value) pair of str')
+    out.push([p[0], p[1]])
+  }
+  return out
+}
+
+/** Shape check of a decoded tuple into a typed frame. */
+export function frameFromTuple(t: MarshalValue): AnyFrame {
+  if (!Array.isArray(t) || t.length < 2) throw protocolError('a frame is a tuple (type, id, ...)')
+  const f = t as readonly MarshalValue[]
+  const type = f[0]!
+  const id = f[1]!
+  if (!isInt(type) || !isInt(id) || id < 0) throw protocolError('frame type and id are ints')
+  const want = (n: number, ok: boolean) => {
+    if (f.length !== n || !ok) throw protocolError(`malformed frame of type ${type}`)
+  }
+  switch (type) {
+    case FrameType.HTTP_REQUEST:
+      want(6, isDict(f[2]!) && isBytes(f[3]!) && isBool(f[4]!) && isInt(f[5]!))
+      for (const v of Object.values(f[2] as Record<string, MarshalValue>))
+        if (!isStr(v)) throw protocolError('environ values are str')
+      return {
+        type,
+        id,
+        environ: f[2] as Record<string, string>,
+        body: f[3] as Buffer,
+        moreBody: f[4] as boolean,
+        responseWindow: f[5] as number,
+      }
+    case FrameType.HTTP_BODY:
+    case FrameType.RESPONSE_BODY:
+      want(4, isBytes(f[2]!) && isBool(f[3]!))
+      return { type, id, body: f[2] as Buffer, moreBody: f[3] as boolean }
+    case FrameType.HTTP_DISCONNECT:
+    case FrameType.FINISHED:
+    case FrameType.CANCEL:
+      want(2, true)
+      return { type, id }
+    case FrameType.ASGI_REQUEST:
+      want(7, isDict(f[2]!) && isBytes(f[3]!) && isBool(f[4]!) && isInt(f[5]!) && isInt(f[6]!))
+      return {
+        type,
+        id,
+        scope: f[2] as Record<string, MarshalValue>,
+        body: f[3] as Buffer,
+        moreBody: f[4] as boolean,
+        responseWindow: f[5] as number,
+        requestWindow: f[6] as number,
+      }
+    case FrameType.LIFESPAN_SHUTDOWN:
+      want(2, id === 0)
+      return { type, id: 0 }
+    case FrameType.RESPONSE_CREDIT:
+    case FrameType.REQUEST_CREDIT:
+      want(3, isInt(f[2]!) && (f[2] as number) >= 0)
+      return { type, id, bytes: f[2] as number }
+    case FrameType.WS_CONNECT:
+      want(3, isDict(f[2]!))
+      return { type, id, scope: f[2] as Record<string, MarshalValue> }
+    case FrameType.WS_RECEIVE:
+    case FrameType.WS_SEND:
+      want(4, (f[2] === null || isBytes(f[2]!)) && (f[3] === null || isStr(f[3]!)))
+      return { type, id, bytes: f[2] as Buffer | null, text: f[3] as string | null }
+    case FrameType.WS_DISCONNECT:
+      want(3, isInt(f[2]!))
+      return { type, id, code: f[2] as number }
+    case FrameType.LIFESPAN_STARTUP:
+      want(3, id === 0 && isDict(f[2]!))
+      return { type, id: 0, state: f[2] as Record<string, MarshalValue> }
+    case FrameType.HELLO:
+      want(6, id === 0 && isInt(f[2]!) && isInt(f[3]!) && isInt(f[4]!) && isInt(f[5]!))
+      return {
+        type,
+        id: 0,
+        version: f[2] as number,
+        pid: f[3] as number,
+        requestWindow: f[4] as number,
+        capacity: f[5] as number,
+      }
+    case FrameType.RESPONSE_START:
+      want(7, isInt(f[2]!) && isStr(f[3]!) && isBytes(f[5]!) && isBool(f[6]!))
+      return {
+        type,
+        id,
+        status: f[2] as number,
+        reason: f[3] as string,
+        headers: headersOf(f[4]!),
+        body: f[5] as Buffer,
+        moreBody: f[6] as boolean,
+      }
+    case FrameType.RESPONSE_FILE:
+      want(8, isStr(f[2]!) && isInt(f[3]!) && isInt(f[4]!) && isInt(f[5]!) && isInt(f[6]!) && isBool(f[7]!))
+      if ((f[3] as number) < 0 || (f[4] as number) < 0) throw protocolError('negative file range')
+      return {
+        type,
+        id,
+        path: f[2] as string,
+        offset: f[3] as number,
+        length: f[4] as number,
+        dev: f[5] as number,
+        ino: f[6] as number,
+        moreBody: f[7] as boolean,
+      }
+    case FrameType.REQUEST_ERROR:
+      want(3, isStr(f[2]!))
+      return { type, id, message: f[2] as string }
+    case FrameType.WS_ACCEPT:
+      want(4, f[2] === null || isStr(f[2]!))
+      return { type, id, subprotocol: f[2] as string | null, headers: headersOf(f[3]!) }
+    case FrameType.WS_CLOSE:
+      want(4, isInt(f[2]!) && isStr(f[3]!))
+      return { type, id, code: f[2] as number, reason: f[3] as string }
+    case FrameType.LIFESPAN_RESULT:
+      want(5, id === 0 && (f[2] === 'startup' || f[2] === 'shutdown') && isBool(f[3]!) && isStr(f[4]!))
+      return {
+        type,
+        id: 0,
+        phase: f[2] as 'startup' | 'shutdown',
+        ok: f[3] as boolean,
+        message: f[4] as string,
+      }
+    default:
+      throw protocolError(`unknown frame type ${type}`)
+  }
+}
+
+export interface FrameDecoderOptions {
+  /** Largest frame payload accepted (default 4 MiB): a longer declared length is an error. */
+  maxFrameBytes?: number
+}
+
+/**
+ * Incremental frame decoder. Buffers at most one frame (plus its 4-byte prefix); frames
+ * that arrive whole inside one chunk are decoded in place (bytes fields are views of the
+ * chunk, not copies).
+ */
+export class FrameDecoder {
+  private readonly maxFrameBytes: number
+  private pending: Buffer[] = []
+  private pendingBytes = 0
+  /** Payload length of the frame being gathered, -1 while its prefix is incomplete. */
+  private need = -1
+
+  constructor(options: FrameDecoderOptions = {}) {
+    this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
+  }
+
+  /** Bytes held for a frame not yet complete. */
+  get buffered(): number {
+    return this.pendingBytes
+  }
+
+  push(chunk: Buffer): AnyFrame[] {
+    const out: AnyFrame[] = []
+    let data = chunk
+    // Complete a frame in progress first, copying only its own bytes.
+    while (this.pendingBytes > 0 && data.length > 0) {
+      const target = this.need < 0 ? FRAME_HEADER_BYTES : FRAME_HEADER_BYTES + this.need
+      const take = Math.min(target - this.pendingBytes, data.length)
+      this.pending.push(data.subarray(0, take))
+      this.pendingBytes += take
+      data = data.subarray(take)
+      if (this.pendingBytes < target) break
+      const whole = Buffer.concat(this.pending, this.pendingBytes)
+      if (this.need < 0) {
+        this.need = this.lengthOf(whole, 0)
+        this.pending = [whole]
+        continue
+      }
+      this.pending = []
+      this.pendingBytes = 0
+      this.need = -1
+      out.push(frameFromTuple(marshalLoads(whole.subarray(FRAME_HEADER_BYTES))))
+    }
+    if (this.pendingBytes > 0) return out
+    // Whole frames inside the chunk are decoded in place.
+    let pos = 0
+    while (data.length - pos >= FRAME_HEADER_BYTES) {
+      const n = this.lengthOf(data, pos)
+      if (data.length - pos - FRAME_HEADER_BYTES < n) break
+      const start = pos + FRAME_HEADER_BYTES
+      out.push(frameFromTuple(marshalLoads(data.subarray(start, start + n))))
+      pos = start + n
+    }
+    if (pos < data.length) {
+      const rest = data.subarray(pos)
+      this.pending = [rest]
+      this.pendingBytes = rest.length
+      this.need = rest.length >= FRAME_HEADER_BYTES ? this.lengthOf(rest, 0) : -1
+    }
+    return out
+  }
+
+  private lengthOf(buf: Buffer, at: number): number {
+    const n = buf.readUInt32LE(at)
+    if (n === 0) throw protocolError('empty frame')
+    if (n > this.maxFrameBytes) throw protocolError(`frame of ${n} bytes > ${this.maxFrameBytes}`)
+    return n
+  }
+
+  /** The peer closed: an error when a frame was cut short. */
+  finish(): void {
+    if (this.pendingBytes > 0)
+      throw protocolError(`connection closed inside a frame (${this.pendingBytes} bytes held)`)
+  }
+}

@@ -1,0 +1,225 @@
+/*
+ * What the wsgi and asgi actions share: the workers' environment, one bridge connection
+ * per worker, and which proxies' X-Forwarded-For / X-Forwarded-Proto are believed.
+ */
+import type { IncomingMessage } from 'node:http'
+import { type BlockList, isIP } from 'node:net'
+import { z } from 'zod'
+import { existingDir } from '../../core/schema/paths.js'
+import { duration, size } from '../../core/schema/units.js'
+import type { Logger } from 'pino'
+import { GatehouseError } from '../../core/errors.js'
+import { ClientCancel } from '../../core/cancel.js'
+import { sendError } from '../../core/respond.js'
+import type { WorkerLease, WorkerPool } from '../../process/supervisor.js'
+import type { RequestContext, SchemaEnv } from '../../core/types.js'
+import { parseAllowList } from '../uwsgi/server.js'
+import { defaultPython, PYTHON_PACKAGE_DIR } from './locate.js'
+import { WorkerConnection } from './connection.js'
+
+/** MODULE:NAME, MODULE:obj.attr, or the factory form MODULE:create_app(...). */
+export const APP_SPEC = z
+  .string()
+  .regex(
+    /^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*(\(.*\))?)?$/,
+    'MODULE:APP (e.g. main:app or myproject.wsgi:application) or MODULE:factory()',
+  )
+
+/** One entry of forwarded_allow_ips: an IP or a CIDR block. */
+export const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
+  try {
+    parseAllowList([value])
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+  }
+})
+
+/** Environment variables a worker gets from ours, besides the app's own. */
+export const PASSED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME']
+
+/** The whole environment of a Python worker: a few of ours, the app's, the bridge package on PYTHONPATH. */
+export function workerEnvironment(appEnv: Readonly<Record<string, string>>): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const name of PASSED_ENV) {
+    const value = process.env[name]
+    if (value !== undefined) env[name] = value
+  }
+  Object.assign(env, appEnv)
+  env.PYTHONPATH =
+    appEnv.PYTHONPATH !== undefined ? `${PYTHON_PACKAGE_DIR}:${appEnv.PYTHONPATH}` : PYTHON_PACKAGE_DIR
+  env.PYTHONUNBUFFERED = '1'
+  env.GATEHOUSE_PARENT_PID = String(process.pid)
+  return env
+}
+
+/** One bridge connection per worker, opened on its first request and dropped when it closes. */
+export class BridgeConnections {
+  private readonly connections = new Map<number, Promise<WorkerConnection>>()
+
+  get(lease: WorkerLease): Promise<WorkerConnection> {
+    let conn = this.connections.get(lease.workerId)
+    if (!conn) {
+      const id = lease.workerId
+      conn = WorkerConnection.connect(lease.socketPath)
+      this.connections.set(id, conn)
+      conn.then(
+        (c) => c.onClose(() => this.connections.delete(id)),
+        () => this.connections.delete(id),
+      )
+    }
+    return conn
+  }
+
+  closeAll(): void {
+    for (const conn of this.connections.values())
+      void conn.then(
+        (c) => c.close(),
+        () => {},
+      )
+  }
+}
+
+/** The client address and scheme, believing X-Forwarded-* only from the listed proxies. */
+export class ForwardedResolver {
+  private readonly trusted: BlockList | null
+
+  constructor(allow: readonly string[]) {
+    this.trusted = allow.length > 0 ? parseAllowList([...allow]) : null
+  }
+
+  isTrusted(address: string): boolean {
+    if (!this.trusted || address === '') return false
+    const family = isIP(address)
+    return family !== 0 && this.trusted.check(address, family === 6 ? 'ipv6' : 'ipv4')
+  }
+
+  /**
+   * The client's address (the nearest X-Forwarded-For hop that is not one of our proxies)
+   * and the scheme (X-Forwarded-Proto), when the peer is a trusted proxy; `null` fields
+   * when nothing is to be believed.
+   */
+  resolve(req: IncomingMessage, peer: string): { address: string | null; scheme: 'http' | 'https' | null } {
+    if (!this.isTrusted(peer)) return { address: null, scheme: null }
+    let address: string | null = null
+    let scheme: 'http' | 'https' | null = null
+    const xff = req.headers['x-forwarded-for']
+    if (typeof xff === 'string') {
+      const hops = xff.split(',').map((h) => h.trim())
+      for (let i = hops.length - 1; i >= 0; i--) {
+        const hop = hops[i]!
+        if (isIP(hop) === 0) break
+        address = hop
+        if (!this.isTrusted(hop)) break
+      }
+    }
+    const proto = req.headers['x-forwarded-proto']
+    if (typeof proto === 'string') {
+      const p = proto.split(',')[0]!.trim().toLowerCase()
+      if (p === 'http' || p === 'https') scheme = p
+    }
+    return { address, scheme }
+  }
+}
+
+/** A request that has a worker: its lease, and what it says of its body. */
+export interface AdmittedRequest {
+  lease: WorkerLease
+  /** From Content-Length; undefined for a chunked body. */
+  contentLength: number | undefined
+  hasBody: boolean
+}
+
+/**
+ * The first steps of every Python request (WSGI and ASGI): wait for the pool to start, then
+ * for a worker, in the pool's bounded queue. null when the request is already answered: 503
+ * GH_ERR_WORKER_START (the pool could not start), 503 GH_ERR_OVERLOADED with Retry-After
+ * (the queue is full), or nothing at all (the client left while waiting).
+ */
+export async function admitRequest(
+  ctx: RequestContext,
+  pool: WorkerPool,
+  started: Promise<unknown>,
+  log: Logger,
+): Promise<AdmittedRequest | null> {
+  const { req, res } = ctx
+  try {
+    await started
+  } catch {
+    sendError(res, 'GH_ERR_WORKER_START')
+    return null
+  }
+  const chunked = req.headers['transfer-encoding'] !== undefined
+  const declared = req.headers['content-length']
+  const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
+  const hasBody = chunked || (contentLength !== undefined && contentLength > 0)
+  const abort = new ClientCancel()
+  const onClose = () => {
+    if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
+  }
+  res.once('close', onClose)
+  try {
+    const lease = await pool.acquire(
+      { method: ctx.method, uri: req.url ?? '', contentLength: contentLength ?? 0 },
+      abort,
+    )
+    return { lease, contentLength, hasBody }
+  } catch (err) {
+    if (abort.aborted) return null
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_OVERLOADED') {
+      log.warn({ method: ctx.method, uri: req.url }, err.message)
+      sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })
+      return null
+    }
+    throw err
+  } finally {
+    res.off('close', onClose)
+  }
+}
+
+/**
+ * The config keys every Python app route has (the `wsgi` and `asgi` actions add their own):
+ * the app, its interpreter and workers, and the pool's limits (docs/wsgi.md, docs/asgi.md).
+ */
+export function pythonAppShape(env: SchemaEnv) {
+  return {
+    /** MODULE:CALLABLE, or the factory form MODULE:create_app(). */
+    app: APP_SPEC,
+    /** The interpreter (a virtualenv's bin/python works). Default /usr/bin/python3 if present, else python3. */
+    python: z.string().min(1).default(defaultPython),
+    /** Working directory of the workers, put first on sys.path. Default: the config's directory. */
+    chdir: existingDir(env).default(env.baseDir),
+    workers: z.number().int().min(1).max(1024).default(2),
+    /** The mount point a proxy in front strips (WSGI: prepended to SCRIPT_NAME; ASGI: root_path). */
+    root_path: z
+      .string()
+      .regex(/^(\/[^?#\s]*)?$/, 'a path starting with "/" (or empty)')
+      .transform((p) => p.replace(/\/+$/, ''))
+      .default(''),
+    /** Environment variables for the app (the workers get only these and a few basics). */
+    env: z.record(z.string().regex(/^[^=\0]+$/, 'not a variable name'), z.string()).default({}),
+    /** Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR blocks). */
+    forwarded_allow_ips: z.array(ALLOW_ENTRY).default([]),
+    /**
+     * Per-request time limit (0: none), past which 504 is answered. WSGI: the worker prints
+     * the stuck request's traceback and is replaced. ASGI: the task's stack is logged and the
+     * task cancelled (WebSockets are timed until accepted only); a worker whose loop is stuck
+     * is dumped and killed by the pool.
+     */
+    timeout: duration.prefault(60),
+    /** A slow-request log line after this long (0: off). */
+    slowlog_timeout: duration.prefault(0),
+    /** Replace a worker after this many requests (0: never), plus random(0..jitter). */
+    max_requests: z.number().int().min(0).default(0),
+    max_requests_jitter: z.number().int().min(0).default(0),
+    /** Replace a worker after a request when its RSS exceeds this (0: off). */
+    max_rss: size.prefault(0),
+    /** Requests waiting for room on a worker beyond which 503 is answered. */
+    max_queue: z.number().int().min(0).default(1024),
+    /** How long a request may wait for a worker before 503 (0: no limit). */
+    queue_timeout: duration.prefault(30),
+    /** How long a starting worker has to import the app (ASGI: and run lifespan startup) and listen. */
+    start_timeout: duration.prefault(30),
+    /** How long a stopping worker gets to finish its requests (ASGI: and lifespan shutdown) before SIGKILL. */
+    graceful_timeout: duration.prefault(30),
+  }
+}

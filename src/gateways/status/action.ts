@@ -1,0 +1,291 @@
+/*
+ * The `status` action: php-fpm's status page (pm.status_path) and ping page (ping.path) for
+ * the managed worker pools, byte for byte in php-fpm 8.2's formats so existing dashboards,
+ * exporters and scripts read it: text (default), `?json`, `?openmetrics`, `?html`, `?xml`,
+ * and `&full` for one block per worker (text and json). Field names and their order are
+ * php-fpm's (fpm_status.c); the test compares them with a real php-fpm's page.
+ * docs/process-manager.md is the user's view.
+ */
+import { z } from 'zod'
+import { strictObject } from '../../core/schema/strict.js'
+import { sendStatus } from '../../core/respond.js'
+import { clfTime } from '../../core/logging.js'
+import { livePools, type PoolStatus, type WorkerStatus } from '../../process/supervisor.js'
+import type { ActionDefinition, Handler, RequestContext } from '../../core/types.js'
+
+export function statusSchema() {
+  return strictObject({
+    /**
+     * What the route shows: `pool` (php-fpm's status page of one pool), `ping` (php-fpm's
+     * ping page), `pools` (every pool of the server as one JSON document).
+     */
+    show: z.enum(['pool', 'ping', 'pools']).default('pool'),
+    /** The pool's name (its `workers.name`); default: the first pool's name. */
+    pool: z.string().min(1).optional(),
+    /** The ping page's answer (php-fpm's ping.response). */
+    ping_response: z.string().default('pong'),
+  })
+}
+
+export type StatusOptions = z.output<ReturnType<typeof statusSchema>>
+
+/** php-fpm answers every status request with these, so no cache keeps a stale page. */
+const NO_CACHE = {
+  expires: 'Thu, 01 Jan 1970 00:00:00 GMT',
+  'cache-control': 'no-cache, no-store, must-revalidate, max-age=0',
+}
+
+export type StatusFormat = 'text' | 'json' | 'openmetrics' | 'html' | 'xml'
+
+/** The summary fields in php-fpm's order: [text label, value for text, value for json/xml]. */
+function summary(s: PoolStatus): [string, string | number][] {
+  return [
+    ['pool', s.pool],
+    ['process manager', s.processManager],
+    ['start time', s.startTime],
+    ['start since', s.startSince],
+    ['accepted conn', s.acceptedConn],
+    ['listen queue', s.listenQueue],
+    ['max listen queue', s.maxListenQueue],
+    ['listen queue len', s.listenQueueLen],
+    ['idle processes', s.idleProcesses],
+    ['active processes', s.activeProcesses],
+    ['total processes', s.totalProcesses],
+    ['max active processes', s.maxActiveProcesses],
+    ['max children reached', s.maxChildrenReached],
+    ['slow requests', s.slowRequests],
+  ]
+}
+
+/** One worker's fields in php-fpm's order (`request URI` is `request uri` in JSON). */
+function processFields(w: WorkerStatus, now: number): [string, string | number][] {
+  return [
+    ['pid', w.pid],
+    ['state', w.state],
+    ['start time', w.startTime],
+    ['start since', Math.max(0, now - w.startTime)],
+    ['requests', w.requests],
+    ['request duration', w.requestDuration],
+    ['request method', w.requestMethod],
+    ['request URI', w.requestUri],
+    ['content length', w.contentLength],
+    ['user', '-'],
+    ['script', w.script],
+    ['last request cpu', '0.00'],
+    ['last request memory', w.lastRequestMemory],
+  ]
+}
+
+const textValue = (label: string, value: string | number) =>
+  label === 'start time' ? clfTime(new Date(Number(value) * 1000)) : String(value)
+
+const line = (label: string, value: string) => `${`${label}:`.padEnd(22)}${value}\n`
+
+/** PHP's json_encode escapes `/` as `\/`. */
+const jsonString = (v: string) => JSON.stringify(v).replace(/\//g, '\\/')
+const jsonValue = (label: string, v: string | number) =>
+  typeof v === 'number' || label === 'last request cpu' ? String(v) : jsonString(v)
+
+function jsonObject(fields: [string, string | number][]): string {
+  return `{${fields.map(([k, v]) => `${jsonString(k.toLowerCase())}:${jsonValue(k, v)}`).join(',')}}`
+}
+
+/** One pool's page in php-fpm's format; `full` adds a block per worker (text and json). */
+export function formatStatus(
+  s: PoolStatus,
+  format: StatusFormat,
+  full: boolean,
+): { contentType: string; body: string } {
+  const now = Math.floor(Date.now() / 1000)
+  switch (format) {
+    case 'json': {
+      const head = jsonObject(summary(s))
+      if (!full) return { contentType: 'application/json', body: head }
+      const procs = s.workers.map((w) => jsonObject(processFields(w, now))).join(',')
+      return { contentType: 'application/json', body: `${head.slice(0, -1)}, "processes":[${procs}]}` }
+    }
+    case 'openmetrics':
+      return {
+        contentType: 'application/openmetrics-text; version=1.0.0; charset=utf-8',
+        body: openMetrics(s),
+      }
+    case 'html': {
+      const rows = summary(s)
+        .map(([k, v]) => `<tr><th>${k}</th><td>${escapeHtml(textValue(k, v))}</td></tr>\n`)
+        .join('')
+      return {
+        contentType: 'text/html;charset=UTF-8',
+        body: `<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\n<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">\n<head><title>PHP-FPM Status Page</title></head>\n<body>\n<table>\n${rows}</table>\n</body></html>`,
+      }
+    }
+    case 'xml': {
+      const rows = summary(s)
+        .map(([k, v]) => {
+          const tag = k.replace(/ /g, '-')
+          return `<${tag}>${escapeHtml(String(v))}</${tag}>\n`
+        })
+        .join('')
+      return {
+        contentType: 'text/xml;charset=UTF-8',
+        body: `<?xml version="1.0" ?>\n<status>\n${rows}</status>`,
+      }
+    }
+    default: {
+      let body = summary(s)
+        .map(([k, v]) => line(k, textValue(k, v)))
+        .join('')
+      if (full)
+        for (const w of s.workers)
+          body += `\n************************\n${processFields(w, now)
+            .map(([k, v]) => line(k, textValue(k, v)))
+            .join('')}`
+      return { contentType: 'text/plain;charset=UTF-8', body }
+    }
+  }
+}
+
+function openMetrics(s: PoolStatus): string {
+  const metric = (name: string, type: string, help: string, value: number, typeFirst = false) =>
+    typeFirst
+      ? `# TYPE phpfpm_${name} ${type}\n# HELP phpfpm_${name} ${help}\nphpfpm_${name} ${value}\n`
+      : `# HELP phpfpm_${name} ${help}\n# TYPE phpfpm_${name} ${type}\nphpfpm_${name} ${value}\n`
+  return [
+    metric(
+      'up',
+      'gauge',
+      `Could pool ${s.pool} using a ${s.processManager} PM on PHP-FPM be reached?`,
+      s.failed ? 0 : 1,
+    ),
+    metric('start_since', 'counter', 'The number of seconds since FPM has started.', s.startSince),
+    metric('accepted_connections', 'counter', 'The number of requests accepted by the pool.', s.acceptedConn),
+    metric(
+      'listen_queue',
+      'gauge',
+      'The number of requests in the queue of pending connections.',
+      s.listenQueue,
+    ),
+    metric(
+      'max_listen_queue',
+      'counter',
+      'The maximum number of requests in the queue of pending connections since FPM has started.',
+      s.maxListenQueue,
+    ),
+    // php-fpm 8.2 writes TYPE before HELP for this one metric.
+    metric(
+      'listen_queue_length',
+      'gauge',
+      'The size of the socket queue of pending connections.',
+      s.listenQueueLen,
+      true,
+    ),
+    metric('idle_processes', 'gauge', 'The number of idle processes.', s.idleProcesses),
+    metric('active_processes', 'gauge', 'The number of active processes.', s.activeProcesses),
+    metric('total_processes', 'gauge', 'The number of idle + active processes.', s.totalProcesses),
+    metric(
+      'max_active_processes',
+      'counter',
+      'The maximum number of active processes since FPM has started.',
+      s.maxActiveProcesses,
+    ),
+    metric(
+      'max_children_reached',
+      'counter',
+      "The number of times, the process limit has been reached, when pm tries to start more children (works only for pm 'dynamic' and 'ondemand').",
+      s.maxChildrenReached,
+    ),
+    metric(
+      'slow_requests',
+      'counter',
+      "The number of requests that exceeded your 'request_slowlog_timeout' value.",
+      s.slowRequests,
+    ),
+    '# EOF\n',
+  ].join('')
+}
+
+function escapeHtml(v: string): string {
+  return v.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
+}
+
+/** Every live pool, php-fpm's JSON fields with `processes`, then Gatehouse's own figures. */
+export function allPoolsJson(): string {
+  const now = Math.floor(Date.now() / 1000)
+  const pools = livePools().map((pool) => {
+    const s = pool.status()
+    const head = jsonObject(summary(s)).slice(0, -1)
+    const procs = s.workers.map((w) => jsonObject(processFields(w, now))).join(',')
+    const own = `"terminated requests":${s.terminatedRequests},"worker deaths":${s.workerDeaths},"reloads":${s.reloads},"failed":${s.failed}`
+    return `${head},${own},"processes":[${procs}]}`
+  })
+  return `{"pools":[${pools.join(',')}]}\n`
+}
+
+/** The query's format (`json`, `openmetrics`, `html`, `xml` as php-fpm reads them) and `full`. */
+export function statusQuery(query: string): { format: StatusFormat; full: boolean } {
+  const keys = new Set(query.split('&').map((p) => p.split('=')[0]))
+  const format: StatusFormat = keys.has('json')
+    ? 'json'
+    : keys.has('openmetrics')
+      ? 'openmetrics'
+      : keys.has('html')
+        ? 'html'
+        : keys.has('xml')
+          ? 'xml'
+          : 'text'
+  return { format, full: keys.has('full') }
+}
+
+export class StatusHandler implements Handler {
+  constructor(private readonly options: StatusOptions) {}
+
+  handle(ctx: RequestContext): void {
+    const head = ctx.method === 'HEAD'
+    const o = this.options
+    if (o.show === 'ping') {
+      sendStatus(ctx.res, 200, {
+        headers: { 'content-type': 'text/plain;charset=UTF-8', ...NO_CACHE },
+        body: o.ping_response,
+        head,
+      })
+      return
+    }
+    if (o.show === 'pools') {
+      sendStatus(ctx.res, 200, {
+        headers: { 'content-type': 'application/json', ...NO_CACHE },
+        body: allPoolsJson(),
+        head,
+      })
+      return
+    }
+    const pools = livePools()
+    // By name, the newest: after a config reload the old pool lives on until it has drained.
+    const name = o.pool ?? pools[0]?.settings.name
+    const pool = pools.filter((p) => p.settings.name === name).at(-1)
+    if (!pool) {
+      sendStatus(ctx.res, 503, {
+        headers: NO_CACHE,
+        body:
+          o.pool === undefined
+            ? 'no worker pool is running\n'
+            : `no worker pool named ${o.pool} is running\n`,
+        head,
+      })
+      return
+    }
+    const { format, full } = statusQuery(ctx.query)
+    const page = formatStatus(pool.status(), format, full)
+    sendStatus(ctx.res, 200, {
+      headers: { 'content-type': page.contentType, ...NO_CACHE },
+      body: page.body,
+      head,
+    })
+  }
+}
+
+export const statusAction: ActionDefinition<StatusOptions> = {
+  name: 'status',
+  summary: "php-fpm's status and ping pages for the managed worker pools (text, json, openmetrics; full)",
+  defaultMethods: ['GET', 'HEAD'],
+  schema: statusSchema,
+  create: (options) => new StatusHandler(options),
+}

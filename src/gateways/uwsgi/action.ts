@@ -1,0 +1,170 @@
+/**
+ * The `uwsgi` action: pass the request to a uwsgi server (uWSGI, or anything speaking the
+ * protocol), like nginx's `uwsgi_pass` with `include uwsgi_params`. The reply is relayed as
+ * it arrives, with backpressure both ways; hop-by-hop headers are dropped.
+ */
+import type { Readable } from 'node:stream'
+import { z } from 'zod'
+import { strictObject } from '../../core/schema/strict.js'
+import { duration } from '../../core/schema/units.js'
+import type { BodyFraming } from './http-response.js'
+import { buildUwsgiVars } from './vars.js'
+import { type SpooledBody, spoolBody } from '../../core/body-spool.js'
+import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
+import { cancelOnClientClose } from '../../core/cancel.js'
+import { relayResponse } from '../../core/response-relay.js'
+import { refuse } from '../../core/respond.js'
+import { resolveUwsgiAddress, type UwsgiAddress, uwsgiCall } from './client.js'
+
+const uwsgiSchema = (env: SchemaEnv) =>
+  strictObject({
+    /** `unix:/path` (relative paths resolve against the config file), `host:port`, `[v6]:port`. */
+    pass: z.string().transform((value, ctx) => {
+      try {
+        const addr = resolveUwsgiAddress(value, env.baseDir)
+        return 'path' in addr ? { path: addr.path } : { host: addr.host, port: addr.port }
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message })
+        return z.NEVER
+      }
+    }),
+    connect_timeout: duration.prefault(5),
+    timeout: duration.prefault(60),
+    modifier1: z.number().int().min(0).max(255).default(0),
+    modifier2: z.number().int().min(0).max(255).default(0),
+    /** Extra vars (`uwsgi_param`), sent after the built-in ones and replacing any of the same name. */
+    params: z
+      .record(z.string().regex(/^[\x21-\x7e]+$/, 'a var name is printable ASCII without spaces'), z.string())
+      .default({}),
+    document_root: z.string().default(''),
+    /** SERVER_NAME; default: the request's host. */
+    server_name: z.string().min(1).optional(),
+  })
+
+export type UwsgiOptions = z.output<ReturnType<typeof uwsgiSchema>>
+
+/** RFC 9110 7.6.1: meaningful for one connection only, never relayed. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+
+/** The reply's headers for our client: hop-by-hop ones dropped, Content-Length only when it frames the body. */
+export function relayHeaders(raw: readonly string[], framing: BodyFraming): string[] {
+  const listed = new Set<string>()
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'connection') continue
+    for (const token of raw[i + 1]!.split(',')) listed.add(token.trim().toLowerCase())
+  }
+  const out: string[] = []
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const lower = raw[i]!.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || listed.has(lower)) continue
+    if (lower === 'content-length' && framing !== 'length' && framing !== 'none') continue
+    out.push(raw[i]!, raw[i + 1]!)
+  }
+  return out
+}
+
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)/i
+
+export function createUwsgiHandler(options: UwsgiOptions): Handler {
+  const address: UwsgiAddress = options.pass
+  const params = Object.entries(options.params).map(([k, v]) => [k, Buffer.from(v, 'utf8')] as const)
+  const tags = { upstream: resolveUwsgiAddress(address).text }
+
+  async function handle(ctx: RequestContext): Promise<void> {
+    const { req, res } = ctx
+    let body: Readable | null = null
+    let contentLength: number | undefined
+    let spool: SpooledBody | undefined
+    const declared = req.headers['content-length']
+    if (declared !== undefined) {
+      contentLength = Number(declared)
+      if (contentLength > ctx.maxBodyBytes) {
+        refuse(res, 'GH_ERR_BODY_TOO_LARGE', ctx.log)
+        return
+      }
+      if (contentLength > 0) body = req
+    } else if (req.headers['transfer-encoding'] !== undefined) {
+      // uwsgi has no body framing: a chunked body is read first to learn its length.
+      try {
+        spool = await spoolBody(req, ctx.maxBodyBytes)
+      } catch (err) {
+        // The client went away in the middle of its body: nobody to answer.
+        if (req.destroyed) return
+        throw err
+      }
+      contentLength = spool.length
+      if (spool.length > 0) body = spool.stream()
+    }
+    const authority = ABSOLUTE_FORM.exec(req.url ?? '')?.[1]
+    const vars = buildUwsgiVars({
+      method: ctx.method,
+      rawPath: ctx.rawPath,
+      query: ctx.query,
+      path: ctx.path,
+      httpVersion: req.httpVersion,
+      rawHeaders: req.rawHeaders,
+      ...(authority !== undefined ? { host: authority } : {}),
+      contentLength,
+      scheme: ctx.scheme,
+      remoteAddress: ctx.conn.remoteAddress,
+      remotePort: ctx.conn.remotePort,
+      serverPort: ctx.conn.localPort || ctx.port,
+      serverName: options.server_name ?? ctx.host,
+      documentRoot: options.document_root,
+      params,
+    })
+
+    // The client went away: stop the upstream request too.
+    const { cancel, done } = cancelOnClientClose(res)
+    try {
+      const upstream = await uwsgiCall(address, {
+        vars,
+        body,
+        head: ctx.method === 'HEAD',
+        modifier1: options.modifier1,
+        modifier2: options.modifier2,
+        connectTimeout: options.connect_timeout,
+        timeout: options.timeout,
+        signal: cancel,
+      })
+      const relayed = relayHeaders(upstream.rawHeaders, upstream.framing)
+      const headers: [string, string][] = []
+      for (let i = 0; i + 1 < relayed.length; i += 2) headers.push([relayed[i]!, relayed[i + 1]!])
+      await relayResponse(
+        ctx,
+        {
+          status: upstream.status,
+          ...(upstream.statusMessage ? { reason: upstream.statusMessage } : {}),
+          headers,
+          body: upstream.body,
+          complete: upstream.complete,
+        },
+        ctx.log,
+        tags,
+      )
+    } catch (err) {
+      if (cancel.aborted) return
+      throw err
+    } finally {
+      done()
+      await spool?.dispose()
+    }
+  }
+
+  return { handle }
+}
+
+export const uwsgiAction: ActionDefinition<UwsgiOptions> = {
+  name: 'uwsgi',
+  summary: 'pass requests to a uwsgi server such as uWSGI (nginx `uwsgi_pass` with uwsgi_params)',
+  schema: uwsgiSchema,
+  create: (options) => createUwsgiHandler(options),
+}

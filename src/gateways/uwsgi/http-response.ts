@@ -1,0 +1,306 @@
+/**
+ * Incremental parser for a raw HTTP/1.x response from an upstream, as uwsgi servers send it
+ * (`HTTP/1.1 200 OK`, headers, body; the connection closes at the end). Pure: fed bytes
+ * split anywhere, returns typed events, throws GatehouseError GH_ERR_UPSTREAM on anything
+ * that is not a valid response.
+ *
+ * Body framing follows RFC 9112 6.3: no body for HEAD, 1xx, 204 and 304; chunked when
+ * Transfer-Encoding ends in chunked; otherwise Content-Length; otherwise until close.
+ * Interim 1xx responses (other than 101) are skipped.
+ */
+import { GatehouseError } from '../../core/errors.js'
+
+export type BodyFraming = 'none' | 'length' | 'chunked' | 'close'
+
+export interface HttpResponseHead {
+  /** '1.0' or '1.1'. */
+  httpVersion: string
+  status: number
+  statusMessage: string
+  /** Header names and values as received, flat: [name, value, name, value, ...]. */
+  rawHeaders: string[]
+  framing: BodyFraming
+  /** For framing 'length'. */
+  contentLength?: number
+}
+
+export type HttpResponseEvent =
+  | { kind: 'head'; head: HttpResponseHead }
+  | { kind: 'body'; chunk: Buffer }
+  /** The body is complete; rawTrailers from a chunked body (flat pairs, often empty). */
+  | { kind: 'end'; rawTrailers: string[] }
+
+export interface HttpResponseParserOptions {
+  /** The request was HEAD: the response has no body whatever its headers say. */
+  noBody?: boolean
+  /** Limit on the status line and header block (and on trailers), default 64 KiB. */
+  maxHeaderBytes?: number
+  /** Limit on header fields (and on trailer fields), default 100. */
+  maxHeaders?: number
+}
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+// RFC 9110 5.5: field values are VCHAR, obs-text, SP and HTAB; CR, LF and NUL never.
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/
+const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/
+const CHUNK_SIZE = /^([0-9A-Fa-f]{1,13})[ \t]*(?:;.*)?$/
+const MAX_CHUNK_LINE = 4096
+
+function upstreamError(detail: string): GatehouseError {
+  return new GatehouseError('GH_ERR_UPSTREAM', detail)
+}
+
+type State = 'head' | 'length' | 'close' | 'chunk-size' | 'chunk-data' | 'chunk-crlf' | 'trailers' | 'done'
+
+export class HttpResponseParser {
+  private readonly noBody: boolean
+  private readonly maxHeaderBytes: number
+  private readonly maxHeaders: number
+  private state: State = 'head'
+  /** Bytes of an unfinished line or header block. */
+  private pending: Buffer[] = []
+  private pendingBytes = 0
+  private remaining = 0
+  private trailerBytes = 0
+  private readonly rawTrailers: string[] = []
+
+  constructor(options: HttpResponseParserOptions = {}) {
+    this.noBody = options.noBody ?? false
+    this.maxHeaderBytes = options.maxHeaderBytes ?? 64 * 1024
+    this.maxHeaders = options.maxHeaders ?? 100
+  }
+
+  /** True once the final response's head has been parsed. */
+  get headComplete(): boolean {
+    return this.state !== 'head'
+  }
+
+  /** True once the body is complete (bytes after it are ignored). */
+  get complete(): boolean {
+    return this.state === 'done'
+  }
+
+  push(chunk: Buffer): HttpResponseEvent[] {
+    const events: HttpResponseEvent[] = []
+    let data = chunk
+    while (data.length > 0 && this.state !== 'done') {
+      switch (this.state) {
+        case 'head':
+          data = this.parseHead(data, events)
+          break
+        case 'length': {
+          const take = Math.min(this.remaining, data.length)
+          events.push({ kind: 'body', chunk: data.subarray(0, take) })
+          data = data.subarray(take)
+          this.remaining -= take
+          if (this.remaining === 0) this.end(events)
+          break
+        }
+        case 'close':
+          events.push({ kind: 'body', chunk: data })
+          data = data.subarray(data.length)
+          break
+        case 'chunk-size': {
+          const line = this.takeLine(data, MAX_CHUNK_LINE, 'chunk size line')
+          if (line === null) return events
+          data = line.rest
+          const m = CHUNK_SIZE.exec(line.text)
+          if (!m) throw upstreamError(`malformed chunk size ${JSON.stringify(line.text.slice(0, 32))}`)
+          this.remaining = Number.parseInt(m[1]!, 16)
+          this.state = this.remaining === 0 ? 'trailers' : 'chunk-data'
+          break
+        }
+        case 'chunk-data': {
+          const take = Math.min(this.remaining, data.length)
+          events.push({ kind: 'body', chunk: data.subarray(0, take) })
+          data = data.subarray(take)
+          this.remaining -= take
+          if (this.remaining === 0) this.state = 'chunk-crlf'
+          break
+        }
+        case 'chunk-crlf': {
+          const line = this.takeLine(data, 2, 'chunk terminator')
+          if (line === null) return events
+          if (line.text !== '') throw upstreamError('chunk data longer than its size')
+          data = line.rest
+          this.state = 'chunk-size'
+          break
+        }
+        case 'trailers': {
+          const line = this.takeLine(data, this.maxHeaderBytes - this.trailerBytes, 'trailers')
+          if (line === null) return events
+          data = line.rest
+          this.trailerBytes += line.text.length + 2
+          if (line.text === '') {
+            this.end(events)
+            break
+          }
+          const field = parseField(line.text)
+          if (this.rawTrailers.length / 2 >= this.maxHeaders) throw upstreamError('too many trailer fields')
+          this.rawTrailers.push(field[0], field[1])
+          break
+        }
+      }
+    }
+    return events
+  }
+
+  /**
+   * The upstream closed the connection. Ends a body framed by close; anything else not yet
+   * complete is a truncated response.
+   */
+  finish(): HttpResponseEvent[] {
+    if (this.state === 'done') return []
+    if (this.state === 'close') {
+      const events: HttpResponseEvent[] = []
+      this.end(events)
+      return events
+    }
+    if (this.state === 'head')
+      throw upstreamError(
+        this.pendingBytes === 0 ? 'closed without a response' : 'closed in the response head',
+      )
+    if (this.state === 'length') throw upstreamError(`closed ${this.remaining} bytes short of Content-Length`)
+    throw upstreamError('closed in the middle of a chunked body')
+  }
+
+  private end(events: HttpResponseEvent[]): void {
+    this.state = 'done'
+    events.push({ kind: 'end', rawTrailers: this.rawTrailers })
+  }
+
+  /**
+   * A line ending in LF (CR before it removed) from pending bytes plus `data`, or null when
+   * `data` ran out first (it is then kept). `max` bounds the line.
+   */
+  private takeLine(data: Buffer, max: number, what: string): { text: string; rest: Buffer } | null {
+    const lf = data.indexOf(10)
+    if (lf === -1) {
+      this.pending.push(data)
+      this.pendingBytes += data.length
+      if (this.pendingBytes > max) throw upstreamError(`${what} too long`)
+      return null
+    }
+    let line = data.subarray(0, lf)
+    if (this.pendingBytes > 0) {
+      line = Buffer.concat([...this.pending, line])
+      this.pending = []
+      this.pendingBytes = 0
+    }
+    if (line.length > max + 1) throw upstreamError(`${what} too long`)
+    const end = line.length > 0 && line[line.length - 1] === 13 ? line.length - 1 : line.length
+    return { text: line.toString('latin1', 0, end), rest: data.subarray(lf + 1) }
+  }
+
+  /** Collect the head until an empty line; parse it; return the bytes after it. */
+  private parseHead(data: Buffer, events: HttpResponseEvent[]): Buffer {
+    const prior = this.pendingBytes
+    const all = prior > 0 ? Buffer.concat([...this.pending, data]) : data
+    // Search from a little before the new bytes so a CRLFCRLF split across pushes is found.
+    const end = findHeadEnd(all, Math.max(0, prior - 3))
+    if (end === null) {
+      if (all.length > this.maxHeaderBytes) throw upstreamError('response head too large')
+      this.pending = [all]
+      this.pendingBytes = all.length
+      return Buffer.alloc(0)
+    }
+    if (end.headEnd > this.maxHeaderBytes) throw upstreamError('response head too large')
+    this.pending = []
+    this.pendingBytes = 0
+    const head = this.parseHeadText(all.toString('latin1', 0, end.headEnd))
+    if (head === null) return all.subarray(end.bodyStart) // 1xx: parse the next head
+    events.push({ kind: 'head', head })
+    if (head.framing === 'none' || (head.framing === 'length' && head.contentLength === 0)) this.end(events)
+    else if (head.framing === 'length') {
+      this.state = 'length'
+      this.remaining = head.contentLength!
+    } else if (head.framing === 'chunked') this.state = 'chunk-size'
+    else this.state = 'close'
+    return all.subarray(end.bodyStart)
+  }
+
+  /** null for an interim 1xx response. */
+  private parseHeadText(text: string): HttpResponseHead | null {
+    const lines = text.split('\n').map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l))
+    const m = STATUS_LINE.exec(lines[0]!)
+    if (!m) throw upstreamError(`invalid status line ${JSON.stringify(lines[0]!.slice(0, 64))}`)
+    const status = Number(m[2])
+    if (status < 100) throw upstreamError(`invalid status ${status}`)
+    const rawHeaders: string[] = []
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!
+      if (line.startsWith(' ') || line.startsWith('\t')) throw upstreamError('obsolete header line folding')
+      const [name, value] = parseField(line)
+      rawHeaders.push(name, value)
+      if (rawHeaders.length / 2 > this.maxHeaders) throw upstreamError('too many header fields')
+    }
+    if (status >= 100 && status < 200) {
+      if (status === 101) throw upstreamError('101 Switching Protocols is not supported')
+      return null
+    }
+    const head: HttpResponseHead = {
+      httpVersion: `1.${m[1]}`,
+      status,
+      statusMessage: m[3] ?? '',
+      rawHeaders,
+      framing: 'close',
+    }
+    let te: string | undefined
+    let cl: string | undefined
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i]!.toLowerCase()
+      const value = rawHeaders[i + 1]!
+      if (name === 'transfer-encoding') te = te === undefined ? value : `${te}, ${value}`
+      else if (name === 'content-length') {
+        // RFC 9110 8.6: a list of identical values may be collapsed; differing ones are fatal.
+        for (const part of value.split(',')) {
+          const v = part.trim()
+          if (!/^\d{1,15}$/.test(v)) throw upstreamError(`invalid Content-Length ${JSON.stringify(value)}`)
+          if (cl !== undefined && cl !== v) throw upstreamError('conflicting Content-Length values')
+          cl = v
+        }
+      }
+    }
+    if (this.noBody || status === 204 || status === 304) head.framing = 'none'
+    else if (te !== undefined) {
+      // RFC 9112 6.3: Transfer-Encoding wins over Content-Length; if chunked is not the
+      // final coding the body runs until close.
+      const codings = te.split(',').map((c) => c.trim().toLowerCase())
+      head.framing = codings[codings.length - 1] === 'chunked' ? 'chunked' : 'close'
+    } else if (cl !== undefined) {
+      head.framing = 'length'
+      head.contentLength = Number(cl)
+    }
+    if (cl !== undefined && head.framing !== 'length' && head.framing !== 'none') {
+      // Both given: the length is not to be trusted (RFC 9112 6.3, item 3).
+      for (let i = rawHeaders.length - 2; i >= 0; i -= 2) {
+        if (rawHeaders[i]!.toLowerCase() === 'content-length') rawHeaders.splice(i, 2)
+      }
+    }
+    return head
+  }
+}
+
+function parseField(line: string): [string, string] {
+  const colon = line.indexOf(':')
+  if (colon <= 0) throw upstreamError(`malformed header line ${JSON.stringify(line.slice(0, 64))}`)
+  const name = line.slice(0, colon)
+  if (!TOKEN.test(name)) throw upstreamError(`invalid header name ${JSON.stringify(name.slice(0, 64))}`)
+  const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '')
+  if (BAD_VALUE.test(value)) throw upstreamError(`control character in the ${name} header`)
+  return [name, value]
+}
+
+/** End of the head: the index where the blank line starts and where the body starts. */
+function findHeadEnd(buf: Buffer, from: number): { headEnd: number; bodyStart: number } | null {
+  let i = buf.indexOf(10, from)
+  while (i !== -1) {
+    // LF LF, or LF CR LF: the blank line (bare LF tolerated, as nginx and node's client do).
+    if (buf[i + 1] === 10) return { headEnd: i > 0 && buf[i - 1] === 13 ? i - 1 : i, bodyStart: i + 2 }
+    if (buf[i + 1] === 13 && buf[i + 2] === 10)
+      return { headEnd: i > 0 && buf[i - 1] === 13 ? i - 1 : i, bodyStart: i + 3 }
+    if (i + 2 >= buf.length) return null
+    i = buf.indexOf(10, i + 1)
+  }
+  return null
+}

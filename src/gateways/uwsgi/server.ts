@@ -1,0 +1,256 @@
+/**
+ * The application side of uwsgi: accept uwsgi requests (nginx `uwsgi_pass`, uWSGI's own
+ * routers) and hand them to a node:http-shaped handler as real IncomingMessage /
+ * ServerResponse objects (gateway-request.ts). The reply is the HTTP response the handler
+ * writes; the connection closes after it, as the protocol wants.
+ *
+ * A uwsgi peer is trusted: it names the client (REMOTE_ADDR) and the scheme, and a server
+ * that receives uwsgi can be made to see any request. TCP connections are therefore
+ * accepted only from an allow-list (loopback by default, like gunicorn's
+ * forwarded_allow_ips); Unix sockets are guarded by their file permissions.
+ */
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
+import { type BlockList, isIP, Server, type Socket } from 'node:net'
+import pino, { type Logger } from 'pino'
+import { ERROR_CODES, GatehouseError } from '../../core/errors.js'
+import { sendStatus } from '../../core/respond.js'
+import { UWSGI_MAX_VARS_BYTES, UwsgiRequestParser, type UwsgiRequestEvent } from './codec.js'
+import { requestFromUwsgiVars } from './vars.js'
+import { LOOPBACK, parseAllowList } from '../../core/allow-list.js'
+import { createGatewayExchange, type GatewayExchange } from '../../inbound/exchange.js'
+
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
+
+export const DEFAULT_UWSGI_ALLOW: readonly string[] = LOOPBACK
+export { parseAllowList }
+
+export interface UwsgiServerOptions {
+  /**
+   * Addresses and CIDR blocks (`10.0.0.0/8`, `fd00::/8`) that may connect over TCP.
+   * Default loopback: 127.0.0.1 and ::1. Unix-socket clients are always accepted.
+   */
+  allow?: readonly string[]
+  /** Largest vars block accepted, in bytes (default and maximum 65535). */
+  maxVarsBytes?: number
+  /** Time for the header and vars block to arrive, in ms (default 10 s; 0 disables). */
+  headerTimeout?: number
+  log?: Logger
+}
+
+/** How long a connection may stay half-closed after its reply before it is destroyed. */
+const LINGER_MS = 5000
+
+const stripMapped = (addr: string | undefined) => (addr?.startsWith('::ffff:') ? addr.slice(7) : addr)
+
+export class UwsgiServer extends Server {
+  private readonly handler: RequestListener
+  private readonly log: Logger
+  private allowList: BlockList
+  maxVarsBytes: number
+  headerTimeout: number
+  private readonly active = new Set<UwsgiConnection>()
+
+  constructor(handler: RequestListener, options: UwsgiServerOptions = {}) {
+    // Half-open: a client may shut down its sending side after the request and still read
+    // the reply.
+    super({ allowHalfOpen: true })
+    this.handler = handler
+    this.log = options.log ?? pino({ level: 'warn' })
+    this.allowList = parseAllowList(options.allow ?? DEFAULT_UWSGI_ALLOW)
+    this.maxVarsBytes = Math.min(options.maxVarsBytes ?? UWSGI_MAX_VARS_BYTES, UWSGI_MAX_VARS_BYTES)
+    this.headerTimeout = options.headerTimeout ?? 10_000
+    this.on('connection', (socket: Socket) => this.accept(socket))
+  }
+
+  /** Replace the allow-list (takes effect for new connections). */
+  setAllow(entries: readonly string[]): void {
+    this.allowList = parseAllowList(entries)
+  }
+
+  /** Close connections whose request has not arrived yet. */
+  closeIdleConnections(): void {
+    for (const c of this.active) if (!c.started) c.socket.destroy()
+  }
+
+  closeAllConnections(): void {
+    for (const c of this.active) c.socket.destroy()
+  }
+
+  private allowed(address: string): boolean {
+    const addr = stripMapped(address)!
+    return this.allowList.check(addr, isIP(addr) === 6 ? 'ipv6' : 'ipv4')
+  }
+
+  private accept(socket: Socket): void {
+    // Unix-socket peers have no address; their file permissions are the access control.
+    if (socket.remoteAddress !== undefined && !this.allowed(socket.remoteAddress)) {
+      this.log.warn(
+        { remote_addr: socket.remoteAddress },
+        'uwsgi connection refused: address not in uwsgi_allow',
+      )
+      socket.destroy()
+      return
+    }
+    // As node's HTTP server: a reply written in pieces is not held back by Nagle's algorithm.
+    if (socket.remoteAddress !== undefined) socket.setNoDelay(true)
+    const connection = new UwsgiConnection(socket, this.handler, this.log, this)
+    this.active.add(connection)
+    socket.once('close', () => this.active.delete(connection))
+  }
+}
+
+/** One connection, one request, one reply. */
+class UwsgiConnection {
+  private readonly parser: UwsgiRequestParser
+  private exchange: GatewayExchange | null = null
+  private headerTimer: NodeJS.Timeout | undefined
+  private done = false
+
+  constructor(
+    readonly socket: Socket,
+    private readonly handler: RequestListener,
+    private readonly log: Logger,
+    server: UwsgiServer,
+  ) {
+    this.parser = new UwsgiRequestParser({ maxVarsBytes: server.maxVarsBytes })
+    socket.on('data', this.onData)
+    socket.on('end', () => this.onEnd())
+    socket.on('error', (err) => this.log.debug({ err }, 'uwsgi connection error'))
+    socket.on('close', () => this.onClose())
+    if (server.headerTimeout > 0) {
+      this.headerTimer = setTimeout(
+        () => this.refuse(new GatehouseError('GH_ERR_HEADER_TIMEOUT', 'uwsgi request not received in time')),
+        server.headerTimeout,
+      )
+    }
+  }
+
+  /** True once the request has been handed to the handler. */
+  get started(): boolean {
+    return this.exchange !== null
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    let events: UwsgiRequestEvent[]
+    try {
+      events = this.parser.push(chunk)
+    } catch (err) {
+      this.refuse(err)
+      return
+    }
+    for (const event of events) {
+      if (event.kind === 'request') {
+        if (!this.start(event)) return
+      } else if (event.kind === 'body') {
+        if (!this.exchange!.pushBody(event.chunk)) this.socket.pause()
+      } else {
+        this.exchange!.endBody()
+      }
+    }
+  }
+
+  private start(event: Extract<UwsgiRequestEvent, { kind: 'request' }>): boolean {
+    clearTimeout(this.headerTimer)
+    let head: ReturnType<typeof requestFromUwsgiVars>
+    try {
+      head = requestFromUwsgiVars(event.vars)
+    } catch (err) {
+      this.refuse(err)
+      return false
+    }
+    const socket = this.socket
+    const exchange = createGatewayExchange({
+      socket,
+      method: head.method,
+      url: head.url,
+      httpVersion: head.httpVersion,
+      rawHeaders: head.rawHeaders,
+      conn: {
+        remoteAddress: head.remoteAddress ?? stripMapped(socket.remoteAddress) ?? '',
+        remotePort: head.remotePort ?? socket.remotePort ?? 0,
+        localAddress: stripMapped(socket.localAddress) ?? '',
+        localPort: head.serverPort ?? socket.localPort ?? 0,
+        secure: head.secure,
+      },
+      onResponseEnd: () => this.close(),
+    })
+    this.exchange = exchange
+    try {
+      this.handler(exchange.req, exchange.res)
+    } catch (err) {
+      this.log.error({ err, uri: head.url }, 'uwsgi request handler threw')
+      if (exchange.res.headersSent) socket.destroy()
+      else sendStatus(exchange.res, 500)
+    }
+    return true
+  }
+
+  /** The peer will send no more. Before a complete request that is an error worth a reply. */
+  private onEnd(): void {
+    if (this.done || this.parser.complete) return
+    if (this.exchange) {
+      this.exchange.abortBody()
+      return
+    }
+    try {
+      this.parser.finish()
+    } catch (err) {
+      this.refuse(err)
+    }
+  }
+
+  private onClose(): void {
+    clearTimeout(this.headerTimer)
+    if (this.exchange && !this.parser.complete) this.exchange.abortBody()
+  }
+
+  /** The reply is complete: end the connection (uwsgi replies are delimited by close). */
+  private close(): void {
+    this.done = true
+    this.socket.end()
+    setTimeout(() => this.socket.destroy(), LINGER_MS).unref()
+  }
+
+  /**
+   * Refuse bad input with an HTTP error reply that says what was wrong (the web server in
+   * front relays it; a person who pointed curl at the uwsgi port reads it), then close.
+   */
+  private refuse(err: unknown): void {
+    if (this.done) return
+    this.done = true
+    clearTimeout(this.headerTimer)
+    const socket = this.socket
+    // Keep reading (and discarding) so that closing does not turn into a reset that could
+    // destroy the reply before the peer reads it.
+    socket.off('data', this.onData)
+    socket.resume()
+    if (!(err instanceof GatehouseError)) {
+      this.log.error({ err }, 'uwsgi listener failed')
+      socket.destroy()
+      return
+    }
+    const status = ERROR_CODES[err.code].status ?? 400
+    this.log.debug(
+      { code: err.code, status, remote_addr: socket.remoteAddress },
+      `uwsgi request refused: ${err.message}`,
+    )
+    if (!socket.writable) {
+      socket.destroy()
+      return
+    }
+    const reason = STATUS_CODES[status] ?? ''
+    const body = `${status} ${reason}: ${err.message}\n`
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    )
+    setTimeout(() => socket.destroy(), LINGER_MS).unref()
+  }
+}
+
+/**
+ * A uwsgi server for a node:http-shaped handler: `createUwsgiServer(app).listen(9000)`.
+ * The same handler works in `http.createServer(app)`.
+ */
+export function createUwsgiServer(handler: RequestListener, options: UwsgiServerOptions = {}): UwsgiServer {
+  return new UwsgiServer(handler, options)
+}

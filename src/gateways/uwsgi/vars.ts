@@ -1,0 +1,121 @@
+/**
+ * What goes into a uwsgi vars block and what comes out of one. Pure.
+ *
+ * Client side (`buildUwsgiVars`): the variables nginx's `conf/uwsgi_params` sends, then one
+ * `HTTP_*` var per request header name. Request data only ever produces `HTTP_*` names:
+ * uWSGI reads `UWSGI_FILE`, `UWSGI_SCRIPT`, `UWSGI_APPID`, `UWSGI_CHDIR` ... as orders to
+ * load code, so no header can become one.
+ *
+ * Listener side (`requestFromUwsgiVars`): the HTTP request a web server (nginx `uwsgi_pass`)
+ * described in vars.
+ */
+import { type GatewayRequestHead, requestFromGatewayVars } from '../../cgi-vars/request.js'
+import type { UwsgiVarPairs, UwsgiVarValue } from './codec.js'
+
+export interface UwsgiVarsInput {
+  method: string
+  /** The request-target path as received (percent-encoded), for REQUEST_URI. */
+  rawPath: string
+  /** Query string without '?', never decoded ('' when none). */
+  query: string
+  /** Decoded, normalized path: PATH_INFO, like nginx's `$document_uri`. Sent as UTF-8. */
+  path: string
+  /** `1.1`, `1.0` (IncomingMessage.httpVersion). */
+  httpVersion: string
+  /** Header names and values as received, flat: [name, value, name, value, ...]. */
+  rawHeaders: readonly string[]
+  /**
+   * HTTP_HOST to send instead of the Host header (the authority of an absolute-form
+   * request-target, which is what the request is really for).
+   */
+  host?: string
+  /** Body length in bytes; undefined when there is no body. */
+  contentLength: number | undefined
+  scheme: 'http' | 'https'
+  remoteAddress: string
+  remotePort: number
+  serverPort: number
+  serverName: string
+  documentRoot: string
+  /** Extra vars from configuration (`uwsgi_param`); they replace built-in vars of the same name. */
+  params?: Iterable<readonly [string, UwsgiVarValue]>
+}
+
+/** Headers never passed as HTTP_*, whatever their spelling. */
+const WITHHELD = new Set([
+  // httpoxy (CVE-2016-5385): HTTP_PROXY is read as a proxy setting.
+  'proxy',
+  // These are CONTENT_TYPE and CONTENT_LENGTH (PEP 3333: never HTTP_CONTENT_*).
+  'content-type',
+  'content-length',
+  // The body is re-framed by CONTENT_LENGTH; a chunked marker would contradict it.
+  'transfer-encoding',
+])
+
+const HEADER_NAME = /^[A-Za-z0-9-]+$/
+
+/**
+ * `HTTP_` + upper case with '-' -> '_', or null when withheld. A name with anything but
+ * letters, digits and '-' is dropped: `X_Forwarded_For` would otherwise collide with
+ * `X-Forwarded-For` (Django CVE-2015-0219); nginx drops them by default too.
+ */
+export function headerVarName(name: string): string | null {
+  if (!HEADER_NAME.test(name)) return null
+  const lower = name.toLowerCase()
+  if (WITHHELD.has(lower)) return null
+  return `HTTP_${lower.toUpperCase().replaceAll('-', '_')}`
+}
+
+/** The vars for one request, in the order nginx sends them, then HTTP_*, then params. */
+export function buildUwsgiVars(input: UwsgiVarsInput): [string, UwsgiVarValue][] {
+  let contentType = ''
+  const raw = input.rawHeaders
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.length === 12 && raw[i]!.toLowerCase() === 'content-type') {
+      contentType = raw[i + 1]!
+      break
+    }
+  }
+  const vars = new Map<string, UwsgiVarValue>([
+    ['QUERY_STRING', input.query],
+    ['REQUEST_METHOD', input.method],
+    ['CONTENT_TYPE', contentType],
+    ['CONTENT_LENGTH', input.contentLength === undefined ? '' : String(input.contentLength)],
+    ['REQUEST_URI', input.query === '' ? input.rawPath : `${input.rawPath}?${input.query}`],
+    ['PATH_INFO', Buffer.from(input.path, 'utf8')],
+    ['DOCUMENT_ROOT', input.documentRoot],
+    ['SERVER_PROTOCOL', `HTTP/${input.httpVersion}`],
+    ['REQUEST_SCHEME', input.scheme],
+  ])
+  if (input.scheme === 'https') vars.set('HTTPS', 'on')
+  vars.set('REMOTE_ADDR', input.remoteAddress)
+  vars.set('REMOTE_PORT', String(input.remotePort))
+  vars.set('SERVER_PORT', String(input.serverPort))
+  vars.set('SERVER_NAME', input.serverName)
+  if (input.host !== undefined) vars.set('HTTP_HOST', input.host)
+
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!
+    if (input.host !== undefined && name.length === 4 && name.toLowerCase() === 'host') continue
+    const key = headerVarName(name)
+    if (key === null) continue
+    const value = raw[i + 1]!
+    const previous = vars.get(key)
+    // One var per name: a Python environ is a dict, where a second var would replace the first.
+    if (previous === undefined) vars.set(key, value)
+    else vars.set(key, `${String(previous)}${key === 'HTTP_COOKIE' ? '; ' : ', '}${value}`)
+  }
+  for (const [name, value] of input.params ?? []) {
+    vars.delete(name)
+    vars.set(name, value)
+  }
+  return [...vars]
+}
+
+/** The HTTP request described by a uwsgi vars block (the same shape as a FastCGI one). */
+export type UwsgiRequestHead = GatewayRequestHead
+
+/** Throws GH_ERR_UWSGI_PACKET when the vars cannot describe an HTTP request. */
+export function requestFromUwsgiVars(vars: UwsgiVarPairs): UwsgiRequestHead {
+  return requestFromGatewayVars(vars, 'GH_ERR_UWSGI_PACKET')
+}

@@ -1,0 +1,129 @@
+import type { ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { GatehouseConfigInput } from '../../src/config/schema.js'
+import { createGatehouse, type Gatehouse } from '../../src/gatehouse.js'
+
+/** test/ in the source tree (tests run from dist/test/). */
+export const TEST_DIR = fileURLToPath(new URL('../../../test/', import.meta.url))
+export const FIXTURES = join(TEST_DIR, 'fixtures')
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url))
+export const CLI = join(REPO_ROOT, 'dist/src/cli/main.js')
+/** The interpreter that has Debian's Python packages (not the first python3 on PATH). */
+export const PYTHON = '/usr/bin/python3'
+
+/** A fresh temporary directory, removed when the test ends. */
+export function tempDir(t: { after: (fn: () => void) => void }, prefix = 'gh-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+export interface Running {
+  gatehouse: Gatehouse
+  port: number
+  origin: string
+}
+
+/** Start a Gatehouse on 127.0.0.1 with an OS-chosen port; stopped when the test ends. */
+export async function startGatehouse(
+  t: { after: (fn: () => Promise<void> | void) => void },
+  config: GatehouseConfigInput,
+  baseDir?: string,
+): Promise<Running> {
+  const gatehouse = createGatehouse(
+    { listen: ['127.0.0.1:0'], ...config, log: { level: 'silent', ...config.log } },
+    baseDir ? { baseDir } : {},
+  )
+  const [first] = await gatehouse.listen()
+  t.after(() => gatehouse.close(0))
+  const port = first!.port!
+  return { gatehouse, port, origin: `http://127.0.0.1:${port}` }
+}
+
+export interface RawResponse {
+  /** Everything the server wrote, as latin1 text. */
+  text: string
+  /** Status code of the first response, or null if none arrived. */
+  status: number | null
+  /** true when the server closed the connection (rather than us timing out). */
+  closedByServer: boolean
+}
+
+/**
+ * Write raw bytes to the server and collect what comes back until the server closes the
+ * connection or `waitMs` passes. No client library in between to sanitize the request.
+ */
+export function rawRequest(
+  port: number,
+  data: string | Buffer | (string | Buffer)[],
+  options: { waitMs?: number; host?: string; gapMs?: number } = {},
+): Promise<RawResponse> {
+  const waitMs = options.waitMs ?? 2000
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, options.host ?? '127.0.0.1')
+    const chunks: Buffer[] = []
+    let closedByServer = false
+    const timer = setTimeout(() => socket.destroy(), waitMs)
+    socket.on('connect', async () => {
+      const parts = Array.isArray(data) ? data : [data]
+      for (const part of parts) {
+        if (socket.destroyed) break
+        socket.write(part)
+        if (options.gapMs) await new Promise((r) => setTimeout(r, options.gapMs))
+      }
+    })
+    socket.on('data', (chunk) => chunks.push(chunk))
+    socket.on('end', () => {
+      closedByServer = true
+    })
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') closedByServer = true
+      else reject(err)
+    })
+    socket.on('close', () => {
+      clearTimeout(timer)
+      const text = Buffer.concat(chunks).toString('latin1')
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
+      resolve({ text, status: m ? Number(m[1]) : null, closedByServer })
+    })
+  })
+}
+
+/**
+ * Stop a `gatehouse serve` child a test started, if it still runs (the test failed half-way):
+ * SIGINT first, the fast stop that also stops its workers (a SIGKILLed Gatehouse cannot, and
+ * would leave php-cgi workers behind), then SIGKILL if it has not exited within 5 s.
+ */
+export function stopServe(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve()
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+    child.once('exit', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+    child.kill('SIGINT')
+  })
+}
+
+/** Poll `fn` every 25 ms until it returns something truthy; throws naming `what` after `ms`. */
+export async function eventually<T>(fn: () => T | undefined | false, what: string, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const v = fn()
+    if (v) return v
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
+}
+
+/** The JSON lines of a log file written so far; a half-written last line does not count. */
+export function logLines(file: string): Record<string, unknown>[] {
+  if (!existsSync(file)) return []
+  const lines = readFileSync(file, 'utf8').split('\n').slice(0, -1)
+  return lines.filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+}
