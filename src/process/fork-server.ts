@@ -212,7 +212,7 @@ export class ForkServer {
     const socketPath = join(dir, 's')
     // -I: no environment variables, no user site; -S: no site module (a smaller process
     // forks faster). Its own environment is empty: scripts get theirs from each request.
-    const child = spawn(this.python, ['-I', '-S', FORK_SERVER_SCRIPT, socketPath], {
+    const child = spawn(this.python, ['-I', '-S', FORK_SERVER_SCRIPT, socketPath, String(process.pid)], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: {},
       shell: false,
