@@ -13,6 +13,9 @@ export interface ConnectionInfo {
   secure: boolean
 }
 
+/** A node:http request listener: what the app-side servers (uwsgi, FastCGI) hand requests to. */
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
+
 /** What the router matched, so gateways can compute SCRIPT_NAME and friends. */
 export interface RouteMatch {
   /** Index of the route in the config's `routes` list. */
