@@ -26,6 +26,12 @@ export interface RouteMatch {
   params: readonly string[]
 }
 
+/** URL prefix the route owns, without a trailing slash ('' for '/' and regex routes). */
+export function routePrefix(ctx: RequestContext): string {
+  const prefix = ctx.route.prefix
+  return prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+}
+
 /**
  * The one request object every listener produces and every handler consumes
  * (DESIGN.md: "One request path"). `req`/`res` are node:http-shaped.
