@@ -11,7 +11,7 @@
 import { connect, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import { GatehouseError } from '../../core/errors.js'
-import type { CancelSignal } from '../fastcgi/exchange.js'
+import type { CancelSignal } from '../../core/cancel.js'
 import { type BodyFraming, type HttpResponseEvent, HttpResponseParser } from './http-response.js'
 import { encodeUwsgiPacket, type UwsgiVarList, type UwsgiVarValue } from './codec.js'
 import { buildUwsgiVars } from './vars.js'
