@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { ACTION_NAMES, ACTIONS, type ActionName } from '../gateways/index.js'
 import { parseListenAddress } from '../core/address.js'
 import type { SchemaEnv } from '../core/types.js'
-import { filePath } from '../core/schema/paths.js'
+import { logSchema } from '../core/logging.js'
 import { strictObject } from '../core/schema/strict.js'
 import { duration, size } from '../core/schema/units.js'
 import { fastcgiListenerShape } from '../gateways/fastcgi/listen-config.js'
@@ -109,13 +109,7 @@ export function configSchema(env: SchemaEnv) {
     listen: oneOrMany(LISTEN).default(['127.0.0.1:8080']),
     server_name: z.string().optional(),
     shutdown_grace: duration.prefault(10),
-    log: strictObject({
-      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
-      /** "stderr" (default), "stdout", a file path, or "off". */
-      error_log: z.union([z.enum(['stderr', 'stdout']), filePath(env)]).default('stderr'),
-      access_log: z.union([z.enum(['stderr', 'stdout', 'off']), filePath(env)]).default('off'),
-      access_format: z.enum(['combined', 'json']).default('combined'),
-    }).prefault({}),
+    log: logSchema(env).prefault({}),
     limits: limitsSchema().prefault({}),
     routes: z.array(routeSchema(env)).default([]),
     ...uwsgiListenerShape(),
