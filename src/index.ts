@@ -1,5 +1,11 @@
-export { loadConfigFile, readConfigFile, validateConfig } from './config/load.js'
-export type { GatehouseConfig, GatehouseConfigInput, RouteConfig } from './config/schema.js'
+export { readConfigFile } from './config/load.js'
+export {
+  type GatehouseConfig,
+  type GatehouseConfigInput,
+  loadConfigFile,
+  type RouteConfig,
+  validateConfig,
+} from './config.js'
 export { ERROR_CODES, type ErrorCode, GatehouseError, isGatehouseError } from './core/errors.js'
 export { createGatehouse, Gatehouse, type ListeningAddress } from './gatehouse.js'
 export {

@@ -1,5 +1,5 @@
 import { isAbsolute, resolve } from 'node:path'
-import type { GatehouseConfigInput } from '../config/schema.js'
+import type { GatehouseConfigInput } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 
 /** CLI options as commander hands them over; every one maps onto a config key. */

@@ -1,16 +1,16 @@
 import { readFileSync } from 'node:fs'
 import { dirname, extname, resolve } from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
+import type { z } from 'zod'
 import { GatehouseError } from '../core/errors.js'
 import { formatIssues } from '../core/schema/issues.js'
-import { configSchema, type GatehouseConfig } from './schema.js'
 
 /**
- * Validate a config object (from a file, CLI flags or library options) against the one
- * schema. Every problem is reported at once in GatehouseError.problems; the result is frozen.
+ * Parse a config object with `schema` (configSchema(env, gateways)). Every problem is
+ * reported at once in GatehouseError.problems (GH_ERR_CONFIG); the result is frozen.
  */
-export function validateConfig(input: unknown, baseDir: string = process.cwd()): GatehouseConfig {
-  const result = configSchema({ baseDir }).safeParse(input)
+export function parseConfig<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const result = schema.safeParse(input)
   if (!result.success) {
     const problems = formatIssues(result.error.issues)
     throw new GatehouseError('GH_ERR_CONFIG', problems.join('; '), { problems })
@@ -57,10 +57,4 @@ export function readConfigFile(file: string): { input: Record<string, unknown>; 
     })
   }
   return { input: input as Record<string, unknown>, baseDir: dirname(abs) }
-}
-
-/** Read and validate a config file. */
-export function loadConfigFile(file: string): GatehouseConfig {
-  const { input, baseDir } = readConfigFile(file)
-  return validateConfig(input, baseDir)
 }
