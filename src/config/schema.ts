@@ -78,10 +78,10 @@ function actionsOf(gateways: readonly GatewayDefinition[]): Map<string, ActionDe
 }
 
 function routeSchema<G extends GatewayDefinition>(env: SchemaEnv, gateways: readonly G[]) {
-  const actions = actionsOf(gateways)
-  const names = [...actions.keys()]
+  const definitions = actionsOf(gateways)
+  const names = [...definitions.keys()]
   const actionShape = Object.fromEntries(
-    [...actions].map(([name, action]) => [name, action.schema(env).optional()]),
+    [...definitions].map(([name, action]) => [name, action.schema(env).optional()]),
   ) as ActionsShape<G>
   return strictObject({
     host: oneOrMany(HOST_PATTERN).optional(),
