@@ -4,7 +4,7 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { GatehouseConfigInput } from '../../src/config/schema.js'
+import type { GatehouseConfigInput } from '../../src/config.js'
 import { createGatehouse, type Gatehouse } from '../../src/gatehouse.js'
 
 /** test/ in the source tree (tests run from dist/test/). */

@@ -22,6 +22,9 @@ import {
   Role,
 } from './codec.js'
 import type { ConnectionSink, FastCGIConnection } from './connection.js'
+import type { CancelSignal } from '../../core/cancel.js'
+
+export type { CancelSignal } from '../../core/cancel.js'
 
 /** Always 1: one request per connection at a time, like nginx (no multiplexing). */
 const REQUEST_ID = 1
@@ -38,17 +41,6 @@ const STDIN_END = Buffer.concat(encodeRecord(RecordType.STDIN, REQUEST_ID))
 const BODY_BUFFER_BYTES = 64 * 1024
 /** A request up to this size goes out as one buffer (one write, no scatter list). */
 const JOIN_BYTES = 64 * 1024
-
-/**
- * What a request can be cancelled with: an AbortSignal, or anything with the part of its
- * surface used here (the gateways use a lighter one per HTTP request).
- */
-export interface CancelSignal {
-  readonly aborted: boolean
-  readonly reason?: unknown
-  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
-  removeEventListener(type: 'abort', listener: () => void): void
-}
 
 export interface FastCGIRequest {
   /** PARAMS: the CGI meta-variables and anything else the application reads. */

@@ -38,9 +38,10 @@ import {
 } from './codec.js'
 import { type GatewayRequestHead, requestFromGatewayVars } from '../../cgi-vars/request.js'
 import { createGatewayExchange, type GatewayExchange } from '../../inbound/exchange.js'
-import { parseAllowList, type RequestListener } from '../uwsgi/server.js'
+import { parseAllowList } from '../../core/allow-list.js'
+import type { RequestListener } from '../../core/types.js'
 
-export type { RequestListener } from '../uwsgi/server.js'
+export type { RequestListener } from '../../core/types.js'
 
 export const DEFAULT_FASTCGI_ALLOW: readonly string[] = ['127.0.0.1', '::1']
 /** Largest PARAMS stream accepted by default: what nginx can send (it puts them in one record). */

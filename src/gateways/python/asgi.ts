@@ -25,7 +25,7 @@ import { CONTINUE_DEFERRED } from '../../http/connection.js'
 import { buildContext, parseRequest } from '../../http/context.js'
 import { upgradeResponse } from '../../http/upgrade.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
-import { routePrefix } from '../fastcgi/action.js'
+import { routePrefix } from '../../core/types.js'
 import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
 import { refuse, sendError } from '../../core/respond.js'
 

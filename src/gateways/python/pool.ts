@@ -13,7 +13,7 @@ import { ClientCancel } from '../../core/cancel.js'
 import { sendError } from '../../core/respond.js'
 import type { WorkerLease, WorkerPool } from '../../process/supervisor.js'
 import type { RequestContext, SchemaEnv } from '../../core/types.js'
-import { parseAllowList } from '../uwsgi/server.js'
+import { parseAllowList } from '../../core/allow-list.js'
 import { defaultPython, PYTHON_PACKAGE_DIR } from './locate.js'
 import { WorkerConnection } from './connection.js'
 

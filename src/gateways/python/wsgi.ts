@@ -19,7 +19,7 @@ import { expectsContinue } from './connection.js'
 import { CONTINUE_DEFERRED } from '../../http/connection.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { requestMeta } from '../../cgi-vars/script.js'
-import { routePrefix } from '../fastcgi/action.js'
+import { routePrefix } from '../../core/types.js'
 import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
 import { sendError } from '../../core/respond.js'
 

@@ -9,7 +9,7 @@
  * accepted only from an allow-list (loopback by default, like gunicorn's
  * forwarded_allow_ips); Unix sockets are guarded by their file permissions.
  */
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
+import { STATUS_CODES } from 'node:http'
 import { type BlockList, isIP, Server, type Socket } from 'node:net'
 import pino, { type Logger } from 'pino'
 import { ERROR_CODES, GatehouseError } from '../../core/errors.js'
@@ -18,11 +18,11 @@ import { UWSGI_MAX_VARS_BYTES, UwsgiRequestParser, type UwsgiRequestEvent } from
 import { requestFromUwsgiVars } from './vars.js'
 import { LOOPBACK, parseAllowList } from '../../core/allow-list.js'
 import { createGatewayExchange, type GatewayExchange } from '../../inbound/exchange.js'
+import type { RequestListener } from '../../core/types.js'
 
-export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
+export type { RequestListener } from '../../core/types.js'
 
 export const DEFAULT_UWSGI_ALLOW: readonly string[] = LOOPBACK
-export { parseAllowList }
 
 export interface UwsgiServerOptions {
   /**
