@@ -81,8 +81,12 @@ export function phpSchema(env: SchemaEnv) {
 export type PhpOptions = z.output<ReturnType<typeof phpSchema>>
 export type PhpOptionsInput = z.input<ReturnType<typeof phpSchema>>
 
-/** PHP sources and their variants: never served as static files. */
-const PHP_SOURCE = /\.(php\d?|phtml|phar|phps)$/i
+/**
+ * PHP sources and their variants, and the leftovers editors and tools make of them
+ * (`index.php~`, `index.php.bak`, `.orig`, `.save`, `.swp`, `#index.php#`): never served as
+ * static files, since each holds the source of a script.
+ */
+const PHP_SOURCE = /\.(php\d?|phtml|phar|phps)(~|#|\.(bak|orig|save|old|swp|swo|tmp|dist|rej|\d+))*$/i
 /** Hidden segments (.git, .env, .user.ini) are never served or run; .well-known is. */
 const HIDDEN = /\/\.(?!well-known(?:\/|$))/
 
