@@ -61,6 +61,9 @@ export class ManagedFastCGI implements FastCGIUpstream {
         readTimeoutMs: this.options.read_timeout,
         maxHeaderBytes: this.options.max_header_bytes,
         upstream: this.upstream,
+        // A client that gives up does not end the script: the worker stays leased (busy on
+        // the status page, given no request) until its END_REQUEST, or until it is replaced.
+        drainAfterAbort: true,
         // The connection and the worker go back as soon as the exchange is over.
         onFinished: (reusable, failure) => {
           cancel.dispose()
