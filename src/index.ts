@@ -103,22 +103,16 @@ export {
   toRequestListener,
 } from './http/context.js'
 export type { ActionDefinition, ConnectionInfo, Handler, RequestContext, RouteMatch } from './core/types.js'
+export { type CancelLike, type RequestInfo, type WorkerLease } from './process/lease.js'
+export { killAllWorkers, livePools, type PoolStatus, WorkerPool, type WorkerStatus } from './process/pool.js'
 export {
-  type CancelLike,
-  killAllWorkers,
-  livePools,
   type PoolConfig,
   type PoolConfigInput,
   type PoolMode,
   type PoolSettings,
   poolSettings,
   poolSettingsSchema,
-  type PoolStatus,
-  type RequestInfo,
-  type WorkerCommand,
-  type WorkerLease,
-  WorkerPool,
-  type WorkerStatus,
-} from './process/supervisor.js'
+} from './process/settings.js'
+export { type WorkerCommand } from './process/spawn.js'
 export { allPoolsJson, formatStatus, StatusHandler, statusAction } from './gateways/status/action.js'
 export { type FastCGIUpstream, ManagedFastCGI } from './gateways/fastcgi/managed-pool.js'

@@ -10,7 +10,8 @@ import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration, size } from '../../core/schema/units.js'
 import { GatehouseError } from '../../core/errors.js'
-import { poolSettings, WorkerPool } from '../../process/supervisor.js'
+import { WorkerPool } from '../../process/pool.js'
+import { poolSettings } from '../../process/settings.js'
 import { type AsgiScopeParts, encodeAsgiRequest } from './asgi-scope.js'
 import {
   admitRequest,

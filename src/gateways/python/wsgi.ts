@@ -7,7 +7,8 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { GatehouseError } from '../../core/errors.js'
-import { poolSettings, WorkerPool } from '../../process/supervisor.js'
+import { WorkerPool } from '../../process/pool.js'
+import { poolSettings } from '../../process/settings.js'
 import {
   admitRequest,
   BridgeConnections,
