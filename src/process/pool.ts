@@ -17,6 +17,7 @@ import { GatehouseError } from '../core/errors.js'
 import { type CancelLike, Lease, type ReleaseOutcome, type RequestInfo, type WorkerLease } from './lease.js'
 import { readRss, rssOf } from './proc.js'
 import { signalGroup } from './process-group.js'
+import { WaitQueue } from './wait-queue.js'
 import type { PoolMode, PoolSettings } from './settings.js'
 import { escalate, probeSocket, spawnWorker, type WorkerCommand } from './spawn.js'
 
@@ -119,15 +120,6 @@ interface Worker {
   kill(signal: NodeJS.Signals): void
 }
 
-interface Waiter {
-  info: RequestInfo
-  resolve: (lease: WorkerLease) => void
-  reject: (err: unknown) => void
-  timer: NodeJS.Timeout | undefined
-  signal: CancelLike | undefined
-  onAbort: (() => void) | undefined
-}
-
 /**
  * One pool of workers from one command. A Gatehouse holds one per managed route; every
  * live pool is listed by livePools() for the status page.
@@ -135,9 +127,15 @@ interface Waiter {
 export class WorkerPool {
   private readonly workers = new Set<Worker>()
   private readonly stoppingListeners: ((workerId: number) => void)[] = []
+  private readonly queueTimeoutError = () =>
+    new GatehouseError(
+      'GH_ERR_OVERLOADED',
+      `pool ${this.settings.name}: no worker free within ${this.settings.queue_timeout} ms`,
+      { retryAfter: 1 },
+    )
   private readonly releaseLease = (lease: Lease<Worker>, outcome: ReleaseOutcome) =>
     this.released(lease, outcome)
-  private readonly waiters: Waiter[] = []
+  private readonly waiters = new WaitQueue<WorkerLease, RequestInfo>()
   private readonly dir: string
   private generation = 1
   private nextWorkerId = 1
@@ -228,34 +226,10 @@ export class WorkerPool {
         ),
       )
     }
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter = { info, resolve, reject, timer: undefined, signal, onAbort: undefined }
-      if (s.queue_timeout > 0) {
-        waiter.timer = setTimeout(() => {
-          this.removeWaiter(waiter)
-          reject(
-            new GatehouseError(
-              'GH_ERR_OVERLOADED',
-              `pool ${s.name}: no worker free within ${s.queue_timeout} ms`,
-              {
-                retryAfter: 1,
-              },
-            ),
-          )
-        }, s.queue_timeout)
-      }
-      if (signal) {
-        waiter.onAbort = () => {
-          this.removeWaiter(waiter)
-          reject(signal.reason)
-        }
-        signal.addEventListener('abort', waiter.onAbort, { once: true })
-      }
-      this.waiters.push(waiter)
-      if (this.waiters.length > this.counters.maxListenQueue)
-        this.counters.maxListenQueue = this.waiters.length
-      this.maintain(false)
-    })
+    const leased = this.waiters.wait(info, signal, s.queue_timeout, this.queueTimeoutError)
+    if (this.waiters.length > this.counters.maxListenQueue) this.counters.maxListenQueue = this.waiters.length
+    this.maintain(false)
+    return leased
   }
 
   /**
@@ -312,10 +286,9 @@ export class WorkerPool {
     this.closing = true
     clearInterval(this.maintenance)
     clearTimeout(this.respawnTimer)
-    for (const w of this.waiters.splice(0)) {
-      this.disarm(w)
-      w.reject(new GatehouseError('GH_ERR_OVERLOADED', `pool ${this.settings.name}: shutting down`))
-    }
+    this.waiters.rejectAll(
+      () => new GatehouseError('GH_ERR_OVERLOADED', `pool ${this.settings.name}: shutting down`),
+    )
     this.failStart(
       new GatehouseError('GH_ERR_WORKER_START', `pool ${this.settings.name}: closed while starting`),
     )
@@ -518,21 +491,9 @@ export class WorkerPool {
       const w = this.pick()
       if (!w) break
       const waiter = this.waiters.shift()!
-      this.disarm(waiter)
-      waiter.resolve(this.lease(w, waiter.info))
+      waiter.resolve(this.lease(w, waiter.data))
     }
     if (this.waiters.length === 0) this.atMaxChildren = false
-  }
-
-  private removeWaiter(waiter: Waiter): void {
-    const i = this.waiters.indexOf(waiter)
-    if (i !== -1) this.waiters.splice(i, 1)
-    this.disarm(waiter)
-  }
-
-  private disarm(waiter: Waiter): void {
-    if (waiter.timer) clearTimeout(waiter.timer)
-    if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener('abort', waiter.onAbort)
   }
 
   /** Called by WorkerLease.release. */
@@ -848,11 +809,7 @@ export class WorkerPool {
     const fallback = [...this.workers].some(
       (w) => w.generation < this.generation && w.phase === 'ready' && !w.retiring,
     )
-    if (!fallback)
-      for (const w of this.waiters.splice(0)) {
-        this.disarm(w)
-        w.reject(err)
-      }
+    if (!fallback) this.waiters.rejectAll(() => err)
     this.failStart(err)
   }
 }
