@@ -478,7 +478,7 @@ class NodeConnection(asyncio.Protocol):
         self.state = worker.state
         self.loop = worker.loop
         self.cycles = {}
-        self.buf = b""
+        self.frames = P.FrameSplitter(self.dispatch)
         self.transport = None
         self.closed = False
         self.wbuf = []
@@ -507,31 +507,14 @@ class NodeConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def data_received(self, data):
-        if self.buf:
-            data = self.buf + data
-            self.buf = b""
-        end = len(data)
-        pos = 0
-        unpack = P.unpack_len
-        loads = P.loads
-        while end - pos >= 4:
-            (n,) = unpack(data, pos)
-            if n == 0 or n > P.MAX_FRAME:
-                log("protocol error from Node (frame length %d): closing the connection" % n)
-                self.transport.close()
-                return
-            if end - pos - 4 < n:
-                break
-            start = pos + 4
-            pos = start + n
-            try:
-                self.dispatch(loads(data[start:pos]))
-            except Exception:
-                log("protocol error from Node, closing the connection:\n" + traceback.format_exc())
-                self.transport.close()
-                return
-        if pos < end:
-            self.buf = data[pos:]
+        try:
+            self.frames.feed(data)
+        except P.FrameLengthError as err:
+            log("protocol error from Node (%s): closing the connection" % err)
+            self.transport.close()
+        except Exception:
+            log("protocol error from Node, closing the connection:\n" + traceback.format_exc())
+            self.transport.close()
 
     def dispatch(self, f):
         kind = f[0]

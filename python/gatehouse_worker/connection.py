@@ -62,7 +62,7 @@ class Connection:
         self.slots = slots
         self.log = log
         self.requests = {}
-        self.rbuf = b""
+        self.frames = P.FrameSplitter(self.dispatch)
         self.closed = False
         self.send_lock = threading.Lock()
         self.cond = threading.Condition()
@@ -95,23 +95,7 @@ class Connection:
             self.closed = True
             self.on_closed()
             raise Closed()
-        buf = self.rbuf + data if self.rbuf else data
-        pos = 0
-        end = len(buf)
-        view = memoryview(buf)
-        frames = []
-        while end - pos >= 4:
-            (n,) = P.unpack_len(buf, pos)
-            if n == 0 or n > P.MAX_FRAME:
-                raise P.ProtocolError("frame length %d" % n)
-            if end - pos - 4 < n:
-                break
-            frames.append(P.loads(view[pos + 4 : pos + 4 + n]))
-            pos += 4 + n
-        view.release()
-        self.rbuf = buf[pos:] if pos < end else b""
-        for f in frames:
-            self.dispatch(f)
+        self.frames.feed(data)
 
     def dispatch(self, f):
         kind = f[0]
