@@ -66,6 +66,13 @@ class FrameLengthError(ProtocolError):
     """A length prefix no frame has (0, or above MAX_FRAME)."""
 
 
+def grant_due(granted, consumed):
+    """Request-body credit to give Node now: once half of the window granted is read, refill it; else 0."""
+    if granted - consumed <= REQUEST_WINDOW // 2:
+        return consumed + REQUEST_WINDOW - granted
+    return 0
+
+
 class FrameSplitter:
     """Node's byte stream cut into frames, each decoded and handed to on_frame(frame) as
     soon as it is whole (the callback is kept: no bound method made per read)."""
