@@ -120,17 +120,13 @@ export {
 
 // The process manager behind the php-cgi and Python pools (docs/process-manager.md)
 export {
-  type CancelLike,
   type PoolConfig,
   type PoolConfigInput,
   type PoolMode,
   type PoolSettings,
   poolSettings,
   poolSettingsSchema,
-  type PoolStatus,
-  type RequestInfo,
-  type WorkerCommand,
-  type WorkerLease,
-  WorkerPool,
-  type WorkerStatus,
-} from './process/supervisor.js'
+} from './process/settings.js'
+export { type CancelLike, type RequestInfo, type WorkerLease } from './process/lease.js'
+export { type PoolStatus, WorkerPool, type WorkerStatus } from './process/pool.js'
+export type { WorkerCommand } from './process/spawn.js'

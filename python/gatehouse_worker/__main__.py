@@ -12,14 +12,7 @@ import importlib
 import os
 import signal
 import sys
-import threading
-import time
 import traceback
-
-
-def log(message):
-    sys.stderr.write("gatehouse_worker[%d]: %s\n" % (os.getpid(), message))
-    sys.stderr.flush()
 
 
 def load_app(spec):
@@ -84,68 +77,24 @@ def main(argv=None):
     try:
         app = load_app(spec)
     except BaseException:
+        from .connection import log
+
         traceback.print_exc()
         log("cannot load the %s application %s" % ("ASGI" if args.asgi else "WSGI", spec))
         sys.stderr.flush()
         os._exit(1)
 
+    # The interface's modules are imported only now, after the app's own imports.
     if args.asgi:
         from .asgi import serve
 
-        faulthandler.unregister(dump_signal)
-        serve(app, args.socket, orphaned, dump_signal)
-        return
+        options = {}
+    else:
+        from .wsgi import serve
 
-    from .connection import Connection, listen
-    from .wsgi import dump_active, make_server
-
+        options = {"threads": max(1, args.threads)}
     faulthandler.unregister(dump_signal)
-
-    def on_dump(signum, frame):
-        dump_active()
-        faulthandler.dump_traceback(all_threads=True)
-
-    signal.signal(dump_signal, on_dump)
-
-    stopping = threading.Event()
-
-    def on_term(signum, frame):
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-
-    threads = max(1, args.threads)
-    slots = threading.BoundedSemaphore(threads)
-    serve_request = make_server(app, threads, log)
-    sock = listen(args.socket)
-    sock.settimeout(0.5)
-    conns = []
-    while not stopping.is_set():
-        try:
-            client, _ = sock.accept()
-        except OSError:
-            # Timeout (or a signal): check whether Node is still there.
-            if orphaned():
-                break
-            continue
-        client.settimeout(None)
-        conn = Connection(client, serve_request, threads, slots, log)
-        t = threading.Thread(target=conn.serve, daemon=True)
-        t.start()
-        conns.append(t)
-    # SIGTERM: finish what is running (Node stops sending), then exit.
-    sock.close()
-    try:
-        os.unlink(args.socket)
-    except OSError:
-        pass
-    from .wsgi import ACTIVE
-
-    while ACTIVE and not orphaned():
-        time.sleep(0.05)
-    sys.stderr.flush()
-    os._exit(0)
+    serve(app, args.socket, orphaned, dump_signal, **options)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import { readConfigFile } from '../config/load.js'
 import { validateConfig } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 import { Gatehouse } from '../gatehouse.js'
-import { killAllWorkers } from '../process/supervisor.js'
+import { killAllWorkers } from '../process/pool.js'
 import { applyFlags, type ServeFlags } from './flags.js'
 
 const EXIT_USAGE = 2

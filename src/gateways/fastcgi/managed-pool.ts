@@ -1,5 +1,5 @@
 /*
- * FastCGI to a managed pool of workers (php-cgi -b): the supervisor (process/supervisor.ts)
+ * FastCGI to a managed pool of workers (php-cgi -b): the supervisor (process/pool.ts)
  * leases one idle worker per request, and the request goes over a kept-alive connection to
  * that worker's own socket with the same exchange as the address pool (pool.ts). A worker
  * the supervisor kills mid-request (request_terminate_timeout, or one that died) turns into
@@ -7,7 +7,8 @@
  */
 import { connect } from 'node:net'
 import { GatehouseError } from '../../core/errors.js'
-import type { RequestInfo, WorkerLease, WorkerPool } from '../../process/supervisor.js'
+import type { RequestInfo, WorkerLease } from '../../process/lease.js'
+import type { WorkerPool } from '../../process/pool.js'
 import { FastCGIConnection } from './connection.js'
 import { FastCGIExchange, type FastCGIRequest, type FastCGIResponse } from './exchange.js'
 

@@ -14,7 +14,7 @@ import type { GatehouseConfigInput } from '../../../src/config.js'
 import { fastcgiRequest } from '../../../src/gateways/fastcgi/pool.js'
 import type { Gatehouse } from '../../../src/gatehouse.js'
 import type { PhpHandler } from '../../../src/gateways/php/action.js'
-import type { PoolConfigInput } from '../../../src/process/supervisor.js'
+import type { PoolConfigInput } from '../../../src/process/settings.js'
 import { startGatehouse, tempDir } from '../../support/helpers.js'
 import { phpFpmUnavailable, startPhpFpm } from '../../support/php-fpm.js'
 
