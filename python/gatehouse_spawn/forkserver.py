@@ -44,6 +44,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 HEAD = struct.Struct("<I")
 RUN = struct.Struct("<cIIII")
@@ -246,6 +247,29 @@ def on_readable(pending):
     on_frame(pending, pending.buf)
 
 
+def kill_scripts_and_exit():
+    for pid in list(children):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(0)
+
+
+def parent_died(parent, wait=0.5):
+    """After EOF on stdin: did Node die (rather than close it to stop us)?
+
+    A dying process closes its files before its children are given to a new parent, so
+    the EOF can come a moment before getppid() changes: look again for a short while.
+    """
+    deadline = time.monotonic() + wait
+    while os.getppid() == parent:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def die_with_parent(parent):
     """Ask the kernel for SIGTERM when Node dies; then kill every script and exit.
 
@@ -257,12 +281,7 @@ def die_with_parent(parent):
     def on_parent_death(*_):
         if os.getppid() == parent:
             return  # a SIGTERM for the whole process group: Node decides when we stop
-        for pid in list(children):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        os._exit(0)
+        kill_scripts_and_exit()
 
     signal.signal(signal.SIGTERM, on_parent_death)
     try:
@@ -279,7 +298,8 @@ def die_with_parent(parent):
 def main():
     global devnull
     path = sys.argv[1]
-    die_with_parent(int(sys.argv[2]))
+    parent = int(sys.argv[2])
+    die_with_parent(parent)
     devnull = os.open(os.devnull, os.O_RDWR)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -335,6 +355,8 @@ def main():
                     other[0].close()
             elif what == "parent":
                 if not os.read(0, 512):
+                    if parent_died(parent):
+                        kill_scripts_and_exit()
                     return
 
 

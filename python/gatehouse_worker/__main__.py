@@ -12,6 +12,8 @@ import importlib
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 
 
@@ -36,6 +38,24 @@ def load_app(spec):
     if not callable(obj):
         raise TypeError("%s is not callable" % spec)
     return obj
+
+
+def watch_parent(orphaned, interval=1.0):
+    """Exit when Node is gone, whatever the app is doing.
+
+    The supervisor starts workers under a parent-death signal (setpriv --pdeathsig); this
+    thread is the second line, for a system without setpriv and for the moment between our
+    start and that signal taking effect. It does not depend on the event loop or on a free
+    request thread, so an app blocked in synchronous code does not keep the worker alive.
+    """
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            if orphaned():
+                os._exit(1)
+
+    threading.Thread(target=watch, name="gatehouse-parent-watch", daemon=True).start()
 
 
 def main(argv=None):
@@ -63,6 +83,8 @@ def main(argv=None):
             except OSError:
                 pass
         return False
+
+    watch_parent(orphaned)
     if args.chdir:
         os.chdir(args.chdir)
     # Like gunicorn: the app's directory is importable.

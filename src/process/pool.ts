@@ -9,8 +9,7 @@
  * once). What goes over the socket is the caller's business: the pool only starts, watches,
  * dispatches to, recycles and stops processes. docs/process-manager.md is the user's view.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../core/errors.js'
@@ -19,6 +18,7 @@ import { readRss, rssOf } from './proc.js'
 import { signalGroup } from './process-group.js'
 import { WaitQueue } from './wait-queue.js'
 import type { PoolMode, PoolSettings } from './settings.js'
+import { makeRunDir } from './run-dir.js'
 import { escalate, probeSocket, spawnWorker, type WorkerCommand } from './spawn.js'
 
 /** One worker on the status page (`&full`). */
@@ -173,7 +173,7 @@ export class WorkerPool {
     readonly settings: PoolSettings,
     readonly log: Logger,
   ) {
-    this.dir = mkdtempSync(join(tmpdir(), 'gh-pool-'))
+    this.dir = makeRunDir('gh-pool-')
   }
 
   /**

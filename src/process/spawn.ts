@@ -4,9 +4,10 @@
  * output read line by line, its readiness seen on its Unix socket, its stop escalated.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { rmSync } from 'node:fs'
+import { accessSync, constants, rmSync, statSync } from 'node:fs'
 import { connect } from 'node:net'
 import { createInterface } from 'node:readline'
+import { isAbsolute, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { signalGroup } from './process-group.js'
 
@@ -19,6 +20,51 @@ export interface WorkerCommand {
   /** The whole environment of the worker (nothing is inherited); `{socket}` is replaced too. */
   env: Record<string, string>
   cwd?: string
+}
+
+/**
+ * util-linux's setpriv (in every Debian and most other systems): sets a parent-death signal
+ * (prctl PR_SET_PDEATHSIG) and execs the worker in the same process, so a worker never
+ * outlives a Gatehouse that was SIGKILLed (php-cgi never looks at its parent; a Python
+ * worker blocked in the app's code cannot). Without it, workers start as before.
+ */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find(isExecutable) ?? null
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK)
+    return statSync(path).isFile()
+  } catch {
+    return false
+  }
+}
+
+/** The file execvp would run for `command` (PATH from the worker's env), or null. */
+function resolveExecutable(command: string, env: Record<string, string>, cwd?: string): string | null {
+  if (command.includes('/')) {
+    const path = isAbsolute(command) ? command : resolve(cwd ?? process.cwd(), command)
+    return isExecutable(path) ? path : null
+  }
+  for (const dir of (env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
+    const path = join(resolve(cwd ?? process.cwd(), dir || '.'), command)
+    if (isExecutable(path)) return path
+  }
+  return null
+}
+
+/**
+ * The command line that starts a worker: under setpriv with SIGKILL as its parent-death
+ * signal when both are there. A command that cannot be found is spawned as given, so the
+ * error is spawn's own (`spawn /nope ENOENT`).
+ */
+export function workerArgv(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  cwd?: string,
+): string[] {
+  const file = SETPRIV ? resolveExecutable(command, env, cwd) : null
+  return SETPRIV && file ? [SETPRIV, '--pdeathsig', 'KILL', '--', file, ...args] : [command, ...args]
 }
 
 /** What becomes of a worker process's output and exit. */
@@ -47,7 +93,8 @@ export function spawnWorker(command: WorkerCommand, socketPath: string, hooks: W
     hooks.onGone(code, signal, err)
   }
   try {
-    child = spawn(command.command, command.args.map(sub), {
+    const [file, ...argv] = workerArgv(command.command, command.args.map(sub), env, command.cwd)
+    child = spawn(file!, argv, {
       env,
       ...(command.cwd ? { cwd: command.cwd } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],

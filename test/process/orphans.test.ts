@@ -6,14 +6,18 @@
  * dead one left on disk.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { createServer } from 'node:http'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { request } from 'undici'
-import { CLI, eventually, stopServe, tempDir } from '../support/helpers.js'
+import { removeLeftRunDirs } from '../../src/process/run-dir.js'
+import { CLI, eventually, FIXTURES, PYTHON, stopServe, tempDir } from '../support/helpers.js'
+
+const PHP_CGI = '/usr/bin/php-cgi'
 
 async function freePort(): Promise<number> {
   const srv = createServer()
@@ -83,7 +87,7 @@ interface Scenario {
  * Start `gatehouse serve`, leave requests in flight, SIGKILL it, and require every process
  * it had started to be gone within 15 s (those left are killed and named in the failure).
  */
-async function killServerAndCheck(t: TestContext, dir: string, scenario: Scenario): Promise<void> {
+async function killServerAndCheck(t: TestContext, dir: string, scenario: Scenario): Promise<number> {
   const port = await freePort()
   const config = join(dir, 'gatehouse.toml')
   writeFileSync(config, [`listen = ["127.0.0.1:${port}"]`, ...scenario.routes, ''].join('\n'))
@@ -128,6 +132,7 @@ async function killServerAndCheck(t: TestContext, dir: string, scenario: Scenari
       assert.fail(`still running after its server died: ${left.join(', ')}`)
     },
   )
+  return serve.pid!
 }
 
 test('kill -9 of gatehouse serve: a CGI script in flight (and the fork server) are gone within seconds', async (t) => {
@@ -148,4 +153,48 @@ test('kill -9 of gatehouse serve: a CGI script in flight (and the fork server) a
     inFlight: ['/cgi/hang.sh'],
     expect: ['python3', 'hang.sh', 'sleep'],
   })
+})
+
+test(
+  'kill -9 of gatehouse serve: its php-cgi workers and a Python worker blocked in the app are gone within seconds',
+  { skip: existsSync(PHP_CGI) ? false : `${PHP_CGI} not found (Debian package php-cgi)` },
+  async (t) => {
+    const dir = tempDir(t, 'gh-orphans-')
+    writeFileSync(join(dir, 'index.php'), '<?php echo "php";')
+    const serve = await killServerAndCheck(t, dir, {
+      routes: [
+        '[[routes]]',
+        'path = "/asgi"',
+        `asgi = { app = "blocking:app", chdir = ${JSON.stringify(join(FIXTURES, 'asgi'))}, python = ${JSON.stringify(PYTHON)}, workers = 1 }`,
+        '[[routes]]',
+        'path = "/"',
+        `php = { root = ${JSON.stringify(dir)}, workers = { pm = "static", max_children = 2 } }`,
+      ],
+      ready: ['/index.php', '/asgi/'],
+      // The ASGI app blocks its event loop in time.sleep(): the worker's own loop cannot notice.
+      inFlight: ['/asgi/block'],
+      expect: ['php-cgi', 'php-cgi', 'python3'],
+    })
+    // What the dead server left on disk is named after it, and removed by the next start.
+    const left = readdirSync(tmpdir()).filter((name) => name.startsWith(`gh-pool-${serve}-`))
+    assert.ok(left.length >= 2, `the dead server's socket directories (${left.join(', ')})`)
+    const removed = removeLeftRunDirs('gh-pool-')
+    for (const name of left) assert.ok(removed.includes(name), `${name} removed`)
+    assert.equal(readdirSync(tmpdir()).filter((name) => name.startsWith(`gh-pool-${serve}-`)).length, 0)
+  },
+)
+
+test('run directories of a live Gatehouse are kept, those of a dead one removed', (t) => {
+  const dir = tempDir(t, 'gh-rundirs-')
+  const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' })
+  const deadPid = Number(dead.stdout.trim())
+  for (const name of [
+    `gh-pool-${deadPid}-aaaaaa`,
+    `gh-pool-${process.pid}-bbbbbb`,
+    'gh-pool-cccccc',
+    'other-1-x',
+  ])
+    mkdirSync(join(dir, name))
+  assert.deepEqual(removeLeftRunDirs('gh-pool-', dir), [`gh-pool-${deadPid}-aaaaaa`])
+  assert.deepEqual(readdirSync(dir).sort(), [`gh-pool-${process.pid}-bbbbbb`, 'gh-pool-cccccc', 'other-1-x'])
 })
