@@ -196,6 +196,10 @@ class Connection:
                 req = ready.popleft()
                 with self.slots:
                     self.serve_request(self, req)
+                if ready:
+                    # Requests waited behind that one: take in what Node sent meanwhile (it
+                    # may have taken one back) before starting the next.
+                    self.poll()
             self.read_once()
 
     def serve_threaded(self):

@@ -313,6 +313,15 @@ def make_server(app, threads):
     base = make_base_environ(threads)
 
     def serve_request(conn, req):
+        if req.disconnected:
+            # Node took it back before it started (it waited behind a stalled request and was
+            # answered 503), or its client left while it waited: the app never sees it.
+            conn.finish(req)
+            try:
+                conn.send((P.FINISHED, req.id))
+            except Closed:
+                pass
+            return
         environ = req.environ
         environ.update(base)
         environ["wsgi.input"] = Input(conn, req)

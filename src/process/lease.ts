@@ -48,6 +48,14 @@ export interface WorkerLease {
    * suspect (it is recycled too).
    */
   release(outcome?: { recycle?: boolean; failed?: boolean }): void
+  /** The worker sent something (a frame, a byte): it is making progress (see `stall_timeout`). */
+  progress(): void
+  /**
+   * Whether the worker may have started this request. False while it waits on the worker
+   * behind `parallel` requests leased before it (a pipelined request): a worker takes its
+   * requests in the order they were sent, so such a request has certainly not started.
+   */
+  readonly mayHaveStarted: boolean
 }
 
 /** What a lease shows of its worker. */
@@ -55,6 +63,10 @@ export interface LeasedWorker {
   readonly id: number
   readonly pid: number
   readonly socketPath: string
+  /** Its leases in the order they were given (a Set keeps insertion order). */
+  readonly leases: ReadonlySet<unknown>
+  /** performance.now() when it last showed progress. */
+  lastProgress: number
 }
 
 export type ReleaseOutcome = { recycle?: boolean; failed?: boolean }
@@ -77,7 +89,23 @@ export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease
     readonly worker: W,
     readonly info: RequestInfo,
     private readonly onRelease: (lease: Lease<W>, outcome: ReleaseOutcome) => void,
+    /** Requests the worker runs at once (its threads); later ones wait on it in order. */
+    private readonly parallel = Infinity,
   ) {}
+
+  progress(): void {
+    this.worker.lastProgress = performance.now()
+  }
+
+  get mayHaveStarted(): boolean {
+    if (this.parallel === Infinity) return true
+    let before = 0
+    for (const other of this.worker.leases) {
+      if (other === this) return true
+      if (++before >= this.parallel) return false
+    }
+    return true
+  }
 
   get pid(): number {
     return this.worker.pid

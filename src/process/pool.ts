@@ -110,6 +110,8 @@ interface Worker {
   startedAt: number
   spawnedAt: number
   idleSince: number
+  /** performance.now() when it last sent something or took a request while idle. */
+  lastProgress: number
   last: LastRequest | null
   /** The pool stopped it (recycle, idle, drain, terminate): its exit is not a failure. */
   expected: boolean
@@ -391,12 +393,18 @@ export class WorkerPool {
 
   // --- dispatch -------------------------------------------------------------------------
 
-  /** A ready worker with room: the least loaded, and of those the one idle the shortest time. */
+  /**
+   * A ready worker with room: the least loaded, and of those the one idle the shortest time.
+   * A request is pipelined (made to wait on a worker whose threads are all busy) only onto a
+   * worker that is making progress: behind a stuck request it would share its fate.
+   */
   private pick(): Worker | undefined {
     let best: Worker | undefined
+    const { capacity, parallel, stall_timeout } = this.settings
+    const stalledBefore = stall_timeout > 0 ? performance.now() - stall_timeout : -Infinity
     for (const w of this.workers) {
-      if (w.phase !== 'ready' || w.retiring || w.measuring || w.leases.size >= this.settings.capacity)
-        continue
+      if (w.phase !== 'ready' || w.retiring || w.measuring || w.leases.size >= capacity) continue
+      if (w.leases.size >= parallel && w.lastProgress < stalledBefore) continue
       if (
         !best ||
         w.leases.size < best.leases.size ||
@@ -409,8 +417,19 @@ export class WorkerPool {
 
   private lease(w: Worker, info: RequestInfo): Lease<Worker> {
     const s = this.settings
-    const lease = new Lease(w, info, this.releaseLease)
+    const lease = new Lease(w, info, this.releaseLease, s.parallel)
+    const pipelined = w.leases.size >= s.parallel
+    if (w.leases.size === 0) w.lastProgress = performance.now()
     w.leases.add(lease)
+    if (pipelined && s.stall_timeout > 0 && s.queue_timeout > 0) {
+      // The queue's promise holds on the worker too: a request still waiting there (not
+      // started) at queue_timeout is taken back with 503, as it would be from the queue.
+      lease.timers.push(
+        setTimeout(() => {
+          if (!lease.mayHaveStarted) lease.abort(this.queueTimeoutError())
+        }, s.queue_timeout),
+      )
+    }
     w.requests++
     w.last = {
       method: info.method,
@@ -643,6 +662,7 @@ export class WorkerPool {
       startedAt: Date.now(),
       spawnedAt: performance.now(),
       idleSince: performance.now(),
+      lastProgress: performance.now(),
       last: null,
       expected: false,
       killReason: null,

@@ -28,6 +28,18 @@ export interface PoolSettings {
   process_idle_timeout: number
   /** Requests one worker takes at once: 1 for php-cgi, N threads for WSGI, many for ASGI. */
   capacity: number
+  /**
+   * Requests one worker runs at once (WSGI: its threads); leases past it wait on the worker,
+   * pipelined (WSGI's `pipeline`). Default: capacity (nothing waits on a worker).
+   */
+  parallel: number
+  /**
+   * ms, 0 = off. A worker running `parallel` requests that has sent nothing for this long is
+   * stalled: no request is pipelined onto it, and one already waiting on it that it has not
+   * started is answered 503 once queue_timeout has passed (issue 18: a request never waits
+   * behind a stuck one while another worker, or the queue's timeout, could answer it).
+   */
+  stall_timeout: number
   /** pm.max_requests: a worker is replaced after this many requests (0: never). */
   max_requests: number
   /** pm.max_requests_jitter: each worker's limit is max_requests + random(0..jitter). */
@@ -108,7 +120,9 @@ export type PoolConfigInput = z.input<ReturnType<typeof poolSettingsSchema>>
 export function poolSettings(
   defaultName: string,
   config: PoolConfig,
-  extra: Partial<Pick<PoolSettings, 'capacity' | 'stop_signal' | 'dump_signal'>> = {},
+  extra: Partial<
+    Pick<PoolSettings, 'capacity' | 'parallel' | 'stall_timeout' | 'stop_signal' | 'dump_signal'>
+  > = {},
 ): PoolSettings {
   const start =
     config.start_servers ||
@@ -123,6 +137,8 @@ export function poolSettings(
     max_spawn_rate: config.max_spawn_rate,
     process_idle_timeout: config.process_idle_timeout,
     capacity: extra.capacity ?? 1,
+    parallel: Math.min(extra.parallel ?? Infinity, extra.capacity ?? 1),
+    stall_timeout: extra.stall_timeout ?? 0,
     max_requests: config.max_requests,
     max_requests_jitter: config.max_requests_jitter,
     request_terminate_timeout: config.request_terminate_timeout,

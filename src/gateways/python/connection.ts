@@ -54,6 +54,12 @@ export interface ExchangeInput {
    * and cancels it) and the exchange ends with `timeout` once the worker confirms.
    */
   timeoutMs?: number
+  /**
+   * Registers what takes the request back from a worker that has not started it (the
+   * client was answered elsewhere): HTTP_DISCONNECT goes out, and the worker, reaching it,
+   * skips it and answers FINISHED.
+   */
+  onTakeBack?: (takeBack: () => void) => void
 }
 
 export type ExchangeOutcome =
@@ -270,6 +276,7 @@ export class WorkerConnection {
       const timer = setTimeout(() => this.cancel(stream), input.timeoutMs)
       void stream.done.finally(() => clearTimeout(timer)).catch(() => {})
     }
+    input.onTakeBack?.(() => this.disconnect(stream))
     if (input.body) this.pumpBody(stream)
     void stream.done.finally(() => res.off('close', onClose)).catch(() => {})
     return stream.done
@@ -351,7 +358,16 @@ export class WorkerConnection {
 
   // -- frames from the worker -------------------------------------------------------
 
+  /** Told of every read: the worker is making progress (the pool's stall_timeout). */
+  private activity: { progress(): void } | null = null
+
+  /** Who hears of this worker's progress (any lease of it: they share the worker). */
+  onActivity(target: { progress(): void }): void {
+    this.activity = target
+  }
+
   private onData(chunk: Buffer): void {
+    this.activity?.progress()
     let frames: AnyFrame[]
     try {
       frames = this.decoder.push(chunk)

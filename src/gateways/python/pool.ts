@@ -239,6 +239,10 @@ export interface PythonPoolSpec {
   args: readonly string[]
   /** Requests one worker is leased for at once. */
   capacity: number
+  /** Requests one worker runs at once; leases past it are pipelined (WSGI). Default: capacity. */
+  parallel?: number
+  /** ms, 0 or absent = off: see PoolSettings.stall_timeout. */
+  stall_timeout?: number
   /** ms, 0 = off: the pool kills a worker whose request runs this long. */
   request_terminate_timeout: number
 }
@@ -287,7 +291,13 @@ export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec
         ready_timeout: options.start_timeout,
         process_control_timeout: options.graceful_timeout,
       },
-      { capacity: spec.capacity, stop_signal: 'SIGTERM', dump_signal: 'SIGUSR1' },
+      {
+        capacity: spec.capacity,
+        ...(spec.parallel !== undefined ? { parallel: spec.parallel } : {}),
+        ...(spec.stall_timeout !== undefined ? { stall_timeout: spec.stall_timeout } : {}),
+        stop_signal: 'SIGTERM',
+        dump_signal: 'SIGUSR1',
+      },
     ),
     log,
   )
@@ -359,9 +369,29 @@ export abstract class PythonAppHandler {
     if (admitted === null) return
     const { lease } = admitted
     let failed = false
+    // Answered 503 while it waited on a stalled worker (queue_timeout): nothing more to say.
+    let takenBack = false
     try {
       const connection = await this.connections.get(lease)
-      const outcome = await connection.exchange(input(admitted))
+      connection.onActivity(lease)
+      const exchange = input(admitted)
+      if (!lease.mayHaveStarted) {
+        // Pipelined behind requests the worker still runs: the pool takes it back with 503
+        // at queue_timeout if the worker has not started it by then.
+        exchange.onTakeBack = (takeBack) =>
+          lease.onAbort((reason) => {
+            if (!(reason instanceof GatehouseError) || reason.code !== 'GH_ERR_OVERLOADED') return
+            takenBack = true
+            this.log.warn(
+              { ...tags, worker: lease.pid },
+              `${reason.message}: it waited behind a stalled request`,
+            )
+            takeBack()
+            if (!res.headersSent) sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })
+          })
+      }
+      const outcome = await connection.exchange(exchange)
+      if (takenBack) return
       if (outcome.kind === 'app-error') {
         const code = this.names.appError
         this.log.error({ ...tags, worker: lease.pid, code }, outcome.message.trimEnd())
@@ -369,6 +399,7 @@ export abstract class PythonAppHandler {
         else res.destroy()
       } else this.settled(ctx, lease, outcome)
     } catch (err) {
+      if (takenBack) return
       // The pool ended the lease (timeout: 504, worker died: 502): its reason names why.
       const why = lease.aborted ? lease.abortReason : err
       const code = why instanceof GatehouseError ? why.code : 'GH_ERR_WORKER_PROTOCOL'

@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino'
 import { z } from 'zod'
+import { duration } from '../../core/schema/units.js'
 import { strictObject } from '../../core/schema/strict.js'
 import { exchangeInput, PythonAppHandler, pythonAppShape } from './pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
@@ -22,6 +23,12 @@ export function wsgiSchema(env: SchemaEnv) {
      * other worker's too): they run back to back without a wake-up of Node in between.
      */
     pipeline: z.number().int().min(0).max(64).default(4),
+    /**
+     * A worker whose threads are all busy and that has sent nothing for this long is
+     * stalled: nothing more is pipelined onto it, and what waits on it unstarted is answered
+     * 503 at queue_timeout (0: pipeline regardless, the old behaviour).
+     */
+    pipeline_stall: duration.prefault('200ms'),
   })
 }
 
@@ -47,6 +54,8 @@ export class WsgiHandler extends PythonAppHandler implements Handler {
         args: ['--threads', String(options.threads)],
         // Threads, plus requests pipelined onto a worker whose threads are all busy.
         capacity: options.threads + options.pipeline,
+        parallel: options.threads,
+        stall_timeout: options.pipeline_stall,
         request_terminate_timeout: options.timeout,
       },
       log,

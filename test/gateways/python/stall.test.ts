@@ -1,0 +1,121 @@
+/*
+ * A stuck WSGI request costs only itself (issue 18, severe item 1): no request is pipelined
+ * onto a worker that has stopped making progress, and a request that already waits on one
+ * (not started) gets the 503 that queue_timeout promises, and is never run afterwards.
+ * timeout = 0 (no kill), so a request stuck behind the hung one would never be answered:
+ * each check below has a generous deadline that only a hang reaches.
+ */
+import assert from 'node:assert/strict'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { test, type TestContext } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { request } from 'undici'
+import { eventually, FIXTURES, PYTHON, startGatehouse, tempDir } from '../../support/helpers.js'
+
+const DEADLINE_MS = 20_000
+
+async function start(t: TestContext, workers: number) {
+  const dir = tempDir(t, 'gh-stall-')
+  const running = await startGatehouse(t, {
+    routes: [
+      {
+        path: '/',
+        wsgi: {
+          app: 'stall:application',
+          python: PYTHON,
+          chdir: join(FIXTURES, 'wsgi'),
+          workers,
+          timeout: 0,
+          queue_timeout: 2,
+          env: { STALL_DIR: dir },
+        },
+      },
+    ],
+  })
+  // Whatever the outcome, the hung requests end with the test.
+  t.after(() => {
+    if (existsSync(dir)) writeFileSync(join(dir, 'release'), '')
+  })
+  const get = async (path: string) => {
+    const r = await request(`${running.origin}${path}`)
+    return { status: r.statusCode, body: await r.body.text() }
+  }
+  const hang = () => {
+    const done = get('/hang')
+    done.catch(() => {})
+    return done
+  }
+  const hung = () =>
+    readdirSync(dir)
+      .filter((f) => f.startsWith('hung-'))
+      .map((f) => f.slice(5))
+  const started = () => (existsSync(join(dir, 'started')) ? readFileSync(join(dir, 'started'), 'utf8') : '')
+  await eventually(async () => (await get('/fast')).status === 200, 'the pool')
+  return { dir, get, hang, hung, started }
+}
+
+function withinDeadline<T>(what: string, p: Promise<T>): Promise<T> {
+  return Promise.race([
+    p,
+    sleep(DEADLINE_MS).then(() =>
+      assert.fail(`${what}: still waiting after ${DEADLINE_MS} ms (stuck behind the hung request)`),
+    ),
+  ])
+}
+
+test('one of two workers hung: 64 requests from 16 clients are all served by the other', async (t) => {
+  const app = await start(t, 2)
+  void app.hang()
+  const [hungPid] = await eventually(() => app.hung().length === 1 && app.hung(), 'the hung request')
+  await sleep(500) // past pipeline_stall (200 ms): the worker has sent nothing since
+  let next = 0
+  const client = async () => {
+    const pids: string[] = []
+    while (next < 64) {
+      next++
+      const r = await app.get('/fast')
+      assert.equal(r.status, 200)
+      pids.push(r.body)
+    }
+    return pids
+  }
+  const pids = (await withinDeadline('16 clients', Promise.all(Array.from({ length: 16 }, client)))).flat()
+  assert.equal(pids.length, 64)
+  assert.ok(!pids.includes(hungPid!), 'none was served by the hung worker')
+})
+
+test('both workers hung: other requests get the 503 of queue_timeout, not a wait for the hung ones', async (t) => {
+  const app = await start(t, 2)
+  void app.hang()
+  void app.hang()
+  await eventually(() => app.hung().length === 2, 'both hung requests')
+  await sleep(500)
+  const answers = await withinDeadline(
+    'requests while both workers hang',
+    Promise.all(Array.from({ length: 4 }, () => app.get('/fast'))),
+  )
+  assert.deepEqual(
+    answers.map((a) => a.status),
+    [503, 503, 503, 503],
+  )
+})
+
+test('a request pipelined behind a request that then hangs gets 503 at queue_timeout and never runs', async (t) => {
+  const app = await start(t, 1)
+  const hanging = app.hang()
+  // Sent at once: the worker is busy but has not yet been seen stalled, so these wait on it.
+  const waiting = [app.get('/fast?one'), app.get('/fast?two')]
+  const answers = await withinDeadline('the pipelined requests', Promise.all(waiting))
+  assert.deepEqual(
+    answers.map((a) => a.status),
+    [503, 503],
+  )
+  writeFileSync(join(app.dir, 'release'), '')
+  assert.equal((await hanging).status, 200)
+  // The worker skips what was taken back, and serves what comes next.
+  assert.equal((await app.get('/fast?three')).status, 200)
+  const ran = app.started()
+  assert.ok(!ran.includes('/fastone') && !ran.includes('/fasttwo'), `the app never ran them:\n${ran}`)
+  assert.ok(ran.includes('/fastthree'))
+})
