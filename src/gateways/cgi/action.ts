@@ -29,6 +29,7 @@ import { BadTargetError, parseTarget } from '../../http/request-target.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { requestMeta } from '../../cgi-vars/script.js'
 import { sendStatus } from '../../core/respond.js'
+import { ClientGone } from '../../core/cancel.js'
 
 /** What a script inherits from the server's own environment unless configured otherwise. */
 export const DEFAULT_PASS_ENV = ['PATH', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR'] as const
@@ -144,8 +145,6 @@ interface Dispatch {
 }
 
 type Outcome = { kind: 'done' } | { kind: 'local-redirect'; location: string }
-
-class ClientGone extends Error {}
 
 interface Running {
   stop(): void
