@@ -2,10 +2,20 @@
  * Cancelling a gateway request when its client leaves. An AbortController is an EventTarget
  * whose abort() builds a DOMException with a stack: measurable on every request of a fast
  * gateway, so the gateways use this lighter object with the part of AbortSignal's surface
- * the clients read (see CancelSignal in gateways/fastcgi/exchange.ts).
+ * the clients read (CancelSignal).
  */
 import type { ServerResponse } from 'node:http'
-import type { CancelSignal } from '../gateways/fastcgi/exchange.js'
+
+/**
+ * What a request or a wait can be cancelled with: an AbortSignal, or anything with the part
+ * of its surface the clients and pools use (ClientCancel, one per HTTP request).
+ */
+export interface CancelSignal {
+  readonly aborted: boolean
+  readonly reason?: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
+}
 
 /** The client went away: nothing to answer. */
 export class ClientGone extends Error {}

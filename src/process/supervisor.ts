@@ -21,6 +21,7 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { strictObject } from '../core/schema/strict.js'
 import { duration, size } from '../core/schema/units.js'
+import type { CancelSignal } from '../core/cancel.js'
 import { GatehouseError } from '../core/errors.js'
 import { signalGroup } from './process-group.js'
 
@@ -95,12 +96,7 @@ export interface RequestInfo {
 }
 
 /** An AbortSignal, or anything with the part of its surface a wait uses. */
-export interface CancelLike {
-  readonly aborted: boolean
-  readonly reason?: unknown
-  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
-  removeEventListener(type: 'abort', listener: () => void): void
-}
+export type CancelLike = CancelSignal
 
 /** One request's hold on one worker. */
 export interface WorkerLease {

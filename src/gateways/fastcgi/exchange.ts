@@ -7,6 +7,7 @@
  * download passes through in bounded memory.
  */
 import { Readable } from 'node:stream'
+import type { CancelSignal } from '../../core/cancel.js'
 import { GatehouseError } from '../../core/errors.js'
 import { type CgiResponseHead, type CgiResponseKind, CgiResponseParser } from '../../cgi-vars/response.js'
 import {
@@ -23,6 +24,8 @@ import {
 } from './codec.js'
 import type { ConnectionSink, FastCGIConnection } from './connection.js'
 
+export type { CancelSignal } from '../../core/cancel.js'
+
 /** Always 1: one request per connection at a time, like nginx (no multiplexing). */
 const REQUEST_ID = 1
 /** After ABORT_REQUEST, how long to wait for END_REQUEST before closing the connection. */
@@ -38,17 +41,6 @@ const STDIN_END = Buffer.concat(encodeRecord(RecordType.STDIN, REQUEST_ID))
 const BODY_BUFFER_BYTES = 64 * 1024
 /** A request up to this size goes out as one buffer (one write, no scatter list). */
 const JOIN_BYTES = 64 * 1024
-
-/**
- * What a request can be cancelled with: an AbortSignal, or anything with the part of its
- * surface used here (the gateways use a lighter one per HTTP request).
- */
-export interface CancelSignal {
-  readonly aborted: boolean
-  readonly reason?: unknown
-  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
-  removeEventListener(type: 'abort', listener: () => void): void
-}
 
 export interface FastCGIRequest {
   /** PARAMS: the CGI meta-variables and anything else the application reads. */
