@@ -8,6 +8,7 @@
  *   ...
  *   parser.end()                // at EOF: an error unless the head was complete
  */
+import { HOP_BY_HOP } from '../core/http-headers.js'
 
 /** Why a header block was refused. Stable names, so callers and logs can tell them apart. */
 export type CgiResponseErrorCode =
@@ -83,16 +84,6 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
 /** A reason phrase (RFC 9112 4): the same characters. */
 const STATUS_VALUE = /^(\d{3})(?:[ \t]+([\t\x20-\x7e\x80-\xff]*))?$/
-/** RFC 9110 7.6.1 and 6.6.1: fields for one hop, meaningless from a script. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-])
 
 const LF = 0x0a
 const CR = 0x0d

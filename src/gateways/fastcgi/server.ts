@@ -20,6 +20,7 @@ import { Duplex } from 'node:stream'
 import pino, { type Logger } from 'pino'
 import { ERROR_CODES, type ErrorCode, GatehouseError } from '../../core/errors.js'
 import { sendStatus } from '../../core/respond.js'
+import { HOP_BY_HOP } from '../../core/http-headers.js'
 import {
   decodeBeginRequest,
   decodeNameValuePairs,
@@ -830,11 +831,11 @@ class ResponseStream extends Duplex {
       const line = lines[i]!
       const colon = line.indexOf(':')
       const name = (colon < 0 ? line : line.slice(0, colon)).trim().toLowerCase()
-      if (name === 'connection' || name === 'keep-alive' || name === 'proxy-connection') continue
       if (name === 'transfer-encoding') {
         if (/chunked/i.test(line.slice(colon + 1))) this.chunked = new ChunkedDecoder()
         continue
       }
+      if (HOP_BY_HOP.has(name)) continue
       out += `${line}\r\n`
     }
     return `${out}\r\n`

@@ -14,6 +14,7 @@ import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../..
 import { cancelOnClientClose } from '../../core/cancel.js'
 import { relayResponse } from '../../core/response-relay.js'
 import { refuse } from '../../core/respond.js'
+import { HOP_BY_HOP } from '../../core/http-headers.js'
 import { resolveUwsgiAddress, type UwsgiAddress, uwsgiCall } from './client.js'
 
 const uwsgiSchema = (env: SchemaEnv) =>
@@ -42,17 +43,6 @@ const uwsgiSchema = (env: SchemaEnv) =>
   })
 
 export type UwsgiOptions = z.output<ReturnType<typeof uwsgiSchema>>
-
-/** RFC 9110 7.6.1: meaningful for one connection only, never relayed. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-])
 
 /** The reply's headers for our client: hop-by-hop ones dropped, Content-Length only when it frames the body. */
 export function relayHeaders(raw: readonly string[], framing: BodyFraming): string[] {
