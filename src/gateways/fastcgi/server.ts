@@ -21,6 +21,7 @@ import pino, { type Logger } from 'pino'
 import { ERROR_CODES, type ErrorCode, GatehouseError } from '../../core/errors.js'
 import { sendStatus } from '../../core/respond.js'
 import { HOP_BY_HOP } from '../../core/http-headers.js'
+import { ChunkedDecoder } from '../../core/chunked.js'
 import {
   decodeBeginRequest,
   decodeNameValuePairs,
@@ -701,6 +702,8 @@ class ResponseStream extends Duplex {
   private head: Buffer[] | null = []
   private headLength = 0
   private chunked: ChunkedDecoder | null = null
+  /** What one write de-chunked to (see collect). */
+  private decoded: Buffer[] = []
   detached = false
   /** Bytes written by the response (HTTP form), for the access log like socket.bytesWritten. */
   bytesWritten = 0
@@ -789,16 +792,24 @@ class ResponseStream extends Duplex {
     }
     if (this.chunked) {
       try {
-        body = this.chunked.decode(body)
+        this.chunked.push(body, this.collect)
       } catch (err) {
-        this.conn.responseBroken(this.id, (err as Error).message)
+        this.conn.responseBroken(this.id, `${(err as Error).message} in the response`)
         callback()
         return
       }
+      const decoded = this.decoded
+      this.decoded = []
+      body = decoded.length === 1 ? decoded[0]! : Buffer.concat(decoded)
     }
     const ok = body.length === 0 ? !this.conn.socket.writableNeedDrain : this.send(body)
     if (ok) callback()
     else this.waitDrain(callback)
+  }
+
+  // Trailer fields are dropped: a CGI response has none.
+  private readonly collect = (data: Buffer): void => {
+    this.decoded.push(data)
   }
 
   private send(data: Buffer): boolean {
@@ -872,46 +883,6 @@ class ResponseStream extends Duplex {
     if (!this.connectionClosed) this.conn.responseBroken(this.id)
     this.detached = true
     callback(err)
-  }
-}
-
-/** Undo node's chunked transfer coding: `size\r\n data \r\n ... 0\r\n trailers \r\n`. */
-class ChunkedDecoder {
-  private state: 'size' | 'data' | 'data-crlf' | 'trailer' | 'done' = 'size'
-  private line = ''
-  private remaining = 0
-
-  decode(input: Buffer): Buffer {
-    const out: Buffer[] = []
-    let i = 0
-    while (i < input.length && this.state !== 'done') {
-      if (this.state === 'data') {
-        const n = Math.min(this.remaining, input.length - i)
-        out.push(input.subarray(i, i + n))
-        i += n
-        this.remaining -= n
-        if (this.remaining === 0) this.state = 'data-crlf'
-        continue
-      }
-      const nl = input.indexOf(0x0a, i)
-      const end = nl < 0 ? input.length : nl
-      this.line += input.toString('latin1', i, end)
-      i = nl < 0 ? input.length : nl + 1
-      if (nl < 0) continue
-      const line = this.line.replace(/\r$/, '')
-      this.line = ''
-      if (this.state === 'size') {
-        const size = Number.parseInt(line.split(';')[0]!.trim(), 16)
-        if (!Number.isFinite(size) || size < 0) throw new Error('bad chunk size in the response')
-        if (size === 0) this.state = 'trailer'
-        else {
-          this.remaining = size
-          this.state = 'data'
-        }
-      } else if (this.state === 'data-crlf') this.state = 'size'
-      else if (line === '') this.state = 'done' // trailer fields are dropped: CGI has none
-    }
-    return out.length === 1 ? out[0]! : Buffer.concat(out)
   }
 }
 
