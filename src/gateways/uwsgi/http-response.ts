@@ -10,6 +10,7 @@
  */
 import { ChunkedDecoder, ChunkedError } from '../../core/chunked.js'
 import { GatehouseError } from '../../core/errors.js'
+import { parseFieldLine } from '../../core/http-headers.js'
 
 export type BodyFraming = 'none' | 'length' | 'chunked' | 'close'
 
@@ -40,9 +41,6 @@ export interface HttpResponseParserOptions {
   maxHeaders?: number
 }
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-// RFC 9110 5.5: field values are VCHAR, obs-text, SP and HTAB; CR, LF and NUL never.
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/
 
 function upstreamError(detail: string): GatehouseError {
@@ -240,12 +238,11 @@ export class HttpResponseParser {
 }
 
 function parseField(line: string): [string, string] {
-  const colon = line.indexOf(':')
-  if (colon <= 0) throw upstreamError(`malformed header line ${JSON.stringify(line.slice(0, 64))}`)
-  const name = line.slice(0, colon)
-  if (!TOKEN.test(name)) throw upstreamError(`invalid header name ${JSON.stringify(name.slice(0, 64))}`)
-  const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '')
-  if (BAD_VALUE.test(value)) throw upstreamError(`control character in the ${name} header`)
+  const { name, value, problem } = parseFieldLine(line)
+  if (problem === 'no-colon')
+    throw upstreamError(`malformed header line ${JSON.stringify(line.slice(0, 64))}`)
+  if (problem === 'name') throw upstreamError(`invalid header name ${JSON.stringify(name.slice(0, 64))}`)
+  if (problem === 'value') throw upstreamError(`control character in the ${name} header`)
   return [name, value]
 }
 
