@@ -14,11 +14,11 @@
  * connections are accepted only from an allow-list (loopback by default); Unix sockets are
  * guarded by their file permissions.
  */
-import { type IncomingMessage, STATUS_CODES } from 'node:http'
-import { isIP, Server, type Socket } from 'node:net'
+import type { IncomingMessage } from 'node:http'
+import { Server, type Socket } from 'node:net'
 import { Duplex } from 'node:stream'
 import pino, { type Logger } from 'pino'
-import { ERROR_CODES, type ErrorCode, GatehouseError } from '../../core/errors.js'
+import { type ErrorCode, GatehouseError } from '../../core/errors.js'
 import { sendStatus } from '../../core/respond.js'
 import { HOP_BY_HOP } from '../../core/http-headers.js'
 import { ChunkedDecoder } from '../../core/chunked.js'
@@ -40,6 +40,7 @@ import {
 } from './codec.js'
 import { type GatewayRequestHead, requestFromGatewayVars } from '../../cgi-vars/request.js'
 import { createGatewayExchange, type GatewayExchange } from '../../inbound/exchange.js'
+import { admitPeer, endAfterReply, refusal, requestConnection } from '../../inbound/peer.js'
 import { parseAllowList, type RequestListener } from '../uwsgi/server.js'
 
 export type { RequestListener } from '../uwsgi/server.js'
@@ -101,11 +102,6 @@ const FLUSH_BYTES = 64 * 1024
 
 /** Bytes of management replies (GET_VALUES_RESULT, UNKNOWN_TYPE) a peer may leave unread. */
 const MAX_UNREAD_REPLIES = 1024 * 1024
-
-/** How long a connection may stay half-closed after its last reply before it is destroyed. */
-const LINGER_MS = 5000
-
-const stripMapped = (addr: string | undefined) => (addr?.startsWith('::ffff:') ? addr.slice(7) : addr)
 
 export class FastCGIServer extends Server {
   readonly handler: RequestListener
@@ -171,21 +167,8 @@ export class FastCGIServer extends Server {
     return values
   }
 
-  private allowed(address: string): boolean {
-    const addr = stripMapped(address)!
-    return this.allowList.check(addr, isIP(addr) === 6 ? 'ipv6' : 'ipv4')
-  }
-
   private accept(socket: Socket): void {
-    if (socket.remoteAddress !== undefined && !this.allowed(socket.remoteAddress)) {
-      this.log.warn(
-        { code: 'GH_ERR_FORBIDDEN', remote_addr: socket.remoteAddress },
-        'FastCGI connection refused: address not in fastcgi_allow',
-      )
-      socket.destroy()
-      return
-    }
-    if (socket.remoteAddress !== undefined) socket.setNoDelay(true)
+    if (!admitPeer(socket, this.allowList, this.log, 'FastCGI', 'fastcgi_allow')) return
     this.connectionsAccepted++
     const connection = new ListenerConnection(socket, this)
     this.active.add(connection)
@@ -423,7 +406,6 @@ class ListenerConnection {
       this.refuse(err as GatehouseError, 'GH_ERR_FASTCGI_BAD_RECORD')
       return
     }
-    const socket = this.socket
     const out = new ResponseStream(this, current.id)
     current.out = out
     const exchange = createGatewayExchange({
@@ -433,13 +415,7 @@ class ListenerConnection {
       httpVersion: head.httpVersion,
       // An authorizer sees the request without its body (the web server sends none).
       rawHeaders: current.role === 'authorizer' ? withoutBodyHeaders(head.rawHeaders) : head.rawHeaders,
-      conn: {
-        remoteAddress: head.remoteAddress ?? stripMapped(socket.remoteAddress) ?? '',
-        remotePort: head.remotePort ?? socket.remotePort ?? 0,
-        localAddress: stripMapped(socket.localAddress) ?? '',
-        localPort: head.serverPort ?? socket.localPort ?? 0,
-        secure: head.secure,
-      },
+      conn: requestConnection(head, this.socket),
       onResponseEnd: () => this.endRequest(current, 0),
     })
     current.exchange = exchange
@@ -594,8 +570,7 @@ class ListenerConnection {
     // Keep reading (and discarding) so that closing does not turn into a reset that could
     // destroy the reply before the peer reads it.
     this.socket.resume()
-    this.socket.end()
-    setTimeout(() => this.socket.destroy(), LINGER_MS).unref()
+    endAfterReply(this.socket)
   }
 
   /** The peer will send no more. */
@@ -636,7 +611,7 @@ class ListenerConnection {
    */
   private refuse(err: GatehouseError, code: ErrorCode): void {
     const current = this.current
-    const status = ERROR_CODES[code].status ?? 400
+    const { status, reason, body } = refusal(code, err.message)
     this.log.debug(
       { code, status, remote_addr: this.socket.remoteAddress },
       `FastCGI request refused: ${err.message}`,
@@ -646,8 +621,6 @@ class ListenerConnection {
       return
     }
     current.ended = true
-    const reason = STATUS_CODES[status] ?? ''
-    const body = `${status} ${reason}: ${err.message}\n`
     const head = `Status: ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`
     this.write([
       ...encodeStream(RecordType.STDOUT, current.id, Buffer.from(head + body)),
