@@ -6,11 +6,9 @@
  * process groups so that nothing outlives its request. docs/cgi.md is the user's view.
  */
 import { spawn } from 'node:child_process'
-import { randomUUID } from 'node:crypto'
 import { constants, realpathSync } from 'node:fs'
-import { access, type FileHandle, open, realpath, stat, unlink } from 'node:fs/promises'
+import { access, realpath, stat } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { tmpdir } from 'node:os'
 import { basename, dirname, extname, join, sep } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import type { Logger } from 'pino'
@@ -30,6 +28,7 @@ import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../..
 import { requestMeta } from '../../cgi-vars/script.js'
 import { sendStatus } from '../../core/respond.js'
 import { ClientGone } from '../../core/cancel.js'
+import { type SpooledBody, spoolBody } from '../../core/body-spool.js'
 
 /** What a script inherits from the server's own environment unless configured otherwise. */
 export const DEFAULT_PASS_ENV = ['PATH', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR'] as const
@@ -132,8 +131,8 @@ type Body =
   | { kind: 'none' }
   /** Read from the request as it arrives; `length` is CONTENT_LENGTH (undefined: unknown). */
   | { kind: 'stream'; length: number | undefined }
-  | { kind: 'memory'; data: Buffer }
-  | { kind: 'file'; handle: FileHandle; length: number }
+  /** Read whole first (chunked_body = "buffer"); its file, once it needs one, is the script's stdin. */
+  | { kind: 'spooled'; spool: SpooledBody }
 
 interface Dispatch {
   method: string
@@ -216,6 +215,7 @@ export class CgiHandler implements Handler {
       rawHeaders: ctx.req.rawHeaders,
       body: { kind: 'none' },
     }
+    const first = dispatch
     try {
       for (let redirects = 0; ; redirects++) {
         const resolution = await this.resolve(ctx, dispatch)
@@ -243,7 +243,8 @@ export class CgiHandler implements Handler {
       throw err
     } finally {
       ctx.res.off('close', onClose)
-      if (dispatch.body.kind === 'file') await dispatch.body.handle.close().catch(() => {})
+      // Unless a script took it over (it is then disposed of when the script is done with it).
+      if (first.body.kind === 'spooled') await first.body.spool.dispose()
     }
   }
 
@@ -390,7 +391,16 @@ export class CgiHandler implements Handler {
     const { req } = ctx
     if (req.headers['transfer-encoding'] !== undefined) {
       if (this.options.chunked_body === 'stream') return { kind: 'stream', length: undefined }
-      return spoolBody(req, ctx.maxBodyBytes, signal)
+      try {
+        const spool = await spoolBody(req, ctx.maxBodyBytes, {
+          memoryBytes: BODY_MEMORY_BYTES,
+          prefix: 'gatehouse-cgi-',
+        })
+        return { kind: 'spooled', spool }
+      } catch (err) {
+        if (signal.aborted || req.destroyed) throw new ClientGone('client closed the connection')
+        throw err
+      }
     }
     const cl = req.headers['content-length']
     if (cl !== undefined) return { kind: 'stream', length: Number(cl) }
@@ -400,13 +410,7 @@ export class CgiHandler implements Handler {
   private environment(ctx: RequestContext, target: ScriptTarget, dispatch: Dispatch): Record<string, string> {
     const body = dispatch.body
     const contentLength =
-      body.kind === 'none'
-        ? undefined
-        : body.kind === 'stream'
-          ? body.length
-          : body.kind === 'memory'
-            ? body.data.length
-            : body.length
+      body.kind === 'none' ? undefined : body.kind === 'stream' ? body.length : body.spool.length
     const where = {
       scriptName: target.scriptName,
       pathInfo: target.pathInfo,
@@ -459,7 +463,8 @@ export class CgiHandler implements Handler {
     let child: ScriptChild
     try {
       const body = dispatch.body
-      const stdin = body.kind === 'none' ? 'ignore' : body.kind === 'file' ? body.handle.fd : 'pipe'
+      const file = body.kind === 'spooled' ? body.spool.file : undefined
+      const stdin = body.kind === 'none' ? 'ignore' : file ? file.fd : 'pipe'
       child = spawn(target.argv[0]!, target.argv.slice(1), {
         cwd: dirname(target.filename),
         env: this.environment(ctx, target, dispatch),
@@ -475,11 +480,11 @@ export class CgiHandler implements Handler {
         cause: err,
       })
     }
-    if (dispatch.body.kind === 'file') {
+    if (dispatch.body.kind === 'spooled' && dispatch.body.spool.file) {
       // The child holds its own copy of the descriptor now.
-      const handle = dispatch.body.handle
+      const spool = dispatch.body.spool
       dispatch.body = { kind: 'none' }
-      void handle.close().catch(() => {})
+      void spool.dispose()
     }
     return new CgiExchange(this, ctx, target, dispatch, child, release, signal).promise
   }
@@ -676,17 +681,16 @@ class CgiExchange {
     // EPIPE: the script stopped reading (it may answer without reading the body); fine.
     stdin.on('error', () => {})
     const body = this.dispatch.body
-    if (body.kind === 'memory') {
-      stdin.end(body.data)
-      return
-    }
-    if (body.kind === 'file') {
-      // Fork server: stdin is a socket, not the file, so copy it (the stream closes the file).
+    if (body.kind === 'spooled') {
+      // A pipe (or, from the fork server, a socket) rather than the file: copy it. The copy
+      // may outlive the request's handling, so it disposes of the spool itself.
       this.dispatch.body = { kind: 'none' }
-      const file = body.handle.createReadStream({ start: 0, autoClose: true })
-      file.on('error', () => stdin.destroy())
-      stdin.once('close', () => file.destroy())
-      file.pipe(stdin)
+      const { spool } = body
+      const source = spool.stream()
+      source.once('close', () => void spool.dispose())
+      source.on('error', () => stdin.destroy())
+      stdin.once('close', () => source.destroy())
+      source.pipe(stdin)
       return
     }
     if (body.kind !== 'stream') {
@@ -915,50 +919,6 @@ function pumpRequest(req: IncomingMessage, stdin: Writable, limit: number, tooLa
   req.on('data', onData)
   req.on('end', onEnd)
   if (req.readableEnded) onEnd()
-}
-
-/** Read a chunked body whole: in memory up to BODY_MEMORY_BYTES, then into an unlinked temp file. */
-async function spoolBody(req: IncomingMessage, limit: number, signal: AbortSignal): Promise<Body> {
-  const chunks: Buffer[] = []
-  let length = 0
-  let file: FileHandle | null = null
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      length += chunk.length
-      if (length > limit) throw new GatehouseError('GH_ERR_BODY_TOO_LARGE', `over ${limit} bytes`)
-      if (!file && length <= BODY_MEMORY_BYTES) {
-        chunks.push(chunk)
-        continue
-      }
-      if (!file) {
-        const path = join(tmpdir(), `gatehouse-cgi-${randomUUID()}`)
-        file = await open(path, 'wx+', 0o600)
-        // Unlinked at once: nothing is left behind whatever happens to us.
-        await unlink(path)
-        const head = Buffer.concat(chunks)
-        chunks.length = 0
-        await writeAt(file, head, 0)
-        await writeAt(file, chunk, head.length)
-        continue
-      }
-      // Positional writes leave the descriptor's offset at 0, where the script starts reading.
-      await writeAt(file, chunk, length - chunk.length)
-    }
-  } catch (err) {
-    await file?.close().catch(() => {})
-    if (signal.aborted) throw new ClientGone('client closed the connection')
-    throw err
-  }
-  if (file) return { kind: 'file', handle: file, length }
-  return { kind: 'memory', data: Buffer.concat(chunks) }
-}
-
-async function writeAt(file: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0
-  while (done < data.length) {
-    const { bytesWritten } = await file.write(data, done, data.length - done, position + done)
-    done += bytesWritten
-  }
 }
 
 async function statOrNull(path: string) {
