@@ -27,7 +27,7 @@ import { BadTargetError, parseTarget } from '../../http/request-target.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { requestMeta } from '../../cgi-vars/script.js'
 import { sendStatus } from '../../core/respond.js'
-import { ClientGone } from '../../core/cancel.js'
+import { type CancelSignal, cancelOnClientClose, ClientGone } from '../../core/cancel.js'
 import { type SpooledBody, spoolBody } from '../../core/body-spool.js'
 
 /** What a script inherits from the server's own environment unless configured otherwise. */
@@ -202,11 +202,7 @@ export class CgiHandler implements Handler {
   }
 
   async handle(ctx: RequestContext): Promise<void> {
-    const abort = new AbortController()
-    const onClose = () => {
-      if (!ctx.res.writableFinished) abort.abort(new ClientGone('client closed the connection'))
-    }
-    ctx.res.once('close', onClose)
+    const { cancel, done } = cancelOnClientClose(ctx.res)
     let dispatch: Dispatch = {
       method: ctx.method,
       rawPath: ctx.rawPath,
@@ -225,10 +221,10 @@ export class CgiHandler implements Handler {
           return
         }
         if (redirects === 0) {
-          dispatch.body = await this.requestBody(ctx, abort.signal)
-          if (abort.signal.aborted) return
+          dispatch.body = await this.requestBody(ctx, cancel)
+          if (cancel.aborted) return
         }
-        const outcome = await this.run(ctx, resolution.target, dispatch, abort.signal)
+        const outcome = await this.run(ctx, resolution.target, dispatch, cancel)
         if (outcome.kind === 'done') return
         if (redirects >= this.options.max_redirects) {
           throw new GatehouseError(
@@ -239,10 +235,10 @@ export class CgiHandler implements Handler {
         dispatch = this.redirected(ctx, outcome.location)
       }
     } catch (err) {
-      if (err instanceof ClientGone || abort.signal.aborted) return
+      if (err instanceof ClientGone || cancel.aborted) return
       throw err
     } finally {
-      ctx.res.off('close', onClose)
+      done()
       // Unless a script took it over (it is then disposed of when the script is done with it).
       if (first.body.kind === 'spooled') await first.body.spool.dispose()
     }
@@ -387,7 +383,7 @@ export class CgiHandler implements Handler {
    * an unlinked temp file) so CONTENT_LENGTH can be set as RFC 3875 4.1.2 requires; with
    * "stream" it is piped de-chunked and CONTENT_LENGTH is left unset.
    */
-  private async requestBody(ctx: RequestContext, signal: AbortSignal): Promise<Body> {
+  private async requestBody(ctx: RequestContext, signal: CancelSignal): Promise<Body> {
     const { req } = ctx
     if (req.headers['transfer-encoding'] !== undefined) {
       if (this.options.chunked_body === 'stream') return { kind: 'stream', length: undefined }
@@ -430,7 +426,7 @@ export class CgiHandler implements Handler {
     ctx: RequestContext,
     target: ScriptTarget,
     dispatch: Dispatch,
-    signal: AbortSignal,
+    signal: CancelSignal,
   ): Promise<Outcome> {
     const release = await this.limiter.acquire(signal)
     if (this.forkServer) {
@@ -541,7 +537,7 @@ class CgiExchange {
     private readonly dispatch: Dispatch,
     private readonly child: ScriptChild,
     private readonly release: () => void,
-    signal: AbortSignal,
+    signal: CancelSignal,
   ) {
     const options = handler.settings
     this.log = handler.logger
