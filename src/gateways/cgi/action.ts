@@ -10,7 +10,7 @@ import { constants, realpathSync } from 'node:fs'
 import { access, realpath, stat } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { basename, dirname, extname, join, sep } from 'node:path'
-import type { Readable, Writable } from 'node:stream'
+import { Readable, type Writable } from 'node:stream'
 import type { Logger } from 'pino'
 import pino from 'pino'
 import { z } from 'zod'
@@ -27,6 +27,7 @@ import { BadTargetError, parseTarget } from '../../http/request-target.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { requestMeta } from '../../cgi-vars/script.js'
 import { sendStatus } from '../../core/respond.js'
+import { relayResponse } from '../../core/response-relay.js'
 import { type CancelSignal, cancelOnClientClose, ClientGone } from '../../core/cancel.js'
 import { type SpooledBody, spoolBody } from '../../core/body-spool.js'
 
@@ -517,12 +518,14 @@ class CgiExchange {
   private timer: NodeJS.Timeout | undefined
   /** Headers (or, for nph-, the first bytes) went to the client. */
   private headSent = false
-  /** Everything the client should get was handed to the socket. */
+  /** The script's response is complete: what is left is the relay's, or nothing. */
   private responseDone = false
   private head: CgiResponseHead | null = null
+  /** The response body as the relay (core/response-relay.ts) reads it; null for nph- scripts. */
+  private body: Readable | null = null
   /** Bytes still allowed by the script's own Content-Length. */
   private remaining: number | undefined
-  /** Output after the head is read and dropped (HEAD, 204/304, local redirect). */
+  /** Output after the head is read and dropped (HEAD, 204/304, local redirect, a full Content-Length). */
   private discard = false
   /** stdout ended before the header block was complete: reported once the exit status is known. */
   private pendingHeadError: CgiResponseError | null = null
@@ -587,7 +590,7 @@ class CgiExchange {
         )
       if (this.head?.kind === 'local-redirect')
         this.settle(() => this.resolveOutcome({ kind: 'local-redirect', location: this.head!.location! }))
-      else if (!this.settled) {
+      else if (!this.settled && !this.responseDone) {
         // stdout closed with no head and no exit event (spawn failure is handled by 'error').
         this.failHead(this.parser?.end() ?? { code: 'empty', message: 'no output' })
       }
@@ -611,8 +614,12 @@ class CgiExchange {
   private fail(err: unknown): void {
     this.stop('failed')
     if (this.headSent) {
-      this.log.warn({ err, script: this.target.filename }, 'cgi: response cut short')
-      this.ctx.res.destroy()
+      // The relay cuts the client's connection (its framing cannot be finished) and logs why.
+      if (this.body) this.body.destroy(err as Error)
+      else {
+        this.log.warn({ err, script: this.target.filename }, 'cgi: response cut short')
+        this.ctx.res.destroy()
+      }
       this.settle(() => this.resolveOutcome({ kind: 'done' }))
     } else this.settle(() => this.rejectOutcome(err))
   }
@@ -742,7 +749,6 @@ class CgiExchange {
   }
 
   private readStdout(stdout: Readable): void {
-    const res = this.ctx.res
     stdout.on('error', () => {})
     if (this.target.nph) {
       this.pipeNph(stdout)
@@ -760,7 +766,7 @@ class CgiExchange {
           return
         }
         if (r.type === 'complete') {
-          this.onHead(r.head)
+          this.onHead(r.head, stdout)
           body = r.body
         }
       }
@@ -774,24 +780,20 @@ class CgiExchange {
         return
       }
       if (this.discard || this.settled) return
+      this.responseDone = true
       if (this.remaining !== undefined && this.remaining > 0) {
-        this.log.warn(
-          { script: this.target.filename, missing_bytes: this.remaining },
-          'cgi: output shorter than its Content-Length; closing the connection',
+        this.body!.destroy(
+          new GatehouseError(
+            'GH_ERR_UPSTREAM',
+            `${this.target.filename}: output ${this.remaining} bytes short of its Content-Length`,
+          ),
         )
-        this.responseDone = true
-        res.destroy()
-      } else {
-        this.responseDone = true
-        res.end()
-      }
-      this.settle(() => this.resolveOutcome({ kind: 'done' }))
+      } else this.body!.push(null)
     })
   }
 
-  private onHead(head: CgiResponseHead): void {
+  private onHead(head: CgiResponseHead, stdout: Readable): void {
     this.head = head
-    const res = this.ctx.res
     if (head.dropped.length > 0)
       this.log.debug({ script: this.target.filename, fields: head.dropped }, 'cgi: dropped hop-by-hop fields')
     if (head.kind === 'local-redirect') {
@@ -799,28 +801,52 @@ class CgiExchange {
       this.discard = true
       return
     }
-    const flat: string[] = []
-    for (const [name, value] of head.headers) flat.push(name, value)
+    this.remaining = head.contentLength
+    const body = new Readable({
+      highWaterMark: 64 * 1024,
+      read: () => stdout.resume(),
+      destroy: (err, callback) => {
+        // The relay gave up (the client left: the cancel signal stops the script), or failed.
+        this.discard = true
+        callback(err)
+      },
+    })
+    this.body = body
+    const empty = head.contentLength === 0
+    let relaying: Promise<void> | undefined
     try {
-      if (head.reason !== undefined) res.writeHead(head.status, head.reason, flat)
-      else res.writeHead(head.status, flat)
+      relaying = relayResponse(
+        this.ctx,
+        {
+          status: head.status,
+          ...(head.reason !== undefined ? { reason: head.reason } : {}),
+          headers: head.headers,
+          body,
+          ...(empty ? { complete: true, takeWhole: () => Buffer.alloc(0) } : {}),
+        },
+        this.log,
+        { script: this.target.filename },
+      )
     } catch (err) {
-      this.failHead({ code: 'malformed_field', message: (err as Error).message })
+      this.body = null
+      const refused = ((err as Error).cause ?? err) as Error
+      this.failHead({ code: 'malformed_field', message: refused.message })
       return
     }
     this.headSent = true
-    this.remaining = head.contentLength
-    const bodyless = this.dispatch.method === 'HEAD' || head.status === 204 || head.status === 304
-    if (bodyless || head.contentLength === 0) {
-      this.discard = true
-      this.responseDone = true
-      res.end()
-      this.settle(() => this.resolveOutcome({ kind: 'done' }))
+    if (relaying) {
+      void relaying.then(() => this.settle(() => this.resolveOutcome({ kind: 'done' })))
+      return
     }
+    // Written whole with the head (HEAD, 204, 304, Content-Length: 0): the rest is not wanted.
+    this.discard = true
+    this.responseDone = true
+    this.settle(() => this.resolveOutcome({ kind: 'done' }))
   }
 
+  /** Output after the head -> the relay's body, held to the script's Content-Length. */
   private writeBody(stdout: Readable, chunk: Buffer): void {
-    if (this.discard) return
+    if (this.discard || !this.body) return
     let data = chunk
     if (this.remaining !== undefined) {
       if (data.length > this.remaining) {
@@ -832,16 +858,13 @@ class CgiExchange {
       }
       this.remaining -= data.length
     }
-    const res = this.ctx.res
-    if (!res.write(data)) {
-      stdout.pause()
-      res.once('drain', () => stdout.resume())
-    }
+    if (!this.body.push(data)) stdout.pause()
     if (this.remaining === 0) {
       this.discard = true
       this.responseDone = true
-      res.end()
-      this.settle(() => this.resolveOutcome({ kind: 'done' }))
+      this.body.push(null)
+      // What the script still writes is read and dropped, so that it can exit.
+      stdout.resume()
     }
   }
 
