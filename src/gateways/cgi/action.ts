@@ -28,6 +28,7 @@ import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../..
 import { requestMeta } from '../../cgi-vars/script.js'
 import { sendStatus } from '../../core/respond.js'
 import { relayResponse } from '../../core/response-relay.js'
+import { missingOrThrow } from '../../core/fs-errors.js'
 import { type CancelSignal, cancelOnClientClose, ClientGone } from '../../core/cancel.js'
 import { type SpooledBody, spoolBody } from '../../core/body-spool.js'
 
@@ -944,11 +945,7 @@ async function statOrNull(path: string) {
   try {
     return await stat(path)
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'ENAMETOOLONG') return null
-    if (code === 'EACCES' || code === 'EPERM')
-      throw new GatehouseError('GH_ERR_FORBIDDEN', path, { cause: err })
-    throw err
+    return missingOrThrow(err, path)
   }
 }
 
