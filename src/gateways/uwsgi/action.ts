@@ -3,13 +3,19 @@
  * protocol), like nginx's `uwsgi_pass` with `include uwsgi_params`. The reply is relayed as
  * it arrives, with backpressure both ways; hop-by-hop headers are dropped.
  */
-import type { Readable } from 'node:stream'
 import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration } from '../../core/schema/units.js'
 import type { BodyFraming } from './http-response.js'
 import { buildUwsgiVars } from './vars.js'
-import { type SpooledBody, spoolBody } from '../../core/body-spool.js'
+import {
+  bodyLength,
+  bodySource,
+  immediateBody,
+  readRequestBody,
+  type RequestBody,
+  releaseBody,
+} from '../../core/request-body.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { cancelOnClientClose } from '../../core/cancel.js'
 import { relayResponse } from '../../core/response-relay.js'
@@ -70,29 +76,24 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
 
   async function handle(ctx: RequestContext): Promise<void> {
     const { req, res } = ctx
-    let body: Readable | null = null
-    let contentLength: number | undefined
-    let spool: SpooledBody | undefined
     const declared = req.headers['content-length']
-    if (declared !== undefined) {
-      contentLength = Number(declared)
-      if (contentLength > ctx.maxBodyBytes) {
-        refuse(res, 'GH_ERR_BODY_TOO_LARGE', ctx.log)
-        return
-      }
-      if (contentLength > 0) body = req
-    } else if (req.headers['transfer-encoding'] !== undefined) {
-      // uwsgi has no body framing: a chunked body is read first to learn its length.
-      try {
-        spool = await spoolBody(req, ctx.maxBodyBytes)
-      } catch (err) {
-        // The client went away in the middle of its body: nobody to answer.
-        if (req.destroyed) return
-        throw err
-      }
-      contentLength = spool.length
-      if (spool.length > 0) body = spool.stream()
+    if (declared !== undefined && Number(declared) > ctx.maxBodyBytes) {
+      refuse(res, 'GH_ERR_BODY_TOO_LARGE', ctx.log)
+      return
     }
+    let requestBody: RequestBody
+    try {
+      // uwsgi has no body framing: a chunked body is read first to learn its length. Any
+      // other is known at once, without a turn of the event loop.
+      requestBody =
+        immediateBody(req, false) ?? (await readRequestBody(req, { limit: ctx.maxBodyBytes, buffer: false }))
+    } catch (err) {
+      // The client went away in the middle of its body: nobody to answer.
+      if (req.destroyed) return
+      throw err
+    }
+    const contentLength = bodyLength(requestBody)
+    const body = contentLength ? (bodySource(requestBody, req) ?? null) : null
     const authority = ABSOLUTE_FORM.exec(req.url ?? '')?.[1]
     const vars = buildUwsgiVars({
       method: ctx.method,
@@ -145,7 +146,7 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
       throw err
     } finally {
       done()
-      await spool?.dispose()
+      await releaseBody(requestBody)
     }
   }
 
