@@ -1,12 +1,13 @@
 /*
  * `npm run bench -- [SCENARIO...] [--duration 5s] [--repeat 3] [--connections 64]
- * [--threads 1] [--warmup 1s] [--no-append]`
+ * [--threads 1] [--warmup 1s] [--record]`
  *
  * For each scenario: start Gatehouse (the built CLI) and its peer on free loopback ports,
  * check both answer, warm both up, then drive them with wrk in turn, alternating which
  * side goes first each repetition, sampling each server's process-tree RSS meanwhile.
- * Prints a table of medians, writes the raw results to bench/results/<timestamp>.json and
- * appends a dated section to docs/benchmarks.md. Every process started here is stopped on
+ * Prints a table of medians and writes the raw results to bench/results/tmp/ (ignored by
+ * git); with --record, to bench/results/<timestamp>.json with a dated section appended to
+ * docs/benchmarks.md (a run the docs cite, so it is committed). Every process started here is stopped on
  * the way out, on error and on Ctrl-C too.
  */
 import { spawnSync } from 'node:child_process'
@@ -103,8 +104,12 @@ function parseOptions(argv: readonly string[]): BenchOptions & { list: boolean }
         .default(1, '1s'),
     )
     .option(
+      '--record',
+      'a run to keep: append a section to docs/benchmarks.md and write its JSON to bench/results/ (committed)',
+    )
+    .option(
       '--no-append',
-      'scratch run: do not append to docs/benchmarks.md; JSON goes to bench/results/tmp/',
+      'a scratch run (the default): nothing appended, JSON to bench/results/tmp/ (ignored)',
     )
     .option('-l, --list', 'list the scenarios and exit')
     .showHelpAfterError('(see `npm run bench -- --help`)')
@@ -116,6 +121,7 @@ function parseOptions(argv: readonly string[]): BenchOptions & { list: boolean }
     threads: number
     warmup: number
     append: boolean
+    record?: boolean
     list: boolean
   }>()
   if (o.threads > o.connections) program.error('error: --threads must not exceed --connections')
@@ -132,7 +138,9 @@ function parseOptions(argv: readonly string[]): BenchOptions & { list: boolean }
     repeat: o.repeat,
     connections: o.connections,
     threads: o.threads,
-    append: o.append,
+    // Scratch by default so that exploratory runs never land in the repository; --no-append
+    // (the old way to ask for a scratch run) still wins over --record.
+    append: Boolean(o.record) && o.append,
     list: o.list,
   }
 }

@@ -5,7 +5,7 @@
  * one line in the registry: the runner owns ports, temp dirs, readiness, wrk, RSS
  * sampling, alternation, cleanup and reporting.
  */
-import type { GatehouseConfigInput } from '../src/config/schema.js'
+import type { GatehouseConfigInput } from '../src/config.js'
 import type { ServerHandle } from './processes.js'
 
 export type { ServerHandle } from './processes.js'

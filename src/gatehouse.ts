@@ -1,9 +1,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { validateConfig } from './config/load.js'
-import type { GatehouseConfig, GatehouseConfigInput, LimitsConfig } from './config/schema.js'
+import {
+  type GatehouseConfig,
+  type GatehouseConfigInput,
+  type LimitsConfig,
+  validateConfig,
+} from './config.js'
 import { ERROR_CODES, type ErrorCode } from './core/errors.js'
-import { ACTION_NAMES, ACTIONS } from './gateways/index.js'
+import { ACTION_NAMES, ACTIONS, GATEWAYS } from './gateways/index.js'
 import { refuse, sendStatus } from './core/respond.js'
 import { Logs } from './core/logging.js'
 import { Router } from './router/router.js'
@@ -12,12 +16,8 @@ import { buildContext, parseRequest, runHandler } from './http/context.js'
 import { type BoundAddress as ListeningAddress, bindServer } from './core/bind.js'
 import { type ListenAddress, parseListenAddress } from './core/address.js'
 import { upgradeResponse } from './http/upgrade.js'
-import { uwsgiListeners } from './gateways/uwsgi/listen.js'
-import { fastcgiListeners } from './gateways/fastcgi/listen.js'
-import type { FastCGIServer } from './gateways/fastcgi/server.js'
-import type { GatewayListeners } from './inbound/listeners.js'
-import type { UwsgiServer } from './gateways/uwsgi/server.js'
-import type { ActionDefinition, Handler } from './core/types.js'
+import { GatewayListeners } from './inbound/listeners.js'
+import type { ActionDefinition, GatewayDefinition, Handler } from './core/types.js'
 
 interface RouteEntry {
   handler: Handler
@@ -116,10 +116,11 @@ export class Gatehouse {
   private readonly requestsOnSocket = new WeakMap<object, number>()
   /** Sockets handed to a handler's upgrade() (WebSockets), until they close. */
   private readonly upgraded = new Set<Duplex>()
-  /** `uwsgi_listen`: requests arriving over uwsgi take the same path as HTTP ones. */
-  private readonly uwsgi: GatewayListeners<UwsgiServer>
-  /** `fastcgi_listen`: requests arriving over FastCGI take the same path as HTTP ones. */
-  private readonly fastcgi: GatewayListeners<FastCGIServer>
+  /**
+   * The gateways' app-side listeners (`uwsgi_listen`, `fastcgi_listen`), by gateway name:
+   * requests arriving over those protocols take the same path as HTTP ones.
+   */
+  private readonly gatewayListeners = new Map<string, GatewayListeners>()
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -128,8 +129,13 @@ export class Gatehouse {
     this.logs = new Logs(config.log)
     this.state = buildState(config, this.logs)
     this.handler = (req, res) => this.handle(req, res)
-    this.uwsgi = uwsgiListeners(this.handler, this.logs.error)
-    this.fastcgi = fastcgiListeners(this.handler, this.logs.error)
+    for (const gateway of GATEWAYS as readonly GatewayDefinition[]) {
+      if (gateway.listener)
+        this.gatewayListeners.set(
+          gateway.name,
+          new GatewayListeners(gateway.listener, this.handler, this.logs.error),
+        )
+    }
   }
 
   get config(): GatehouseConfig {
@@ -142,8 +148,7 @@ export class Gatehouse {
     // that cannot start fails here with GH_ERR_WORKER_START.
     await this.ready()
     for (const text of this.state.config.listen) await this.openListener(parseListenAddress(text))
-    await this.uwsgi.reconcile(this.state.config)
-    await this.fastcgi.reconcile(this.state.config)
+    for (const listeners of this.gatewayListeners.values()) await listeners.reconcile(this.state.config)
     return this.addresses()
   }
 
@@ -157,23 +162,29 @@ export class Gatehouse {
     await Promise.all(this.state.handlers.map((h) => h.reloadWorkers?.()))
   }
 
-  /** The bound `uwsgi_listen` addresses. */
+  /** The bound addresses of a gateway's app-side listeners (`uwsgi`: `uwsgi_listen`), in config order. */
+  listenerAddresses(gateway: string): ListeningAddress[] {
+    return this.gatewayListeners.get(gateway)?.addresses() ?? []
+  }
+
+  /** Connections and requests each of a gateway's app-side listeners has accepted, in config order. */
+  listenerStats(gateway: string): { address: string; connections: number; requests: number }[] {
+    return this.gatewayListeners.get(gateway)?.stats() ?? []
+  }
+
+  /** The bound `uwsgi_listen` addresses (listenerAddresses('uwsgi'), kept for existing callers). */
   uwsgiAddresses(): ListeningAddress[] {
-    return this.uwsgi.addresses()
+    return this.listenerAddresses('uwsgi')
   }
 
-  /** The bound `fastcgi_listen` addresses. */
+  /** The bound `fastcgi_listen` addresses (listenerAddresses('fastcgi'), kept for existing callers). */
   fastcgiAddresses(): ListeningAddress[] {
-    return this.fastcgi.addresses()
+    return this.listenerAddresses('fastcgi')
   }
 
-  /** Connections and requests each `fastcgi_listen` listener has accepted, in config order. */
+  /** Connections and requests per `fastcgi_listen` listener (listenerStats('fastcgi'), kept for existing callers). */
   fastcgiStats(): { address: string; connections: number; requests: number }[] {
-    return this.fastcgi.servers().map((server, i) => ({
-      address: this.fastcgi.addresses()[i]!.address,
-      connections: server.connectionsAccepted,
-      requests: server.requestsStarted,
-    }))
+    return this.listenerStats('fastcgi')
   }
 
   addresses(): ListeningAddress[] {
@@ -355,8 +366,7 @@ export class Gatehouse {
       for (const w of wanted) {
         if (!this.listeners.some((l) => l.spec.text === w.text)) await this.openListener(w)
       }
-      await this.uwsgi.reconcile(config)
-      await this.fastcgi.reconcile(config)
+      for (const listeners of this.gatewayListeners.values()) await listeners.reconcile(config)
     }
     // The old handlers finish what they have in flight before they are closed; reload
     // itself does not wait for that (a long download must not hold up the next reload).
@@ -382,8 +392,7 @@ export class Gatehouse {
     if (this.closing) return
     this.closing = true
     const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())))
-    closed.push(this.uwsgi.stopAccepting())
-    closed.push(this.fastcgi.stopAccepting())
+    for (const listeners of this.gatewayListeners.values()) closed.push(listeners.stopAccepting())
     for (const l of this.listeners) l.server.closeIdleConnections()
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
@@ -396,8 +405,7 @@ export class Gatehouse {
       })
     }
     for (const l of this.listeners) l.server.closeAllConnections()
-    this.uwsgi.closeAll()
-    this.fastcgi.closeAll()
+    for (const listeners of this.gatewayListeners.values()) listeners.closeAll()
     // Upgraded connections (WebSockets) keep the listeners open until their handlers close
     // them (with a close frame); whatever is left after that is cut.
     await Promise.all([

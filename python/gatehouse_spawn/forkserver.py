@@ -6,7 +6,7 @@ execve), so a spawn costs the same whatever Node's size. Node keeps everything e
 limits, timeouts, kills (signals to the script's process group, see setsid below), and the
 streams. Standard library only; Python >= 3.9.
 
-    python3 -I -S forkserver.py SOCKET_PATH
+    python3 -I -S forkserver.py SOCKET_PATH PARENT_PID
 
 Connections on the Unix socket (one frame each, then raw bytes):
   run:   u32 length, then b"R", u32 token, u32 flags, u32 argc, u32 envc,
@@ -33,8 +33,10 @@ Records to Node on our stdout: u8 type, u32 token, u32 length, then the payload.
   b"X" exited: i32 pid, i32 exit code (-1 when killed by a signal), i32 signal
 Records carry the request's token rather than the pid: a pid is reused as soon as its
 process is reaped, while a background child may hold the old stderr pipe open for longer.
-EOF on our stdin (Node went away) ends this process; scripts keep their own lifetimes and
-their process groups are Node's to signal.
+EOF on our stdin (Node stops us) ends this process; scripts keep their own lifetimes and
+their process groups are Node's to signal. When Node itself dies (SIGKILL, the OOM killer),
+nobody is left to signal them: the kernel tells us (a parent-death signal), and we kill every
+script's process group before we go, so that nothing Gatehouse started outlives it.
 """
 import os
 import selectors
@@ -42,6 +44,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 HEAD = struct.Struct("<I")
 RUN = struct.Struct("<cIIII")
@@ -244,9 +247,59 @@ def on_readable(pending):
     on_frame(pending, pending.buf)
 
 
+def kill_scripts_and_exit():
+    for pid in list(children):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(0)
+
+
+def parent_died(parent, wait=0.5):
+    """After EOF on stdin: did Node die (rather than close it to stop us)?
+
+    A dying process closes its files before its children are given to a new parent, so
+    the EOF can come a moment before getppid() changes: look again for a short while.
+    """
+    deadline = time.monotonic() + wait
+    while os.getppid() == parent:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def die_with_parent(parent):
+    """Ask the kernel for SIGTERM when Node dies; then kill every script and exit.
+
+    posix_spawn runs no code of ours in the child, so the scripts cannot ask for the same:
+    their process groups are killed from here. The parent is checked again after the
+    prctl, since Node may have died before it took effect.
+    """
+
+    def on_parent_death(*_):
+        if os.getppid() == parent:
+            return  # a SIGTERM for the whole process group: Node decides when we stop
+        kill_scripts_and_exit()
+
+    signal.signal(signal.SIGTERM, on_parent_death)
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: Node's stop (EOF on stdin) still ends us
+    if os.getppid() != parent:
+        on_parent_death()
+
+
 def main():
     global devnull
     path = sys.argv[1]
+    parent = int(sys.argv[2])
+    die_with_parent(parent)
     devnull = os.open(os.devnull, os.O_RDWR)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -257,7 +310,8 @@ def main():
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    # SIGTERM/SIGINT from a terminal: Node decides when we stop (EOF on stdin).
+    # SIGINT (and SIGTERM, see die_with_parent) from a terminal: Node decides when we stop
+    # (EOF on stdin).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sel.register(listener, selectors.EVENT_READ, ("accept", None))
     sel.register(wake_r, selectors.EVENT_READ, ("wake", None))
@@ -301,6 +355,8 @@ def main():
                     other[0].close()
             elif what == "parent":
                 if not os.read(0, 512):
+                    if parent_died(parent):
+                        kill_scripts_and_exit()
                     return
 
 

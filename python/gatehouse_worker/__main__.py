@@ -17,11 +17,6 @@ import time
 import traceback
 
 
-def log(message):
-    sys.stderr.write("gatehouse_worker[%d]: %s\n" % (os.getpid(), message))
-    sys.stderr.flush()
-
-
 def load_app(spec):
     """MODULE:NAME, MODULE:obj.attr, or the factory form MODULE:create_app() (literal args allowed)."""
     module_name, sep, expr = spec.partition(":")
@@ -43,6 +38,24 @@ def load_app(spec):
     if not callable(obj):
         raise TypeError("%s is not callable" % spec)
     return obj
+
+
+def watch_parent(orphaned, interval=1.0):
+    """Exit when Node is gone, whatever the app is doing.
+
+    The supervisor starts workers under a parent-death signal (setpriv --pdeathsig); this
+    thread is the second line, for a system without setpriv and for the moment between our
+    start and that signal taking effect. It does not depend on the event loop or on a free
+    request thread, so an app blocked in synchronous code does not keep the worker alive.
+    """
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            if orphaned():
+                os._exit(1)
+
+    threading.Thread(target=watch, name="gatehouse-parent-watch", daemon=True).start()
 
 
 def main(argv=None):
@@ -70,6 +83,8 @@ def main(argv=None):
             except OSError:
                 pass
         return False
+
+    watch_parent(orphaned)
     if args.chdir:
         os.chdir(args.chdir)
     # Like gunicorn: the app's directory is importable.
@@ -84,68 +99,24 @@ def main(argv=None):
     try:
         app = load_app(spec)
     except BaseException:
+        from .connection import log
+
         traceback.print_exc()
         log("cannot load the %s application %s" % ("ASGI" if args.asgi else "WSGI", spec))
         sys.stderr.flush()
         os._exit(1)
 
+    # The interface's modules are imported only now, after the app's own imports.
     if args.asgi:
         from .asgi import serve
 
-        faulthandler.unregister(dump_signal)
-        serve(app, args.socket, orphaned, dump_signal)
-        return
+        options = {}
+    else:
+        from .wsgi import serve
 
-    from .connection import Connection, listen
-    from .wsgi import dump_active, make_server
-
+        options = {"threads": max(1, args.threads)}
     faulthandler.unregister(dump_signal)
-
-    def on_dump(signum, frame):
-        dump_active()
-        faulthandler.dump_traceback(all_threads=True)
-
-    signal.signal(dump_signal, on_dump)
-
-    stopping = threading.Event()
-
-    def on_term(signum, frame):
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-
-    threads = max(1, args.threads)
-    slots = threading.BoundedSemaphore(threads)
-    serve_request = make_server(app, threads, log)
-    sock = listen(args.socket)
-    sock.settimeout(0.5)
-    conns = []
-    while not stopping.is_set():
-        try:
-            client, _ = sock.accept()
-        except OSError:
-            # Timeout (or a signal): check whether Node is still there.
-            if orphaned():
-                break
-            continue
-        client.settimeout(None)
-        conn = Connection(client, serve_request, threads, slots, log)
-        t = threading.Thread(target=conn.serve, daemon=True)
-        t.start()
-        conns.append(t)
-    # SIGTERM: finish what is running (Node stops sending), then exit.
-    sock.close()
-    try:
-        os.unlink(args.socket)
-    except OSError:
-        pass
-    from .wsgi import ACTIVE
-
-    while ACTIVE and not orphaned():
-        time.sleep(0.05)
-    sys.stderr.flush()
-    os._exit(0)
+    serve(app, args.socket, orphaned, dump_signal, **options)
 
 
 if __name__ == "__main__":

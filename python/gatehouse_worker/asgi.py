@@ -21,7 +21,6 @@ request on SIGTERM.
 """
 import asyncio
 import collections
-import contextvars
 import faulthandler
 import http
 import os
@@ -31,6 +30,7 @@ import time
 import traceback
 
 from . import protocol as P
+from .connection import AppError, listen, log
 
 ASGI_REQUEST = P.ASGI_REQUEST
 CANCEL = P.CANCEL
@@ -43,17 +43,8 @@ CAPACITY = 1000
 EXIT_LIFESPAN_FAILED = 3
 
 
-def log(message):
-    sys.stderr.write("gatehouse_worker[%d]: %s\n" % (os.getpid(), message))
-    sys.stderr.flush()
-
-
 class ClientDisconnected(OSError):
     """send() after the client went away (ASGI: a server-specific subclass of OSError)."""
-
-
-class AppError(Exception):
-    pass
 
 
 def _latin1_headers(headers, what):
@@ -75,9 +66,29 @@ def _body_bytes(body):
 
 
 class Cycle:
-    """What HTTP requests and WebSocket sessions share: credit waits and the end."""
+    """What HTTP requests and WebSocket sessions share: credit waits, running the app, the end.
+
+    A subclass says what the app's exception (failed(), called while it is handled) and
+    its return without a last frame (last_frame()) send to Node.
+    """
 
     __slots__ = ()
+
+    async def run(self, app):
+        try:
+            await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            if not self.cancelled:
+                raise
+        except BaseException as err:
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.failed()
+        finally:
+            self.conn.cycles.pop(self.id, None)
+            if not self.ended:
+                self.ended = True
+                self.conn.write(self.last_frame())
 
     def _wake(self):
         w = self.waiter
@@ -187,10 +198,11 @@ class HttpCycle(Cycle):
             await self._wait()
 
     def _grant(self):
-        if self.granted - self.consumed <= P.REQUEST_WINDOW // 2 and not self.disconnected:
-            grant = self.consumed + P.REQUEST_WINDOW - self.granted
-            self.granted += grant
-            self.conn.write((P.REQUEST_CREDIT, self.id, grant))
+        if not self.disconnected:
+            grant = P.grant_due(self.granted, self.consumed)
+            if grant:
+                self.granted += grant
+                self.conn.write((P.REQUEST_CREDIT, self.id, grant))
 
     async def send(self, message):
         kind = message["type"]
@@ -261,39 +273,24 @@ class HttpCycle(Cycle):
 
     # -- running ------------------------------------------------------------------------
 
-    async def run(self, app):
-        try:
-            await app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            if not self.cancelled:
-                raise
-        except BaseException as err:
-            if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                raise
-            if self.disconnected or self.cancelled:
-                pass
-            elif not self.ended:
-                self.ended = True
-                self.conn.write((P.REQUEST_ERROR, self.id, traceback.format_exc()))
-            else:
-                log(
-                    "%s %s: exception after the response was complete:\n%s"
-                    % (self.scope["method"], self.scope["path"], traceback.format_exc().rstrip())
-                )
-        finally:
-            self.conn.cycles.pop(self.id, None)
-            if not self.ended:
-                self.ended = True
-                if self.disconnected or self.cancelled:
-                    self.conn.write((P.FINISHED, self.id))
-                elif not self.started:
-                    self.conn.write(
-                        (P.REQUEST_ERROR, self.id, "the ASGI application returned without sending a response")
-                    )
-                else:
-                    self.conn.write(
-                        (P.REQUEST_ERROR, self.id, "the ASGI application returned before the response was complete")
-                    )
+    def failed(self):
+        if self.disconnected or self.cancelled:
+            pass
+        elif not self.ended:
+            self.ended = True
+            self.conn.write((P.REQUEST_ERROR, self.id, traceback.format_exc()))
+        else:
+            log(
+                "%s %s: exception after the response was complete:\n%s"
+                % (self.scope["method"], self.scope["path"], traceback.format_exc().rstrip())
+            )
+
+    def last_frame(self):
+        if self.disconnected or self.cancelled:
+            return (P.FINISHED, self.id)
+        if not self.started:
+            return (P.REQUEST_ERROR, self.id, "the ASGI application returned without sending a response")
+        return (P.REQUEST_ERROR, self.id, "the ASGI application returned before the response was complete")
 
     def describe(self):
         s = self.scope
@@ -366,10 +363,11 @@ class WsCycle(Cycle):
             if self.messages:
                 data, text = self.messages.popleft()
                 self.consumed += len(data) if data is not None else len(text.encode("utf-8"))
-                if self.granted - self.consumed <= P.REQUEST_WINDOW // 2 and not self.disconnected:
-                    grant = self.consumed + P.REQUEST_WINDOW - self.granted
-                    self.granted += grant
-                    self.conn.write((P.REQUEST_CREDIT, self.id, grant))
+                if not self.disconnected:
+                    grant = P.grant_due(self.granted, self.consumed)
+                    if grant:
+                        self.granted += grant
+                        self.conn.write((P.REQUEST_CREDIT, self.id, grant))
                 if text is not None:
                     return {"type": "websocket.receive", "text": text}
                 return {"type": "websocket.receive", "bytes": data}
@@ -442,28 +440,15 @@ class WsCycle(Cycle):
         else:
             raise AppError("unexpected ASGI message %r on a WebSocket" % (kind,))
 
-    async def run(self, app):
-        try:
-            await app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            if not self.cancelled:
-                raise
-        except BaseException as err:
-            if isinstance(err, (KeyboardInterrupt, SystemExit)):
-                raise
-            if not self.disconnected and not self.ended:
-                self.ended = True
-                self.conn.write((P.REQUEST_ERROR, self.id, traceback.format_exc()))
-        finally:
-            self.conn.cycles.pop(self.id, None)
-            if not self.ended:
-                self.ended = True
-                if self.state == CONNECTING and not self.disconnected and not self.cancelled:
-                    self.conn.write(
-                        (P.REQUEST_ERROR, self.id, "the ASGI application returned without accepting or closing")
-                    )
-                else:
-                    self.conn.write((P.FINISHED, self.id))
+    def failed(self):
+        if not self.disconnected and not self.ended:
+            self.ended = True
+            self.conn.write((P.REQUEST_ERROR, self.id, traceback.format_exc()))
+
+    def last_frame(self):
+        if self.state == CONNECTING and not self.disconnected and not self.cancelled:
+            return (P.REQUEST_ERROR, self.id, "the ASGI application returned without accepting or closing")
+        return (P.FINISHED, self.id)
 
     def describe(self):
         return "WebSocket %s" % self.scope["path"]
@@ -478,7 +463,7 @@ class NodeConnection(asyncio.Protocol):
         self.state = worker.state
         self.loop = worker.loop
         self.cycles = {}
-        self.buf = b""
+        self.frames = P.FrameSplitter(self.dispatch)
         self.transport = None
         self.closed = False
         self.wbuf = []
@@ -507,31 +492,14 @@ class NodeConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def data_received(self, data):
-        if self.buf:
-            data = self.buf + data
-            self.buf = b""
-        end = len(data)
-        pos = 0
-        unpack = P.unpack_len
-        loads = P.loads
-        while end - pos >= 4:
-            (n,) = unpack(data, pos)
-            if n == 0 or n > P.MAX_FRAME:
-                log("protocol error from Node (frame length %d): closing the connection" % n)
-                self.transport.close()
-                return
-            if end - pos - 4 < n:
-                break
-            start = pos + 4
-            pos = start + n
-            try:
-                self.dispatch(loads(data[start:pos]))
-            except Exception:
-                log("protocol error from Node, closing the connection:\n" + traceback.format_exc())
-                self.transport.close()
-                return
-        if pos < end:
-            self.buf = data[pos:]
+        try:
+            self.frames.feed(data)
+        except P.FrameLengthError as err:
+            log("protocol error from Node (%s): closing the connection" % err)
+            self.transport.close()
+        except Exception:
+            log("protocol error from Node, closing the connection:\n" + traceback.format_exc())
+            self.transport.close()
 
     def dispatch(self, f):
         kind = f[0]
@@ -737,11 +705,7 @@ class Worker:
         loop = self.loop
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
-        server = await loop.create_unix_server(lambda: NodeConnection(self), self.socket_path, backlog=64)
+        server = await loop.create_unix_server(lambda: NodeConnection(self), sock=listen(self.socket_path), backlog=64)
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), 0.5)

@@ -1,16 +1,29 @@
-"""One connection from the Node front: frames in, frames out, per-request flow control.
+"""What both interfaces' workers share besides the frames: the socket they listen on, the
+log, AppError; and the threaded connection the WSGI worker serves each Node connection
+with (the ASGI worker has its asyncio one in asgi.py).
 
-With one thread (``--threads 1``) the thread that runs the app also reads the socket when
-the app waits for something (body bytes, response credit): no thread hand-off per
-request. With more threads a reader thread dispatches frames and N threads run requests.
+The threaded connection: frames in, frames out, per-request flow control. With one thread
+(``--threads 1``) the thread that runs the app also reads the socket when the app waits
+for something (body bytes, response credit): no thread hand-off per request. With more
+threads a reader thread dispatches frames and N threads run requests.
 """
 import collections
 import os
 import select
 import socket
+import sys
 import threading
 
 from . import protocol as P
+
+
+def log(message):
+    sys.stderr.write("gatehouse_worker[%d]: %s\n" % (os.getpid(), message))
+    sys.stderr.flush()
+
+
+class AppError(Exception):
+    """The app broke its interface's rules (PEP 3333, ASGI 3.0): a 500, and the log says why."""
 
 
 class Closed(Exception):
@@ -55,14 +68,13 @@ class Request:
 
 
 class Connection:
-    def __init__(self, sock, serve_request, threads, slots, log):
+    def __init__(self, sock, serve_request, threads, slots):
         self.sock = sock
         self.serve_request = serve_request
         self.threads = threads
         self.slots = slots
-        self.log = log
         self.requests = {}
-        self.rbuf = b""
+        self.frames = P.FrameSplitter(self.dispatch)
         self.closed = False
         self.send_lock = threading.Lock()
         self.cond = threading.Condition()
@@ -95,23 +107,7 @@ class Connection:
             self.closed = True
             self.on_closed()
             raise Closed()
-        buf = self.rbuf + data if self.rbuf else data
-        pos = 0
-        end = len(buf)
-        view = memoryview(buf)
-        frames = []
-        while end - pos >= 4:
-            (n,) = P.unpack_len(buf, pos)
-            if n == 0 or n > P.MAX_FRAME:
-                raise P.ProtocolError("frame length %d" % n)
-            if end - pos - 4 < n:
-                break
-            frames.append(P.loads(view[pos + 4 : pos + 4 + n]))
-            pos += 4 + n
-        view.release()
-        self.rbuf = buf[pos:] if pos < end else b""
-        for f in frames:
-            self.dispatch(f)
+        self.frames.feed(data)
 
     def dispatch(self, f):
         kind = f[0]
@@ -185,7 +181,7 @@ class Connection:
         except (Closed, ConnectionError):
             pass
         except P.ProtocolError as err:
-            self.log("protocol error from Node, closing the connection: %s" % err)
+            log("protocol error from Node, closing the connection: %s" % err)
         finally:
             self.closed = True
             try:

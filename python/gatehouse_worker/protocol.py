@@ -47,6 +47,11 @@ dumps = marshal.dumps
 loads = marshal.loads
 
 
+#: Frames this long or longer are decoded from a memoryview of the read: a copy of a large
+#: slice costs more than the view (at 128 KiB: 69 us against 6 us), a small one less.
+VIEW_FROM = 4096
+
+
 def frame(value):
     """One frame, length prefix included."""
     payload = dumps(value)
@@ -55,3 +60,46 @@ def frame(value):
 
 class ProtocolError(Exception):
     pass
+
+
+class FrameLengthError(ProtocolError):
+    """A length prefix no frame has (0, or above MAX_FRAME)."""
+
+
+def grant_due(granted, consumed):
+    """Request-body credit to give Node now: once half of the window granted is read, refill it; else 0."""
+    if granted - consumed <= REQUEST_WINDOW // 2:
+        return consumed + REQUEST_WINDOW - granted
+    return 0
+
+
+class FrameSplitter:
+    """Node's byte stream cut into frames, each decoded and handed to on_frame(frame) as
+    soon as it is whole (the callback is kept: no bound method made per read)."""
+
+    __slots__ = ("rest", "on_frame")
+
+    def __init__(self, on_frame):
+        #: The start of a frame that the next read completes.
+        self.rest = b""
+        self.on_frame = on_frame
+
+    def feed(self, data):
+        """Hand on each frame `data` completes, in order. A length no frame has raises
+        FrameLengthError (after the frames before it were handed on)."""
+        if self.rest:
+            data = self.rest + data
+            self.rest = b""
+        end = len(data)
+        pos = 0
+        while end - pos >= 4:
+            (n,) = unpack_len(data, pos)
+            if n == 0 or n > MAX_FRAME:
+                raise FrameLengthError("frame length %d" % n)
+            start = pos + 4
+            if end - start < n:
+                break
+            pos = start + n
+            self.on_frame(loads(data[start:pos] if n < VIEW_FROM else memoryview(data)[start:pos]))
+        if pos < end:
+            self.rest = data[pos:]

@@ -1,5 +1,9 @@
-"""PEP 3333 over the bridge: environ, wsgi.input, start_response, write, file_wrapper."""
+"""PEP 3333 over the bridge: environ, wsgi.input, start_response, write, file_wrapper; and
+serve(), the WSGI worker: a thread per Node connection (connection.py), N app threads.
+"""
+import faulthandler
 import os
+import signal
 import stat
 import sys
 import threading
@@ -7,7 +11,7 @@ import time
 import traceback
 
 from . import protocol as P
-from .connection import Closed, Disconnected
+from .connection import AppError, Closed, Connection, Disconnected, listen, log
 
 HOP_BY_HOP = frozenset(
     (
@@ -28,10 +32,6 @@ MAX_PIECE = 256 * 1024
 
 #: thread ident -> (method, uri, start time): what the dump signal prints.
 ACTIVE = {}
-
-
-class AppError(Exception):
-    """The app broke PEP 3333: answered with a 500 and logged."""
 
 
 class Input:
@@ -63,10 +63,11 @@ class Input:
 
     def _grant(self):
         req = self._req
-        if req.more_body and req.granted - req.consumed <= P.REQUEST_WINDOW // 2:
-            grant = req.consumed + P.REQUEST_WINDOW - req.granted
-            req.granted += grant
-            self._conn.send((P.REQUEST_CREDIT, req.id, grant))
+        if req.more_body:
+            grant = P.grant_due(req.granted, req.consumed)
+            if grant:
+                req.granted += grant
+                self._conn.send((P.REQUEST_CREDIT, req.id, grant))
 
     def read(self, size=-1):
         if size is None or size < 0:
@@ -308,7 +309,7 @@ def make_base_environ(threads):
     }
 
 
-def make_server(app, threads, log):
+def make_server(app, threads):
     base = make_base_environ(threads)
 
     def serve_request(conn, req):
@@ -392,3 +393,51 @@ def dump_active(out=None):
         if frame is not None:
             out.write("".join(traceback.format_stack(frame)))
     out.flush()
+
+
+def serve(app, socket_path, orphaned, dump_signal, threads):
+    """Listen on socket_path and serve Node's connections until SIGTERM, then finish what
+    runs (Node sends nothing new) and exit."""
+
+    def on_dump(signum, frame):
+        dump_active()
+        faulthandler.dump_traceback(all_threads=True)
+
+    signal.signal(dump_signal, on_dump)
+
+    stopping = threading.Event()
+
+    def on_term(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+    slots = threading.BoundedSemaphore(threads)
+    serve_request = make_server(app, threads)
+    sock = listen(socket_path)
+    sock.settimeout(0.5)
+    conns = []
+    while not stopping.is_set():
+        try:
+            client, _ = sock.accept()
+        except OSError:
+            # Timeout (or a signal): check whether Node is still there.
+            if orphaned():
+                break
+            continue
+        client.settimeout(None)
+        conn = Connection(client, serve_request, threads, slots)
+        t = threading.Thread(target=conn.serve, daemon=True)
+        t.start()
+        conns.append(t)
+    # SIGTERM: finish what is running (Node stops sending), then exit.
+    sock.close()
+    try:
+        os.unlink(socket_path)
+    except OSError:
+        pass
+    while ACTIVE and not orphaned():
+        time.sleep(0.05)
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,5 +1,5 @@
 import { isAbsolute, resolve } from 'node:path'
-import type { GatehouseConfigInput } from '../config/schema.js'
+import type { GatehouseConfigInput } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 
 /** CLI options as commander hands them over; every one maps onto a config key. */
@@ -92,7 +92,7 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     routes.push({ path, static: { root } })
   }
   for (const value of flags.uwsgiPass ?? []) {
-    const [path, pass] = splitUwsgiPass(value, cwd)
+    const [path, pass] = splitPrefixed(value, cwd)
     routes.push({ path, uwsgi: { pass } })
   }
   if (flags.uwsgiListen && flags.uwsgiListen.length > 0)
@@ -123,8 +123,8 @@ function unixPathFrom(address: string, cwd: string): string {
   return `unix:${resolve(cwd, address.slice(5))}`
 }
 
-/** `[PREFIX=]ADDR` -> [prefix, address]; PREFIX defaults to `/`. */
-export function splitUwsgiPass(value: string, cwd: string): [string, string] {
+/** `[PREFIX=]ADDR` (`--uwsgi-pass`, `--fastcgi-pass`) -> [prefix, address]; PREFIX defaults to `/`. */
+export function splitPrefixed(value: string, cwd: string): [string, string] {
   const eq = value.indexOf('=')
   const [prefix, address] =
     eq > 0 && value.startsWith('/') ? [value.slice(0, eq), value.slice(eq + 1)] : ['/', value]
@@ -191,7 +191,7 @@ export function fastcgiRoutes(flags: ServeFlags, cwd: string): Record<string, un
     else routes.push({ path, php: { root, fastcgi: unixPathFrom(flags.fastcgi!, cwd) } })
   }
   for (const value of flags.fastcgiPass ?? []) {
-    const [path, pass] = splitUwsgiPass(value, cwd)
+    const [path, pass] = splitPrefixed(value, cwd)
     routes.push({ path, fastcgi: { pass } })
   }
   return routes

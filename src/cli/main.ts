@@ -2,10 +2,11 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
-import { readConfigFile, validateConfig } from '../config/load.js'
+import { readConfigFile } from '../config/load.js'
+import { validateConfig } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 import { Gatehouse } from '../gatehouse.js'
-import { killAllWorkers } from '../process/supervisor.js'
+import { killAllWorkers } from '../process/pool.js'
 import { applyFlags, type ServeFlags } from './flags.js'
 
 const EXIT_USAGE = 2

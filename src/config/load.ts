@@ -3,42 +3,14 @@ import { dirname, extname, resolve } from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
 import type { z } from 'zod'
 import { GatehouseError } from '../core/errors.js'
-import { configSchema, type GatehouseConfig } from './schema.js'
-
-/** `routes[2].static.root` from a zod issue path. */
-export function formatPath(path: readonly PropertyKey[]): string {
-  let out = ''
-  for (const part of path) {
-    if (typeof part === 'number') out += `[${part}]`
-    else out += out === '' ? String(part) : `.${String(part)}`
-  }
-  return out || '(top level)'
-}
-
-function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
-  const lines: string[] = []
-  for (const issue of issues) {
-    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
-      // Report the branch that got furthest rather than zod's generic "Invalid input".
-      const best = [...issue.errors].sort((a, b) => depth(b) - depth(a))[0]!
-      lines.push(...formatIssues(best.map((i) => ({ ...i, path: [...issue.path, ...i.path] }))))
-      continue
-    }
-    lines.push(`${formatPath(issue.path)}: ${issue.message}`)
-  }
-  return [...new Set(lines)]
-}
-
-function depth(errors: readonly z.core.$ZodIssue[]): number {
-  return Math.max(0, ...errors.map((e) => e.path.length + (e.code === 'invalid_type' ? 0 : 1)))
-}
+import { formatIssues } from '../core/schema/issues.js'
 
 /**
- * Validate a config object (from a file, CLI flags or library options) against the one
- * schema. Every problem is reported at once in GatehouseError.problems; the result is frozen.
+ * Parse a config object with `schema` (configSchema(env, gateways)). Every problem is
+ * reported at once in GatehouseError.problems (GH_ERR_CONFIG); the result is frozen.
  */
-export function validateConfig(input: unknown, baseDir: string = process.cwd()): GatehouseConfig {
-  const result = configSchema({ baseDir }).safeParse(input)
+export function parseConfig<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const result = schema.safeParse(input)
   if (!result.success) {
     const problems = formatIssues(result.error.issues)
     throw new GatehouseError('GH_ERR_CONFIG', problems.join('; '), { problems })
@@ -85,10 +57,4 @@ export function readConfigFile(file: string): { input: Record<string, unknown>; 
     })
   }
   return { input: input as Record<string, unknown>, baseDir: dirname(abs) }
-}
-
-/** Read and validate a config file. */
-export function loadConfigFile(file: string): GatehouseConfig {
-  const { input, baseDir } = readConfigFile(file)
-  return validateConfig(input, baseDir)
 }

@@ -1,13 +1,18 @@
 import { isIP } from 'node:net'
 import { z } from 'zod'
-import { ACTION_NAMES, ACTIONS, type ActionName } from '../gateways/index.js'
 import { parseListenAddress } from '../core/address.js'
-import type { SchemaEnv } from '../core/types.js'
-import { filePath } from '../core/schema/paths.js'
+import type {
+  ActionAt,
+  ActionDefinition,
+  ActionKey,
+  GatewayDefinition,
+  ListenerAt,
+  ListenerKey,
+  SchemaEnv,
+} from '../core/types.js'
+import { logSchema } from '../core/logging.js'
 import { strictObject } from '../core/schema/strict.js'
 import { duration, size } from '../core/schema/units.js'
-import { fastcgiListenerShape } from '../gateways/fastcgi/listen-config.js'
-import { uwsgiListenerShape } from '../gateways/uwsgi/listen-config.js'
 
 const METHOD = z
   .string()
@@ -56,12 +61,28 @@ export function limitsSchema() {
   })
 }
 
-function routeSchema(env: SchemaEnv) {
+/*
+ * The config's types follow from the gateways given: one optional key per route action,
+ * typed by the action's schema, and the listeners' top-level keys.
+ */
+type ActionSchema<A> = A extends { schema(env: SchemaEnv): infer S extends z.ZodType } ? S : never
+
+/** The route keys of the gateways' actions (`static`, `php`, ...), each optional. */
+export type ActionsShape<G> = { [K in ActionKey<G>]: z.ZodOptional<ActionSchema<ActionAt<G, K>>> }
+/** The top-level keys of the gateways' listeners (`uwsgi_listen`, ...). */
+export type ListenersShape<G> = { [K in ListenerKey<G>]: ListenerAt<G, K> }
+
+/** Every action of `gateways`, by the key that names it in a route, in their order. */
+function actionsOf(gateways: readonly GatewayDefinition[]): Map<string, ActionDefinition> {
+  return new Map(gateways.flatMap((g) => Object.entries(g.actions ?? {})))
+}
+
+function routeSchema<G extends GatewayDefinition>(env: SchemaEnv, gateways: readonly G[]) {
+  const definitions = actionsOf(gateways)
+  const names = [...definitions.keys()]
   const actionShape = Object.fromEntries(
-    ACTION_NAMES.map((name) => [name, ACTIONS[name].schema(env).optional()]),
-  ) as {
-    [K in ActionName]: z.ZodOptional<ReturnType<(typeof ACTIONS)[K]['schema']>>
-  }
+    [...definitions].map(([name, action]) => [name, action.schema(env).optional()]),
+  ) as ActionsShape<G>
   return strictObject({
     host: oneOrMany(HOST_PATTERN).optional(),
     path: PATH_PREFIX.optional(),
@@ -84,47 +105,44 @@ function routeSchema(env: SchemaEnv) {
     max_body_bytes: size.optional(),
     ...actionShape,
   }).superRefine((route, ctx) => {
-    const matchers = (['path', 'exact', 'regex'] as const).filter((k) => route[k] !== undefined)
+    const given = route as Record<string, unknown>
+    const matchers = (['path', 'exact', 'regex'] as const).filter((k) => given[k] !== undefined)
     if (matchers.length > 1) {
       ctx.addIssue({
         code: 'custom',
         message: `give one of path, exact, regex (got ${matchers.join(' and ')})`,
       })
     }
-    const actions = ACTION_NAMES.filter((name) => route[name] !== undefined)
+    const actions = names.filter((name) => given[name] !== undefined)
     if (actions.length !== 1) {
       ctx.addIssue({
         code: 'custom',
         message:
           actions.length === 0
-            ? `a route needs one action: ${ACTION_NAMES.join(', ')}`
+            ? `a route needs one action: ${names.join(', ')}`
             : `a route has exactly one action (got ${actions.join(' and ')})`,
       })
     }
   })
 }
 
-export function configSchema(env: SchemaEnv) {
+/**
+ * The config schema for a set of gateways (GATEWAYS, src/gateways/index.ts): the top-level
+ * keys, a route's keys with one per action, and the gateways' listener keys. The config's
+ * types are this schema's output and input (src/config.ts).
+ */
+export function configSchema<const G extends readonly GatewayDefinition[]>(env: SchemaEnv, gateways: G) {
+  const listenerShape = Object.assign(
+    {},
+    ...gateways.map((g) => g.listener?.shape() ?? {}),
+  ) as ListenersShape<G[number]>
   return strictObject({
     listen: oneOrMany(LISTEN).default(['127.0.0.1:8080']),
     server_name: z.string().optional(),
     shutdown_grace: duration.prefault(10),
-    log: strictObject({
-      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
-      /** "stderr" (default), "stdout", a file path, or "off". */
-      error_log: z.union([z.enum(['stderr', 'stdout']), filePath(env)]).default('stderr'),
-      access_log: z.union([z.enum(['stderr', 'stdout', 'off']), filePath(env)]).default('off'),
-      access_format: z.enum(['combined', 'json']).default('combined'),
-    }).prefault({}),
+    log: logSchema(env).prefault({}),
     limits: limitsSchema().prefault({}),
-    routes: z.array(routeSchema(env)).default([]),
-    ...uwsgiListenerShape(),
-    ...fastcgiListenerShape(),
+    routes: z.array(routeSchema<G[number]>(env, gateways)).default([]),
+    ...listenerShape,
   })
 }
-
-export type GatehouseConfig = z.output<ReturnType<typeof configSchema>>
-/** What a config file, the CLI or the library may give: the schema's input side. */
-export type GatehouseConfigInput = z.input<ReturnType<typeof configSchema>>
-export type RouteConfig = GatehouseConfig['routes'][number]
-export type LimitsConfig = GatehouseConfig['limits']

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net'
+import { isAbsolute, resolve as resolvePath } from 'node:path'
 
 export type ListenAddress =
   { kind: 'tcp'; host: string; port: number; text: string } | { kind: 'unix'; path: string; text: string }
@@ -37,4 +38,25 @@ export function parseListenAddress(value: string): ListenAddress {
   const port = Number(portText)
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`port out of range: ${portText}`)
   return { kind: 'tcp', host, port, text: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}` }
+}
+
+/** Where an upstream (a uwsgi or FastCGI server) listens: `unix:/path`, `host:port`, `[v6]:port`, or the parsed form. */
+export type UpstreamAddress = string | { path: string } | { host: string; port: number }
+
+export type ResolvedUpstream = { path: string; text: string } | { host: string; port: number; text: string }
+
+/** Parse an upstream address; a relative `unix:./x.sock` resolves against `baseDir`. */
+export function resolveUpstreamAddress(address: UpstreamAddress, baseDir = process.cwd()): ResolvedUpstream {
+  if (typeof address !== 'string') {
+    return 'path' in address
+      ? { path: address.path, text: `unix:${address.path}` }
+      : { host: address.host, port: address.port, text: `${address.host}:${address.port}` }
+  }
+  const spec = parseListenAddress(address)
+  if (spec.kind === 'unix') {
+    const path = isAbsolute(spec.path) ? spec.path : resolvePath(baseDir, spec.path)
+    return { path, text: `unix:${path}` }
+  }
+  if (spec.port === 0) throw new Error(`an upstream needs a port: ${JSON.stringify(address)}`)
+  return { host: spec.host, port: spec.port, text: spec.text }
 }

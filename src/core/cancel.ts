@@ -7,8 +7,8 @@
 import type { ServerResponse } from 'node:http'
 
 /**
- * What a request or a wait can be cancelled with: an AbortSignal, or anything with the part
- * of its surface the clients and pools use (ClientCancel, one per HTTP request).
+ * What a request can be cancelled with: an AbortSignal, or anything with the part of its
+ * surface the gateway clients read (ClientCancel, lighter, per HTTP request).
  */
 export interface CancelSignal {
   readonly aborted: boolean

@@ -40,7 +40,6 @@ export const ERROR_CODES = {
   GH_ERR_CGI_RESPONSE: { status: 502, message: 'CGI script sent no valid response header block' },
   GH_ERR_CGI_REDIRECT: { status: 502, message: 'CGI local redirect failed (loop, or outside the route)' },
   GH_ERR_WORKER_PROTOCOL: { status: 502, message: 'Python worker broke the bridge protocol' },
-  GH_ERR_WORKER_GONE: { status: 502, message: 'Python worker died or closed its connection mid-request' },
   GH_ERR_WSGI_APP: { status: 500, message: 'the WSGI application failed' },
   GH_ERR_ASGI_APP: { status: 500, message: 'the ASGI application failed' },
   GH_ERR_ASGI_TIMEOUT: { status: 504, message: 'the ASGI request ran past its timeout and was cancelled' },
@@ -52,7 +51,7 @@ export const ERROR_CODES = {
     status: 504,
     message: 'worker exceeded request_terminate_timeout and was killed',
   },
-  GH_ERR_WORKER_DIED: { status: 502, message: 'worker process died during the request' },
+  GH_ERR_WORKER_DIED: { status: 502, message: 'worker died or closed its connection during the request' },
   GH_ERR_INTERNAL: { status: 500, message: 'internal server error' },
 } as const satisfies Record<string, { status: number | undefined; message: string }>
 

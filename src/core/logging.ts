@@ -2,10 +2,24 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { mkdirSync, openSync } from 'node:fs'
 import { dirname } from 'node:path'
 import pino, { type DestinationStream, type Logger } from 'pino'
-import type { GatehouseConfig } from '../config/schema.js'
+import { z } from 'zod'
 import { GatehouseError } from './errors.js'
+import { filePath } from './schema/paths.js'
+import { strictObject } from './schema/strict.js'
+import type { SchemaEnv } from './types.js'
 
-type LogConfig = GatehouseConfig['log']
+/** The config's `log` table. */
+export function logSchema(env: SchemaEnv) {
+  return strictObject({
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    /** "stderr" (default), "stdout", a file path, or "off". */
+    error_log: z.union([z.enum(['stderr', 'stdout']), filePath(env)]).default('stderr'),
+    access_log: z.union([z.enum(['stderr', 'stdout', 'off']), filePath(env)]).default('off'),
+    access_format: z.enum(['combined', 'json']).default('combined'),
+  })
+}
+
+export type LogConfig = z.output<ReturnType<typeof logSchema>>
 type Sink = DestinationStream & { reopen?: () => void; flushSync?: () => void; end?: () => void }
 
 function destination(target: string): Sink {

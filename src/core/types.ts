@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Server } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
@@ -13,6 +14,9 @@ export interface ConnectionInfo {
   secure: boolean
 }
 
+/** A node:http request listener: what the app-side servers (uwsgi, FastCGI) hand requests to. */
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
+
 /** What the router matched, so gateways can compute SCRIPT_NAME and friends. */
 export interface RouteMatch {
   /** Index of the route in the config's `routes` list. */
@@ -21,6 +25,12 @@ export interface RouteMatch {
   prefix: string
   /** Capture groups of a regex route. */
   params: readonly string[]
+}
+
+/** URL prefix the route owns, without a trailing slash ('' for '/' and regex routes). */
+export function routePrefix(ctx: RequestContext): string {
+  const prefix = ctx.route.prefix
+  return prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
 }
 
 /**
@@ -76,10 +86,7 @@ export interface HandlerServices {
   log: Logger
 }
 
-/**
- * A route action ("static", "return", and the gateways later issues add). Adding a
- * gateway is adding one of these to src/gateways/index.ts.
- */
+/** A route action (`static`, `php`, `wsgi`...): its config table's schema and its handler. */
 export interface ActionDefinition<Options = unknown> {
   name: string
   /** One line for `gatehouse --help` and docs. */
@@ -89,3 +96,75 @@ export interface ActionDefinition<Options = unknown> {
   schema(env: SchemaEnv): z.ZodType<Options>
   create(options: Options, services: HandlerServices): Handler
 }
+
+/** An app-side server (uwsgi, FastCGI): a net.Server that closes its connections like node:http's. */
+export interface ListenerServer extends Server {
+  closeIdleConnections(): void
+  closeAllConnections(): void
+}
+
+/** What app-side listeners read of the config: their own keys, and the header timeout. */
+export type ListenerConfig<Shape extends z.ZodRawShape = z.ZodRawShape> = z.output<z.ZodObject<Shape>> & {
+  readonly limits: { readonly header_timeout: number }
+}
+
+/**
+ * A gateway's app-side listeners (`uwsgi_listen`, `fastcgi_listen`): requests that arrive
+ * over the gateway's protocol take the same path as HTTP ones. Its top-level config keys,
+ * how a server is made, how a reloaded config reaches a server that stays open.
+ */
+export interface ListenerDefinition<
+  Shape extends z.ZodRawShape = z.ZodRawShape,
+  S extends ListenerServer = ListenerServer,
+> {
+  /** For messages: `uwsgi`, `FastCGI`. */
+  label: string
+  /** The config key listing the addresses (`uwsgi_listen`), also the log field naming one. */
+  key: string
+  /** The top-level config keys, spread into the config schema. */
+  shape(): Shape
+  addresses(config: ListenerConfig<Shape>): readonly string[]
+  create(handler: RequestListener, config: ListenerConfig<Shape>, log: Logger): S
+  /** Apply a reloaded config's limits to a server that stays open. */
+  apply(server: S, config: ListenerConfig<Shape>): void
+  /** Counters of one server, for Gatehouse.listenerStats(). */
+  stats?(server: S): { connections: number; requests: number }
+}
+
+/**
+ * A gateway: one folder under src/gateways/ whose index.ts exports one of these, listed in
+ * GATEWAYS (src/gateways/index.ts). The config schema, the router and the server pick up
+ * its actions and listeners from there.
+ */
+export interface GatewayDefinition {
+  /** The folder's name. */
+  name: string
+  /**
+   * Its route actions, by the key that names them in a route (`{ path = "/", php = {...} }`).
+   * Keyed rather than listed so that the config's types know each action's options.
+   */
+  actions?: Readonly<Record<string, ActionDefinition>>
+  listener?: ListenerDefinition
+}
+
+/*
+ * Types over a union of gateway definitions (`(typeof GATEWAYS)[number]`): these conditional
+ * types distribute over it, so each gateway's own keys and types are kept.
+ */
+
+/** The route keys of the gateways' actions: `'static' | 'php' | ...`. */
+export type ActionKey<G> = G extends { actions: infer A } ? keyof A & string : never
+/** The action that `K` names among the gateways' actions. */
+export type ActionAt<G, K extends string> = G extends { actions: infer A }
+  ? K extends keyof A
+    ? A[K]
+    : never
+  : never
+/** The top-level config keys of the gateways' listeners: `'uwsgi_listen' | ...`. */
+export type ListenerKey<G> = G extends { listener: { shape(): infer S } } ? keyof S & string : never
+/** The schema of the listener config key `K`. */
+export type ListenerAt<G, K extends string> = G extends { listener: { shape(): infer S } }
+  ? K extends keyof S
+    ? S[K]
+    : never
+  : never

@@ -1,28 +1,36 @@
-import { statusAction } from './status/action.js'
-import { asgiAction } from './python/asgi.js'
-import { cgiAction } from './cgi/action.js'
-import { fastcgiAction } from './fastcgi/action.js'
-import { phpAction } from './php/action.js'
-import { returnAction } from './return/action.js'
-import { staticAction } from './static/action.js'
-import { uwsgiAction } from './uwsgi/action.js'
-import { wsgiAction } from './python/wsgi.js'
-
 /**
- * Every route action Gatehouse knows. A gateway (CGI, FastCGI, uwsgi, WSGI, ASGI) is added
- * here and nowhere else: the config schema, `gatehouse check` and the router pick it up.
+ * Every gateway Gatehouse knows, one line each. Adding a gateway is a folder under
+ * src/gateways/ whose index.ts exports its GatewayDefinition, plus a line here: the config
+ * schema, `gatehouse check`, the router and the server's listeners pick it up from GATEWAYS.
+ * The order is the order of the route actions in messages (`a route needs one action: ...`).
  */
-export const ACTIONS = {
-  static: staticAction,
-  return: returnAction,
-  uwsgi: uwsgiAction,
-  cgi: cgiAction,
-  fastcgi: fastcgiAction,
-  php: phpAction,
-  status: statusAction,
-  wsgi: wsgiAction,
-  asgi: asgiAction,
-} as const
+import type { ActionAt, ActionKey, GatewayDefinition } from '../core/types.js'
+import { cgiGateway } from './cgi/index.js'
+import { fastcgiGateway } from './fastcgi/index.js'
+import { phpGateway } from './php/index.js'
+import { pythonGateway } from './python/index.js'
+import { returnGateway } from './return/index.js'
+import { staticGateway } from './static/index.js'
+import { statusGateway } from './status/index.js'
+import { uwsgiGateway } from './uwsgi/index.js'
 
-export type ActionName = keyof typeof ACTIONS
+export const GATEWAYS = [
+  staticGateway,
+  returnGateway,
+  uwsgiGateway,
+  cgiGateway,
+  fastcgiGateway,
+  phpGateway,
+  statusGateway,
+  pythonGateway,
+] as const satisfies readonly GatewayDefinition[]
+
+type Gateway = (typeof GATEWAYS)[number]
+
+export type ActionName = ActionKey<Gateway>
+
+/** Every route action, by the key that names it in a route, in GATEWAYS order. */
+export const ACTIONS = Object.assign({}, ...GATEWAYS.map((g: GatewayDefinition) => g.actions ?? {})) as {
+  [K in ActionName]: ActionAt<Gateway, K>
+}
 export const ACTION_NAMES = Object.keys(ACTIONS) as ActionName[]

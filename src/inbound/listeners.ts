@@ -4,31 +4,13 @@
  * limits applied to the ones kept), drained on close. Requests go to the same listener as
  * HTTP requests, so nginx's `uwsgi_pass` / `fastcgi_pass` reaches every route.
  */
-import type { Server } from 'node:net'
 import type { Logger } from 'pino'
-import type { GatehouseConfig } from '../config/schema.js'
+import type { z } from 'zod'
 import { type BoundAddress, bindServer } from '../core/bind.js'
 import { type ListenAddress, parseListenAddress } from '../core/address.js'
+import type { ListenerConfig, ListenerDefinition, ListenerServer, RequestListener } from '../core/types.js'
 
 export type { BoundAddress } from '../core/bind.js'
-
-/** What a listener server offers beyond net.Server: HTTP-like connection closing. */
-export interface GatewayServer extends Server {
-  closeIdleConnections(): void
-  closeAllConnections(): void
-}
-
-/** One protocol's part: its config keys, how a server is made and how new limits reach it. */
-export interface GatewayProtocol<S extends GatewayServer> {
-  /** For messages and log fields: `uwsgi`, `FastCGI`. */
-  name: string
-  /** The log field naming the address (`uwsgi_listen`). */
-  key: string
-  addresses(config: GatehouseConfig): readonly string[]
-  create(config: GatehouseConfig): S
-  /** Apply the (reloaded) config's limits to a server that stays open. */
-  apply(server: S, config: GatehouseConfig): void
-}
 
 interface Entry<S> {
   spec: ListenAddress
@@ -36,11 +18,15 @@ interface Entry<S> {
   bound: BoundAddress
 }
 
-export class GatewayListeners<S extends GatewayServer> {
+export class GatewayListeners<
+  Shape extends z.ZodRawShape = z.ZodRawShape,
+  S extends ListenerServer = ListenerServer,
+> {
   private readonly entries: Entry<S>[] = []
 
   constructor(
-    private readonly protocol: GatewayProtocol<S>,
+    private readonly protocol: ListenerDefinition<Shape, S>,
+    private readonly handler: RequestListener,
     private readonly log: Logger,
   ) {}
 
@@ -53,8 +39,15 @@ export class GatewayListeners<S extends GatewayServer> {
     return this.entries.map((e) => e.server)
   }
 
+  /** Connections and requests each server has accepted (none when the protocol counts none). */
+  stats(): { address: string; connections: number; requests: number }[] {
+    const { stats } = this.protocol
+    if (!stats) return []
+    return this.entries.map((e) => ({ address: e.bound.address, ...stats(e.server) }))
+  }
+
   /** Open the configured addresses not open yet, close the ones no longer configured, apply limits. */
-  async reconcile(config: GatehouseConfig): Promise<void> {
+  async reconcile(config: ListenerConfig<Shape>): Promise<void> {
     const { protocol } = this
     const wanted = protocol.addresses(config).map(parseListenAddress)
     for (const e of [...this.entries]) {
@@ -67,13 +60,13 @@ export class GatewayListeners<S extends GatewayServer> {
     for (const e of this.entries) protocol.apply(e.server, config)
     for (const spec of wanted) {
       if (this.entries.some((e) => e.spec.text === spec.text)) continue
-      const server = protocol.create(config)
-      const bound = await bindServer(server, spec, protocol.name)
+      const server = protocol.create(this.handler, config, this.log)
+      const bound = await bindServer(server, spec, protocol.label)
       server.on('error', (err) =>
-        this.log.error({ err, [protocol.key]: spec.text }, `${protocol.name} listener error`),
+        this.log.error({ err, [protocol.key]: spec.text }, `${protocol.label} listener error`),
       )
       this.entries.push({ spec, server, bound })
-      this.log.info({ [protocol.key]: bound.address }, `listening for ${protocol.name}`)
+      this.log.info({ [protocol.key]: bound.address }, `listening for ${protocol.label}`)
     }
   }
 

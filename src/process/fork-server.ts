@@ -18,12 +18,13 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { rmSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
-import { constants, tmpdir } from 'node:os'
+import { constants } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, type Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
+import { makeRunDir } from './run-dir.js'
 import type { Logger } from 'pino'
 
 export const FORK_SERVER_SCRIPT = fileURLToPath(
@@ -208,11 +209,11 @@ export class ForkServer {
   }
 
   private start(): Control {
-    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-spawn-'))
+    const dir = makeRunDir('gatehouse-spawn-')
     const socketPath = join(dir, 's')
     // -I: no environment variables, no user site; -S: no site module (a smaller process
     // forks faster). Its own environment is empty: scripts get theirs from each request.
-    const child = spawn(this.python, ['-I', '-S', FORK_SERVER_SCRIPT, socketPath], {
+    const child = spawn(this.python, ['-I', '-S', FORK_SERVER_SCRIPT, socketPath, String(process.pid)], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: {},
       shell: false,

@@ -2,7 +2,10 @@ import assert from 'node:assert/strict'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import { loadConfigFile, validateConfig } from '../../src/config/load.js'
+import { gatehouseSchema, loadConfigFile, validateConfig } from '../../src/config.js'
+import { configSchema } from '../../src/config/schema.js'
+import type { GatewayDefinition } from '../../src/core/types.js'
+import { ACTION_NAMES, GATEWAYS } from '../../src/gateways/index.js'
 import { parseDuration, parseSize } from '../../src/core/schema/units.js'
 import { GatehouseError } from '../../src/core/errors.js'
 import { tempDir } from '../support/helpers.js'
@@ -152,5 +155,43 @@ describe('config schema', () => {
       (err: unknown) =>
         err instanceof GatehouseError && err.problems[0] === '/nonexistent/gatehouse.toml: no such file',
     )
+  })
+})
+
+describe('gateways', () => {
+  test('each action is listed under its own name, and no two gateways share an action or a config key', () => {
+    const actionKeys: string[] = []
+    const listenerKeys: string[] = []
+    for (const gateway of GATEWAYS as readonly GatewayDefinition[]) {
+      for (const [key, action] of Object.entries(gateway.actions ?? {})) {
+        assert.equal(action.name, key, `gateway ${gateway.name}`)
+        actionKeys.push(key)
+      }
+      if (gateway.listener) listenerKeys.push(...Object.keys(gateway.listener.shape()))
+    }
+    assert.deepEqual(actionKeys, ACTION_NAMES)
+    assert.equal(new Set(actionKeys).size, actionKeys.length)
+    assert.equal(new Set(listenerKeys).size, listenerKeys.length)
+    assert.deepEqual(ACTION_NAMES, [
+      'static',
+      'return',
+      'uwsgi',
+      'cgi',
+      'fastcgi',
+      'php',
+      'status',
+      'wsgi',
+      'asgi',
+    ])
+    const topLevel = Object.keys(gatehouseSchema({ baseDir: '/' }).shape)
+    for (const key of listenerKeys) assert.ok(topLevel.includes(key), key)
+  })
+
+  test('configSchema takes the gateways it knows: a route action of no given gateway is an unknown key', () => {
+    const schema = configSchema({ baseDir: '/' }, [GATEWAYS[0]])
+    assert.ok(schema.safeParse({ routes: [{ path: '/', static: { root: '/' } }] }).success)
+    const result = schema.safeParse({ routes: [{ path: '/', return: { body: 'x' } }] })
+    assert.ok(!result.success)
+    assert.match(result.error.issues.map((i) => i.message).join('\n'), /unknown key "return"/)
   })
 })

@@ -20,6 +20,18 @@ test('docs/errors.md lists exactly the registered codes, with their status and m
   }
 })
 
+test('a merged code is gone from the registry, and docs/errors.md names it in the row of the code that took it over', () => {
+  const doc = readFileSync(join(REPO_ROOT, 'docs/errors.md'), 'utf8')
+  const merged: [gone: string, into: keyof typeof ERROR_CODES][] = [
+    ['GH_ERR_WORKER_GONE', 'GH_ERR_WORKER_DIED'],
+  ]
+  for (const [gone, into] of merged) {
+    assert.equal(Object.hasOwn(ERROR_CODES, gone), false, gone)
+    const row = doc.split('\n').find((line) => line.startsWith(`| \`${into}\``))
+    assert.ok(row?.includes(`\`${gone}\``), `the ${into} row names ${gone}`)
+  }
+})
+
 test('GatehouseError carries code, status, cause and problems', () => {
   const cause = new Error('boom')
   const err = new GatehouseError('GH_ERR_UPSTREAM', 'php-fpm closed the connection', {

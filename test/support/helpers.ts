@@ -4,7 +4,7 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { GatehouseConfigInput } from '../../src/config/schema.js'
+import type { GatehouseConfigInput } from '../../src/config.js'
 import { createGatehouse, type Gatehouse } from '../../src/gatehouse.js'
 
 /** test/ in the source tree (tests run from dist/test/). */
@@ -110,11 +110,18 @@ export function stopServe(child: ChildProcess): Promise<void> {
   })
 }
 
-/** Poll `fn` every 25 ms until it returns something truthy; throws naming `what` after `ms`. */
-export async function eventually<T>(fn: () => T | undefined | false, what: string, ms = 15_000): Promise<T> {
+/**
+ * Poll `fn` every 25 ms until it returns (or resolves to) something truthy; throws naming
+ * `what` after `ms`. An async `fn` is awaited: a pending promise is not an answer.
+ */
+export async function eventually<T>(
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  what: string,
+  ms = 15_000,
+): Promise<T> {
   const deadline = Date.now() + ms
   for (;;) {
-    const v = fn()
+    const v = await fn()
     if (v) return v
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 25))

@@ -12,6 +12,7 @@ import type { FastCGIRequest } from './exchange.js'
 import type { FastCGIUpstream } from './managed-pool.js'
 import { fastcgiAddress, FastCGIPool, type FastCGIPoolOptions, fastcgiPoolShape } from './pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
+import { routePrefix } from '../../core/types.js'
 import { cancelOnClientClose } from '../../core/cancel.js'
 import { requestMeta, type ScriptLocation } from '../../cgi-vars/script.js'
 import { relayResponse } from '../../core/response-relay.js'
@@ -118,12 +119,6 @@ export class FastCGIGateway {
   close(): Promise<void> {
     return this.pool.close()
   }
-}
-
-/** URL prefix the route owns, without a trailing slash ('' for '/' and regex routes). */
-export function routePrefix(ctx: RequestContext): string {
-  const prefix = ctx.route.prefix
-  return prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
 }
 
 export class FastCGIHandler implements Handler {

@@ -7,7 +7,6 @@
  * download passes through in bounded memory.
  */
 import { Readable } from 'node:stream'
-import type { CancelSignal } from '../../core/cancel.js'
 import { GatehouseError } from '../../core/errors.js'
 import { type CgiResponseHead, type CgiResponseKind, CgiResponseParser } from '../../cgi-vars/response.js'
 import {
@@ -23,6 +22,7 @@ import {
   Role,
 } from './codec.js'
 import type { ConnectionSink, FastCGIConnection } from './connection.js'
+import type { CancelSignal } from '../../core/cancel.js'
 
 export type { CancelSignal } from '../../core/cancel.js'
 
@@ -99,6 +99,14 @@ export interface ExchangeSettings {
    * per request.
    */
   onFinished?: (reusable: boolean, failure: GatehouseError | null) => void
+  /**
+   * After ABORT_REQUEST, wait for END_REQUEST however long it takes instead of closing the
+   * connection after ABORT_GRACE_MS. For workers of our own (the managed php-cgi pool): php-cgi
+   * runs the script to its end whatever the client does, so the worker is busy until then,
+   * and must not be handed the next request (or be seen idle) before (issue 18). Its
+   * request_terminate_timeout still ends a script that never finishes.
+   */
+  drainAfterAbort?: boolean
 }
 
 type StdinState = 'sending' | 'done' | 'stopped'
@@ -553,7 +561,7 @@ export class FastCGIExchange implements ConnectionSink {
   /**
    * The caller (the client, the signal) gave up. ABORT_REQUEST goes out (spec 5.4), the
    * rest of the response is dropped, and the connection closes once END_REQUEST arrives or
-   * ABORT_GRACE_MS passes. It is never reused: php-fpm does not read ABORT_REQUEST while a
+   * ABORT_GRACE_MS passes (or only at END_REQUEST, with drainAfterAbort). It is never reused: php-fpm does not read ABORT_REQUEST while a
    * script runs, and takes a late one for the start of the next request, which makes it
    * close the connection under that request (php-src main/fastcgi.c, fcgi_read_request).
    */
@@ -573,6 +581,7 @@ export class FastCGIExchange implements ConnectionSink {
       return
     }
     this.conn.write(encodeRecord(RecordType.ABORT_REQUEST, REQUEST_ID))
+    if (this.settings.drainAfterAbort) return
     this.abortTimer = setTimeout(() => {
       this.conn.destroy()
       this.finish(false)

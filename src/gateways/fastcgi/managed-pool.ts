@@ -1,5 +1,5 @@
 /*
- * FastCGI to a managed pool of workers (php-cgi -b): the supervisor (process/supervisor.ts)
+ * FastCGI to a managed pool of workers (php-cgi -b): the supervisor (process/pool.ts)
  * leases one idle worker per request, and the request goes over a kept-alive connection to
  * that worker's own socket with the same exchange as the address pool (pool.ts). A worker
  * the supervisor kills mid-request (request_terminate_timeout, or one that died) turns into
@@ -7,7 +7,8 @@
  */
 import { connect } from 'node:net'
 import { GatehouseError } from '../../core/errors.js'
-import type { RequestInfo, WorkerLease, WorkerPool } from '../../process/supervisor.js'
+import type { RequestInfo, WorkerLease } from '../../process/lease.js'
+import type { WorkerPool } from '../../process/pool.js'
 import { FastCGIConnection } from './connection.js'
 import { FastCGIExchange, type FastCGIRequest, type FastCGIResponse } from './exchange.js'
 
@@ -61,6 +62,9 @@ export class ManagedFastCGI implements FastCGIUpstream {
         readTimeoutMs: this.options.read_timeout,
         maxHeaderBytes: this.options.max_header_bytes,
         upstream: this.upstream,
+        // A client that gives up does not end the script: the worker stays leased (busy on
+        // the status page, given no request) until its END_REQUEST, or until it is replaced.
+        drainAfterAbort: true,
         // The connection and the worker go back as soon as the exchange is over.
         onFinished: (reusable, failure) => {
           cancel.dispose()

@@ -11,9 +11,8 @@ import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration, size } from '../../core/schema/units.js'
 import { GatehouseError } from '../../core/errors.js'
-import { resolveUwsgiAddress } from '../uwsgi/client.js'
 import { ConcurrencyLimiter } from '../../process/limiter.js'
-import { type ListenAddress, parseListenAddress } from '../../core/address.js'
+import { type ListenAddress, parseListenAddress, resolveUpstreamAddress } from '../../core/address.js'
 import type { SchemaEnv } from '../../core/types.js'
 import { FastCGIConnection } from './connection.js'
 import { type CancelSignal, FastCGIExchange, type FastCGIRequest, type FastCGIResponse } from './exchange.js'
@@ -31,7 +30,7 @@ const STARVING_MS = 25
 export function fastcgiAddress(env: SchemaEnv) {
   return z.string().transform((value, ctx) => {
     try {
-      return resolveUwsgiAddress(value, env.baseDir).text
+      return resolveUpstreamAddress(value, env.baseDir).text
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: (err as Error).message })
       return z.NEVER

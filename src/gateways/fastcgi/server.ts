@@ -18,9 +18,10 @@ import { Server, type Socket } from 'node:net'
 import pino, { type Logger } from 'pino'
 import { admitPeer } from '../../inbound/peer.js'
 import { ListenerConnection } from './server-connection.js'
-import { parseAllowList, type RequestListener } from '../uwsgi/server.js'
+import { parseAllowList } from '../../core/allow-list.js'
+import type { RequestListener } from '../../core/types.js'
 
-export type { RequestListener } from '../uwsgi/server.js'
+export type { RequestListener } from '../../core/types.js'
 export { type FastCGIRequestInfo, fastcgiRequestInfo } from './server-connection.js'
 
 export const DEFAULT_FASTCGI_ALLOW: readonly string[] = ['127.0.0.1', '::1']

@@ -25,9 +25,11 @@ import { strictObject } from '../../core/schema/strict.js'
 import { duration } from '../../core/schema/units.js'
 import { ManagedFastCGI } from '../fastcgi/managed-pool.js'
 import { fastcgiAddress } from '../fastcgi/pool.js'
-import { poolSettings, poolSettingsSchema, WorkerPool } from '../../process/supervisor.js'
+import { WorkerPool } from '../../process/pool.js'
+import { poolSettings, poolSettingsSchema } from '../../process/settings.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
-import { FastCGIGateway, fastcgiGatewayShape, routePrefix } from '../fastcgi/action.js'
+import { FastCGIGateway, fastcgiGatewayShape } from '../fastcgi/action.js'
+import { routePrefix } from '../../core/types.js'
 import type { ScriptLocation } from '../../cgi-vars/script.js'
 import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
 import { sendStatus } from '../../core/respond.js'
@@ -80,8 +82,12 @@ export function phpSchema(env: SchemaEnv) {
 export type PhpOptions = z.output<ReturnType<typeof phpSchema>>
 export type PhpOptionsInput = z.input<ReturnType<typeof phpSchema>>
 
-/** PHP sources and their variants: never served as static files. */
-const PHP_SOURCE = /\.(php\d?|phtml|phar|phps)$/i
+/**
+ * PHP sources and their variants, and the leftovers editors and tools make of them
+ * (`index.php~`, `index.php.bak`, `.orig`, `.save`, `.swp`, `#index.php#`): never served as
+ * static files, since each holds the source of a script.
+ */
+const PHP_SOURCE = /\.(php\d?|phtml|phar|phps)(~|#|\.(bak|orig|save|old|swp|swo|tmp|dist|rej|\d+))*$/i
 /** Hidden segments (.git, .env, .user.ini) are never served or run; .well-known is. */
 const HIDDEN = /\/\.(?!well-known(?:\/|$))/
 

@@ -3,15 +3,9 @@
  * (ASGI_REQUEST or WS_CONNECT) as marshal data: Python gets the dict from one
  * `marshal.loads` and only adds `state`.
  */
-import { FrameType, Writer } from './codec.js'
+import { FrameType, MarshalType, Writer } from './codec.js'
 
-const SMALL_TUPLE = 0x29
-const BYTES = 0x73
-const DICT = 0x7b
-const NULL = 0x30
-const NONE = 0x4e
-const TRUE = 0x54
-const FALSE = 0x46
+const { BYTES, DICT, NULL, NONE, TRUE, FALSE } = MarshalType
 
 export interface AsgiScopeParts {
   type: 'http' | 'websocket'
@@ -47,12 +41,6 @@ function encodeStr(s: string): Buffer {
   return Buffer.from(w.buf.subarray(4, w.pos))
 }
 
-function raw(w: Writer, b: Buffer): void {
-  w.ensure(b.length)
-  b.copy(w.buf, w.pos)
-  w.pos += b.length
-}
-
 /** A str likely to repeat (a key, a method, a scheme), from the cache. */
 function constStr(w: Writer, s: string): void {
   let b = strCache.get(s)
@@ -60,7 +48,7 @@ function constStr(w: Writer, s: string): void {
     b = encodeStr(s)
     if (strCache.size < CACHE_LIMIT) strCache.set(s, b)
   }
-  raw(w, b)
+  w.raw(b)
 }
 
 /** A constant key followed by a str value likely to repeat, as one cached piece. */
@@ -71,7 +59,7 @@ function constPair(w: Writer, key: string, value: string): void {
     b = Buffer.concat([encodeStr(key), encodeStr(value)])
     if (strCache.size < CACHE_LIMIT) strCache.set(k, b)
   }
-  raw(w, b)
+  w.raw(b)
 }
 
 /** `{'type': type, 'asgi': {'version': '3.0', 'spec_version': '2.3'}` (dict still open). */
@@ -106,23 +94,7 @@ function headerName(w: Writer, name: string): void {
     b.write(lower, 5, 'latin1')
     if (headerNameCache.size < CACHE_LIMIT) headerNameCache.set(name, b)
   }
-  raw(w, b)
-}
-
-/** A str of latin-1 chars written as Python bytes (one byte per char). */
-function latin1Bytes(w: Writer, s: string): void {
-  const n = s.length
-  w.ensure(5 + n)
-  w.buf[w.pos++] = BYTES
-  w.buf.writeUInt32LE(n, w.pos)
-  w.pos += 4
-  w.pos += w.buf.write(s, w.pos, n, 'latin1')
-}
-
-function tupleHead(w: Writer, n: number): void {
-  w.ensure(2)
-  w.buf[w.pos++] = SMALL_TUPLE
-  w.buf[w.pos++] = n
+  w.raw(b)
 }
 
 function address(w: Writer, a: readonly [string, number | null] | null, constant = false): void {
@@ -130,7 +102,7 @@ function address(w: Writer, a: readonly [string, number | null] | null, constant
     w.byte(NONE)
     return
   }
-  tupleHead(w, 2)
+  w.tuple(2)
   if (constant) constStr(w, a[0])
   else w.str(a[0])
   if (a[1] === null) w.byte(NONE)
@@ -138,29 +110,25 @@ function address(w: Writer, a: readonly [string, number | null] | null, constant
 }
 
 function writeScope(w: Writer, s: AsgiScopeParts): void {
-  raw(w, PREFIX[s.type])
+  w.raw(PREFIX[s.type])
   constPair(w, 'http_version', s.httpVersion)
   if (s.type === 'http') constPair(w, 'method', s.method)
   constPair(w, 'scheme', s.scheme)
   constStr(w, 'path')
   w.str(s.path)
   constStr(w, 'raw_path')
-  latin1Bytes(w, s.rawPath)
+  w.latin1Bytes(s.rawPath)
   constStr(w, 'query_string')
-  latin1Bytes(w, s.query)
+  w.latin1Bytes(s.query)
   constPair(w, 'root_path', s.rootPath)
   constStr(w, 'headers')
   const h = s.rawHeaders
   const count = h.length >> 1
-  if (count < 256) tupleHead(w, count)
-  else {
-    w.byte(0x28)
-    w.u32(count)
-  }
+  w.tuple(count)
   for (let i = 0; i + 1 < h.length; i += 2) {
-    tupleHead(w, 2)
+    w.tuple(2)
     headerName(w, h[i]!)
-    latin1Bytes(w, h[i + 1]!)
+    w.latin1Bytes(h[i + 1]!)
   }
   constStr(w, 'client')
   address(w, s.client)
@@ -169,7 +137,7 @@ function writeScope(w: Writer, s: AsgiScopeParts): void {
   if (s.type === 'websocket') {
     constStr(w, 'subprotocols')
     const subs = s.subprotocols ?? []
-    tupleHead(w, Math.min(subs.length, 255))
+    w.tuple(Math.min(subs.length, 255))
     for (const p of subs.slice(0, 255)) w.str(p)
     constStr(w, 'extensions')
     w.byte(DICT)
@@ -190,11 +158,9 @@ export function encodeAsgiRequest(
   requestWindow: number,
 ): Buffer {
   const w = new Writer(1024)
-  tupleHead(w, 7)
-  w.int(FrameType.ASGI_REQUEST)
-  w.int(id)
+  w.frameHead(7, FrameType.ASGI_REQUEST, id)
   writeScope(w, scope)
-  latin1Bytes(w, '')
+  w.latin1Bytes('')
   w.byte(moreBody ? TRUE : FALSE)
   w.int(responseWindow)
   w.int(requestWindow)
@@ -204,9 +170,7 @@ export function encodeAsgiRequest(
 /** WS_CONNECT: (16, id, scope). */
 export function encodeWsConnect(id: number, scope: AsgiScopeParts): Buffer {
   const w = new Writer(1024)
-  tupleHead(w, 3)
-  w.int(FrameType.WS_CONNECT)
-  w.int(id)
+  w.frameHead(3, FrameType.WS_CONNECT, id)
   writeScope(w, scope)
   return w.finish()
 }

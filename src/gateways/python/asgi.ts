@@ -9,23 +9,15 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration, size } from '../../core/schema/units.js'
-import { GatehouseError } from '../../core/errors.js'
-import { poolSettings, WorkerPool } from '../../process/supervisor.js'
+import type { WorkerLease } from '../../process/lease.js'
 import { type AsgiScopeParts, encodeAsgiRequest } from './asgi-scope.js'
-import {
-  admitRequest,
-  BridgeConnections,
-  ForwardedResolver,
-  pythonAppShape,
-  workerEnvironment,
-} from './pool.js'
+import { exchangeInput, PythonAppHandler, pythonAppShape } from './pool.js'
 import { AsgiWebSockets, isWebSocketUpgrade } from './websocket.js'
-import { expectsContinue } from './connection.js'
-import { CONTINUE_DEFERRED } from '../../http/connection.js'
+import type { ExchangeOutcome } from './connection.js'
 import { buildContext, parseRequest } from '../../http/context.js'
 import { upgradeResponse } from '../../http/upgrade.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
-import { routePrefix } from '../fastcgi/action.js'
+import { routePrefix } from '../../core/types.js'
 import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
 import { refuse, sendError } from '../../core/respond.js'
 
@@ -54,62 +46,25 @@ export type AsgiOptionsInput = z.input<ReturnType<typeof asgiSchema>>
 /** Extra time past `timeout` before the pool takes a worker for stuck (its loop does not answer). */
 const STUCK_GRACE_MS = 10_000
 
-export class AsgiHandler implements Handler {
-  readonly pool: WorkerPool
-  readonly deferContinue = true
+export class AsgiHandler extends PythonAppHandler implements Handler {
   readonly websockets: AsgiWebSockets
-  private readonly started: Promise<void>
-  private readonly forwarded: ForwardedResolver
-  private readonly connections = new BridgeConnections()
 
   constructor(
     private readonly options: AsgiOptions,
-    readonly log: Logger,
+    log: Logger,
   ) {
-    this.pool = new WorkerPool(
+    super(
+      options,
       {
-        command: options.python,
-        args: [
-          '-m',
-          'gatehouse_worker',
-          '--socket',
-          '{socket}',
-          '--asgi',
-          options.app,
-          '--chdir',
-          options.chdir,
-        ],
-        env: workerEnvironment(options.env),
-        cwd: options.chdir,
+        interface: 'asgi',
+        args: [],
+        capacity: options.concurrency,
+        // The worker cancels a request at `timeout` itself; the pool steps in only when
+        // the worker's loop is stuck (it dumps the stacks and kills it).
+        request_terminate_timeout: options.timeout > 0 ? options.timeout + STUCK_GRACE_MS : 0,
       },
-      poolSettings(
-        'asgi',
-        {
-          name: undefined,
-          pm: 'static',
-          max_children: options.workers,
-          start_servers: options.workers,
-          min_spare_servers: 1,
-          max_spare_servers: options.workers,
-          max_spawn_rate: 32,
-          process_idle_timeout: 10_000,
-          max_requests: options.max_requests,
-          max_requests_jitter: options.max_requests_jitter,
-          // The worker cancels a request at `timeout` itself; the pool steps in only when
-          // the worker's loop is stuck (it dumps the stacks and kills it).
-          request_terminate_timeout: options.timeout > 0 ? options.timeout + STUCK_GRACE_MS : 0,
-          request_slowlog_timeout: options.slowlog_timeout,
-          max_rss: options.max_rss,
-          queue: options.max_queue,
-          queue_timeout: options.queue_timeout,
-          ready_timeout: options.start_timeout,
-          process_control_timeout: options.graceful_timeout,
-        },
-        { capacity: options.concurrency, stop_signal: 'SIGTERM', dump_signal: 'SIGUSR1' },
-      ),
       log,
     )
-    this.forwarded = new ForwardedResolver(options.forwarded_allow_ips)
     this.websockets = new AsgiWebSockets(
       {
         maxMessageBytes: options.ws_max_message,
@@ -121,18 +76,6 @@ export class AsgiHandler implements Handler {
       this.connections,
       log,
     )
-    this.started = this.pool.start()
-    this.started.catch(() => {})
-  }
-
-  /** Resolves once the workers are listening (lifespan startup done); rejects with GH_ERR_WORKER_START. */
-  ready(): Promise<void> {
-    return this.started
-  }
-
-  /** SIGUSR2 / reload: a new generation of workers, the old one drained. */
-  reloadWorkers(): Promise<void> {
-    return this.pool.reload()
   }
 
   /** The scope of this request, but for `state` (the worker adds it) and `subprotocols`. */
@@ -164,53 +107,30 @@ export class AsgiHandler implements Handler {
     }
   }
 
-  async handle(ctx: RequestContext): Promise<void> {
-    const { req, res } = ctx
-    const tags = { method: ctx.method, uri: req.url }
-    const admitted = await admitRequest(ctx, this.pool, this.started, this.log)
-    if (admitted === null) return
-    const { lease, hasBody } = admitted
-    let failed = false
-    try {
-      const connection = await this.connections.get(lease)
+  handle(ctx: RequestContext): Promise<void> {
+    return this.serve(ctx, ({ hasBody }) => {
       const scope = this.scope(ctx, 'http')
-      const outcome = await connection.exchange({
-        environ: [],
-        start: (id, more, responseWindow, requestWindow) =>
+      return exchangeInput(
+        ctx,
+        hasBody,
+        [],
+        (id, more, responseWindow, requestWindow) =>
           encodeAsgiRequest(id, scope, more, responseWindow, requestWindow),
-        body: hasBody ? req : null,
-        maxBodyBytes: ctx.maxBodyBytes,
-        expectContinue:
-          expectsContinue(req) && (res as { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] === true,
-        res,
-        head: ctx.method === 'HEAD',
-        timeoutMs: this.options.timeout,
-      })
-      if (outcome.kind === 'app-error') {
-        this.log.error({ ...tags, worker: lease.pid, code: 'GH_ERR_ASGI_APP' }, outcome.message.trimEnd())
-        if (!res.headersSent) sendError(res, 'GH_ERR_ASGI_APP')
-        else res.destroy()
-      } else if (outcome.kind === 'timeout') {
-        this.log.error(
-          { ...tags, worker: lease.pid, code: 'GH_ERR_ASGI_TIMEOUT' },
-          `ASGI request ran past ${this.options.timeout} ms (timeout); cancelled (the worker logged its stack)`,
-        )
-        if (!res.headersSent) sendError(res, 'GH_ERR_ASGI_TIMEOUT', { close: true })
-        else res.destroy()
-      }
-    } catch (err) {
-      // The pool ended the lease (stuck loop: 504, worker died: 502): its reason names why.
-      const why = lease.aborted ? lease.abortReason : err
-      const code = why instanceof GatehouseError ? why.code : 'GH_ERR_WORKER_PROTOCOL'
-      if (code !== 'GH_ERR_BODY_TOO_LARGE') {
-        failed = true
-        this.log.error({ ...tags, worker: lease.pid, code, err: why }, 'ASGI request failed')
-      }
-      if (!res.headersSent) sendError(res, code, code === 'GH_ERR_BODY_TOO_LARGE' ? { close: true } : {})
-      else res.destroy()
-    } finally {
-      lease.release({ failed })
-    }
+        this.options.timeout,
+      )
+    })
+  }
+
+  /** Past `timeout` the worker cancelled the request (and logged its stack): 504. */
+  protected override settled(ctx: RequestContext, lease: WorkerLease, outcome: ExchangeOutcome): void {
+    if (outcome.kind !== 'timeout') return
+    const { req, res } = ctx
+    this.log.error(
+      { method: ctx.method, uri: req.url, worker: lease.pid, code: 'GH_ERR_ASGI_TIMEOUT' },
+      `ASGI request ran past ${this.options.timeout} ms (timeout); cancelled (the worker logged its stack)`,
+    )
+    if (!res.headersSent) sendError(res, 'GH_ERR_ASGI_TIMEOUT', { close: true })
+    else res.destroy()
   }
 
   /** An upgrade request routed here: WebSocket, or plain HTTP for any other protocol. */
@@ -222,10 +142,8 @@ export class AsgiHandler implements Handler {
     await this.websockets.upgrade(ctx.req, ctx.res, socket, head, this.scope(ctx, 'websocket'), this.started)
   }
 
-  async close(): Promise<void> {
-    await this.pool.close(this.options.graceful_timeout)
+  protected override closeSessions(): void {
     this.websockets.close()
-    this.connections.closeAll()
   }
 }
 

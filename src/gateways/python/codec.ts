@@ -170,7 +170,8 @@ export type MarshalValue =
   | { readonly [key: string]: MarshalValue }
 
 const FLAG_REF = 0x80
-const T = {
+/** marshal's type codes (CPython's Python/marshal.c), for encoders of hot frames elsewhere too. */
+export const MarshalType = {
   NULL: 0x30, // '0'
   NONE: 0x4e, // 'N'
   FALSE: 0x46, // 'F'
@@ -190,6 +191,7 @@ const T = {
   DICT: 0x7b, // '{'
   REF: 0x72, // 'r'
 } as const
+const T = MarshalType
 
 function protocolError(detail: string): GatehouseError {
   return new GatehouseError('GH_ERR_WORKER_PROTOCOL', detail)
@@ -218,10 +220,46 @@ export class Writer {
     this.buf[this.pos++] = b
   }
 
-  u32(n: number): void {
-    this.ensure(4)
+  /** A type code and a u32 length or count, with room made for `room` bytes after them. */
+  head32(type: number, n: number, room: number): void {
+    this.ensure(5 + room)
+    this.buf[this.pos++] = type
     this.buf.writeUInt32LE(n, this.pos)
     this.pos += 4
+  }
+
+  /** A type code and a one-byte length or count, with room made for `room` bytes after them. */
+  head8(type: number, n: number, room: number): void {
+    this.ensure(2 + room)
+    this.buf[this.pos++] = type
+    this.buf[this.pos++] = n
+  }
+
+  /** A tuple's head (its items follow): the short form below 256 items. */
+  tuple(n: number): void {
+    if (n < 256) this.head8(T.SMALL_TUPLE, n, 0)
+    else this.head32(T.TUPLE, n, 0)
+  }
+
+  /** A frame's tuple head, its type and its id: `fields` counts them too. */
+  frameHead(fields: number, type: number, id: number): void {
+    this.head8(T.SMALL_TUPLE, fields, 0)
+    this.int(type)
+    this.int(id)
+  }
+
+  /** Bytes already encoded elsewhere (a cached piece of marshal data), as they are. */
+  raw(b: Buffer): void {
+    this.ensure(b.length)
+    b.copy(this.buf, this.pos)
+    this.pos += b.length
+  }
+
+  /** Python bytes with one byte per char of `s` (latin-1). */
+  latin1Bytes(s: string): void {
+    const n = s.length
+    this.head32(T.BYTES, n, n)
+    this.pos += this.buf.write(s, this.pos, n, 'latin1')
   }
 
   value(v: MarshalValue): void {
@@ -231,21 +269,11 @@ export class Writer {
     else if (typeof v === 'number') this.int(v)
     else if (typeof v === 'string') this.str(v)
     else if (Buffer.isBuffer(v)) {
-      this.ensure(5 + v.length)
-      this.buf[this.pos++] = T.BYTES
-      this.buf.writeUInt32LE(v.length, this.pos)
-      v.copy(this.buf, this.pos + 4)
-      this.pos += 4 + v.length
+      this.head32(T.BYTES, v.length, v.length)
+      this.pos += v.copy(this.buf, this.pos)
     } else if (Array.isArray(v)) {
       const items = v as readonly MarshalValue[]
-      if (items.length < 256) {
-        this.ensure(2)
-        this.buf[this.pos++] = T.SMALL_TUPLE
-        this.buf[this.pos++] = items.length
-      } else {
-        this.byte(T.TUPLE)
-        this.u32(items.length)
-      }
+      this.tuple(items.length)
       for (const item of items) this.value(item)
     } else {
       this.byte(T.DICT)
@@ -284,22 +312,11 @@ export class Writer {
     const bytes = Buffer.byteLength(s, 'utf8')
     if (bytes === s.length) {
       // ASCII: the forms Python decodes fastest.
-      if (bytes < 256) {
-        this.ensure(2 + bytes)
-        this.buf[this.pos++] = T.SHORT_ASCII
-        this.buf[this.pos++] = bytes
-      } else {
-        this.ensure(5 + bytes)
-        this.buf[this.pos++] = T.ASCII
-        this.buf.writeUInt32LE(bytes, this.pos)
-        this.pos += 4
-      }
+      if (bytes < 256) this.head8(T.SHORT_ASCII, bytes, bytes)
+      else this.head32(T.ASCII, bytes, bytes)
       this.pos += this.buf.write(s, this.pos, bytes, 'latin1')
     } else {
-      this.ensure(5 + bytes)
-      this.buf[this.pos++] = T.UNICODE
-      this.buf.writeUInt32LE(bytes, this.pos)
-      this.pos += 4
+      this.head32(T.UNICODE, bytes, bytes)
       this.pos += this.buf.write(s, this.pos, bytes, 'utf8')
     }
   }
@@ -328,11 +345,36 @@ class Reader {
     if (this.pos + n > this.buf.length) throw protocolError('marshal data ends inside a value')
   }
 
+  u8(): number {
+    this.need(1)
+    return this.buf[this.pos++]!
+  }
+
   u32(): number {
     this.need(4)
     const n = this.buf.readUInt32LE(this.pos)
     this.pos += 4
     return n
+  }
+
+  i32(): number {
+    this.need(4)
+    const n = this.buf.readInt32LE(this.pos)
+    this.pos += 4
+    return n
+  }
+
+  /** The next `n` bytes: where they start (checked to be there, then passed). */
+  take(n: number): number {
+    this.need(n)
+    const start = this.pos
+    this.pos += n
+    return start
+  }
+
+  text(n: number, encoding: 'utf8' | 'latin1'): string {
+    const start = this.take(n)
+    return this.buf.toString(encoding, start, start + n)
   }
 
   value(depth = 0): MarshalValue {
@@ -359,63 +401,36 @@ class Reader {
         return true
       case T.FALSE:
         return false
-      case T.INT: {
-        this.need(4)
-        const n = this.buf.readInt32LE(this.pos)
-        this.pos += 4
-        return n
-      }
+      case T.INT:
+        return this.i32()
       case T.LONG: {
-        this.need(4)
-        const digits = this.buf.readInt32LE(this.pos)
-        this.pos += 4
+        const digits = this.i32()
         const count = Math.abs(digits)
         if (count > 4) throw protocolError('integer too large')
-        this.need(count * 2)
+        const start = this.take(count * 2)
         let n = 0
-        for (let i = count - 1; i >= 0; i--) n = n * 32768 + this.buf.readUInt16LE(this.pos + i * 2)
-        this.pos += count * 2
+        for (let i = count - 1; i >= 0; i--) n = n * 32768 + this.buf.readUInt16LE(start + i * 2)
         if (!Number.isSafeInteger(n)) throw protocolError('integer too large')
         return digits < 0 ? -n : n
       }
       case T.BYTES: {
         const n = this.u32()
-        this.need(n)
-        const out = this.buf.subarray(this.pos, this.pos + n)
-        this.pos += n
-        return out
+        const start = this.take(n)
+        return this.buf.subarray(start, start + n)
       }
       case T.UNICODE:
-      case T.INTERNED: {
-        const n = this.u32()
-        this.need(n)
-        const s = this.buf.toString('utf8', this.pos, this.pos + n)
-        this.pos += n
-        return s
-      }
+      case T.INTERNED:
+        return this.text(this.u32(), 'utf8')
       case T.ASCII:
       case T.ASCII_INTERNED:
+        return this.text(this.u32(), 'latin1')
       case T.SHORT_ASCII:
-      case T.SHORT_ASCII_INTERNED: {
-        let n: number
-        if (type === T.ASCII || type === T.ASCII_INTERNED) n = this.u32()
-        else {
-          this.need(1)
-          n = this.buf[this.pos++]!
-        }
-        this.need(n)
-        const s = this.buf.toString('latin1', this.pos, this.pos + n)
-        this.pos += n
-        return s
-      }
+      case T.SHORT_ASCII_INTERNED:
+        return this.text(this.u8(), 'latin1')
       case T.TUPLE:
       case T.SMALL_TUPLE:
       case T.LIST: {
-        let n: number
-        if (type === T.SMALL_TUPLE) {
-          this.need(1)
-          n = this.buf[this.pos++]!
-        } else n = this.u32()
+        const n = type === T.SMALL_TUPLE ? this.u8() : this.u32()
         // Every item takes at least one byte: a count beyond what is left is a lie.
         if (n > this.buf.length - this.pos) throw protocolError('tuple longer than its frame')
         const items: MarshalValue[] = new Array<MarshalValue>(n)
@@ -544,11 +559,7 @@ export function encodeHttpRequest(
   responseWindow: number,
 ): Buffer {
   const w = new Writer(1024 + body.length)
-  w.ensure(2)
-  w.buf[w.pos++] = T.SMALL_TUPLE
-  w.buf[w.pos++] = 6
-  w.int(FrameType.HTTP_REQUEST)
-  w.int(id)
+  w.frameHead(6, FrameType.HTTP_REQUEST, id)
   w.byte(T.DICT)
   for (const [key, value] of environ) {
     w.str(key)

@@ -123,7 +123,7 @@ export class WorkerConnection {
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('error', () => {})
     socket.on('close', () =>
-      this.fail(new GatehouseError('GH_ERR_WORKER_GONE', `worker ${hello.pid} closed the connection`)),
+      this.fail(new GatehouseError('GH_ERR_WORKER_DIED', `worker ${hello.pid} closed the connection`)),
     )
     if (pending.length > 0) this.onData(pending)
   }
@@ -245,7 +245,7 @@ export class WorkerConnection {
   }
 
   /**
-   * Run one request. Resolves with how it ended; rejects with GH_ERR_WORKER_GONE or
+   * Run one request. Resolves with how it ended; rejects with GH_ERR_WORKER_DIED or
    * GH_ERR_WORKER_PROTOCOL when the worker fails (the response may be half sent: the
    * caller checks res.headersSent).
    */

@@ -1,6 +1,7 @@
 /*
- * What the wsgi and asgi actions share: the workers' environment, one bridge connection
- * per worker, and which proxies' X-Forwarded-For / X-Forwarded-Proto are believed.
+ * What the wsgi and asgi actions share: their config keys, their pool of workers (command
+ * line, environment, settings), one bridge connection per worker, which proxies'
+ * X-Forwarded-For / X-Forwarded-Proto are believed, and the course of one HTTP request.
  */
 import type { IncomingMessage } from 'node:http'
 import { type BlockList, isIP } from 'node:net'
@@ -11,11 +12,14 @@ import type { Logger } from 'pino'
 import { GatehouseError } from '../../core/errors.js'
 import { ClientCancel } from '../../core/cancel.js'
 import { sendError } from '../../core/respond.js'
-import type { WorkerLease, WorkerPool } from '../../process/supervisor.js'
+import type { WorkerLease } from '../../process/lease.js'
+import { WorkerPool } from '../../process/pool.js'
+import { poolSettings } from '../../process/settings.js'
 import type { RequestContext, SchemaEnv } from '../../core/types.js'
-import { parseAllowList } from '../uwsgi/server.js'
+import { parseAllowList } from '../../core/allow-list.js'
 import { defaultPython, PYTHON_PACKAGE_DIR } from './locate.js'
-import { WorkerConnection } from './connection.js'
+import { type ExchangeInput, type ExchangeOutcome, expectsContinue, WorkerConnection } from './connection.js'
+import { CONTINUE_DEFERRED } from '../../http/connection.js'
 
 /** MODULE:NAME, MODULE:obj.attr, or the factory form MODULE:create_app(...). */
 export const APP_SPEC = z
@@ -221,5 +225,189 @@ export function pythonAppShape(env: SchemaEnv) {
     start_timeout: duration.prefault(30),
     /** How long a stopping worker gets to finish its requests (ASGI: and lifespan shutdown) before SIGKILL. */
     graceful_timeout: duration.prefault(30),
+  }
+}
+
+/** The keys of pythonAppShape, parsed. */
+export type PythonAppOptions = z.output<z.ZodObject<ReturnType<typeof pythonAppShape>>>
+
+/** What a wsgi pool and an asgi pool differ in. */
+export interface PythonPoolSpec {
+  /** The worker's mode: `--wsgi APP` or `--asgi APP`. */
+  interface: 'wsgi' | 'asgi'
+  /** Worker arguments after the app (`--threads N`). */
+  args: readonly string[]
+  /** Requests one worker is leased for at once. */
+  capacity: number
+  /** ms, 0 = off: the pool kills a worker whose request runs this long. */
+  request_terminate_timeout: number
+}
+
+/**
+ * The pool of a Python app route: `python -m gatehouse_worker` in `chdir`, with the
+ * workers' environment, `workers` of them always (pm static), the route's limits as the
+ * pool's keys, SIGTERM to stop one and SIGUSR1 to make a stuck one print its stacks.
+ */
+export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec, log: Logger): WorkerPool {
+  return new WorkerPool(
+    {
+      command: options.python,
+      args: [
+        '-m',
+        'gatehouse_worker',
+        '--socket',
+        '{socket}',
+        `--${spec.interface}`,
+        options.app,
+        ...spec.args,
+        '--chdir',
+        options.chdir,
+      ],
+      env: workerEnvironment(options.env),
+      cwd: options.chdir,
+    },
+    poolSettings(
+      spec.interface,
+      {
+        name: undefined,
+        pm: 'static',
+        max_children: options.workers,
+        start_servers: options.workers,
+        min_spare_servers: 1,
+        max_spare_servers: options.workers,
+        max_spawn_rate: 32,
+        process_idle_timeout: 10_000,
+        max_requests: options.max_requests,
+        max_requests_jitter: options.max_requests_jitter,
+        request_terminate_timeout: spec.request_terminate_timeout,
+        request_slowlog_timeout: options.slowlog_timeout,
+        max_rss: options.max_rss,
+        queue: options.max_queue,
+        queue_timeout: options.queue_timeout,
+        ready_timeout: options.start_timeout,
+        process_control_timeout: options.graceful_timeout,
+      },
+      { capacity: spec.capacity, stop_signal: 'SIGTERM', dump_signal: 'SIGUSR1' },
+    ),
+    log,
+  )
+}
+
+const INTERFACE_NAMES = {
+  wsgi: { name: 'WSGI', appError: 'GH_ERR_WSGI_APP' },
+  asgi: { name: 'ASGI', appError: 'GH_ERR_ASGI_APP' },
+} as const
+
+/**
+ * A wsgi or asgi handler but for what its interface adds: its pool (started at once), one
+ * bridge connection per worker, the proxies it believes, reload, close, and the course of
+ * one HTTP request (serve).
+ */
+export abstract class PythonAppHandler {
+  readonly pool: WorkerPool
+  readonly deferContinue = true
+  protected readonly started: Promise<void>
+  protected readonly forwarded: ForwardedResolver
+  /** One bridge connection per worker, opened on its first request. */
+  protected readonly connections = new BridgeConnections()
+  private readonly names: (typeof INTERFACE_NAMES)[PythonPoolSpec['interface']]
+
+  constructor(
+    private readonly app: PythonAppOptions,
+    spec: PythonPoolSpec,
+    readonly log: Logger,
+  ) {
+    this.names = INTERFACE_NAMES[spec.interface]
+    this.pool = pythonWorkerPool(app, spec, log)
+    this.forwarded = new ForwardedResolver(app.forwarded_allow_ips)
+    this.started = this.pool.start()
+    this.started.catch(() => {})
+  }
+
+  /** Resolves once the workers are listening (ASGI: lifespan startup done); rejects with GH_ERR_WORKER_START. */
+  ready(): Promise<void> {
+    return this.started
+  }
+
+  /** SIGUSR2 / reload: a new generation of workers, the old one drained. */
+  reloadWorkers(): Promise<void> {
+    return this.pool.reload()
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close(this.app.graceful_timeout)
+    this.closeSessions()
+    this.connections.closeAll()
+  }
+
+  /** After the pool closed, before the bridge connections do: what else the handler holds (ASGI: WebSockets). */
+  protected closeSessions(): void {}
+
+  /**
+   * One HTTP request: a worker leased (admitRequest), the exchange `input` describes run on
+   * that worker's bridge connection, the outcome answered. When the pool ended the lease
+   * (504 past request_terminate_timeout, 502 when the worker died) or the connection failed,
+   * the answer is that error's status and the worker is recycled.
+   */
+  protected async serve(
+    ctx: RequestContext,
+    input: (admitted: AdmittedRequest) => ExchangeInput,
+  ): Promise<void> {
+    const { req, res } = ctx
+    const tags = { method: ctx.method, uri: req.url }
+    const admitted = await admitRequest(ctx, this.pool, this.started, this.log)
+    if (admitted === null) return
+    const { lease } = admitted
+    let failed = false
+    try {
+      const connection = await this.connections.get(lease)
+      const outcome = await connection.exchange(input(admitted))
+      if (outcome.kind === 'app-error') {
+        const code = this.names.appError
+        this.log.error({ ...tags, worker: lease.pid, code }, outcome.message.trimEnd())
+        if (!res.headersSent) sendError(res, code)
+        else res.destroy()
+      } else this.settled(ctx, lease, outcome)
+    } catch (err) {
+      // The pool ended the lease (timeout: 504, worker died: 502): its reason names why.
+      const why = lease.aborted ? lease.abortReason : err
+      const code = why instanceof GatehouseError ? why.code : 'GH_ERR_WORKER_PROTOCOL'
+      if (code !== 'GH_ERR_BODY_TOO_LARGE') {
+        failed = true
+        this.log.error({ ...tags, worker: lease.pid, code, err: why }, `${this.names.name} request failed`)
+      }
+      if (!res.headersSent) sendError(res, code, code === 'GH_ERR_BODY_TOO_LARGE' ? { close: true } : {})
+      else res.destroy()
+    } finally {
+      lease.release({ failed })
+    }
+  }
+
+  /** An outcome other than the app's failure (ASGI answers its timeout here). */
+  protected settled(_ctx: RequestContext, _lease: WorkerLease, _outcome: ExchangeOutcome): void {}
+}
+
+/**
+ * An exchange of one HTTP request: `environ` (WSGI) or `start` (ASGI's scope) first, then
+ * the request body if it has one, under 100-continue when the client asked for it.
+ */
+export function exchangeInput(
+  ctx: RequestContext,
+  hasBody: boolean,
+  environ: Iterable<readonly [string, string]>,
+  start?: ExchangeInput['start'],
+  timeoutMs?: number,
+): ExchangeInput {
+  const { req, res } = ctx
+  return {
+    environ,
+    start,
+    body: hasBody ? req : null,
+    maxBodyBytes: ctx.maxBodyBytes,
+    expectContinue:
+      expectsContinue(req) && (res as { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] === true,
+    res,
+    head: ctx.method === 'HEAD',
+    timeoutMs,
   }
 }

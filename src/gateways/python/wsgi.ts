@@ -6,22 +6,11 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
-import { GatehouseError } from '../../core/errors.js'
-import { poolSettings, WorkerPool } from '../../process/supervisor.js'
-import {
-  admitRequest,
-  BridgeConnections,
-  ForwardedResolver,
-  pythonAppShape,
-  workerEnvironment,
-} from './pool.js'
-import { expectsContinue } from './connection.js'
-import { CONTINUE_DEFERRED } from '../../http/connection.js'
+import { exchangeInput, PythonAppHandler, pythonAppShape } from './pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { requestMeta } from '../../cgi-vars/script.js'
-import { routePrefix } from '../fastcgi/action.js'
+import { routePrefix } from '../../core/types.js'
 import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
-import { sendError } from '../../core/respond.js'
 
 export function wsgiSchema(env: SchemaEnv) {
   return strictObject({
@@ -46,76 +35,22 @@ function nativePath(path: string): string {
   return NON_ASCII.test(path) ? Buffer.from(path, 'utf8').toString('latin1') : path
 }
 
-export class WsgiHandler implements Handler {
-  readonly pool: WorkerPool
-  readonly deferContinue = true
-  private readonly started: Promise<void>
-  private readonly forwarded: ForwardedResolver
-  /** One bridge connection per worker, opened on its first request. */
-  private readonly connections = new BridgeConnections()
-
+export class WsgiHandler extends PythonAppHandler implements Handler {
   constructor(
     private readonly options: WsgiOptions,
-    private readonly log: Logger,
+    log: Logger,
   ) {
-    const env = workerEnvironment(options.env)
-    this.pool = new WorkerPool(
+    super(
+      options,
       {
-        command: options.python,
-        args: [
-          '-m',
-          'gatehouse_worker',
-          '--socket',
-          '{socket}',
-          '--wsgi',
-          options.app,
-          '--threads',
-          String(options.threads),
-          '--chdir',
-          options.chdir,
-        ],
-        env,
-        cwd: options.chdir,
-      },
-      poolSettings(
-        'wsgi',
-        {
-          name: undefined,
-          pm: 'static',
-          max_children: options.workers,
-          start_servers: options.workers,
-          min_spare_servers: 1,
-          max_spare_servers: options.workers,
-          max_spawn_rate: 32,
-          process_idle_timeout: 10_000,
-          max_requests: options.max_requests,
-          max_requests_jitter: options.max_requests_jitter,
-          request_terminate_timeout: options.timeout,
-          request_slowlog_timeout: options.slowlog_timeout,
-          max_rss: options.max_rss,
-          queue: options.max_queue,
-          queue_timeout: options.queue_timeout,
-          ready_timeout: options.start_timeout,
-          process_control_timeout: options.graceful_timeout,
-        },
+        interface: 'wsgi',
+        args: ['--threads', String(options.threads)],
         // Threads, plus requests pipelined onto a worker whose threads are all busy.
-        { capacity: options.threads + options.pipeline, stop_signal: 'SIGTERM', dump_signal: 'SIGUSR1' },
-      ),
+        capacity: options.threads + options.pipeline,
+        request_terminate_timeout: options.timeout,
+      },
       log,
     )
-    this.forwarded = new ForwardedResolver(options.forwarded_allow_ips)
-    this.started = this.pool.start()
-    this.started.catch(() => {})
-  }
-
-  /** Resolves once the workers are listening; rejects with GH_ERR_WORKER_START. */
-  ready(): Promise<void> {
-    return this.started
-  }
-
-  /** SIGUSR2 / reload: a new generation of workers, the old one drained. */
-  reloadWorkers(): Promise<void> {
-    return this.pool.reload()
   }
 
   environ(ctx: RequestContext, contentLength: number | undefined): Record<string, string> {
@@ -139,47 +74,10 @@ export class WsgiHandler implements Handler {
     return meta
   }
 
-  async handle(ctx: RequestContext): Promise<void> {
-    const { req, res } = ctx
-    const tags = { method: ctx.method, uri: req.url }
-    const admitted = await admitRequest(ctx, this.pool, this.started, this.log)
-    if (admitted === null) return
-    const { lease, contentLength, hasBody } = admitted
-    let failed = false
-    try {
-      const connection = await this.connections.get(lease)
-      const outcome = await connection.exchange({
-        environ: Object.entries(this.environ(ctx, contentLength)),
-        body: hasBody ? req : null,
-        maxBodyBytes: ctx.maxBodyBytes,
-        expectContinue:
-          expectsContinue(req) && (res as { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] === true,
-        res,
-        head: ctx.method === 'HEAD',
-      })
-      if (outcome.kind === 'app-error') {
-        this.log.error({ ...tags, worker: lease.pid, code: 'GH_ERR_WSGI_APP' }, outcome.message.trimEnd())
-        if (!res.headersSent) sendError(res, 'GH_ERR_WSGI_APP')
-        else res.destroy()
-      }
-    } catch (err) {
-      // The pool ended the lease (timeout: 504, worker died: 502): its reason names why.
-      const why = lease.aborted ? lease.abortReason : err
-      const code = why instanceof GatehouseError ? why.code : 'GH_ERR_WORKER_PROTOCOL'
-      if (code !== 'GH_ERR_BODY_TOO_LARGE') {
-        failed = true
-        this.log.error({ ...tags, worker: lease.pid, code, err: why }, 'WSGI request failed')
-      }
-      if (!res.headersSent) sendError(res, code, code === 'GH_ERR_BODY_TOO_LARGE' ? { close: true } : {})
-      else res.destroy()
-    } finally {
-      lease.release({ failed })
-    }
-  }
-
-  async close(): Promise<void> {
-    await this.pool.close(this.options.graceful_timeout)
-    this.connections.closeAll()
+  handle(ctx: RequestContext): Promise<void> {
+    return this.serve(ctx, ({ contentLength, hasBody }) =>
+      exchangeInput(ctx, hasBody, Object.entries(this.environ(ctx, contentLength))),
+    )
   }
 }
 

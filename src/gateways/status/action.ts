@@ -10,7 +10,7 @@ import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { sendStatus } from '../../core/respond.js'
 import { clfTime } from '../../core/logging.js'
-import { livePools, type PoolStatus, type WorkerStatus } from '../../process/supervisor.js'
+import { livePools, type PoolStatus, type WorkerStatus } from '../../process/pool.js'
 import type { ActionDefinition, Handler, RequestContext } from '../../core/types.js'
 
 export function statusSchema() {

@@ -21,14 +21,15 @@ import { cancelOnClientClose } from '../../core/cancel.js'
 import { relayResponse } from '../../core/response-relay.js'
 import { refuse } from '../../core/respond.js'
 import { HOP_BY_HOP } from '../../core/http-headers.js'
-import { resolveUwsgiAddress, type UwsgiAddress, uwsgiCall } from './client.js'
+import { type UwsgiAddress, uwsgiCall } from './client.js'
+import { resolveUpstreamAddress } from '../../core/address.js'
 
 const uwsgiSchema = (env: SchemaEnv) =>
   strictObject({
     /** `unix:/path` (relative paths resolve against the config file), `host:port`, `[v6]:port`. */
     pass: z.string().transform((value, ctx) => {
       try {
-        const addr = resolveUwsgiAddress(value, env.baseDir)
+        const addr = resolveUpstreamAddress(value, env.baseDir)
         return 'path' in addr ? { path: addr.path } : { host: addr.host, port: addr.port }
       } catch (err) {
         ctx.addIssue({ code: 'custom', message: (err as Error).message })
@@ -72,7 +73,7 @@ const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)/i
 export function createUwsgiHandler(options: UwsgiOptions): Handler {
   const address: UwsgiAddress = options.pass
   const params = Object.entries(options.params).map(([k, v]) => [k, Buffer.from(v, 'utf8')] as const)
-  const tags = { upstream: resolveUwsgiAddress(address).text }
+  const tags = { upstream: resolveUpstreamAddress(address).text }
 
   async function handle(ctx: RequestContext): Promise<void> {
     const { req, res } = ctx

@@ -9,36 +9,17 @@
  * own client (a slow upload, a slow reader): that is the HTTP front's business.
  */
 import { connect, type Socket } from 'node:net'
-import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { Readable } from 'node:stream'
 import { GatehouseError } from '../../core/errors.js'
 import type { CancelSignal } from '../../core/cancel.js'
 import { type BodyFraming, type HttpResponseEvent, HttpResponseParser } from './http-response.js'
 import { encodeUwsgiPacket, type UwsgiVarList, type UwsgiVarValue } from './codec.js'
 import { buildUwsgiVars } from './vars.js'
-import { parseListenAddress } from '../../core/address.js'
+import { type ResolvedUpstream, resolveUpstreamAddress, type UpstreamAddress } from '../../core/address.js'
 import { BadTargetError, parseTarget } from '../../http/request-target.js'
 
 /** Where a uwsgi server listens: `unix:/path`, `host:port`, `[v6]:port`, or the parsed form. */
-export type UwsgiAddress = string | { path: string } | { host: string; port: number }
-
-type ResolvedAddress = { path: string; text: string } | { host: string; port: number; text: string }
-
-/** Parse an upstream address; a relative `unix:./x.sock` resolves against `baseDir`. */
-export function resolveUwsgiAddress(address: UwsgiAddress, baseDir = process.cwd()): ResolvedAddress {
-  if (typeof address !== 'string') {
-    return 'path' in address
-      ? { path: address.path, text: `unix:${address.path}` }
-      : { host: address.host, port: address.port, text: `${address.host}:${address.port}` }
-  }
-  const spec = parseListenAddress(address)
-  if (spec.kind === 'unix') {
-    const path = isAbsolute(spec.path) ? spec.path : resolvePath(baseDir, spec.path)
-    return { path, text: `unix:${path}` }
-  }
-  if (spec.port === 0) throw new Error(`an upstream needs a port: ${JSON.stringify(address)}`)
-  return { host: spec.host, port: spec.port, text: spec.text }
-}
+export type UwsgiAddress = UpstreamAddress
 
 export interface UwsgiCallOptions {
   /** The vars block (see buildUwsgiVars). CONTENT_LENGTH must give the body's length. */
@@ -118,7 +99,7 @@ const CONNECT_ERRORS = new Set([
 export function uwsgiCall(address: UwsgiAddress, options: UwsgiCallOptions): Promise<UwsgiResponse> {
   return new Promise((resolve, reject) => {
     try {
-      new UwsgiCall(resolveUwsgiAddress(address), options, resolve, reject)
+      new UwsgiCall(resolveUpstreamAddress(address), options, resolve, reject)
     } catch (err) {
       reject(err)
     }
@@ -146,7 +127,7 @@ class UwsgiCall {
   private source: Readable | null = null
 
   constructor(
-    private readonly address: ResolvedAddress,
+    private readonly address: ResolvedUpstream,
     private readonly options: UwsgiCallOptions,
     private readonly resolve: (r: UwsgiResponse) => void,
     private readonly reject: (err: unknown) => void,

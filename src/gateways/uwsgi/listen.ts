@@ -1,32 +1,42 @@
 /**
- * Gatehouse's uwsgi listeners (`uwsgi_listen`, docs/uwsgi.md): a GatewayListeners of uwsgi
- * servers, so `uwsgi_pass` from nginx reaches every route.
+ * Gatehouse's uwsgi listeners (`uwsgi_listen`, docs/uwsgi.md): uwsgi servers in front of
+ * every route, so that `uwsgi_pass` from nginx reaches them all.
  */
-import type { Logger } from 'pino'
-import { GatewayListeners } from '../../inbound/listeners.js'
-import { createUwsgiServer, type RequestListener, type UwsgiServer } from './server.js'
+import { allowList, listenAddresses } from '../../core/schema/listen.js'
+import { size } from '../../core/schema/units.js'
+import type { ListenerDefinition } from '../../core/types.js'
+import { UWSGI_MAX_VARS_BYTES } from './codec.js'
+import { createUwsgiServer, DEFAULT_UWSGI_ALLOW, type UwsgiServer } from './server.js'
 
-export type { BoundAddress } from '../../core/bind.js'
+/** Top-level keys for the uwsgi listeners (docs/uwsgi.md), spread into the config schema. */
+function uwsgiListenerShape() {
+  return {
+    uwsgi_listen: listenAddresses(),
+    uwsgi_allow: allowList(DEFAULT_UWSGI_ALLOW),
+    uwsgi_max_vars_bytes: size
+      .prefault(UWSGI_MAX_VARS_BYTES)
+      .refine(
+        (n) => n >= 4 && n <= UWSGI_MAX_VARS_BYTES,
+        `must be between 4 and ${UWSGI_MAX_VARS_BYTES} bytes`,
+      ),
+  }
+}
 
-export function uwsgiListeners(handler: RequestListener, log: Logger): GatewayListeners<UwsgiServer> {
-  return new GatewayListeners<UwsgiServer>(
-    {
-      name: 'uwsgi',
-      key: 'uwsgi_listen',
-      addresses: (config) => config.uwsgi_listen,
-      create: (config) =>
-        createUwsgiServer(handler, {
-          allow: config.uwsgi_allow,
-          maxVarsBytes: config.uwsgi_max_vars_bytes,
-          headerTimeout: config.limits.header_timeout,
-          log,
-        }),
-      apply(server, config) {
-        server.setAllow(config.uwsgi_allow)
-        server.maxVarsBytes = config.uwsgi_max_vars_bytes
-        server.headerTimeout = config.limits.header_timeout
-      },
-    },
-    log,
-  )
+export const uwsgiListener: ListenerDefinition<ReturnType<typeof uwsgiListenerShape>, UwsgiServer> = {
+  label: 'uwsgi',
+  key: 'uwsgi_listen',
+  shape: uwsgiListenerShape,
+  addresses: (config) => config.uwsgi_listen,
+  create: (handler, config, log) =>
+    createUwsgiServer(handler, {
+      allow: config.uwsgi_allow,
+      maxVarsBytes: config.uwsgi_max_vars_bytes,
+      headerTimeout: config.limits.header_timeout,
+      log,
+    }),
+  apply(server, config) {
+    server.setAllow(config.uwsgi_allow)
+    server.maxVarsBytes = config.uwsgi_max_vars_bytes
+    server.headerTimeout = config.limits.header_timeout
+  },
 }

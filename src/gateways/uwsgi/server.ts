@@ -9,7 +9,6 @@
  * accepted only from an allow-list (loopback by default, like gunicorn's
  * forwarded_allow_ips); Unix sockets are guarded by their file permissions.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type BlockList, Server, type Socket } from 'node:net'
 import pino, { type Logger } from 'pino'
 import { GatehouseError } from '../../core/errors.js'
@@ -19,11 +18,11 @@ import { requestFromUwsgiVars } from './vars.js'
 import { LOOPBACK, parseAllowList } from '../../core/allow-list.js'
 import { createGatewayExchange, type GatewayExchange } from '../../inbound/exchange.js'
 import { admitPeer, endAfterReply, refusal, requestConnection } from '../../inbound/peer.js'
+import type { RequestListener } from '../../core/types.js'
 
-export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void
+export type { RequestListener } from '../../core/types.js'
 
 export const DEFAULT_UWSGI_ALLOW: readonly string[] = LOOPBACK
-export { parseAllowList }
 
 export interface UwsgiServerOptions {
   /**

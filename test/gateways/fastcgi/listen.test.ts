@@ -15,7 +15,7 @@ import { Writable } from 'node:stream'
 import { describe, test } from 'node:test'
 import pino from 'pino'
 import { applyFlags } from '../../../src/cli/flags.js'
-import { validateConfig } from '../../../src/config/load.js'
+import { validateConfig } from '../../../src/config.js'
 import { GatehouseError } from '../../../src/core/errors.js'
 import {
   decodeEndRequest,

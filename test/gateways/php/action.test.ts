@@ -12,7 +12,7 @@ import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
-import type { GatehouseConfigInput } from '../../../src/config/schema.js'
+import type { GatehouseConfigInput } from '../../../src/config.js'
 import { createGatehouse, type Gatehouse } from '../../../src/gatehouse.js'
 import { php, splitPhpPath } from '../../../src/gateways/php/action.js'
 import { rawRequest } from '../../support/helpers.js'
@@ -42,6 +42,14 @@ const SCRIPTS: Record<string, string> = {
   'docs/index.html': '<h1>docs</h1>\n',
   'secret.PHP': '<?php $password = "hunter2";',
   'source.phps': '<?php $password = "hunter2";',
+  // Editor and tool leftovers of a script hold its source too.
+  'config.php~': '<?php $password = "hunter2";',
+  'config.php.bak': '<?php $password = "hunter2";',
+  'config.php.orig': '<?php $password = "hunter2";',
+  'config.php.save': '<?php $password = "hunter2";',
+  'config.php.swp': '<?php $password = "hunter2";',
+  'config.php.1': '<?php $password = "hunter2";',
+  '#config.php#': '<?php $password = "hunter2";',
   '.env': 'SECRET=1\n',
   'form.php': `<?php header('Content-Type: application/json'); echo json_encode(['post' => $_POST, 'get' => $_GET]);`,
   'input.php': `<?php $in = file_get_contents('php://input');
@@ -412,11 +420,19 @@ const frontControllerSuite = (backend: Backend) => () => {
     assert.match(jpg.text, /^<\?php echo "EXECUTED";/)
   })
 
-  test('PHP sources are never served as static files; hidden files and escapes are 404', async () => {
+  test('PHP sources and their backups (~, .bak, .orig, .save, .swp, #..#) are never served; hidden files and escapes are 404', async () => {
     for (const path of [
       '/secret.PHP',
       '/SECRET.PHP',
       '/source.phps',
+      '/config.php~',
+      '/config.php.bak',
+      '/CONFIG.PHP.BAK',
+      '/config.php.orig',
+      '/config.php.save',
+      '/config.php.swp',
+      '/config.php.1',
+      '/%23config.php%23',
       '/.env',
       '/escape.php',
       '/.env/index.php',

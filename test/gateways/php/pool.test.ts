@@ -10,11 +10,11 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
-import type { GatehouseConfigInput } from '../../../src/config/schema.js'
+import type { GatehouseConfigInput } from '../../../src/config.js'
 import { fastcgiRequest } from '../../../src/gateways/fastcgi/pool.js'
 import type { Gatehouse } from '../../../src/gatehouse.js'
 import type { PhpHandler } from '../../../src/gateways/php/action.js'
-import type { PoolConfigInput } from '../../../src/process/supervisor.js'
+import type { PoolConfigInput } from '../../../src/process/settings.js'
 import { startGatehouse, tempDir } from '../../support/helpers.js'
 import { phpFpmUnavailable, startPhpFpm } from '../../support/php-fpm.js'
 
@@ -380,7 +380,7 @@ describe('managed php-cgi pool', { skip: phpCgiUnavailable() }, () => {
   })
 
   test('pool keys are validated with their path; a status page with no such pool is 503', async (t) => {
-    const { validateConfig } = await import('../../../src/config/load.js')
+    const { validateConfig } = await import('../../../src/config.js')
     const dir = tempDir(t)
     assert.throws(
       () =>

@@ -4,7 +4,7 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { request } from 'undici'
-import type { GatehouseConfigInput } from '../../../src/config/schema.js'
+import type { GatehouseConfigInput } from '../../../src/config.js'
 import { rawRequest, startGatehouse, tempDir } from '../../support/helpers.js'
 
 type TestContext = Parameters<typeof tempDir>[0] & Parameters<typeof startGatehouse>[0]

@@ -7,7 +7,7 @@ import { text } from 'node:stream/consumers'
 import { describe, test } from 'node:test'
 import { request } from 'undici'
 import { applyFlags } from '../../../src/cli/flags.js'
-import { validateConfig } from '../../../src/config/load.js'
+import { validateConfig } from '../../../src/config.js'
 import { GatehouseError } from '../../../src/core/errors.js'
 import { uwsgiRequest } from '../../../src/gateways/uwsgi/client.js'
 import {

@@ -9,122 +9,17 @@
  * once). What goes over the socket is the caller's business: the pool only starts, watches,
  * dispatches to, recycles and stops processes. docs/process-manager.md is the user's view.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
-import { connect } from 'node:net'
-import { tmpdir } from 'node:os'
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import { z } from 'zod'
-import { strictObject } from '../core/schema/strict.js'
-import { duration, size } from '../core/schema/units.js'
-import type { CancelSignal } from '../core/cancel.js'
 import { GatehouseError } from '../core/errors.js'
+import { type CancelLike, Lease, type ReleaseOutcome, type RequestInfo, type WorkerLease } from './lease.js'
+import { readRss, rssOf } from './proc.js'
 import { signalGroup } from './process-group.js'
-
-/** How a worker is started: execve semantics, no shell, an explicit environment. */
-export interface WorkerCommand {
-  /** Executable path (absolute, or found on the PATH given in `env`). */
-  command: string
-  /** Arguments; `{socket}` anywhere in one is replaced with the worker's Unix socket path. */
-  args: string[]
-  /** The whole environment of the worker (nothing is inherited); `{socket}` is replaced too. */
-  env: Record<string, string>
-  cwd?: string
-}
-
-export type PoolMode = 'static' | 'dynamic' | 'ondemand'
-
-/** PHP-FPM's pool keys (pm.*, request_*), with its meanings; durations in ms, sizes in bytes. */
-export interface PoolSettings {
-  /** For logs and the status page (php-fpm's pool name, `[www]`). */
-  name: string
-  /** pm: static (max_children always), dynamic (spares within bounds), ondemand (spawn on demand). */
-  mode: PoolMode
-  /** pm.max_children: workers at most (per generation). */
-  max_children: number
-  /** pm.start_servers (dynamic): workers started at first. */
-  start_servers: number
-  /** pm.min_spare_servers (dynamic): fewer idle workers than this and more are spawned. */
-  min_spare_servers: number
-  /** pm.max_spare_servers (dynamic): more idle workers than this and the oldest idle is stopped. */
-  max_spare_servers: number
-  /** pm.max_spawn_rate (dynamic): most workers spawned in one maintenance round (the rate doubles up to it). */
-  max_spawn_rate: number
-  /** pm.process_idle_timeout (ondemand): an idle worker is stopped after this (ms). */
-  process_idle_timeout: number
-  /** Requests one worker takes at once: 1 for php-cgi, N threads for WSGI, many for ASGI. */
-  capacity: number
-  /** pm.max_requests: a worker is replaced after this many requests (0: never). */
-  max_requests: number
-  /** pm.max_requests_jitter: each worker's limit is max_requests + random(0..jitter). */
-  max_requests_jitter: number
-  /** ms, 0 = off: the worker is killed and the lease aborted with GH_ERR_WORKER_TIMEOUT (504). */
-  request_terminate_timeout: number
-  /** ms, 0 = off: a slow-request log line (pool, pid, method, URI, duration). */
-  request_slowlog_timeout: number
-  /** bytes, 0 = off: recycle the worker after a request when its RSS (/proc/PID/status) exceeds this. */
-  max_rss: number
-  /** Requests that may wait for a worker; one more gets GH_ERR_OVERLOADED (503, Retry-After). */
-  queue: number
-  /** How long a request may wait for a worker (ms; 0: no limit) before GH_ERR_OVERLOADED. */
-  queue_timeout: number
-  /** How long a new worker has to accept a connection on its socket (ms). */
-  ready_timeout: number
-  /** How long a stopping worker gets between stop_signal, SIGTERM and SIGKILL (ms). */
-  process_control_timeout: number
-  /** The graceful stop signal (php-fpm sends SIGQUIT; php-cgi stops cleanly on SIGTERM). */
-  stop_signal: NodeJS.Signals
-  /**
-   * Sent first when request_terminate_timeout fires (a Python worker prints the stuck
-   * traceback on it), then SIGKILL after a short grace. Without it: SIGKILL at once.
-   */
-  dump_signal?: NodeJS.Signals
-}
-
-/** What a lease is for: named in the slow log, the terminate log and the status page. */
-export interface RequestInfo {
-  method: string
-  uri: string
-  /** Request body length, for the status page's `content length` (0 when unknown). */
-  contentLength?: number
-  /** The script run, for the status page's `script` (php: SCRIPT_FILENAME). */
-  script?: string
-}
-
-/** An AbortSignal, or anything with the part of its surface a wait uses. */
-export type CancelLike = CancelSignal
-
-/** One request's hold on one worker. */
-export interface WorkerLease {
-  readonly pid: number
-  readonly workerId: number
-  /** The worker's Unix socket: connect to it to send the request. */
-  readonly socketPath: string
-  /**
-   * Aborted when the pool ends the request under the caller: reason GH_ERR_WORKER_TIMEOUT
-   * (504, request_terminate_timeout) or GH_ERR_WORKER_DIED (502, the worker exited).
-   */
-  readonly signal: AbortSignal
-  /** The pool ended the lease (the same as `signal.aborted`, without creating the signal). */
-  readonly aborted: boolean
-  /** Why (`signal.reason`), once aborted. */
-  readonly abortReason: unknown
-  /**
-   * Call `listener` once with the reason if the pool ends the lease; returns an unsubscribe.
-   * A cheaper `signal.addEventListener('abort', ...)` for per-request hot paths.
-   */
-  onAbort(listener: (reason: unknown) => void): () => void
-  /**
-   * Give the worker back (exactly once; later calls are ignored). `recycle`: stop this
-   * worker and start another; `failed`: the exchange broke in a way that leaves the worker
-   * suspect (it is recycled too).
-   */
-  release(outcome?: { recycle?: boolean; failed?: boolean }): void
-}
+import { WaitQueue } from './wait-queue.js'
+import type { PoolMode, PoolSettings } from './settings.js'
+import { makeRunDir } from './run-dir.js'
+import { escalate, probeSocket, spawnWorker, type WorkerCommand } from './spawn.js'
 
 /** One worker on the status page (`&full`). */
 export interface WorkerStatus {
@@ -176,88 +71,6 @@ export interface PoolStatus {
   workers: WorkerStatus[]
 }
 
-/** The config keys of a pool (PHP-FPM's names without `pm.`; `pm` is the mode). */
-export const poolSettingsShape = {
-  /** The pool's name on the status page and in logs (php-fpm's `[www]`). */
-  name: z
-    .string()
-    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, `_`, `.`, `-`')
-    .optional(),
-  pm: z.enum(['static', 'dynamic', 'ondemand']).default('dynamic'),
-  max_children: z.number().int().min(1).max(10_000).default(5),
-  /** Default as php-fpm's: min_spare + (max_spare - min_spare) / 2. */
-  start_servers: z.number().int().min(0).optional(),
-  min_spare_servers: z.number().int().min(1).default(1),
-  max_spare_servers: z.number().int().min(1).default(3),
-  max_spawn_rate: z.number().int().min(1).max(10_000).default(32),
-  process_idle_timeout: duration.prefault(10),
-  max_requests: z.number().int().min(0).default(0),
-  max_requests_jitter: z.number().int().min(0).default(0),
-  request_terminate_timeout: duration.prefault(0),
-  request_slowlog_timeout: duration.prefault(0),
-  max_rss: size.prefault(0),
-  queue: z.number().int().min(0).max(1_000_000).default(256),
-  queue_timeout: duration.prefault(10),
-  ready_timeout: duration.prefault(10),
-  process_control_timeout: duration.prefault(5),
-}
-
-/** The pool keys validated with php-fpm's rules (fpm_conf.c), every problem at once. */
-export function poolSettingsSchema() {
-  return strictObject(poolSettingsShape).superRefine((p, ctx) => {
-    const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message })
-    if (p.pm === 'dynamic') {
-      if (p.min_spare_servers > p.max_children) issue('min_spare_servers', 'must not exceed max_children')
-      if (p.max_spare_servers > p.max_children) issue('max_spare_servers', 'must not exceed max_children')
-      if (p.min_spare_servers > p.max_spare_servers)
-        issue('min_spare_servers', 'must not exceed max_spare_servers')
-      if (
-        p.start_servers !== undefined &&
-        p.start_servers !== 0 &&
-        (p.start_servers < p.min_spare_servers || p.start_servers > p.max_spare_servers)
-      )
-        issue('start_servers', 'must be between min_spare_servers and max_spare_servers')
-    }
-    if (p.pm === 'ondemand' && p.process_idle_timeout <= 0) issue('process_idle_timeout', 'must be above 0')
-  })
-}
-
-export type PoolConfig = z.output<ReturnType<typeof poolSettingsSchema>>
-export type PoolConfigInput = z.input<ReturnType<typeof poolSettingsSchema>>
-
-/** A validated config table -> PoolSettings. */
-export function poolSettings(
-  defaultName: string,
-  config: PoolConfig,
-  extra: Partial<Pick<PoolSettings, 'capacity' | 'stop_signal' | 'dump_signal'>> = {},
-): PoolSettings {
-  const start =
-    config.start_servers ||
-    config.min_spare_servers + Math.floor((config.max_spare_servers - config.min_spare_servers) / 2)
-  return {
-    name: config.name ?? defaultName,
-    mode: config.pm,
-    max_children: config.max_children,
-    start_servers: Math.min(start, config.max_children),
-    min_spare_servers: config.min_spare_servers,
-    max_spare_servers: config.max_spare_servers,
-    max_spawn_rate: config.max_spawn_rate,
-    process_idle_timeout: config.process_idle_timeout,
-    capacity: extra.capacity ?? 1,
-    max_requests: config.max_requests,
-    max_requests_jitter: config.max_requests_jitter,
-    request_terminate_timeout: config.request_terminate_timeout,
-    request_slowlog_timeout: config.request_slowlog_timeout,
-    max_rss: config.max_rss,
-    queue: config.queue,
-    queue_timeout: config.queue_timeout,
-    ready_timeout: config.ready_timeout,
-    process_control_timeout: config.process_control_timeout,
-    stop_signal: extra.stop_signal ?? 'SIGQUIT',
-    ...(extra.dump_signal ? { dump_signal: extra.dump_signal } : {}),
-  }
-}
-
 /** Consecutive unexpected worker exits (no request served in between) that make a crash loop. */
 const CRASH_LOOP_EXITS = 5
 /** A worker that lived this long before dying does not count towards a crash loop. */
@@ -289,7 +102,7 @@ interface Worker {
   /** Taken out of dispatch: recycled, drained (old generation), or being measured (max_rss). */
   retiring: boolean
   measuring: boolean
-  leases: Set<Lease>
+  leases: Set<Lease<Worker>>
   requests: number
   /** max_requests with this worker's jitter (Infinity: no limit). */
   limit: number
@@ -307,84 +120,6 @@ interface Worker {
   kill(signal: NodeJS.Signals): void
 }
 
-interface Waiter {
-  info: RequestInfo
-  resolve: (lease: WorkerLease) => void
-  reject: (err: unknown) => void
-  timer: NodeJS.Timeout | undefined
-  signal: CancelLike | undefined
-  onAbort: (() => void) | undefined
-}
-
-class Lease implements WorkerLease {
-  readonly start = performance.now()
-  released = false
-  aborted = false
-  abortReason: unknown = undefined
-  timers: NodeJS.Timeout[] = []
-  /** Created on first use of `signal`: most requests never need an EventTarget. */
-  private controller: AbortController | undefined
-  private listeners: ((reason: unknown) => void)[] = []
-
-  constructor(
-    private readonly pool: WorkerPool,
-    readonly worker: Worker,
-    readonly info: RequestInfo,
-  ) {}
-
-  get pid(): number {
-    return this.worker.pid
-  }
-
-  get workerId(): number {
-    return this.worker.id
-  }
-
-  get socketPath(): string {
-    return this.worker.socketPath
-  }
-
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController()
-      if (this.aborted) this.controller.abort(this.abortReason)
-    }
-    return this.controller.signal
-  }
-
-  onAbort(listener: (reason: unknown) => void): () => void {
-    if (this.aborted) {
-      listener(this.abortReason)
-      return () => {}
-    }
-    this.listeners.push(listener)
-    return () => {
-      const i = this.listeners.indexOf(listener)
-      if (i !== -1) this.listeners.splice(i, 1)
-    }
-  }
-
-  abort(reason: unknown): void {
-    if (this.aborted) return
-    this.aborted = true
-    this.abortReason = reason
-    this.controller?.abort(reason)
-    for (const listener of this.listeners.splice(0)) listener(reason)
-  }
-
-  release(outcome: { recycle?: boolean; failed?: boolean } = {}): void {
-    if (this.released) return
-    this.released = true
-    for (const t of this.timers) clearTimeout(t)
-    // Reach into the pool through a module-private door: release is part of the lease's API.
-    releaseLease(this.pool, this, outcome)
-  }
-}
-
-let releaseLease: (pool: WorkerPool, lease: Lease, outcome: { recycle?: boolean; failed?: boolean }) => void
-
-const pools = new Set<WorkerPool>()
-
 /**
  * One pool of workers from one command. A Gatehouse holds one per managed route; every
  * live pool is listed by livePools() for the status page.
@@ -392,7 +127,15 @@ const pools = new Set<WorkerPool>()
 export class WorkerPool {
   private readonly workers = new Set<Worker>()
   private readonly stoppingListeners: ((workerId: number) => void)[] = []
-  private readonly waiters: Waiter[] = []
+  private readonly queueTimeoutError = () =>
+    new GatehouseError(
+      'GH_ERR_OVERLOADED',
+      `pool ${this.settings.name}: no worker free within ${this.settings.queue_timeout} ms`,
+      { retryAfter: 1 },
+    )
+  private readonly releaseLease = (lease: Lease<Worker>, outcome: ReleaseOutcome) =>
+    this.released(lease, outcome)
+  private readonly waiters = new WaitQueue<WorkerLease, RequestInfo>()
   private readonly dir: string
   private generation = 1
   private nextWorkerId = 1
@@ -430,7 +173,7 @@ export class WorkerPool {
     readonly settings: PoolSettings,
     readonly log: Logger,
   ) {
-    this.dir = mkdtempSync(join(tmpdir(), 'gh-pool-'))
+    this.dir = makeRunDir('gh-pool-')
   }
 
   /**
@@ -483,34 +226,10 @@ export class WorkerPool {
         ),
       )
     }
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter = { info, resolve, reject, timer: undefined, signal, onAbort: undefined }
-      if (s.queue_timeout > 0) {
-        waiter.timer = setTimeout(() => {
-          this.removeWaiter(waiter)
-          reject(
-            new GatehouseError(
-              'GH_ERR_OVERLOADED',
-              `pool ${s.name}: no worker free within ${s.queue_timeout} ms`,
-              {
-                retryAfter: 1,
-              },
-            ),
-          )
-        }, s.queue_timeout)
-      }
-      if (signal) {
-        waiter.onAbort = () => {
-          this.removeWaiter(waiter)
-          reject(signal.reason)
-        }
-        signal.addEventListener('abort', waiter.onAbort, { once: true })
-      }
-      this.waiters.push(waiter)
-      if (this.waiters.length > this.counters.maxListenQueue)
-        this.counters.maxListenQueue = this.waiters.length
-      this.maintain(false)
-    })
+    const leased = this.waiters.wait(info, signal, s.queue_timeout, this.queueTimeoutError)
+    if (this.waiters.length > this.counters.maxListenQueue) this.counters.maxListenQueue = this.waiters.length
+    this.maintain(false)
+    return leased
   }
 
   /**
@@ -567,10 +286,9 @@ export class WorkerPool {
     this.closing = true
     clearInterval(this.maintenance)
     clearTimeout(this.respawnTimer)
-    for (const w of this.waiters.splice(0)) {
-      this.disarm(w)
-      w.reject(new GatehouseError('GH_ERR_OVERLOADED', `pool ${this.settings.name}: shutting down`))
-    }
+    this.waiters.rejectAll(
+      () => new GatehouseError('GH_ERR_OVERLOADED', `pool ${this.settings.name}: shutting down`),
+    )
     this.failStart(
       new GatehouseError('GH_ERR_WORKER_START', `pool ${this.settings.name}: closed while starting`),
     )
@@ -689,9 +407,9 @@ export class WorkerPool {
     return best
   }
 
-  private lease(w: Worker, info: RequestInfo): Lease {
+  private lease(w: Worker, info: RequestInfo): Lease<Worker> {
     const s = this.settings
-    const lease = new Lease(this, w, info)
+    const lease = new Lease(w, info, this.releaseLease)
     w.leases.add(lease)
     w.requests++
     w.last = {
@@ -729,7 +447,7 @@ export class WorkerPool {
     return lease
   }
 
-  private terminate(lease: Lease): void {
+  private terminate(lease: Lease<Worker>): void {
     const w = lease.worker
     const s = this.settings
     this.counters.terminatedRequests++
@@ -756,10 +474,14 @@ export class WorkerPool {
       return
     }
     w.phase = 'stopping'
-    if (s.dump_signal) {
-      w.kill(s.dump_signal)
-      w.timers.push(setTimeout(() => w.kill('SIGKILL'), DUMP_GRACE_MS))
-    } else w.kill('SIGKILL')
+    if (s.dump_signal)
+      w.timers.push(
+        ...escalate(w.pid, [
+          [s.dump_signal, 0],
+          ['SIGKILL', DUMP_GRACE_MS],
+        ]),
+      )
+    else w.kill('SIGKILL')
     this.maintain(false)
   }
 
@@ -769,25 +491,13 @@ export class WorkerPool {
       const w = this.pick()
       if (!w) break
       const waiter = this.waiters.shift()!
-      this.disarm(waiter)
-      waiter.resolve(this.lease(w, waiter.info))
+      waiter.resolve(this.lease(w, waiter.data))
     }
     if (this.waiters.length === 0) this.atMaxChildren = false
   }
 
-  private removeWaiter(waiter: Waiter): void {
-    const i = this.waiters.indexOf(waiter)
-    if (i !== -1) this.waiters.splice(i, 1)
-    this.disarm(waiter)
-  }
-
-  private disarm(waiter: Waiter): void {
-    if (waiter.timer) clearTimeout(waiter.timer)
-    if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener('abort', waiter.onAbort)
-  }
-
   /** Called by WorkerLease.release. */
-  private released(lease: Lease, outcome: { recycle?: boolean; failed?: boolean }): void {
+  private released(lease: Lease<Worker>, outcome: ReleaseOutcome): void {
     const w = lease.worker
     if (w.last && w.last.start === lease.start)
       w.last.duration = Math.round((performance.now() - lease.start) * 1000)
@@ -916,13 +626,8 @@ export class WorkerPool {
     const s = this.settings
     const id = this.nextWorkerId++
     const socketPath = join(this.dir, `w${id}.sock`)
-    rmSync(socketPath, { force: true })
-    const sub = (v: string) => v.split('{socket}').join(socketPath)
-    const env: Record<string, string> = {}
-    for (const [k, v] of Object.entries(this.command.env)) env[k] = sub(v)
     const limit =
       s.max_requests > 0 ? s.max_requests + Math.floor(Math.random() * (s.max_requests_jitter + 1)) : Infinity
-    let child: ChildProcess
     let resolveExited!: () => void
     const worker: Worker = {
       id,
@@ -948,68 +653,31 @@ export class WorkerPool {
       },
     }
     this.workers.add(worker)
-    let gone = false
-    const onGone = (code: number | null, signal: NodeJS.Signals | null, err?: Error) => {
-      if (gone) return
-      gone = true
-      this.exited(worker, code, signal, err)
-      resolveExited()
-    }
-    try {
-      child = spawn(this.command.command, this.command.args.map(sub), {
-        env,
-        ...(this.command.cwd ? { cwd: this.command.cwd } : {}),
-        stdio: ['ignore', 'pipe', 'pipe'],
-        detached: true,
-      })
-    } catch (err) {
-      queueMicrotask(() => onGone(null, null, err as Error))
-      return
-    }
-    child.on('error', (err) => {
-      if (child.pid === undefined) onGone(null, null, err)
+    worker.pid = spawnWorker(this.command, socketPath, {
+      onLine: (stream, line) => this.log.warn({ pool: s.name, pid: worker.pid, stream }, line.slice(0, 4096)),
+      onGone: (code, signal, err) => {
+        this.exited(worker, code, signal, err)
+        resolveExited()
+      },
     })
-    child.on('exit', (code, signal) => onGone(code, signal))
-    if (child.pid === undefined) return
-    worker.pid = child.pid
-    for (const [stream, name] of [
-      [child.stdout, 'stdout'],
-      [child.stderr, 'stderr'],
-    ] as const) {
-      if (!stream) continue
-      const lines = createInterface({ input: stream, crlfDelay: Infinity })
-      lines.on('line', (line) => {
-        if (line.length > 0)
-          this.log.warn({ pool: s.name, pid: worker.pid, stream: name }, line.slice(0, 4096))
-      })
-    }
-    void this.probe(worker)
+    if (worker.pid > 0) void this.probe(worker)
   }
 
   /** A worker is ready when its socket accepts a connection. */
   private async probe(w: Worker): Promise<void> {
-    const deadline = performance.now() + this.settings.ready_timeout
-    let delay = 5
-    while (w.phase === 'starting') {
-      if (await canConnect(w.socketPath)) {
-        if (w.phase !== 'starting') return
-        w.phase = 'ready'
-        w.idleSince = performance.now()
-        this.log.debug({ pool: this.settings.name, pid: w.pid, worker: w.id }, 'worker ready')
-        this.workerReady(w)
-        return
-      }
-      if (performance.now() > deadline) {
-        this.log.error(
-          { pool: this.settings.name, pid: w.pid, socket: w.socketPath },
-          `worker did not accept connections within ${this.settings.ready_timeout} ms (ready_timeout); killing it`,
-        )
-        w.phase = 'stopping'
-        w.kill('SIGKILL')
-        return
-      }
-      await sleep(delay)
-      delay = Math.min(delay * 2, 100)
+    const outcome = await probeSocket(w.socketPath, this.settings.ready_timeout, () => w.phase === 'starting')
+    if (outcome === 'ready') {
+      w.phase = 'ready'
+      w.idleSince = performance.now()
+      this.log.debug({ pool: this.settings.name, pid: w.pid, worker: w.id }, 'worker ready')
+      this.workerReady(w)
+    } else if (outcome === 'late') {
+      this.log.error(
+        { pool: this.settings.name, pid: w.pid, socket: w.socketPath },
+        `worker did not accept connections within ${this.settings.ready_timeout} ms (ready_timeout); killing it`,
+      )
+      w.phase = 'stopping'
+      w.kill('SIGKILL')
     }
   }
 
@@ -1055,9 +723,13 @@ export class WorkerPool {
     if (w.pid === 0) return
     for (const listener of this.stoppingListeners) listener(w.id)
     const s = this.settings
-    w.kill(s.stop_signal)
-    w.timers.push(setTimeout(() => w.kill('SIGTERM'), s.process_control_timeout))
-    w.timers.push(setTimeout(() => w.kill('SIGKILL'), 2 * s.process_control_timeout))
+    w.timers.push(
+      ...escalate(w.pid, [
+        [s.stop_signal, 0],
+        ['SIGTERM', s.process_control_timeout],
+        ['SIGKILL', 2 * s.process_control_timeout],
+      ]),
+    )
   }
 
   private idleOrGone(w: Worker): Promise<void> {
@@ -1137,19 +809,15 @@ export class WorkerPool {
     const fallback = [...this.workers].some(
       (w) => w.generation < this.generation && w.phase === 'ready' && !w.retiring,
     )
-    if (!fallback)
-      for (const w of this.waiters.splice(0)) {
-        this.disarm(w)
-        w.reject(err)
-      }
+    if (!fallback) this.waiters.rejectAll(() => err)
     this.failStart(err)
   }
-
-  /** @internal for the lease */
-  static {
-    releaseLease = (pool, lease, outcome) => pool.released(lease, outcome)
-  }
 }
+
+// --- every live pool --------------------------------------------------------------------
+
+/** Pools added by start() and removed once closed; killAllWorkers() runs on process exit. */
+const pools = new Set<WorkerPool>()
 
 /** Every pool started in this process and not yet closed (for the status page). */
 export function livePools(): readonly WorkerPool[] {
@@ -1169,41 +837,4 @@ function installExitHook(): void {
   if (exitHookInstalled) return
   exitHookInstalled = true
   process.on('exit', killAllWorkers)
-}
-
-function canConnect(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(path)
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once('error', () => {
-      socket.destroy()
-      resolve(false)
-    })
-  })
-}
-
-/** VmRSS of a process in bytes (0 when it is gone or /proc is not there). */
-async function readRss(pid: number): Promise<number> {
-  try {
-    return parseRss(await readFile(`/proc/${pid}/status`, 'latin1'))
-  } catch {
-    return 0
-  }
-}
-
-function rssOf(pid: number): number {
-  if (pid <= 0) return 0
-  try {
-    return parseRss(readFileSync(`/proc/${pid}/status`, 'latin1'))
-  } catch {
-    return 0
-  }
-}
-
-function parseRss(status: string): number {
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)
-  return m ? Number(m[1]) * 1024 : 0
 }

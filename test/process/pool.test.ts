@@ -1,5 +1,5 @@
 /*
- * The supervisor (WorkerPool) with a generic worker that is not PHP: a small Python program
+ * The pool (WorkerPool) with a generic worker that is not PHP: a small Python program
  * (test/fixtures/supervisor/worker.py) binding the socket it is given. Dispatch with
  * capacity > 1, the bounded queue, dump_signal on terminate, the crash-loop guard, output
  * tagging, close without leftovers, and php-fpm's validation of the pool keys.
@@ -12,13 +12,9 @@ import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pino from 'pino'
 import { type GatehouseError } from '../../src/core/errors.js'
-import {
-  type PoolConfigInput,
-  poolSettings,
-  poolSettingsSchema,
-  type WorkerLease,
-  WorkerPool,
-} from '../../src/process/supervisor.js'
+import type { WorkerLease } from '../../src/process/lease.js'
+import { WorkerPool } from '../../src/process/pool.js'
+import { type PoolConfigInput, poolSettings, poolSettingsSchema } from '../../src/process/settings.js'
 import { FIXTURES, PYTHON, tempDir } from '../support/helpers.js'
 
 const WORKER = join(FIXTURES, 'supervisor/worker.py')

@@ -1,0 +1,128 @@
+/*
+ * A lease: one request's hold on one worker of a pool, from acquire() to release(). The
+ * pool may end it under the caller (request_terminate_timeout, the worker died): the
+ * caller learns why through `signal`, `aborted` or `onAbort`.
+ */
+
+/** What a lease is for: named in the slow log, the terminate log and the status page. */
+export interface RequestInfo {
+  method: string
+  uri: string
+  /** Request body length, for the status page's `content length` (0 when unknown). */
+  contentLength?: number
+  /** The script run, for the status page's `script` (php: SCRIPT_FILENAME). */
+  script?: string
+}
+
+/** An AbortSignal, or anything with the part of its surface a wait uses. */
+export interface CancelLike {
+  readonly aborted: boolean
+  readonly reason?: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
+}
+
+/** One request's hold on one worker. */
+export interface WorkerLease {
+  readonly pid: number
+  readonly workerId: number
+  /** The worker's Unix socket: connect to it to send the request. */
+  readonly socketPath: string
+  /**
+   * Aborted when the pool ends the request under the caller: reason GH_ERR_WORKER_TIMEOUT
+   * (504, request_terminate_timeout) or GH_ERR_WORKER_DIED (502, the worker exited).
+   */
+  readonly signal: AbortSignal
+  /** The pool ended the lease (the same as `signal.aborted`, without creating the signal). */
+  readonly aborted: boolean
+  /** Why (`signal.reason`), once aborted. */
+  readonly abortReason: unknown
+  /**
+   * Call `listener` once with the reason if the pool ends the lease; returns an unsubscribe.
+   * A cheaper `signal.addEventListener('abort', ...)` for per-request hot paths.
+   */
+  onAbort(listener: (reason: unknown) => void): () => void
+  /**
+   * Give the worker back (exactly once; later calls are ignored). `recycle`: stop this
+   * worker and start another; `failed`: the exchange broke in a way that leaves the worker
+   * suspect (it is recycled too).
+   */
+  release(outcome?: { recycle?: boolean; failed?: boolean }): void
+}
+
+/** What a lease shows of its worker. */
+export interface LeasedWorker {
+  readonly id: number
+  readonly pid: number
+  readonly socketPath: string
+}
+
+export type ReleaseOutcome = { recycle?: boolean; failed?: boolean }
+
+/**
+ * The pool's side of a WorkerLease: its timers (slow log, terminate), and the call back
+ * into the pool on release.
+ */
+export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease {
+  readonly start = performance.now()
+  released = false
+  aborted = false
+  abortReason: unknown = undefined
+  timers: NodeJS.Timeout[] = []
+  /** Created on first use of `signal`: most requests never need an EventTarget. */
+  private controller: AbortController | undefined
+  private listeners: ((reason: unknown) => void)[] = []
+
+  constructor(
+    readonly worker: W,
+    readonly info: RequestInfo,
+    private readonly onRelease: (lease: Lease<W>, outcome: ReleaseOutcome) => void,
+  ) {}
+
+  get pid(): number {
+    return this.worker.pid
+  }
+
+  get workerId(): number {
+    return this.worker.id
+  }
+
+  get socketPath(): string {
+    return this.worker.socketPath
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController()
+      if (this.aborted) this.controller.abort(this.abortReason)
+    }
+    return this.controller.signal
+  }
+
+  onAbort(listener: (reason: unknown) => void): () => void {
+    if (this.aborted) {
+      listener(this.abortReason)
+      return () => {}
+    }
+    this.listeners.push(listener)
+    return () => {
+      const i = this.listeners.indexOf(listener)
+      if (i !== -1) this.listeners.splice(i, 1)
+    }
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.abortReason = reason
+    this.controller?.abort(reason)
+    for (const listener of this.listeners.splice(0)) listener(reason)
+  }
+
+  release(outcome: ReleaseOutcome = {}): void {
+    if (this.released) return
+    this.released = true
+    for (const t of this.timers) clearTimeout(t)
+    this.onRelease(this, outcome)
+  }
+}

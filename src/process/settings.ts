@@ -1,0 +1,138 @@
+/*
+ * A pool's settings: PHP-FPM's pool keys as config (the schema, validated with php-fpm's
+ * rules) and as the PoolSettings a WorkerPool runs with. docs/process-manager.md lists them.
+ */
+import { z } from 'zod'
+import { strictObject } from '../core/schema/strict.js'
+import { duration, size } from '../core/schema/units.js'
+
+export type PoolMode = 'static' | 'dynamic' | 'ondemand'
+
+/** PHP-FPM's pool keys (pm.*, request_*), with its meanings; durations in ms, sizes in bytes. */
+export interface PoolSettings {
+  /** For logs and the status page (php-fpm's pool name, `[www]`). */
+  name: string
+  /** pm: static (max_children always), dynamic (spares within bounds), ondemand (spawn on demand). */
+  mode: PoolMode
+  /** pm.max_children: workers at most (per generation). */
+  max_children: number
+  /** pm.start_servers (dynamic): workers started at first. */
+  start_servers: number
+  /** pm.min_spare_servers (dynamic): fewer idle workers than this and more are spawned. */
+  min_spare_servers: number
+  /** pm.max_spare_servers (dynamic): more idle workers than this and the oldest idle is stopped. */
+  max_spare_servers: number
+  /** pm.max_spawn_rate (dynamic): most workers spawned in one maintenance round (the rate doubles up to it). */
+  max_spawn_rate: number
+  /** pm.process_idle_timeout (ondemand): an idle worker is stopped after this (ms). */
+  process_idle_timeout: number
+  /** Requests one worker takes at once: 1 for php-cgi, N threads for WSGI, many for ASGI. */
+  capacity: number
+  /** pm.max_requests: a worker is replaced after this many requests (0: never). */
+  max_requests: number
+  /** pm.max_requests_jitter: each worker's limit is max_requests + random(0..jitter). */
+  max_requests_jitter: number
+  /** ms, 0 = off: the worker is killed and the lease aborted with GH_ERR_WORKER_TIMEOUT (504). */
+  request_terminate_timeout: number
+  /** ms, 0 = off: a slow-request log line (pool, pid, method, URI, duration). */
+  request_slowlog_timeout: number
+  /** bytes, 0 = off: recycle the worker after a request when its RSS (/proc/PID/status) exceeds this. */
+  max_rss: number
+  /** Requests that may wait for a worker; one more gets GH_ERR_OVERLOADED (503, Retry-After). */
+  queue: number
+  /** How long a request may wait for a worker (ms; 0: no limit) before GH_ERR_OVERLOADED. */
+  queue_timeout: number
+  /** How long a new worker has to accept a connection on its socket (ms). */
+  ready_timeout: number
+  /** How long a stopping worker gets between stop_signal, SIGTERM and SIGKILL (ms). */
+  process_control_timeout: number
+  /** The graceful stop signal (php-fpm sends SIGQUIT; php-cgi stops cleanly on SIGTERM). */
+  stop_signal: NodeJS.Signals
+  /**
+   * Sent first when request_terminate_timeout fires (a Python worker prints the stuck
+   * traceback on it), then SIGKILL after a short grace. Without it: SIGKILL at once.
+   */
+  dump_signal?: NodeJS.Signals
+}
+
+/** The config keys of a pool (PHP-FPM's names without `pm.`; `pm` is the mode). */
+export const poolSettingsShape = {
+  /** The pool's name on the status page and in logs (php-fpm's `[www]`). */
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, `_`, `.`, `-`')
+    .optional(),
+  pm: z.enum(['static', 'dynamic', 'ondemand']).default('dynamic'),
+  max_children: z.number().int().min(1).max(10_000).default(5),
+  /** Default as php-fpm's: min_spare + (max_spare - min_spare) / 2. */
+  start_servers: z.number().int().min(0).optional(),
+  min_spare_servers: z.number().int().min(1).default(1),
+  max_spare_servers: z.number().int().min(1).default(3),
+  max_spawn_rate: z.number().int().min(1).max(10_000).default(32),
+  process_idle_timeout: duration.prefault(10),
+  max_requests: z.number().int().min(0).default(0),
+  max_requests_jitter: z.number().int().min(0).default(0),
+  request_terminate_timeout: duration.prefault(0),
+  request_slowlog_timeout: duration.prefault(0),
+  max_rss: size.prefault(0),
+  queue: z.number().int().min(0).max(1_000_000).default(256),
+  queue_timeout: duration.prefault(10),
+  ready_timeout: duration.prefault(10),
+  process_control_timeout: duration.prefault(5),
+}
+
+/** The pool keys validated with php-fpm's rules (fpm_conf.c), every problem at once. */
+export function poolSettingsSchema() {
+  return strictObject(poolSettingsShape).superRefine((p, ctx) => {
+    const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message })
+    if (p.pm === 'dynamic') {
+      if (p.min_spare_servers > p.max_children) issue('min_spare_servers', 'must not exceed max_children')
+      if (p.max_spare_servers > p.max_children) issue('max_spare_servers', 'must not exceed max_children')
+      if (p.min_spare_servers > p.max_spare_servers)
+        issue('min_spare_servers', 'must not exceed max_spare_servers')
+      if (
+        p.start_servers !== undefined &&
+        p.start_servers !== 0 &&
+        (p.start_servers < p.min_spare_servers || p.start_servers > p.max_spare_servers)
+      )
+        issue('start_servers', 'must be between min_spare_servers and max_spare_servers')
+    }
+    if (p.pm === 'ondemand' && p.process_idle_timeout <= 0) issue('process_idle_timeout', 'must be above 0')
+  })
+}
+
+export type PoolConfig = z.output<ReturnType<typeof poolSettingsSchema>>
+export type PoolConfigInput = z.input<ReturnType<typeof poolSettingsSchema>>
+
+/** A validated config table -> PoolSettings. */
+export function poolSettings(
+  defaultName: string,
+  config: PoolConfig,
+  extra: Partial<Pick<PoolSettings, 'capacity' | 'stop_signal' | 'dump_signal'>> = {},
+): PoolSettings {
+  const start =
+    config.start_servers ||
+    config.min_spare_servers + Math.floor((config.max_spare_servers - config.min_spare_servers) / 2)
+  return {
+    name: config.name ?? defaultName,
+    mode: config.pm,
+    max_children: config.max_children,
+    start_servers: Math.min(start, config.max_children),
+    min_spare_servers: config.min_spare_servers,
+    max_spare_servers: config.max_spare_servers,
+    max_spawn_rate: config.max_spawn_rate,
+    process_idle_timeout: config.process_idle_timeout,
+    capacity: extra.capacity ?? 1,
+    max_requests: config.max_requests,
+    max_requests_jitter: config.max_requests_jitter,
+    request_terminate_timeout: config.request_terminate_timeout,
+    request_slowlog_timeout: config.request_slowlog_timeout,
+    max_rss: config.max_rss,
+    queue: config.queue,
+    queue_timeout: config.queue_timeout,
+    ready_timeout: config.ready_timeout,
+    process_control_timeout: config.process_control_timeout,
+    stop_signal: extra.stop_signal ?? 'SIGQUIT',
+    ...(extra.dump_signal ? { dump_signal: extra.dump_signal } : {}),
+  }
+}

@@ -1,0 +1,75 @@
+/*
+ * A FIFO of waits, each one ended by a grant, by its time running out or by its signal
+ * aborting: the ConcurrencyLimiter's queue for a slot and the WorkerPool's for a worker.
+ * Bounding it is the caller's business (it knows `length` before it calls wait()).
+ */
+import type { CancelLike } from './lease.js'
+
+interface Waiter<T, D> {
+  data: D
+  resolve: (value: T) => void
+  reject: (err: unknown) => void
+  timer: NodeJS.Timeout | undefined
+  signal: CancelLike | undefined
+  onAbort: (() => void) | undefined
+}
+
+/** A queued wait for a `T`, carrying `data` for whoever grants it. */
+export class WaitQueue<T, D = undefined> {
+  private readonly waiters: Waiter<T, D>[] = []
+
+  get length(): number {
+    return this.waiters.length
+  }
+
+  /**
+   * Wait at the back of the queue until shift() hands this wait out. Rejects with
+   * `timeoutError()` after `timeoutMs` (0: no limit) and with the signal's reason when it
+   * aborts; either way the wait leaves the queue.
+   */
+  wait(data: D, signal: CancelLike | undefined, timeoutMs: number, timeoutError: () => unknown): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter<T, D> = { data, resolve, reject, timer: undefined, signal, onAbort: undefined }
+      if (timeoutMs > 0) {
+        waiter.timer = setTimeout(() => {
+          this.remove(waiter)
+          reject(timeoutError())
+        }, timeoutMs)
+      }
+      if (signal) {
+        waiter.onAbort = () => {
+          this.remove(waiter)
+          reject(signal.reason)
+        }
+        signal.addEventListener('abort', waiter.onAbort, { once: true })
+      }
+      this.waiters.push(waiter)
+    })
+  }
+
+  /** The first wait, out of the queue (its timer and signal let go): grant it with `resolve`. */
+  shift(): { readonly data: D; readonly resolve: (value: T) => void } | undefined {
+    const waiter = this.waiters.shift()
+    if (waiter) this.disarm(waiter)
+    return waiter
+  }
+
+  /** End every wait, each with its own `reason()`. */
+  rejectAll(reason: () => unknown): void {
+    for (const waiter of this.waiters.splice(0)) {
+      this.disarm(waiter)
+      waiter.reject(reason())
+    }
+  }
+
+  private remove(waiter: Waiter<T, D>): void {
+    const i = this.waiters.indexOf(waiter)
+    if (i !== -1) this.waiters.splice(i, 1)
+    this.disarm(waiter)
+  }
+
+  private disarm(waiter: Waiter<T, D>): void {
+    if (waiter.timer) clearTimeout(waiter.timer)
+    if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener('abort', waiter.onAbort)
+  }
+}
