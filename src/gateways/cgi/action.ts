@@ -17,7 +17,13 @@ import { GatehouseError } from '../../core/errors.js'
 import { ConcurrencyLimiter } from '../../process/limiter.js'
 import { toRequestListener } from '../../http/context.js'
 import { BadTargetError, parseTarget } from '../../http/request-target.js'
-import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
+import {
+  type ActionDefinition,
+  type Handler,
+  type RequestContext,
+  routePrefix,
+  type SchemaEnv,
+} from '../../core/types.js'
 import { requestMeta } from '../../cgi-vars/script.js'
 import { sendStatus } from '../../core/respond.js'
 import { type CancelSignal, cancelOnClientClose, ClientGone } from '../../core/cancel.js'
@@ -117,11 +123,6 @@ export type CgiOptions = z.output<ReturnType<typeof cgiSchema>>
 export type CgiOptionsInput = z.input<ReturnType<typeof cgiSchema>>
 
 const HEADERS_DROPPED_ON_REDIRECT = new Set(['content-type', 'content-length', 'transfer-encoding'])
-
-/** The route's URL prefix without a trailing slash ('' for '/'). */
-function routePrefix(ctx: RequestContext): string {
-  return ctx.route.prefix.endsWith('/') ? ctx.route.prefix.slice(0, -1) : ctx.route.prefix
-}
 
 export class CgiHandler implements Handler {
   private readonly limiter: ConcurrencyLimiter

@@ -4,11 +4,12 @@
  * the management records; then the reply records, gathered into few writes, END_REQUEST,
  * and keeping or closing the connection. Refusals and protocol violations end here too.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import { type ErrorCode, GatehouseError } from '../../core/errors.js'
 import { sendStatus } from '../../core/respond.js'
+import type { RequestListener } from '../../core/types.js'
 import {
   decodeBeginRequest,
   decodeNameValuePairs,
@@ -30,12 +31,10 @@ import { createGatewayExchange, type GatewayExchange } from '../../inbound/excha
 import { endAfterReply, refusal, requestConnection } from '../../inbound/peer.js'
 import { type ResponseSink, ResponseStream } from './server-response.js'
 
-type Listener = (req: IncomingMessage, res: ServerResponse) => void
-
 /** What a connection reads of its server (FastCGIServer), when it needs it: settings may change. */
 export interface ConnectionHost {
-  readonly handler: Listener
-  readonly authorizer: Listener | undefined
+  readonly handler: RequestListener
+  readonly authorizer: RequestListener | undefined
   readonly log: Logger
   readonly maxParamsBytes: number
   readonly headerTimeout: number
