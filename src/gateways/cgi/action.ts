@@ -8,14 +8,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { dirname } from 'node:path'
 import type { Logger } from 'pino'
-import pino from 'pino'
 import { z } from 'zod'
 import { existingDir, existingFile } from '../../core/schema/paths.js'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration, size } from '../../core/schema/units.js'
 import { GatehouseError } from '../../core/errors.js'
 import { ConcurrencyLimiter } from '../../process/limiter.js'
-import { toRequestListener } from '../../http/context.js'
+import { actionListener } from '../../http/library-listener.js'
 import { BadTargetError, parseTarget } from '../../http/request-target.js'
 import {
   type ActionDefinition,
@@ -363,29 +362,11 @@ export type CgiRequestListener = ((req: IncomingMessage, res: ServerResponse) =>
  * resolve against the working directory); GH_ERR_CONFIG lists every problem.
  */
 export function cgi(options: CgiLibraryOptions): CgiRequestListener {
-  const { prefix, max_body_bytes, log, ...rest } = options
-  const problems: string[] = []
-  const parsed = cgiSchema({ baseDir: process.cwd() }).safeParse(rest)
-  if (!parsed.success)
-    problems.push(
-      ...parsed.error.issues.map((i) => `${i.path.map(String).join('.') || '(options)'}: ${i.message}`),
-    )
-  const maxBody = max_body_bytes === undefined ? undefined : size.safeParse(max_body_bytes)
-  if (maxBody && !maxBody.success) problems.push(`max_body_bytes: ${maxBody.error.issues[0]?.message}`)
-  if (prefix !== undefined && !/^\/[^?#\s]*$/.test(prefix)) problems.push('prefix: a path starting with "/"')
-  if (!parsed.success || problems.length > 0) {
-    throw new GatehouseError('GH_ERR_CONFIG', problems.join('; '), { problems })
-  }
-  const logger = log ?? pino({ level: 'warn' })
-  const handler = new CgiHandler(parsed.data, logger)
-  const listener = toRequestListener(handler, {
-    log: logger,
-    prefix: prefix ?? '/',
-    ...(maxBody?.success ? { maxBodyBytes: maxBody.data } : {}),
-  })
+  const app = actionListener(cgiSchema, options, (o, log) => new CgiHandler(o, log))
+  const listener = (req: IncomingMessage, res: ServerResponse) => app(req, res)
   return Object.assign(listener, {
     handler: listener,
-    stats: () => handler.stats(),
-    close: () => handler.close(),
+    stats: () => app.handler.stats(),
+    close: () => app.close(),
   })
 }

@@ -657,6 +657,13 @@ describe('CGI library API and CLI', () => {
       },
     )
     assert.throws(() => cgi({}), /one of root .* or script/)
+    // Worded as every library listener words them (php(), fastcgi(), wsgi(), asgi()).
+    assert.throws(
+      () => cgi({ root: CGI, index: ['ok.cgi', 'sub/index.cgi'] }),
+      (err: unknown) =>
+        err instanceof GatehouseError &&
+        err.problems.some((p) => p.startsWith('index[1]: an index is a file name')),
+    )
   })
 
   test('script = one program for the whole prefix: SCRIPT_NAME is the prefix, PATH_INFO the rest', async (t) => {
