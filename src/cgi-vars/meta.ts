@@ -1,6 +1,8 @@
 /**
  * CGI/1.1 meta-variables (RFC 3875 section 4.1) from a request. Pure: the CGI handler
- * passes the result as a process environment, the FastCGI client as PARAMS.
+ * passes the result as a process environment, the FastCGI client as PARAMS. Which request
+ * headers become `HTTP_*` (headerMetaName) is decided here for every gateway that sends
+ * meta-variables: CGI, FastCGI, PHP and uwsgi.
  */
 
 export interface CgiMetaInput {
@@ -38,14 +40,15 @@ export interface CgiMetaInput {
   remoteUser?: string
 }
 
-/** Headers never passed as HTTP_*, whatever their spelling. */
+/** Headers never passed as HTTP_*, whatever their spelling, by any gateway. */
 const WITHHELD = new Set([
   // httpoxy (CVE-2016-5385 and friends): HTTP_PROXY is read as a proxy setting.
   'proxy',
   // RFC 3875 4.1.18: these are CONTENT_LENGTH and CONTENT_TYPE, and a second copy could disagree.
   'content-length',
   'content-type',
-  // Credentials meant for a proxy in front, never for the script.
+  // Credentials for a proxy in front, never for the application (Apache and nginx withhold
+  // it too). Authorization is the application's: headerMetaName's passAuthorization.
   'proxy-authorization',
 ])
 

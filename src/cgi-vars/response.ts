@@ -8,6 +8,7 @@
  *   ...
  *   parser.end()                // at EOF: an error unless the head was complete
  */
+import { HOP_BY_HOP, parseFieldLine } from '../core/http-headers.js'
 
 /** Why a header block was refused. Stable names, so callers and logs can tell them apart. */
 export type CgiResponseErrorCode =
@@ -77,22 +78,8 @@ export interface CgiResponseParserOptions {
   maxHeaderBytes?: number
 }
 
-/** RFC 9110 5.6.2 token: the characters a field name may have. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-/** RFC 9110 5.5 field-value characters (bytes read as latin1): VCHAR, obs-text, SP, HTAB. */
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
-/** A reason phrase (RFC 9112 4): the same characters. */
+/** A reason phrase (RFC 9112 4): the characters of a field value (RFC 9110 5.5). */
 const STATUS_VALUE = /^(\d{3})(?:[ \t]+([\t\x20-\x7e\x80-\xff]*))?$/
-/** RFC 9110 7.6.1 and 6.6.1: fields for one hop, meaningless from a script. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-])
 
 const LF = 0x0a
 const CR = 0x0d
@@ -192,12 +179,10 @@ export class CgiResponseParser {
     if (text.charCodeAt(0) === 0x20 || text.charCodeAt(0) === 0x09) {
       return { code: 'line_folding', message: 'continuation line (obsolete line folding)', line }
     }
-    const colon = text.indexOf(':')
-    if (colon <= 0) return { code: 'malformed_field', message: 'line is not `name: value`', line }
-    const name = text.slice(0, colon)
-    if (!TOKEN.test(name)) return { code: 'malformed_field', message: 'invalid field name', line }
-    const value = text.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '')
-    if (!FIELD_VALUE.test(value)) {
+    const { name, value, problem } = parseFieldLine(text)
+    if (problem === 'no-colon') return { code: 'malformed_field', message: 'line is not `name: value`', line }
+    if (problem === 'name') return { code: 'malformed_field', message: 'invalid field name', line }
+    if (problem === 'value') {
       return { code: 'malformed_field', message: `control character in the value of ${name}`, line }
     }
     this.fields.push([name, value])

@@ -3,6 +3,7 @@
  * pool may end it under the caller (request_terminate_timeout, the worker died): the
  * caller learns why through `signal`, `aborted` or `onAbort`.
  */
+import type { CancelSignal } from '../core/cancel.js'
 
 /** What a lease is for: named in the slow log, the terminate log and the status page. */
 export interface RequestInfo {
@@ -15,12 +16,7 @@ export interface RequestInfo {
 }
 
 /** An AbortSignal, or anything with the part of its surface a wait uses. */
-export interface CancelLike {
-  readonly aborted: boolean
-  readonly reason?: unknown
-  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
-  removeEventListener(type: 'abort', listener: () => void): void
-}
+export type CancelLike = CancelSignal
 
 /** One request's hold on one worker. */
 export interface WorkerLease {

@@ -21,6 +21,7 @@ import { duration, size } from '../../core/schema/units.js'
 import { GatehouseError } from '../../core/errors.js'
 import type { ActionDefinition, RequestContext } from '../../core/types.js'
 import { sendStatus } from '../../core/respond.js'
+import { missingOrThrow } from '../../core/fs-errors.js'
 
 const staticSchema = (env: { baseDir: string }) =>
   strictObject({
@@ -123,11 +124,7 @@ class FileCache {
       }
       if (this.options.symlinks !== 'follow' && !(await this.insideRoot(path))) return null
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'ENAMETOOLONG') return null
-      if (code === 'EACCES' || code === 'EPERM')
-        throw new GatehouseError('GH_ERR_FORBIDDEN', path, { cause: err })
-      throw err
+      return missingOrThrow(err, path)
     }
     if (!st.isFile() && !st.isDirectory()) return null // sockets, FIFOs, devices are never served
     const mtimeMs = Math.floor(st.mtimeMs)

@@ -3,17 +3,24 @@
  * protocol), like nginx's `uwsgi_pass` with `include uwsgi_params`. The reply is relayed as
  * it arrives, with backpressure both ways; hop-by-hop headers are dropped.
  */
-import type { Readable } from 'node:stream'
 import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration } from '../../core/schema/units.js'
 import type { BodyFraming } from './http-response.js'
 import { buildUwsgiVars } from './vars.js'
-import { type SpooledBody, spoolBody } from '../../core/body-spool.js'
+import {
+  bodyLength,
+  bodySource,
+  immediateBody,
+  readRequestBody,
+  type RequestBody,
+  releaseBody,
+} from '../../core/request-body.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { cancelOnClientClose } from '../../core/cancel.js'
 import { relayResponse } from '../../core/response-relay.js'
 import { refuse } from '../../core/respond.js'
+import { HOP_BY_HOP } from '../../core/http-headers.js'
 import { type UwsgiAddress, uwsgiCall } from './client.js'
 import { resolveUpstreamAddress } from '../../core/address.js'
 
@@ -44,17 +51,6 @@ const uwsgiSchema = (env: SchemaEnv) =>
 
 export type UwsgiOptions = z.output<ReturnType<typeof uwsgiSchema>>
 
-/** RFC 9110 7.6.1: meaningful for one connection only, never relayed. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-])
-
 /** The reply's headers for our client: hop-by-hop ones dropped, Content-Length only when it frames the body. */
 export function relayHeaders(raw: readonly string[], framing: BodyFraming): string[] {
   const listed = new Set<string>()
@@ -81,29 +77,24 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
 
   async function handle(ctx: RequestContext): Promise<void> {
     const { req, res } = ctx
-    let body: Readable | null = null
-    let contentLength: number | undefined
-    let spool: SpooledBody | undefined
     const declared = req.headers['content-length']
-    if (declared !== undefined) {
-      contentLength = Number(declared)
-      if (contentLength > ctx.maxBodyBytes) {
-        refuse(res, 'GH_ERR_BODY_TOO_LARGE', ctx.log)
-        return
-      }
-      if (contentLength > 0) body = req
-    } else if (req.headers['transfer-encoding'] !== undefined) {
-      // uwsgi has no body framing: a chunked body is read first to learn its length.
-      try {
-        spool = await spoolBody(req, ctx.maxBodyBytes)
-      } catch (err) {
-        // The client went away in the middle of its body: nobody to answer.
-        if (req.destroyed) return
-        throw err
-      }
-      contentLength = spool.length
-      if (spool.length > 0) body = spool.stream()
+    if (declared !== undefined && Number(declared) > ctx.maxBodyBytes) {
+      refuse(res, 'GH_ERR_BODY_TOO_LARGE', ctx.log)
+      return
     }
+    let requestBody: RequestBody
+    try {
+      // uwsgi has no body framing: a chunked body is read first to learn its length. Any
+      // other is known at once, without a turn of the event loop.
+      requestBody =
+        immediateBody(req, false) ?? (await readRequestBody(req, { limit: ctx.maxBodyBytes, buffer: false }))
+    } catch (err) {
+      // The client went away in the middle of its body: nobody to answer.
+      if (req.destroyed) return
+      throw err
+    }
+    const contentLength = bodyLength(requestBody)
+    const body = contentLength ? (bodySource(requestBody, req) ?? null) : null
     const authority = ABSOLUTE_FORM.exec(req.url ?? '')?.[1]
     const vars = buildUwsgiVars({
       method: ctx.method,
@@ -156,7 +147,7 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
       throw err
     } finally {
       done()
-      await spool?.dispose()
+      await releaseBody(requestBody)
     }
   }
 

@@ -8,7 +8,9 @@
  * Transfer-Encoding ends in chunked; otherwise Content-Length; otherwise until close.
  * Interim 1xx responses (other than 101) are skipped.
  */
+import { ChunkedDecoder, ChunkedError } from '../../core/chunked.js'
 import { GatehouseError } from '../../core/errors.js'
+import { parseFieldLine } from '../../core/http-headers.js'
 
 export type BodyFraming = 'none' | 'length' | 'chunked' | 'close'
 
@@ -39,29 +41,24 @@ export interface HttpResponseParserOptions {
   maxHeaders?: number
 }
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-// RFC 9110 5.5: field values are VCHAR, obs-text, SP and HTAB; CR, LF and NUL never.
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/
-const CHUNK_SIZE = /^([0-9A-Fa-f]{1,13})[ \t]*(?:;.*)?$/
-const MAX_CHUNK_LINE = 4096
 
 function upstreamError(detail: string): GatehouseError {
   return new GatehouseError('GH_ERR_UPSTREAM', detail)
 }
 
-type State = 'head' | 'length' | 'close' | 'chunk-size' | 'chunk-data' | 'chunk-crlf' | 'trailers' | 'done'
+type State = 'head' | 'length' | 'close' | 'chunked' | 'done'
 
 export class HttpResponseParser {
   private readonly noBody: boolean
   private readonly maxHeaderBytes: number
   private readonly maxHeaders: number
   private state: State = 'head'
-  /** Bytes of an unfinished line or header block. */
+  /** Bytes of an unfinished response head. */
   private pending: Buffer[] = []
   private pendingBytes = 0
   private remaining = 0
-  private trailerBytes = 0
+  private chunked: ChunkedDecoder | null = null
   private readonly rawTrailers: string[] = []
 
   constructor(options: HttpResponseParserOptions = {}) {
@@ -100,44 +97,21 @@ export class HttpResponseParser {
           events.push({ kind: 'body', chunk: data })
           data = data.subarray(data.length)
           break
-        case 'chunk-size': {
-          const line = this.takeLine(data, MAX_CHUNK_LINE, 'chunk size line')
-          if (line === null) return events
-          data = line.rest
-          const m = CHUNK_SIZE.exec(line.text)
-          if (!m) throw upstreamError(`malformed chunk size ${JSON.stringify(line.text.slice(0, 32))}`)
-          this.remaining = Number.parseInt(m[1]!, 16)
-          this.state = this.remaining === 0 ? 'trailers' : 'chunk-data'
-          break
-        }
-        case 'chunk-data': {
-          const take = Math.min(this.remaining, data.length)
-          events.push({ kind: 'body', chunk: data.subarray(0, take) })
-          data = data.subarray(take)
-          this.remaining -= take
-          if (this.remaining === 0) this.state = 'chunk-crlf'
-          break
-        }
-        case 'chunk-crlf': {
-          const line = this.takeLine(data, 2, 'chunk terminator')
-          if (line === null) return events
-          if (line.text !== '') throw upstreamError('chunk data longer than its size')
-          data = line.rest
-          this.state = 'chunk-size'
-          break
-        }
-        case 'trailers': {
-          const line = this.takeLine(data, this.maxHeaderBytes - this.trailerBytes, 'trailers')
-          if (line === null) return events
-          data = line.rest
-          this.trailerBytes += line.text.length + 2
-          if (line.text === '') {
-            this.end(events)
-            break
+        case 'chunked': {
+          const chunked = this.chunked!
+          let used: number
+          try {
+            used = chunked.push(
+              data,
+              (chunk) => events.push({ kind: 'body', chunk }),
+              (line) => this.rawTrailers.push(...parseField(line)),
+            )
+          } catch (err) {
+            if (err instanceof ChunkedError) throw upstreamError(err.message)
+            throw err
           }
-          const field = parseField(line.text)
-          if (this.rawTrailers.length / 2 >= this.maxHeaders) throw upstreamError('too many trailer fields')
-          this.rawTrailers.push(field[0], field[1])
+          data = data.subarray(used)
+          if (chunked.done) this.end(events)
           break
         }
       }
@@ -169,29 +143,6 @@ export class HttpResponseParser {
     events.push({ kind: 'end', rawTrailers: this.rawTrailers })
   }
 
-  /**
-   * A line ending in LF (CR before it removed) from pending bytes plus `data`, or null when
-   * `data` ran out first (it is then kept). `max` bounds the line.
-   */
-  private takeLine(data: Buffer, max: number, what: string): { text: string; rest: Buffer } | null {
-    const lf = data.indexOf(10)
-    if (lf === -1) {
-      this.pending.push(data)
-      this.pendingBytes += data.length
-      if (this.pendingBytes > max) throw upstreamError(`${what} too long`)
-      return null
-    }
-    let line = data.subarray(0, lf)
-    if (this.pendingBytes > 0) {
-      line = Buffer.concat([...this.pending, line])
-      this.pending = []
-      this.pendingBytes = 0
-    }
-    if (line.length > max + 1) throw upstreamError(`${what} too long`)
-    const end = line.length > 0 && line[line.length - 1] === 13 ? line.length - 1 : line.length
-    return { text: line.toString('latin1', 0, end), rest: data.subarray(lf + 1) }
-  }
-
   /** Collect the head until an empty line; parse it; return the bytes after it. */
   private parseHead(data: Buffer, events: HttpResponseEvent[]): Buffer {
     const prior = this.pendingBytes
@@ -214,8 +165,13 @@ export class HttpResponseParser {
     else if (head.framing === 'length') {
       this.state = 'length'
       this.remaining = head.contentLength!
-    } else if (head.framing === 'chunked') this.state = 'chunk-size'
-    else this.state = 'close'
+    } else if (head.framing === 'chunked') {
+      this.state = 'chunked'
+      this.chunked = new ChunkedDecoder({
+        maxTrailerBytes: this.maxHeaderBytes,
+        maxTrailers: this.maxHeaders,
+      })
+    } else this.state = 'close'
     return all.subarray(end.bodyStart)
   }
 
@@ -282,12 +238,11 @@ export class HttpResponseParser {
 }
 
 function parseField(line: string): [string, string] {
-  const colon = line.indexOf(':')
-  if (colon <= 0) throw upstreamError(`malformed header line ${JSON.stringify(line.slice(0, 64))}`)
-  const name = line.slice(0, colon)
-  if (!TOKEN.test(name)) throw upstreamError(`invalid header name ${JSON.stringify(name.slice(0, 64))}`)
-  const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '')
-  if (BAD_VALUE.test(value)) throw upstreamError(`control character in the ${name} header`)
+  const { name, value, problem } = parseFieldLine(line)
+  if (problem === 'no-colon')
+    throw upstreamError(`malformed header line ${JSON.stringify(line.slice(0, 64))}`)
+  if (problem === 'name') throw upstreamError(`invalid header name ${JSON.stringify(name.slice(0, 64))}`)
+  if (problem === 'value') throw upstreamError(`control character in the ${name} header`)
   return [name, value]
 }
 

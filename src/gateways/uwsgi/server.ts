@@ -9,15 +9,15 @@
  * accepted only from an allow-list (loopback by default, like gunicorn's
  * forwarded_allow_ips); Unix sockets are guarded by their file permissions.
  */
-import { STATUS_CODES } from 'node:http'
-import { type BlockList, isIP, Server, type Socket } from 'node:net'
+import { type BlockList, Server, type Socket } from 'node:net'
 import pino, { type Logger } from 'pino'
-import { ERROR_CODES, GatehouseError } from '../../core/errors.js'
+import { GatehouseError } from '../../core/errors.js'
 import { sendStatus } from '../../core/respond.js'
 import { UWSGI_MAX_VARS_BYTES, UwsgiRequestParser, type UwsgiRequestEvent } from './codec.js'
 import { requestFromUwsgiVars } from './vars.js'
 import { LOOPBACK, parseAllowList } from '../../core/allow-list.js'
 import { createGatewayExchange, type GatewayExchange } from '../../inbound/exchange.js'
+import { admitPeer, endAfterReply, refusal, requestConnection } from '../../inbound/peer.js'
 import type { RequestListener } from '../../core/types.js'
 
 export type { RequestListener } from '../../core/types.js'
@@ -36,11 +36,6 @@ export interface UwsgiServerOptions {
   headerTimeout?: number
   log?: Logger
 }
-
-/** How long a connection may stay half-closed after its reply before it is destroyed. */
-const LINGER_MS = 5000
-
-const stripMapped = (addr: string | undefined) => (addr?.startsWith('::ffff:') ? addr.slice(7) : addr)
 
 export class UwsgiServer extends Server {
   private readonly handler: RequestListener
@@ -76,23 +71,8 @@ export class UwsgiServer extends Server {
     for (const c of this.active) c.socket.destroy()
   }
 
-  private allowed(address: string): boolean {
-    const addr = stripMapped(address)!
-    return this.allowList.check(addr, isIP(addr) === 6 ? 'ipv6' : 'ipv4')
-  }
-
   private accept(socket: Socket): void {
-    // Unix-socket peers have no address; their file permissions are the access control.
-    if (socket.remoteAddress !== undefined && !this.allowed(socket.remoteAddress)) {
-      this.log.warn(
-        { remote_addr: socket.remoteAddress },
-        'uwsgi connection refused: address not in uwsgi_allow',
-      )
-      socket.destroy()
-      return
-    }
-    // As node's HTTP server: a reply written in pieces is not held back by Nagle's algorithm.
-    if (socket.remoteAddress !== undefined) socket.setNoDelay(true)
+    if (!admitPeer(socket, this.allowList, this.log, 'uwsgi', 'uwsgi_allow')) return
     const connection = new UwsgiConnection(socket, this.handler, this.log, this)
     this.active.add(connection)
     socket.once('close', () => this.active.delete(connection))
@@ -165,13 +145,7 @@ class UwsgiConnection {
       url: head.url,
       httpVersion: head.httpVersion,
       rawHeaders: head.rawHeaders,
-      conn: {
-        remoteAddress: head.remoteAddress ?? stripMapped(socket.remoteAddress) ?? '',
-        remotePort: head.remotePort ?? socket.remotePort ?? 0,
-        localAddress: stripMapped(socket.localAddress) ?? '',
-        localPort: head.serverPort ?? socket.localPort ?? 0,
-        secure: head.secure,
-      },
+      conn: requestConnection(head, socket),
       onResponseEnd: () => this.close(),
     })
     this.exchange = exchange
@@ -207,8 +181,7 @@ class UwsgiConnection {
   /** The reply is complete: end the connection (uwsgi replies are delimited by close). */
   private close(): void {
     this.done = true
-    this.socket.end()
-    setTimeout(() => this.socket.destroy(), LINGER_MS).unref()
+    endAfterReply(this.socket)
   }
 
   /**
@@ -229,7 +202,7 @@ class UwsgiConnection {
       socket.destroy()
       return
     }
-    const status = ERROR_CODES[err.code].status ?? 400
+    const { status, reason, body } = refusal(err.code, err.message)
     this.log.debug(
       { code: err.code, status, remote_addr: socket.remoteAddress },
       `uwsgi request refused: ${err.message}`,
@@ -238,12 +211,10 @@ class UwsgiConnection {
       socket.destroy()
       return
     }
-    const reason = STATUS_CODES[status] ?? ''
-    const body = `${status} ${reason}: ${err.message}\n`
-    socket.end(
+    endAfterReply(
+      socket,
       `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     )
-    setTimeout(() => socket.destroy(), LINGER_MS).unref()
   }
 }
 

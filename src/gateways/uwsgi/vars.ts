@@ -2,13 +2,15 @@
  * What goes into a uwsgi vars block and what comes out of one. Pure.
  *
  * Client side (`buildUwsgiVars`): the variables nginx's `conf/uwsgi_params` sends, then one
- * `HTTP_*` var per request header name. Request data only ever produces `HTTP_*` names:
+ * `HTTP_*` var per request header name, by the rule every gateway shares
+ * (cgi-vars/meta.ts headerMetaName). Request data only ever produces `HTTP_*` names:
  * uWSGI reads `UWSGI_FILE`, `UWSGI_SCRIPT`, `UWSGI_APPID`, `UWSGI_CHDIR` ... as orders to
  * load code, so no header can become one.
  *
  * Listener side (`requestFromUwsgiVars`): the HTTP request a web server (nginx `uwsgi_pass`)
  * described in vars.
  */
+import { headerMetaName } from '../../cgi-vars/meta.js'
 import { type GatewayRequestHead, requestFromGatewayVars } from '../../cgi-vars/request.js'
 import type { UwsgiVarPairs, UwsgiVarValue } from './codec.js'
 
@@ -39,31 +41,6 @@ export interface UwsgiVarsInput {
   documentRoot: string
   /** Extra vars from configuration (`uwsgi_param`); they replace built-in vars of the same name. */
   params?: Iterable<readonly [string, UwsgiVarValue]>
-}
-
-/** Headers never passed as HTTP_*, whatever their spelling. */
-const WITHHELD = new Set([
-  // httpoxy (CVE-2016-5385): HTTP_PROXY is read as a proxy setting.
-  'proxy',
-  // These are CONTENT_TYPE and CONTENT_LENGTH (PEP 3333: never HTTP_CONTENT_*).
-  'content-type',
-  'content-length',
-  // The body is re-framed by CONTENT_LENGTH; a chunked marker would contradict it.
-  'transfer-encoding',
-])
-
-const HEADER_NAME = /^[A-Za-z0-9-]+$/
-
-/**
- * `HTTP_` + upper case with '-' -> '_', or null when withheld. A name with anything but
- * letters, digits and '-' is dropped: `X_Forwarded_For` would otherwise collide with
- * `X-Forwarded-For` (Django CVE-2015-0219); nginx drops them by default too.
- */
-export function headerVarName(name: string): string | null {
-  if (!HEADER_NAME.test(name)) return null
-  const lower = name.toLowerCase()
-  if (WITHHELD.has(lower)) return null
-  return `HTTP_${lower.toUpperCase().replaceAll('-', '_')}`
 }
 
 /** The vars for one request, in the order nginx sends them, then HTTP_*, then params. */
@@ -97,7 +74,11 @@ export function buildUwsgiVars(input: UwsgiVarsInput): [string, UwsgiVarValue][]
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!
     if (input.host !== undefined && name.length === 4 && name.toLowerCase() === 'host') continue
-    const key = headerVarName(name)
+    // uwsgi has no body framing: CONTENT_LENGTH is the framing, and a chunked marker beside it
+    // would contradict it (werkzeug, for one, then ignores CONTENT_LENGTH).
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') continue
+    // Authorization is passed, as nginx's uwsgi_params does.
+    const key = headerMetaName(name, true)
     if (key === null) continue
     const value = raw[i + 1]!
     const previous = vars.get(key)

@@ -398,6 +398,31 @@ describe('CGI gateway with real scripts', () => {
     await assert.rejects(fetchText(port, '/cgi-bin/length.sh?short'))
   })
 
+  test('a script writing far past its Content-Length to a slow client is answered, and read to its end so that it exits', async (t) => {
+    const root = tempDir(t)
+    writeFileSync(
+      join(root, 'flood.sh'),
+      "#!/bin/sh\nprintf 'Content-Type: application/octet-stream\\nContent-Length: 4194304\\n\\n'\nexec head -c 16777216 /dev/zero\n",
+      { mode: 0o755 },
+    )
+    const { port, handler } = await startCgi(t, { root, timeout: '60s' })
+    const received = await new Promise<number>((resolve, reject) => {
+      get({ host: '127.0.0.1', port, path: '/flood.sh' }, (res) => {
+        let n = 0
+        // Read nothing at first: the script's output backs up behind the client.
+        res.pause()
+        setTimeout(() => res.resume(), 300)
+        res.on('data', (c: Buffer) => {
+          n += c.length
+        })
+        res.on('end', () => resolve(n))
+        res.on('error', reject)
+      }).on('error', reject)
+    })
+    assert.equal(received, 4194304)
+    assert.ok(await eventually(() => handler.stats().running === 0), 'the script exited')
+  })
+
   test('a script that answers without reading a large body still gets its answer out', async () => {
     const r = await fetchText(port, '/cgi-bin/no-read.sh', {
       method: 'POST',
@@ -632,6 +657,13 @@ describe('CGI library API and CLI', () => {
       },
     )
     assert.throws(() => cgi({}), /one of root .* or script/)
+    // Worded as every library listener words them (php(), fastcgi(), wsgi(), asgi()).
+    assert.throws(
+      () => cgi({ root: CGI, index: ['ok.cgi', 'sub/index.cgi'] }),
+      (err: unknown) =>
+        err instanceof GatehouseError &&
+        err.problems.some((p) => p.startsWith('index[1]: an index is a file name')),
+    )
   })
 
   test('script = one program for the whole prefix: SCRIPT_NAME is the prefix, PATH_INFO the rest', async (t) => {

@@ -360,6 +360,30 @@ describe('FastCGI listener: responder requests over raw records', () => {
     peer.close()
   })
 
+  test('hop-by-hop fields a handler sets stay out of the CGI header block (Upgrade and TE too)', async (t) => {
+    const server = createFastCGIServer((_req, res) => {
+      res.writeHead(200, {
+        'content-type': 'text/plain',
+        connection: 'keep-alive',
+        'keep-alive': 'timeout=5',
+        upgrade: 'h2c',
+        te: 'trailers',
+        'x-kept': 'yes',
+      })
+      res.end('ok')
+    })
+    const port = await listen(server, t)
+    const peer = await Peer.open(port)
+    peer.send(requestBytes(1, GET('/')))
+    await peer.end(1)
+    const { head, body } = peer.response(1)
+    assert.match(head, /\r\nx-kept: yes/i)
+    for (const name of ['connection', 'keep-alive', 'upgrade', 'te'])
+      assert.doesNotMatch(head, new RegExp(`\r\n${name}:`, 'i'), name)
+    assert.equal(body.toString(), 'ok')
+    peer.close()
+  })
+
   test('GET_VALUES is answered with what is enforced; unknown types get FCGI_UNKNOWN_TYPE and the connection goes on', async (t) => {
     const logs = captureLog()
     const server = createFastCGIServer(echo, { log: logs.log })

@@ -100,6 +100,7 @@ describe('uwsgi action: Gatehouse -> uWSGI 2.0 -> Flask', () => {
         'uwsgi-chdir': '/',
         x_under: 'dropped',
         proxy: 'http://evil:3128',
+        'proxy-authorization': 'Basic cHJveHk6c2VjcmV0',
       },
     })
     assert.equal(res.statusCode, 200)
@@ -120,6 +121,7 @@ describe('uwsgi action: Gatehouse -> uWSGI 2.0 -> Flask', () => {
     assert.equal(env.HTTP_X_CUSTOM, 'yes')
     assert.equal(env.HTTP_UWSGI_CHDIR, '/')
     assert.equal(env.HTTP_PROXY, undefined)
+    assert.equal(env.HTTP_PROXY_AUTHORIZATION, undefined)
     assert.equal(env.HTTP_X_UNDER, undefined)
     assert.equal(env.CONTENT_LENGTH, '')
     assert.deepEqual(

@@ -90,6 +90,26 @@ describe('buildUwsgiVars (client side)', () => {
     assert.equal(vars.has('UWSGI_FILE'), false)
   })
 
+  test('Proxy-Authorization is withheld, as from CGI and FastCGI apps; Authorization is passed', () => {
+    const vars = new Map(
+      asText(
+        buildUwsgiVars({
+          ...base,
+          rawHeaders: [
+            'Proxy-Authorization',
+            'Basic cHJveHk6c2VjcmV0',
+            'PROXY-AUTHORIZATION',
+            'x',
+            'Authorization',
+            'Basic dTpw',
+          ],
+        }),
+      ),
+    )
+    assert.equal(vars.has('HTTP_PROXY_AUTHORIZATION'), false)
+    assert.equal(vars.get('HTTP_AUTHORIZATION'), 'Basic dTpw')
+  })
+
   test('repeated headers become one var: joined with ", " (Cookie with "; ")', () => {
     const vars = new Map(
       asText(

@@ -1,0 +1,49 @@
+/*
+ * Rules about HTTP fields that every gateway applies the same way, whichever protocol the
+ * fields arrived in (a CGI header block, an upstream's HTTP response, node's own output).
+ * Pure.
+ */
+
+/**
+ * Fields that describe one connection (RFC 9110 7.6.1, plus the pre-standard Keep-Alive and
+ * Proxy-Connection), lower case. A gateway's response never carries them on to its client:
+ * the connection to the client has its own framing and its own persistence.
+ */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
+
+/** RFC 9110 5.6.2: a token, what a field name is. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** RFC 9110 5.5 (bytes read as latin1): VCHAR, obs-text, SP and HTAB; never CR, LF or NUL. */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+
+/** What makes a line not a field: no `name:`, a name that is not a token, a control character in the value. */
+export type FieldLineProblem = 'no-colon' | 'name' | 'value'
+
+export interface FieldLine {
+  name: string
+  /** Without the whitespace around it (RFC 9112 5). */
+  value: string
+  /** null for a valid field. */
+  problem: FieldLineProblem | null
+}
+
+/**
+ * One `name: value` line of a header block or trailer section, without its line end (a
+ * line starting with whitespace, obsolete folding, is the caller's to refuse first).
+ */
+export function parseFieldLine(line: string): FieldLine {
+  const colon = line.indexOf(':')
+  if (colon <= 0) return { name: '', value: '', problem: 'no-colon' }
+  const name = line.slice(0, colon)
+  const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '')
+  const problem = !TOKEN.test(name) ? 'name' : !FIELD_VALUE.test(value) ? 'value' : null
+  return { name, value, problem }
+}
