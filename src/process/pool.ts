@@ -71,6 +71,13 @@ export interface PoolStatus {
   workers: WorkerStatus[]
 }
 
+/**
+ * max_rss is checked after a request, at most this often per worker (the first request
+ * always): a /proc read takes the worker out of dispatch for a moment, which every request
+ * would pay for a limit that is on by default.
+ */
+const RSS_CHECK_INTERVAL_MS = 1000
+
 /** Consecutive unexpected worker exits (no request served in between) that make a crash loop. */
 const CRASH_LOOP_EXITS = 5
 /** A worker that lived this long before dying does not count towards a crash loop. */
@@ -112,6 +119,8 @@ interface Worker {
   idleSince: number
   /** performance.now() when it last sent something or took a request while idle. */
   lastProgress: number
+  /** performance.now() of its last max_rss check (-Infinity: never). */
+  lastMeasured: number
   last: LastRequest | null
   /** The pool stopped it (recycle, idle, drain, terminate): its exit is not a failure. */
   expected: boolean
@@ -532,7 +541,12 @@ export class WorkerPool {
       this.retire(w)
       this.maintain(false)
     } else if (w.retiring) this.retire(w)
-    else if (this.settings.max_rss > 0 && w.leases.size === 0) void this.measure(w)
+    else if (
+      this.settings.max_rss > 0 &&
+      w.leases.size === 0 &&
+      performance.now() - w.lastMeasured >= RSS_CHECK_INTERVAL_MS
+    )
+      void this.measure(w)
     this.dispatch()
     if (this.closing) this.notifyIdle(w)
   }
@@ -540,6 +554,7 @@ export class WorkerPool {
   /** max_rss: look at the worker's memory before it takes the next request. */
   private async measure(w: Worker): Promise<void> {
     w.measuring = true
+    w.lastMeasured = performance.now()
     const rss = await readRss(w.pid)
     w.measuring = false
     if (rss > this.settings.max_rss && w.phase === 'ready') {
@@ -663,6 +678,7 @@ export class WorkerPool {
       spawnedAt: performance.now(),
       idleSince: performance.now(),
       lastProgress: performance.now(),
+      lastMeasured: -Infinity,
       last: null,
       expected: false,
       killReason: null,

@@ -86,7 +86,12 @@ export const poolSettingsShape = {
   max_requests_jitter: z.number().int().min(0).default(0),
   request_terminate_timeout: duration.prefault(0),
   request_slowlog_timeout: duration.prefault(0),
-  max_rss: size.prefault(0),
+  /**
+   * On by default (php-fpm has no such limit): one request that makes a php-cgi worker grow
+   * (a script with memory_limit = -1, a leak in an extension) would otherwise keep that
+   * memory for the worker's life. 512 MB is four times PHP's default memory_limit.
+   */
+  max_rss: size.prefault('512MB'),
   queue: z.number().int().min(0).max(1_000_000).default(256),
   queue_timeout: duration.prefault(10),
   ready_timeout: duration.prefault(10),

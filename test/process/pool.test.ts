@@ -296,5 +296,7 @@ describe('pool settings validation (php-fpm rules)', () => {
     assert.equal(s.max_spare_servers, 3)
     assert.equal(s.process_idle_timeout, 10_000)
     assert.equal(s.stop_signal, 'SIGQUIT')
+    // Unlike php-fpm, a memory limit per worker is on by default (issue 18, item 14).
+    assert.equal(s.max_rss, 512 * 1024 * 1024)
   })
 })
