@@ -7,6 +7,7 @@
  * HTTP_* as header lines, CONTENT_TYPE / CONTENT_LENGTH, REMOTE_ADDR / REMOTE_PORT,
  * SERVER_NAME / SERVER_PORT (the Host when no HTTP_HOST came), HTTPS / REQUEST_SCHEME.
  */
+import { isIP } from 'node:net'
 import { type ErrorCode, GatehouseError } from '../core/errors.js'
 
 /** The HTTP request described by a set of CGI-style variables. */
@@ -121,6 +122,10 @@ export function requestFromGatewayVars(
   if (BAD_VALUE.test(url) || url.includes(' ')) throw new GatehouseError(code, 'invalid REQUEST_URI')
   const protocol = /^HTTP\/1\.([01])$/.exec(named.get('SERVER_PROTOCOL') ?? '')
   const remote = named.get('REMOTE_ADDR')
+  // The peer is trusted to name the client, but the name reaches the app, the access log
+  // and X-Forwarded-For: only an address (or nginx's `unix:` for a Unix-socket client).
+  if (remote !== undefined && remote !== '' && remote !== 'unix:' && isIP(remote) === 0)
+    throw new GatehouseError(code, `REMOTE_ADDR is not an IP address: ${JSON.stringify(remote.slice(0, 64))}`)
   const https = (named.get('HTTPS') ?? '').toLowerCase()
   return {
     method,

@@ -886,6 +886,16 @@ describe('FastCGI listener: Debian cgi-fcgi (libfcgi) as the client', () => {
       assert.match(r.out, /^Status: 200 OK\r\n/)
       assert.ok(r.out.endsWith('\r\n\r\n198.51.100.4 cgi.example /who?a=1\n'), r.out)
     }
+    // A REMOTE_ADDR that is not an address (here one that would forge an access-log line) is
+    // refused; the listener goes on serving.
+    const forged = await cgiFcgi(`127.0.0.1:${tcp!.port}`, {
+      REQUEST_METHOD: 'GET',
+      REQUEST_URI: '/who',
+      SERVER_NAME: 'cgi.example',
+      REMOTE_ADDR: '198.51.100.4\r\n203.0.113.1 - - [forged]',
+    })
+    assert.match(forged.out, /^Status: 400 /, forged.out)
+    assert.ok(!forged.out.includes('\r\n203.0.113.1'), 'named escaped, never as a line of its own')
 
     const server = createFastCGIServer(echo)
     const port = await listen(server, t)

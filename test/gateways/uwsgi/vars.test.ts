@@ -257,5 +257,14 @@ describe('requestFromUwsgiVars (listener side)', () => {
       ['REQUEST_METHOD', 'GET'],
       ['REQUEST_URI', '/a b'],
     ])
+    // The client's address reaches the app and the access log: an address or nothing.
+    refused([
+      ['REQUEST_METHOD', 'GET'],
+      ['REMOTE_ADDR', '192.0.2.7\r\n192.0.2.8 - - [forged] "GET /admin"'],
+    ])
+    refused([
+      ['REQUEST_METHOD', 'GET'],
+      ['REMOTE_ADDR', 'evil.example'],
+    ])
   })
 })
