@@ -668,6 +668,11 @@ class Lifespan:
         return await self.shutdown_result
 
 
+#: How often a worker holding requests tells Node its loop is alive (seconds).
+HEARTBEAT_INTERVAL = 0.1
+HEARTBEAT_FRAME = (P.HEARTBEAT, 0)
+
+
 class Worker:
     def __init__(self, app, loop, socket_path, orphaned):
         self.app = app
@@ -706,11 +711,18 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         server = await loop.create_unix_server(lambda: NodeConnection(self), sock=listen(self.socket_path), backlog=64)
+        ticks = 0
         while not self.stopping.is_set():
             try:
-                await asyncio.wait_for(self.stopping.wait(), 0.5)
+                await asyncio.wait_for(self.stopping.wait(), HEARTBEAT_INTERVAL)
             except asyncio.TimeoutError:
-                if self.orphaned():
+                # A loop blocked in the app's synchronous code sends none: Node then
+                # queues nothing more on this worker (its stall_timeout).
+                for conn in self.connections:
+                    if conn.cycles:
+                        conn.write(HEARTBEAT_FRAME)
+                ticks += 1
+                if ticks % 5 == 0 and self.orphaned():
                     os._exit(0)
         # SIGTERM: no new connections; open WebSockets are closed (1012, service restart);
         # requests in flight finish (Node sends no new ones), then lifespan shutdown.

@@ -29,6 +29,7 @@ RESPONSE_FILE = 67  # (67, id, path, offset, length, dev, ino, more_body)
 REQUEST_CREDIT = 68  # (68, id, bytes)
 REQUEST_ERROR = 69  # (69, id, message)
 FINISHED = 70  # (70, id)
+HEARTBEAT = 71  # (71, 0): the event loop is alive (ASGI, while it holds requests)
 WS_ACCEPT = 80
 WS_SEND = 81
 WS_CLOSE = 82

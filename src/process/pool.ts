@@ -426,8 +426,8 @@ export class WorkerPool {
 
   private lease(w: Worker, info: RequestInfo): Lease<Worker> {
     const s = this.settings
-    const lease = new Lease(w, info, this.releaseLease, s.parallel)
-    const pipelined = w.leases.size >= s.parallel
+    const lease = new Lease(w, info, this.releaseLease, s.ordered ? s.parallel : Infinity)
+    const pipelined = s.ordered && w.leases.size >= s.parallel
     if (w.leases.size === 0) w.lastProgress = performance.now()
     w.leases.add(lease)
     if (pipelined && s.stall_timeout > 0 && s.queue_timeout > 0) {

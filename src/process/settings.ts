@@ -40,6 +40,12 @@ export interface PoolSettings {
    * behind a stuck one while another worker, or the queue's timeout, could answer it).
    */
   stall_timeout: number
+  /**
+   * The worker starts its requests in the order they were sent, `parallel` at a time (WSGI),
+   * so one behind `parallel` running requests has certainly not started and can be taken
+   * back. An ASGI worker runs many at once as its loop reads them: Node cannot tell.
+   */
+  ordered: boolean
   /** pm.max_requests: a worker is replaced after this many requests (0: never). */
   max_requests: number
   /** pm.max_requests_jitter: each worker's limit is max_requests + random(0..jitter). */
@@ -126,7 +132,7 @@ export function poolSettings(
   defaultName: string,
   config: PoolConfig,
   extra: Partial<
-    Pick<PoolSettings, 'capacity' | 'parallel' | 'stall_timeout' | 'stop_signal' | 'dump_signal'>
+    Pick<PoolSettings, 'capacity' | 'parallel' | 'stall_timeout' | 'ordered' | 'stop_signal' | 'dump_signal'>
   > = {},
 ): PoolSettings {
   const start =
@@ -144,6 +150,7 @@ export function poolSettings(
     capacity: extra.capacity ?? 1,
     parallel: Math.min(extra.parallel ?? Infinity, extra.capacity ?? 1),
     stall_timeout: extra.stall_timeout ?? 0,
+    ordered: extra.ordered ?? true,
     max_requests: config.max_requests,
     max_requests_jitter: config.max_requests_jitter,
     request_terminate_timeout: config.request_terminate_timeout,

@@ -37,6 +37,12 @@ export function asgiSchema(env: SchemaEnv) {
     ws_ping_interval: duration.prefault(20),
     /** Offer permessage-deflate to WebSocket clients. */
     ws_per_message_deflate: z.boolean().default(false),
+    /**
+     * A worker holding requests whose event loop has not sent its heartbeat (every 100 ms)
+     * for this long is stalled (blocked in synchronous code): new requests go to another
+     * worker or wait in the queue, where queue_timeout answers them with 503 (0: off).
+     */
+    loop_stall: duration.prefault('1s'),
   })
 }
 
@@ -59,6 +65,10 @@ export class AsgiHandler extends PythonAppHandler implements Handler {
         interface: 'asgi',
         args: [],
         capacity: options.concurrency,
+        // Any request in flight makes the worker's liveness matter: its loop runs them all.
+        parallel: 1,
+        stall_timeout: options.loop_stall,
+        ordered: false,
         // The worker cancels a request at `timeout` itself; the pool steps in only when
         // the worker's loop is stuck (it dumps the stacks and kills it).
         request_terminate_timeout: options.timeout > 0 ? options.timeout + STUCK_GRACE_MS : 0,

@@ -69,6 +69,8 @@ export const FrameType = {
   REQUEST_ERROR: 69,
   /** (70, id): the request is over on the worker's side after an HTTP_DISCONNECT. */
   FINISHED: 70,
+  /** (71, 0): the worker's event loop is alive (ASGI, every 100 ms while it holds requests). */
+  HEARTBEAT: 71,
   /** (80, id, subprotocol: str | None, headers: tuple): websocket.accept. */
   WS_ACCEPT: 80,
   /** (81, id, bytes | None, text | None): websocket.send. */
@@ -143,6 +145,7 @@ export type WorkerFrame =
   | { type: typeof FrameType.REQUEST_CREDIT; id: number; bytes: number }
   | { type: typeof FrameType.REQUEST_ERROR; id: number; message: string }
   | { type: typeof FrameType.FINISHED; id: number }
+  | { type: typeof FrameType.HEARTBEAT; id: number }
   | { type: typeof FrameType.WS_ACCEPT; id: number; subprotocol: string | null; headers: Headers }
   | { type: typeof FrameType.WS_SEND; id: number; bytes: Buffer | null; text: string | null }
   | { type: typeof FrameType.WS_CLOSE; id: number; code: number; reason: string }
@@ -481,6 +484,7 @@ function tupleOf(frame: AnyFrame): MarshalValue[] {
       return [frame.type, frame.id, frame.body, frame.moreBody]
     case FrameType.HTTP_DISCONNECT:
     case FrameType.FINISHED:
+    case FrameType.HEARTBEAT:
     case FrameType.LIFESPAN_SHUTDOWN:
     case FrameType.CANCEL:
       return [frame.type, frame.id]
@@ -620,6 +624,7 @@ export function frameFromTuple(t: MarshalValue): AnyFrame {
       return { type, id, body: f[2] as Buffer, moreBody: f[3] as boolean }
     case FrameType.HTTP_DISCONNECT:
     case FrameType.FINISHED:
+    case FrameType.HEARTBEAT:
     case FrameType.CANCEL:
       want(2, true)
       return { type, id }

@@ -394,7 +394,13 @@ export class WorkerConnection {
   }
 
   private onFrame(frame: WorkerFrame): void {
-    if (frame.type === FrameType.LIFESPAN_RESULT || frame.type === FrameType.HELLO) return
+    // A heartbeat's whole meaning is its arrival (onData noted the worker's progress).
+    if (
+      frame.type === FrameType.LIFESPAN_RESULT ||
+      frame.type === FrameType.HELLO ||
+      frame.type === FrameType.HEARTBEAT
+    )
+      return
     const session = this.sessions.get(frame.id)
     if (session) {
       session.onFrame(frame)

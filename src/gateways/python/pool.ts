@@ -243,6 +243,8 @@ export interface PythonPoolSpec {
   parallel?: number
   /** ms, 0 or absent = off: see PoolSettings.stall_timeout. */
   stall_timeout?: number
+  /** See PoolSettings.ordered (default true). */
+  ordered?: boolean
   /** ms, 0 = off: the pool kills a worker whose request runs this long. */
   request_terminate_timeout: number
 }
@@ -295,6 +297,7 @@ export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec
         capacity: spec.capacity,
         ...(spec.parallel !== undefined ? { parallel: spec.parallel } : {}),
         ...(spec.stall_timeout !== undefined ? { stall_timeout: spec.stall_timeout } : {}),
+        ...(spec.ordered !== undefined ? { ordered: spec.ordered } : {}),
         stop_signal: 'SIGTERM',
         dump_signal: 'SIGUSR1',
       },

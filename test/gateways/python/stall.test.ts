@@ -15,22 +15,20 @@ import { eventually, FIXTURES, PYTHON, startGatehouse, tempDir } from '../../sup
 
 const DEADLINE_MS = 20_000
 
-async function start(t: TestContext, workers: number) {
+async function start(t: TestContext, workers: number, kind: 'wsgi' | 'asgi' = 'wsgi') {
   const dir = tempDir(t, 'gh-stall-')
+  const app = {
+    python: PYTHON,
+    workers,
+    timeout: 0,
+    queue_timeout: 2,
+    env: { STALL_DIR: dir },
+  }
   const running = await startGatehouse(t, {
     routes: [
-      {
-        path: '/',
-        wsgi: {
-          app: 'stall:application',
-          python: PYTHON,
-          chdir: join(FIXTURES, 'wsgi'),
-          workers,
-          timeout: 0,
-          queue_timeout: 2,
-          env: { STALL_DIR: dir },
-        },
-      },
+      kind === 'wsgi'
+        ? { path: '/', wsgi: { ...app, app: 'stall:application', chdir: join(FIXTURES, 'wsgi') } }
+        : { path: '/', asgi: { ...app, app: 'stall:app', chdir: join(FIXTURES, 'asgi') } },
     ],
   })
   // Whatever the outcome, the hung requests end with the test.
@@ -64,11 +62,17 @@ function withinDeadline<T>(what: string, p: Promise<T>): Promise<T> {
   ])
 }
 
-test('one of two workers hung: 64 requests from 16 clients are all served by the other', async (t) => {
-  const app = await start(t, 2)
+for (const kind of ['wsgi', 'asgi'] as const)
+  test(`${kind}: one of two workers hung: 64 requests from 16 clients are all served by the other`, async (t) => {
+    await oneOfTwoHung(t, kind)
+  })
+
+async function oneOfTwoHung(t: TestContext, kind: 'wsgi' | 'asgi') {
+  const app = await start(t, 2, kind)
   void app.hang()
   const [hungPid] = await eventually(() => app.hung().length === 1 && app.hung(), 'the hung request')
-  await sleep(500) // past pipeline_stall (200 ms): the worker has sent nothing since
+  // Past pipeline_stall (WSGI, 200 ms) or loop_stall (ASGI, 1 s): the worker has sent nothing since.
+  await sleep(kind === 'wsgi' ? 500 : 1500)
   let next = 0
   const client = async () => {
     const pids: string[] = []
@@ -83,14 +87,19 @@ test('one of two workers hung: 64 requests from 16 clients are all served by the
   const pids = (await withinDeadline('16 clients', Promise.all(Array.from({ length: 16 }, client)))).flat()
   assert.equal(pids.length, 64)
   assert.ok(!pids.includes(hungPid!), 'none was served by the hung worker')
-})
+}
 
-test('both workers hung: other requests get the 503 of queue_timeout, not a wait for the hung ones', async (t) => {
-  const app = await start(t, 2)
+for (const kind of ['wsgi', 'asgi'] as const)
+  test(`${kind}: both workers hung: other requests get the 503 of queue_timeout, not a wait for the hung ones`, async (t) => {
+    await bothHung(t, kind)
+  })
+
+async function bothHung(t: TestContext, kind: 'wsgi' | 'asgi') {
+  const app = await start(t, 2, kind)
   void app.hang()
   void app.hang()
   await eventually(() => app.hung().length === 2, 'both hung requests')
-  await sleep(500)
+  await sleep(kind === 'wsgi' ? 500 : 1500)
   const answers = await withinDeadline(
     'requests while both workers hang',
     Promise.all(Array.from({ length: 4 }, () => app.get('/fast'))),
@@ -99,7 +108,7 @@ test('both workers hung: other requests get the 503 of queue_timeout, not a wait
     answers.map((a) => a.status),
     [503, 503, 503, 503],
   )
-})
+}
 
 test('a request pipelined behind a request that then hangs gets 503 at queue_timeout and never runs', async (t) => {
   const app = await start(t, 1)
