@@ -52,6 +52,12 @@ export interface WorkerLease {
    * requests in the order they were sent, so such a request has certainly not started.
    */
   readonly mayHaveStarted: boolean
+  /**
+   * Its worker is gone or going (killed under a stuck request, or dead) while this request
+   * still waited behind others: nothing of it ran, so a request without a body may be sent
+   * to another worker.
+   */
+  readonly neverStarted: boolean
 }
 
 /** What a lease shows of its worker. */
@@ -135,8 +141,26 @@ export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease
     }
   }
 
+  /** Whether the worker may have started it, as judged when its worker began to stop. */
+  private startedWhenStopped: boolean | undefined
+
+  /**
+   * Its worker is being stopped under it (killed for a stuck request): judge now, while the
+   * requests before it are still counted, whether the worker may have started it.
+   */
+  freezeStarted(): void {
+    this.startedWhenStopped ??= this.mayHaveStarted
+  }
+
+  get neverStarted(): boolean {
+    return this.startedWhenStopped === false || this.startedAtAbort === false
+  }
+
+  private startedAtAbort: boolean | undefined
+
   abort(reason: unknown): void {
     if (this.aborted) return
+    this.startedAtAbort = this.startedWhenStopped ?? this.mayHaveStarted
     this.aborted = true
     this.abortReason = reason
     this.controller?.abort(reason)

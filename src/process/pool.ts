@@ -496,6 +496,8 @@ export class WorkerPool {
     w.retiring = true
     w.expected = true
     w.killReason = reason
+    // What waits behind the stuck request has not started, and never will on this worker.
+    for (const other of w.leases) other.freezeStarted()
     lease.abort(reason)
     if (w.phase === 'stopping') {
       w.kill('SIGKILL')

@@ -306,6 +306,9 @@ export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec
   )
 }
 
+/** How often one request is sent to another worker after its worker stopped before starting it. */
+const MAX_REQUEUES = 2
+
 const INTERFACE_NAMES = {
   wsgi: { name: 'WSGI', appError: 'GH_ERR_WSGI_APP' },
   asgi: { name: 'ASGI', appError: 'GH_ERR_ASGI_APP' },
@@ -366,10 +369,23 @@ export abstract class PythonAppHandler {
     ctx: RequestContext,
     input: (admitted: AdmittedRequest) => ExchangeInput,
   ): Promise<void> {
+    for (let attempt = 0; await this.serveOnce(ctx, input, attempt < MAX_REQUEUES); attempt++);
+  }
+
+  /**
+   * One try of serve(); true when the request is to be tried again: its worker was killed
+   * (or died) while the request still waited behind others on it, so nothing of it ran, and
+   * it has no body that was already sent (issue 18: requeue what a worker had not started).
+   */
+  private async serveOnce(
+    ctx: RequestContext,
+    input: (admitted: AdmittedRequest) => ExchangeInput,
+    mayRequeue: boolean,
+  ): Promise<boolean> {
     const { req, res } = ctx
     const tags = { method: ctx.method, uri: req.url }
     const admitted = await admitRequest(ctx, this.pool, this.started, this.log)
-    if (admitted === null) return
+    if (admitted === null) return false
     const { lease } = admitted
     let failed = false
     // Answered 503 while it waited on a stalled worker (queue_timeout): nothing more to say.
@@ -394,7 +410,7 @@ export abstract class PythonAppHandler {
           })
       }
       const outcome = await connection.exchange(exchange)
-      if (takenBack) return
+      if (takenBack) return false
       if (outcome.kind === 'app-error') {
         const code = this.names.appError
         this.log.error({ ...tags, worker: lease.pid, code }, outcome.message.trimEnd())
@@ -402,7 +418,14 @@ export abstract class PythonAppHandler {
         else res.destroy()
       } else this.settled(ctx, lease, outcome)
     } catch (err) {
-      if (takenBack) return
+      if (takenBack) return false
+      if (mayRequeue && lease.neverStarted && !admitted.hasBody && !res.headersSent) {
+        this.log.warn(
+          { ...tags, worker: lease.pid },
+          `${this.names.name} request requeued: its worker stopped before starting it`,
+        )
+        return true
+      }
       // The pool ended the lease (timeout: 504, worker died: 502): its reason names why.
       const why = lease.aborted ? lease.abortReason : err
       const code = why instanceof GatehouseError ? why.code : 'GH_ERR_WORKER_PROTOCOL'
@@ -415,6 +438,7 @@ export abstract class PythonAppHandler {
     } finally {
       lease.release({ failed })
     }
+    return false
   }
 
   /** An outcome other than the app's failure (ASGI answers its timeout here). */

@@ -15,13 +15,17 @@ import { eventually, FIXTURES, PYTHON, startGatehouse, tempDir } from '../../sup
 
 const DEADLINE_MS = 20_000
 
-async function start(t: TestContext, workers: number, kind: 'wsgi' | 'asgi' = 'wsgi') {
+async function start(
+  t: TestContext,
+  workers: number,
+  kind: 'wsgi' | 'asgi' = 'wsgi',
+  limits: { timeout: number; queue_timeout: number } = { timeout: 0, queue_timeout: 2 },
+) {
   const dir = tempDir(t, 'gh-stall-')
   const app = {
     python: PYTHON,
     workers,
-    timeout: 0,
-    queue_timeout: 2,
+    ...limits,
     env: { STALL_DIR: dir },
   }
   const running = await startGatehouse(t, {
@@ -127,4 +131,22 @@ test('a request pipelined behind a request that then hangs gets 503 at queue_tim
   const ran = app.started()
   assert.ok(!ran.includes('/fastone') && !ran.includes('/fasttwo'), `the app never ran them:\n${ran}`)
   assert.ok(ran.includes('/fastthree'))
+})
+
+test('requests waiting behind one killed by the timeout are served by the replacement worker', async (t) => {
+  const app = await start(t, 1, 'wsgi', { timeout: 2, queue_timeout: 30 })
+  const hanging = app.hang()
+  // Sent at once: they wait on the worker behind /hang, which the timeout then kills.
+  const waiting = [app.get('/fast?one'), app.get('/fast?two')]
+  const [hangPid] = await eventually(() => app.hung().length === 1 && app.hung(), 'the hung request')
+  assert.equal((await withinDeadline('the hung request', hanging)).status, 504)
+  const answers = await withinDeadline('the requeued requests', Promise.all(waiting))
+  assert.deepEqual(
+    answers.map((a) => a.status),
+    [200, 200],
+  )
+  for (const a of answers) assert.notEqual(a.body, hangPid, 'served by the replacement worker')
+  const ran = app.started().split('\n')
+  assert.equal(ran.filter((l) => l === '/fastone').length, 1, 'run once')
+  assert.equal(ran.filter((l) => l === '/fasttwo').length, 1, 'run once')
 })
