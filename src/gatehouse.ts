@@ -16,7 +16,7 @@ import { buildContext, parseRequest, runHandler } from './http/context.js'
 import { type BoundAddress as ListeningAddress, bindServer } from './core/bind.js'
 import { type ListenAddress, parseListenAddress } from './core/address.js'
 import { upgradeResponse } from './http/upgrade.js'
-import { GatewayListeners } from './inbound/listeners.js'
+import { InboundListeners } from './inbound/listeners.js'
 import type { ActionDefinition, GatewayDefinition, Handler } from './core/types.js'
 
 interface RouteEntry {
@@ -120,7 +120,7 @@ export class Gatehouse {
    * The gateways' app-side listeners (`uwsgi_listen`, `fastcgi_listen`), by gateway name:
    * requests arriving over those protocols take the same path as HTTP ones.
    */
-  private readonly gatewayListeners = new Map<string, GatewayListeners>()
+  private readonly inboundListeners = new Map<string, InboundListeners>()
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -131,9 +131,9 @@ export class Gatehouse {
     this.handler = (req, res) => this.handle(req, res)
     for (const gateway of GATEWAYS as readonly GatewayDefinition[]) {
       if (gateway.listener)
-        this.gatewayListeners.set(
+        this.inboundListeners.set(
           gateway.name,
-          new GatewayListeners(gateway.listener, this.handler, this.logs.error),
+          new InboundListeners(gateway.listener, this.handler, this.logs.error),
         )
     }
   }
@@ -148,7 +148,7 @@ export class Gatehouse {
     // that cannot start fails here with GH_ERR_WORKER_START.
     await this.ready()
     for (const text of this.state.config.listen) await this.openListener(parseListenAddress(text))
-    for (const listeners of this.gatewayListeners.values()) await listeners.reconcile(this.state.config)
+    for (const listeners of this.inboundListeners.values()) await listeners.reconcile(this.state.config)
     return this.addresses()
   }
 
@@ -164,12 +164,12 @@ export class Gatehouse {
 
   /** The bound addresses of a gateway's app-side listeners (`uwsgi`: `uwsgi_listen`), in config order. */
   listenerAddresses(gateway: string): ListeningAddress[] {
-    return this.gatewayListeners.get(gateway)?.addresses() ?? []
+    return this.inboundListeners.get(gateway)?.addresses() ?? []
   }
 
   /** Connections and requests each of a gateway's app-side listeners has accepted, in config order. */
   listenerStats(gateway: string): { address: string; connections: number; requests: number }[] {
-    return this.gatewayListeners.get(gateway)?.stats() ?? []
+    return this.inboundListeners.get(gateway)?.stats() ?? []
   }
 
   /** The bound `uwsgi_listen` addresses (listenerAddresses('uwsgi'), kept for existing callers). */
@@ -366,7 +366,7 @@ export class Gatehouse {
       for (const w of wanted) {
         if (!this.listeners.some((l) => l.spec.text === w.text)) await this.openListener(w)
       }
-      for (const listeners of this.gatewayListeners.values()) await listeners.reconcile(config)
+      for (const listeners of this.inboundListeners.values()) await listeners.reconcile(config)
     }
     // The old handlers finish what they have in flight before they are closed; reload
     // itself does not wait for that (a long download must not hold up the next reload).
@@ -392,7 +392,7 @@ export class Gatehouse {
     if (this.closing) return
     this.closing = true
     const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())))
-    for (const listeners of this.gatewayListeners.values()) closed.push(listeners.stopAccepting())
+    for (const listeners of this.inboundListeners.values()) closed.push(listeners.stopAccepting())
     for (const l of this.listeners) l.server.closeIdleConnections()
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
@@ -405,7 +405,7 @@ export class Gatehouse {
       })
     }
     for (const l of this.listeners) l.server.closeAllConnections()
-    for (const listeners of this.gatewayListeners.values()) listeners.closeAll()
+    for (const listeners of this.inboundListeners.values()) listeners.closeAll()
     // Upgraded connections (WebSockets) keep the listeners open until their handlers close
     // them (with a close frame); whatever is left after that is cut.
     await Promise.all([

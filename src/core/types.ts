@@ -35,7 +35,7 @@ export function routePrefix(ctx: RequestContext): string {
 
 /**
  * The one request object every listener produces and every handler consumes
- * (DESIGN.md: "One request path"). `req`/`res` are node:http-shaped.
+ * (docs/architecture.md: "the request path"). `req`/`res` are node:http-shaped.
  */
 export interface RequestContext {
   req: IncomingMessage

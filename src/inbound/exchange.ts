@@ -1,8 +1,8 @@
 /**
- * The request/response pair for a listener that is not HTTP (uwsgi now, FastCGI later):
+ * The request/response pair for a listener that is not HTTP (uwsgi, FastCGI):
  * given the method, target, headers and client of a request that arrived in another
  * protocol, produce a real `http.IncomingMessage` and `http.ServerResponse`, so that the
- * router and every handler see exactly what the HTTP front gives them (DESIGN.md: "One
+ * router and every handler see exactly what the HTTP front gives them (docs/architecture.md: "the
  * request path").
  *
  * Why a real ServerResponse rather than a look-alike writer: handlers (and Express, and

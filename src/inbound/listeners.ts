@@ -18,7 +18,7 @@ interface Entry<S> {
   bound: BoundAddress
 }
 
-export class GatewayListeners<
+export class InboundListeners<
   Shape extends z.ZodRawShape = z.ZodRawShape,
   S extends ListenerServer = ListenerServer,
 > {

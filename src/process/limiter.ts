@@ -12,7 +12,7 @@ export interface LimiterOptions {
 }
 
 /**
- * Backpressure measured in requests (DESIGN.md): at most `max` at once, a bounded FIFO
+ * Backpressure measured in requests: at most `max` at once, a bounded FIFO
  * queue behind them, and GH_ERR_OVERLOADED (503) past either bound.
  */
 export class ConcurrencyLimiter {
