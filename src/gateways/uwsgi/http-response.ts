@@ -8,8 +8,8 @@
  * Transfer-Encoding ends in chunked; otherwise Content-Length; otherwise until close.
  * Interim 1xx responses (other than 101) are skipped.
  */
-import { ChunkedDecoder, ChunkedError } from '../../core/chunked.js'
-import { GatehouseError } from '../../core/errors.js'
+import { ChunkedDecoder } from '../../core/chunked.js'
+import { GatehouseError, isProtocolError } from '../../core/errors.js'
 import { parseFieldLine } from '../../core/http-headers.js'
 
 export type BodyFraming = 'none' | 'length' | 'chunked' | 'close'
@@ -107,7 +107,7 @@ export class HttpResponseParser {
               (line) => this.rawTrailers.push(...parseField(line)),
             )
           } catch (err) {
-            if (err instanceof ChunkedError) throw upstreamError(err.message)
+            if (isProtocolError(err, 'chunked')) throw upstreamError(err.message)
             throw err
           }
           data = data.subarray(used)
