@@ -351,7 +351,11 @@ export class FastCGIExchange implements ConnectionSink {
       if (r.type === 'incomplete') return
       if (r.type === 'error') {
         const line = r.error.line === undefined ? '' : ` (line ${r.error.line})`
-        this.protocolFailure(`invalid response header block: ${r.error.code}: ${r.error.message}${line}`)
+        this.protocolFailure(
+          `invalid response header block: ${r.error.code}: ${r.error.message}${line}`,
+          false,
+          r.error,
+        )
         return
       }
       if (r.type === 'complete') {
@@ -506,7 +510,11 @@ export class FastCGIExchange implements ConnectionSink {
     if (!this.headDone) {
       const error = this.parser.end()
       const detail = error ? `${error.code}: ${error.message}` : 'no response'
-      this.protocolFailure(`request ended without a response header block (${detail})`, true)
+      this.protocolFailure(
+        `request ended without a response header block (${detail})`,
+        true,
+        error ?? undefined,
+      )
       return
     }
     this.flushBody()
