@@ -5,7 +5,14 @@
 
 // The server, its errors, its configuration.
 export { createGatehouse, Gatehouse, type ListeningAddress } from './gatehouse.js'
-export { ERROR_CODES, type ErrorCode, GatehouseError, isGatehouseError } from './core/errors.js'
+export {
+  ERROR_CODES,
+  type ErrorCode,
+  GatehouseError,
+  isGatehouseError,
+  type Protocol,
+  ProtocolError,
+} from './core/errors.js'
 export {
   type GatehouseConfig,
   type GatehouseConfigInput,

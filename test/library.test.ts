@@ -124,6 +124,8 @@ test('the package exports the curated API and no internals', async () => {
     'Gatehouse',
     'GatehouseError',
     'HttpResponseParser',
+    // What the exported codecs throw (docs/errors.md, "How errors are made").
+    'ProtocolError',
     'StatusHandler',
     'UwsgiRequestParser',
     'UwsgiServer',

@@ -7,7 +7,12 @@
  *   const r = parser.push(chunk) // { type: 'incomplete' } | 'complete' | 'error' | 'body'
  *   ...
  *   parser.end()                // at EOF: an error unless the head was complete
+ *
+ * It throws nothing: a refused header block is returned as a CgiResponseError, a
+ * ProtocolError of protocol 'cgi' whose code is a CgiResponseErrorCode. The CGI and FastCGI
+ * gateways make it GH_ERR_CGI_RESPONSE or GH_ERR_FASTCGI_PROTOCOL.
  */
+import { ProtocolError } from '../core/errors.js'
 import { HOP_BY_HOP, parseFieldLine } from '../core/http-headers.js'
 
 /** Why a header block was refused. Stable names, so callers and logs can tell them apart. */
@@ -31,11 +36,25 @@ export type CgiResponseErrorCode =
   /** No Content-Type, no Status and no Location: RFC 3875 6.2 needs one of them. */
   | 'missing_content_type'
 
-export interface CgiResponseError {
+/** A refused header block: a ProtocolError of protocol 'cgi'. */
+export interface CgiResponseError extends ProtocolError {
+  readonly protocol: 'cgi'
+  readonly code: CgiResponseErrorCode
+  /** 1-based line of the header block the problem is on, when it is about one line. */
+  readonly line?: number
+}
+
+/** What the checks below find, before it is made a CgiResponseError. */
+interface Problem {
   code: CgiResponseErrorCode
   message: string
-  /** 1-based line of the header block the problem is on, when it is about one line. */
   line?: number
+}
+
+function cgiError(problem: Problem): CgiResponseError {
+  const err = new ProtocolError('cgi', problem.code, problem.message)
+  if (problem.line !== undefined) Object.assign(err, { line: problem.line })
+  return err as CgiResponseError
 }
 
 /**
@@ -158,23 +177,26 @@ export class CgiResponseParser {
     if (this.state === 'failed') return this.failure
     const empty = this.consumed === 0 && this.partialLength === 0
     this.state = 'failed'
-    this.failure = empty
-      ? { code: 'empty', message: 'no output (expected a CGI header block)' }
-      : {
-          code: 'truncated',
-          message: 'output ended inside the header block (no empty line after the fields)',
-        }
+    this.failure = cgiError(
+      empty
+        ? { code: 'empty', message: 'no output (expected a CGI header block)' }
+        : {
+            code: 'truncated',
+            message: 'output ended inside the header block (no empty line after the fields)',
+          },
+    )
     return this.failure
   }
 
-  private fail(error: CgiResponseError): CgiParseResult {
+  private fail(problem: Problem): CgiParseResult {
+    const error = cgiError(problem)
     this.state = 'failed'
     this.failure = error
     this.partial = []
     return { type: 'error', error }
   }
 
-  private addField(text: string): CgiResponseError | null {
+  private addField(text: string): Problem | null {
     const line = this.lineNumber
     if (text.charCodeAt(0) === 0x20 || text.charCodeAt(0) === 0x09) {
       return { code: 'line_folding', message: 'continuation line (obsolete line folding)', line }

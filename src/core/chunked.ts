@@ -1,12 +1,15 @@
 /*
  * The chunked transfer coding (RFC 9112 7.1) undone incrementally: bytes split anywhere go
- * in, body bytes and trailer lines come out. Pure. A coding that is not valid throws
- * ChunkedError; each caller turns it into its own protocol's error (an upstream's reply is
- * a 502, a local handler's output breaks only its own response).
+ * in, body bytes and trailer lines come out. Pure. A coding that is not valid throws a
+ * ProtocolError of protocol 'chunked' (codes CHUNKED_BAD_SIZE, CHUNKED_DATA_TOO_LONG,
+ * CHUNKED_SIZE_LINE_TOO_LONG, CHUNKED_TRAILERS_TOO_LARGE, CHUNKED_TOO_MANY_TRAILERS); each caller turns it into its own
+ * protocol's error (an upstream's reply is a 502, a local handler's output breaks only its
+ * own response).
  */
+import { ProtocolError } from './errors.js'
 
-export class ChunkedError extends Error {
-  override name = 'ChunkedError'
+function chunkedError(code: string, message: string): ProtocolError {
+  return new ProtocolError('chunked', code, message)
 }
 
 export interface ChunkedDecoderOptions {
@@ -77,7 +80,7 @@ export class ChunkedDecoder {
             this.state = 'size'
             this.sawCR = false
           } else if (byte === CR && !this.sawCR) this.sawCR = true
-          else throw new ChunkedError('chunk data longer than its size')
+          else throw chunkedError('CHUNKED_DATA_TOO_LONG', 'chunk data longer than its size')
           break
         }
         case 'size': {
@@ -85,7 +88,11 @@ export class ChunkedDecoder {
           if (line === null) return input.length
           i = line.next
           const m = CHUNK_SIZE.exec(line.text)
-          if (!m) throw new ChunkedError(`malformed chunk size ${JSON.stringify(line.text.slice(0, 32))}`)
+          if (!m)
+            throw chunkedError(
+              'CHUNKED_BAD_SIZE',
+              `malformed chunk size ${JSON.stringify(line.text.slice(0, 32))}`,
+            )
           this.remaining = Number.parseInt(m[1]!, 16)
           this.state = this.remaining === 0 ? 'trailers' : 'data'
           break
@@ -99,7 +106,8 @@ export class ChunkedDecoder {
             this.state = 'done'
             break
           }
-          if (++this.trailers > this.maxTrailers) throw new ChunkedError('too many trailer fields')
+          if (++this.trailers > this.maxTrailers)
+            throw chunkedError('CHUNKED_TOO_MANY_TRAILERS', 'too many trailer fields')
           onTrailer?.(line.text)
           break
         }
@@ -116,14 +124,15 @@ export class ChunkedDecoder {
     input: Buffer,
     from: number,
     max: number,
-    what: string,
+    what: 'chunk size line' | 'trailer section',
   ): { text: string; next: number } | null {
+    const code = what === 'chunk size line' ? 'CHUNKED_SIZE_LINE_TOO_LONG' : 'CHUNKED_TRAILERS_TOO_LARGE'
     const lf = input.indexOf(LF, from)
     if (lf === -1) {
       this.pending.push(Buffer.from(input.subarray(from)))
       this.pendingBytes += input.length - from
       // + 1: the CR of the line end may be here already.
-      if (this.pendingBytes > max + 1) throw new ChunkedError(`${what} too long`)
+      if (this.pendingBytes > max + 1) throw chunkedError(code, `${what} too long`)
       return null
     }
     let line = input.subarray(from, lf)
@@ -133,7 +142,7 @@ export class ChunkedDecoder {
       this.pendingBytes = 0
     }
     const end = line.length > 0 && line[line.length - 1] === CR ? line.length - 1 : line.length
-    if (end > max) throw new ChunkedError(`${what} too long`)
+    if (end > max) throw chunkedError(code, `${what} too long`)
     return { text: line.toString('latin1', 0, end), next: lf + 1 }
   }
 }

@@ -80,6 +80,35 @@ export class GatehouseError extends Error {
   }
 }
 
+/** The wire protocols whose codecs throw ProtocolError. */
+export type Protocol = 'fastcgi' | 'uwsgi' | 'http' | 'chunked' | 'bridge' | 'cgi'
+
+/**
+ * The one error a codec throws (undici and pg-protocol style): a pure parser or encoder
+ * knows only that bytes broke its protocol, so it says which protocol and which rule, in
+ * that protocol's own terms (`FCGI_BAD_VERSION`, `UWSGI_BAD_VAR`, `BRIDGE_FRAME_TOO_LARGE`).
+ * What that means for a client is decided by the edge that owns the socket or the request:
+ * it maps the ProtocolError to a GatehouseError with a GH_ERR_* code and an HTTP status
+ * (each gateway's errors.ts), the ProtocolError as its `cause`. The message is the detail
+ * alone; the edge's GatehouseError puts its own text in front of it.
+ */
+export class ProtocolError extends Error {
+  readonly protocol: Protocol
+  /** The protocol's own code, stable: tests and logs branch on it. */
+  readonly code: string
+
+  constructor(protocol: Protocol, code: string, message: string) {
+    super(message)
+    this.name = 'ProtocolError'
+    this.protocol = protocol
+    this.code = code
+  }
+}
+
+export function isProtocolError(value: unknown, protocol?: Protocol): value is ProtocolError {
+  return value instanceof ProtocolError && (protocol === undefined || value.protocol === protocol)
+}
+
 export function isGatehouseError(value: unknown): value is GatehouseError {
   return value instanceof GatehouseError
 }

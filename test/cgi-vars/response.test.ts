@@ -7,6 +7,7 @@ import {
   type CgiResponseHead,
   CgiResponseParser,
 } from '../../src/cgi-vars/response.js'
+import { ProtocolError } from '../../src/core/errors.js'
 
 type Outcome = { head: CgiResponseHead; body: Buffer } | { error: CgiResponseErrorCode }
 
@@ -233,6 +234,33 @@ describe('CGI response parser', () => {
     assert.equal(r.type === 'error' && r.error.line, 3)
     assert.equal(parser.push(Buffer.from('\n')).type, 'error')
     assert.equal(parser.end()?.code, 'malformed_field')
+  })
+
+  test('a refused header block is a ProtocolError of protocol cgi, with its code and line', () => {
+    const cases: [string, CgiResponseErrorCode, number | undefined][] = [
+      ['Content-Type: a/b\nbroken\n\n', 'malformed_field', 2],
+      ['Content-Type: a/b\n folded\n\n', 'line_folding', 2],
+      ['Status: 99\n\n', 'invalid_status', undefined],
+      ['X-A: 1\n\n', 'missing_content_type', undefined],
+    ]
+    for (const [text, code, line] of cases) {
+      const r = new CgiResponseParser().push(Buffer.from(text))
+      assert.equal(r.type, 'error', text)
+      const err = r.type === 'error' ? r.error : null
+      assert.ok(err instanceof ProtocolError, text)
+      assert.equal(err.protocol, 'cgi')
+      assert.equal(err.code, code, text)
+      assert.equal(err.line, line, text)
+    }
+    for (const [text, code] of [
+      ['', 'empty'],
+      ['Content-Type: a/b\n', 'truncated'],
+    ] as const) {
+      const parser = new CgiResponseParser()
+      parser.push(Buffer.from(text))
+      const err = parser.end()
+      assert.ok(err instanceof ProtocolError && err.protocol === 'cgi' && err.code === code, code)
+    }
   })
 
   test('after the head, pushes are body, byte for byte', () => {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import fc from 'fast-check'
-import { ChunkedDecoder, type ChunkedDecoderOptions, ChunkedError } from '../../src/core/chunked.js'
+import { ChunkedDecoder, type ChunkedDecoderOptions } from '../../src/core/chunked.js'
+import { isProtocolError, ProtocolError } from '../../src/core/errors.js'
 
 interface Decoded {
   body: string
@@ -50,13 +51,13 @@ function everySplit(text: string, options: ChunkedDecoderOptions = {}): Decoded 
   return whole
 }
 
-/** Every split of `text` fails with a ChunkedError whose message matches. */
+/** Every split of `text` fails with a chunked ProtocolError whose message matches. */
 function failsAtEverySplit(text: string, message: RegExp, options: ChunkedDecoderOptions = {}): void {
   const buf = Buffer.from(text, 'latin1')
   for (let i = 0; i <= buf.length; i++) {
     assert.throws(
       () => decode([buf.subarray(0, i), buf.subarray(i)], options),
-      (err: unknown) => err instanceof ChunkedError && message.test(err.message),
+      (err: unknown) => isProtocolError(err, 'chunked') && message.test(err.message),
       `${JSON.stringify(text)} split at ${i}`,
     )
   }
@@ -110,7 +111,7 @@ test('trailers without a callback are dropped', () => {
   assert.ok(decoder.done)
 })
 
-test('invalid codings are ChunkedErrors, at every split', () => {
+test('invalid codings are chunked ProtocolErrors, at every split', () => {
   failsAtEverySplit('zz\r\n', /malformed chunk size "zz"/)
   failsAtEverySplit('\r\n', /malformed chunk size ""/)
   failsAtEverySplit('-1\r\n', /malformed chunk size/)
@@ -118,6 +119,23 @@ test('invalid codings are ChunkedErrors, at every split', () => {
   failsAtEverySplit('1\r\nxy\r\n', /longer than its size/)
   failsAtEverySplit('1\r\nx\r\r\n', /longer than its size/)
   failsAtEverySplit('1\r\nx0\r\n', /longer than its size/)
+})
+
+test('each invalid coding throws a ProtocolError with its chunked code', () => {
+  const cases: [text: string, code: string, options?: ChunkedDecoderOptions][] = [
+    ['zz\r\n', 'CHUNKED_BAD_SIZE'],
+    ['1\r\nxy\r\n', 'CHUNKED_DATA_TOO_LONG'],
+    [`1;${'x'.repeat(100)}\r\n`, 'CHUNKED_SIZE_LINE_TOO_LONG', { maxSizeLineBytes: 64 }],
+    [`0\r\nX: ${'a'.repeat(200)}\r\n\r\n`, 'CHUNKED_TRAILERS_TOO_LARGE', { maxTrailerBytes: 100 }],
+    [`0\r\n${'X: 1\r\n'.repeat(4)}\r\n`, 'CHUNKED_TOO_MANY_TRAILERS', { maxTrailers: 3 }],
+  ]
+  for (const [text, code, options] of cases) {
+    assert.throws(
+      () => decode([Buffer.from(text, 'latin1')], options),
+      (err: unknown) => err instanceof ProtocolError && err.protocol === 'chunked' && err.code === code,
+      code,
+    )
+  }
 })
 
 test('limits: the size line, the trailer section, the number of trailers', () => {
@@ -131,7 +149,7 @@ test('limits: the size line, the trailer section, the number of trailers', () =>
   // Refused as soon as the line is over the limit, without waiting for its end.
   assert.throws(
     () => decode([Buffer.from(`1;${'x'.repeat(5000)}`)]),
-    (err: unknown) => err instanceof ChunkedError && /too long/.test(err.message),
+    (err: unknown) => isProtocolError(err, 'chunked') && /too long/.test(err.message),
   )
   failsAtEverySplit(`0\r\nX: ${'a'.repeat(200)}\r\n\r\n`, /trailer section too long/, {
     maxTrailerBytes: 100,
@@ -175,13 +193,13 @@ test('property: any body in any chunking decodes to the same bytes at any split'
   )
 })
 
-test('property: arbitrary bytes decode or throw a ChunkedError, nothing else', () => {
+test('property: arbitrary bytes decode or throw a chunked ProtocolError, nothing else', () => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
       try {
         decode([Buffer.from(bytes)], { maxTrailerBytes: 64, maxTrailers: 4 })
       } catch (err) {
-        assert.ok(err instanceof ChunkedError, String(err))
+        assert.ok(isProtocolError(err, 'chunked'), String(err))
       }
     }),
     { numRuns: 500 },

@@ -16,10 +16,11 @@ import type { CancelSignal } from '../../core/cancel.js'
 import { GatehouseError } from '../../core/errors.js'
 import { relayResponse } from '../../core/response-relay.js'
 import type { RequestContext } from '../../core/types.js'
-import { type CgiResponseError, type CgiResponseHead, CgiResponseParser } from '../../cgi-vars/response.js'
+import { type CgiResponseHead, CgiResponseParser } from '../../cgi-vars/response.js'
 import { ForkedScript, ForkServer, ForkServerUnavailable } from '../../process/fork-server.js'
 import { terminateGroup } from '../../process/process-group.js'
 import type { ScriptTarget } from './resolve.js'
+import { type HeadProblem, responseError } from './errors.js'
 
 /** How much of one request's stderr reaches the error log; the rest is counted and dropped. */
 const STDERR_LOG_BYTES = 64 * 1024
@@ -189,7 +190,7 @@ class CgiExchange {
   /** Output after the head is read and dropped (HEAD, 204/304, local redirect, a full Content-Length). */
   private discard = false
   /** stdout ended before the header block was complete: reported once the exit status is known. */
-  private pendingHeadError: CgiResponseError | null = null
+  private pendingHeadError: HeadProblem | null = null
   private readonly parser: CgiResponseParser | null
   private readonly log: Logger
   private readonly untrack: () => void
@@ -285,19 +286,13 @@ class CgiExchange {
     } else this.settle(() => this.rejectOutcome(err))
   }
 
-  private failHead(error: CgiResponseError): void {
+  private failHead(problem: HeadProblem): void {
     const status = this.exitSignal
       ? ` (killed by ${this.exitSignal})`
       : this.exitCode !== null && this.exitCode !== 0
         ? ` (exit status ${this.exitCode})`
         : ''
-    const line = error.line === undefined ? '' : ` at line ${error.line}`
-    this.fail(
-      new GatehouseError(
-        'GH_ERR_CGI_RESPONSE',
-        `${this.target.scriptName || this.target.filename}${status}: ${error.code}: ${error.message}${line}`,
-      ),
-    )
+    this.fail(responseError(problem, `${this.target.scriptName || this.target.filename}${status}`))
   }
 
   /** SIGTERM the script's process group, SIGKILL after kill_grace. Idempotent. */

@@ -1,8 +1,10 @@
 /**
  * FastCGI 1.0 codec: records, name-value pairs, and the typed bodies of the management and
  * request records. Pure: bytes in, typed records out, Buffers back; no sockets, no timers.
- * All integers are big-endian (FastCGI spec, section 3.3).
+ * All integers are big-endian (FastCGI spec, section 3.3). Bad bytes throw a ProtocolError
+ * of protocol 'fastcgi' (codes: FastCGIErrorCode).
  */
+import { ProtocolError } from '../../core/errors.js'
 
 export const FCGI_VERSION_1 = 1
 export const FCGI_HEADER_LEN = 8
@@ -47,15 +49,13 @@ export type FastCGIErrorCode =
   | 'FCGI_PARAMS_TOO_LARGE'
   | 'FCGI_PAIR_TOO_LARGE'
 
-/** The one error the codec raises; `code` says what was wrong with the bytes. */
-export class FastCGIProtocolError extends Error {
-  constructor(
-    readonly code: FastCGIErrorCode,
-    message: string,
-  ) {
-    super(message)
-    this.name = 'FastCGIProtocolError'
-  }
+/**
+ * The one error the codec raises: a ProtocolError of protocol 'fastcgi' whose `code` (a
+ * FastCGIErrorCode) says what was wrong with the bytes. errors.ts says what it means at
+ * each edge.
+ */
+function fcgiError(code: FastCGIErrorCode, message: string): ProtocolError {
+  return new ProtocolError('fastcgi', code, message)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -235,8 +235,7 @@ export interface BeginRequestBody {
 }
 
 export function decodeBeginRequest(content: Buffer): BeginRequestBody {
-  if (content.length < 8)
-    throw new FastCGIProtocolError('FCGI_BAD_BODY', `BEGIN_REQUEST body of ${content.length} bytes`)
+  if (content.length < 8) throw fcgiError('FCGI_BAD_BODY', `BEGIN_REQUEST body of ${content.length} bytes`)
   return { role: content.readUInt16BE(0), keepConn: (content[2]! & FCGI_KEEP_CONN) !== 0 }
 }
 
@@ -246,8 +245,7 @@ export interface EndRequestBody {
 }
 
 export function decodeEndRequest(content: Buffer): EndRequestBody {
-  if (content.length < 8)
-    throw new FastCGIProtocolError('FCGI_BAD_BODY', `END_REQUEST body of ${content.length} bytes`)
+  if (content.length < 8) throw fcgiError('FCGI_BAD_BODY', `END_REQUEST body of ${content.length} bytes`)
   return { appStatus: content.readUInt32BE(0), protocolStatus: content[4]! }
 }
 
@@ -256,7 +254,7 @@ const EMPTY = Buffer.alloc(0)
 /**
  * Incremental record parser (pg-protocol style): feed it bytes split anywhere; it calls
  * `onRecord` for each complete record. What it holds is bounded by one record (8 + 65535
- * + 255 bytes). A wrong version is a FastCGIProtocolError; after one, the stream is dead.
+ * + 255 bytes). A wrong version is a ProtocolError (FCGI_BAD_VERSION); after one, the stream is dead.
  */
 export class RecordParser {
   private buffer: Buffer = EMPTY
@@ -270,9 +268,9 @@ export class RecordParser {
   }
 
   feed(chunk: Buffer): void {
-    if (this.failed) throw new FastCGIProtocolError('FCGI_BAD_VERSION', 'stream already failed')
+    if (this.failed) throw fcgiError('FCGI_BAD_VERSION', 'stream already failed')
     const records: FcgiRecord[] = []
-    let error: FastCGIProtocolError | null = null
+    let error: ProtocolError | null = null
     let off = 0
     if (this.buffer.length > 0) {
       // Only the record that straddles the two chunks is assembled: a copy of one record at
@@ -325,7 +323,7 @@ function recordAt(buf: Buffer, off: number): FcgiRecord {
   }
 }
 
-function versionError(version: number): FastCGIProtocolError | null {
+function versionError(version: number): ProtocolError | null {
   if (version === FCGI_VERSION_1) return null
   const hint =
     version === 0x47 || version === 0x50
@@ -333,7 +331,7 @@ function versionError(version: number): FastCGIProtocolError | null {
       : version === 0x48
         ? ' (plain HTTP from an HTTP server, not a FastCGI one?)'
         : ''
-  return new FastCGIProtocolError('FCGI_BAD_VERSION', `record version ${version}, expected 1${hint}`)
+  return fcgiError('FCGI_BAD_VERSION', `record version ${version}, expected 1${hint}`)
 }
 
 /**
@@ -351,7 +349,7 @@ export class NameValueDecoder {
   feed(chunk: Buffer): void {
     this.total += chunk.length
     if (this.total > this.maxBytes) {
-      throw new FastCGIProtocolError('FCGI_PARAMS_TOO_LARGE', `params exceed ${this.maxBytes} bytes`)
+      throw fcgiError('FCGI_PARAMS_TOO_LARGE', `params exceed ${this.maxBytes} bytes`)
     }
     const buf = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
     // The block as one latin1 string (a character per byte), made in one call: names and
@@ -396,7 +394,7 @@ export class NameValueDecoder {
       off += nameLength
       const value = text.slice(off, off + valueLength)
       off += valueLength
-      if (name.length === 0) throw new FastCGIProtocolError('FCGI_BAD_NAME_VALUE', 'empty parameter name')
+      if (name.length === 0) throw fcgiError('FCGI_BAD_NAME_VALUE', 'empty parameter name')
       this.pairs.push([name, value])
     }
     this.buffer = off === buf.length ? EMPTY : Buffer.from(buf.subarray(off))
@@ -405,10 +403,7 @@ export class NameValueDecoder {
   /** Call at the end of the stream: leftover bytes are a truncated pair. */
   end(): [string, string][] {
     if (this.buffer.length > 0) {
-      throw new FastCGIProtocolError(
-        'FCGI_BAD_NAME_VALUE',
-        `${this.buffer.length} bytes of a truncated name-value pair`,
-      )
+      throw fcgiError('FCGI_BAD_NAME_VALUE', `${this.buffer.length} bytes of a truncated name-value pair`)
     }
     return this.pairs
   }

@@ -5,13 +5,15 @@
  * sink and receives the records, the drain and the close.
  */
 import type { Socket } from 'node:net'
-import { FastCGIProtocolError, type FcgiRecord, RecordParser } from './codec.js'
+import { isProtocolError, type ProtocolError } from '../../core/errors.js'
+import { type FcgiRecord, RecordParser } from './codec.js'
 
 export interface ConnectionSink {
   onRecord(record: FcgiRecord): void
   /** After each chunk from the socket was parsed (for the read timer). */
   onActivity(): void
-  onProtocolError(err: FastCGIProtocolError): void
+  /** The server's bytes broke FastCGI (the socket is already destroyed). */
+  onProtocolError(err: ProtocolError): void
   onDrain(): void
   onClose(err: Error | undefined): void
 }
@@ -100,7 +102,7 @@ export class FastCGIConnection {
     try {
       this.parser.feed(chunk)
     } catch (err) {
-      if (!(err instanceof FastCGIProtocolError)) throw err
+      if (!isProtocolError(err, 'fastcgi')) throw err
       this.socket.destroy()
       sink.onProtocolError(err)
       return

@@ -7,7 +7,7 @@
  * download passes through in bounded memory.
  */
 import { Readable } from 'node:stream'
-import { GatehouseError } from '../../core/errors.js'
+import { GatehouseError, type ProtocolError } from '../../core/errors.js'
 import { type CgiResponseHead, type CgiResponseKind, CgiResponseParser } from '../../cgi-vars/response.js'
 import {
   decodeEndRequest,
@@ -15,13 +15,13 @@ import {
   encodeParams,
   encodeRecord,
   encodeStream,
-  type FastCGIProtocolError,
   type FcgiRecord,
   ProtocolStatus,
   RecordType,
   Role,
 } from './codec.js'
 import type { ConnectionSink, FastCGIConnection } from './connection.js'
+import { upstreamError } from './errors.js'
 import type { CancelSignal } from '../../core/cancel.js'
 
 export type { CancelSignal } from '../../core/cancel.js'
@@ -323,8 +323,8 @@ export class FastCGIExchange implements ConnectionSink {
     this.updateTimer()
   }
 
-  onProtocolError(err: FastCGIProtocolError): void {
-    this.protocolFailure(`${err.code}: ${err.message}`)
+  onProtocolError(err: ProtocolError): void {
+    this.protocolFailure(`${err.code}: ${err.message}`, false, err)
   }
 
   onClose(err: Error | undefined): void {
@@ -351,7 +351,11 @@ export class FastCGIExchange implements ConnectionSink {
       if (r.type === 'incomplete') return
       if (r.type === 'error') {
         const line = r.error.line === undefined ? '' : ` (line ${r.error.line})`
-        this.protocolFailure(`invalid response header block: ${r.error.code}: ${r.error.message}${line}`)
+        this.protocolFailure(
+          `invalid response header block: ${r.error.code}: ${r.error.message}${line}`,
+          false,
+          r.error,
+        )
         return
       }
       if (r.type === 'complete') {
@@ -506,7 +510,11 @@ export class FastCGIExchange implements ConnectionSink {
     if (!this.headDone) {
       const error = this.parser.end()
       const detail = error ? `${error.code}: ${error.message}` : 'no response'
-      this.protocolFailure(`request ended without a response header block (${detail})`, true)
+      this.protocolFailure(
+        `request ended without a response header block (${detail})`,
+        true,
+        error ?? undefined,
+      )
       return
     }
     this.flushBody()
@@ -527,8 +535,8 @@ export class FastCGIExchange implements ConnectionSink {
 
   // ---- ending -----------------------------------------------------------------------
 
-  private protocolFailure(message: string, ended = false): void {
-    this.fail(new GatehouseError('GH_ERR_FASTCGI_PROTOCOL', `${this.settings.upstream}: ${message}`), ended)
+  private protocolFailure(message: string, ended = false, cause?: ProtocolError): void {
+    this.fail(upstreamError(this.settings.upstream, message, cause), ended)
   }
 
   /**

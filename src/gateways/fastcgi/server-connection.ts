@@ -7,7 +7,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
-import { type ErrorCode, GatehouseError } from '../../core/errors.js'
+import { type ErrorCode, GatehouseError, isProtocolError } from '../../core/errors.js'
 import { sendStatus } from '../../core/respond.js'
 import type { RequestListener } from '../../core/types.js'
 import {
@@ -18,7 +18,6 @@ import {
   encodeRecord,
   encodeStream,
   encodeUnknownType,
-  FastCGIProtocolError,
   type FcgiRecord,
   NameValueDecoder,
   ProtocolStatus,
@@ -30,6 +29,7 @@ import { type GatewayRequestHead, requestFromGatewayVars } from '../../cgi-vars/
 import { createGatewayExchange, type GatewayExchange } from '../../inbound/exchange.js'
 import { endAfterReply, refusal, requestConnection } from '../../inbound/peer.js'
 import { type ResponseSink, ResponseStream } from './server-response.js'
+import { webServerErrorCode } from './errors.js'
 
 /** What a connection reads of its server (FastCGIServer), when it needs it: settings may change. */
 export interface ConnectionHost {
@@ -278,17 +278,18 @@ export class ListenerConnection implements ResponseSink {
       }
       current.params.end()
     } catch (err) {
-      if (err instanceof FastCGIProtocolError && err.code === 'FCGI_PARAMS_TOO_LARGE') {
+      if (isProtocolError(err, 'fastcgi') && webServerErrorCode(err) === 'GH_ERR_FASTCGI_PARAMS_TOO_LARGE') {
         this.refuse(
           new GatehouseError(
             'GH_ERR_FASTCGI_PARAMS_TOO_LARGE',
             `more than ${this.server.maxParamsBytes} bytes of PARAMS`,
+            { cause: err },
           ),
           'GH_ERR_FASTCGI_PARAMS_TOO_LARGE',
         )
         return
       }
-      throw new BadInput((err as Error).message)
+      throw new BadInput((err as Error).message, { cause: err })
     }
     clearTimeout(this.timer)
     this.start(current)
@@ -530,12 +531,14 @@ export class ListenerConnection implements ResponseSink {
   /** Bytes that are not a FastCGI conversation: log, end the request in flight, close. */
   private fail(err: unknown): void {
     if (this.stopped) return
-    const known =
-      err instanceof BadInput || err instanceof FastCGIProtocolError || err instanceof GatehouseError
+    const known = err instanceof BadInput || isProtocolError(err, 'fastcgi') || err instanceof GatehouseError
     if (!known) this.log.error({ err }, 'FastCGI listener failed')
     else
       this.log.warn(
-        { code: 'GH_ERR_FASTCGI_BAD_RECORD', remote_addr: this.socket.remoteAddress },
+        {
+          code: isProtocolError(err, 'fastcgi') ? webServerErrorCode(err) : 'GH_ERR_FASTCGI_BAD_RECORD',
+          remote_addr: this.socket.remoteAddress,
+        },
         `FastCGI connection closed: ${(err as Error).message}`,
       )
     const current = this.current

@@ -10,10 +10,24 @@
  * bytes, str, tuples, lists, dicts, and back-references).
  *
  * Pure: no sockets, no timers. The decoder is fed bytes split anywhere, holds at most one
- * frame's bytes (a larger declared frame is refused) and throws GH_ERR_WORKER_PROTOCOL on
- * anything it cannot read; it must not be fed again after that.
+ * frame's bytes (a larger declared frame is refused) and throws a ProtocolError of protocol
+ * 'bridge' (codes: BridgeErrorCode) on anything it cannot read; it must not be fed again
+ * after that. The connection (connection.ts) makes it a GH_ERR_WORKER_PROTOCOL.
  */
-import { GatehouseError } from '../../core/errors.js'
+import { ProtocolError } from '../../core/errors.js'
+
+export type BridgeErrorCode =
+  /** Marshal bytes this reader cannot read (truncated, too deep, an unsupported type...). */
+  | 'BRIDGE_BAD_MARSHAL'
+  /** A value that marshal cannot carry as the bridge uses it (an integer that is not safe). */
+  | 'BRIDGE_BAD_VALUE'
+  /** A frame that is not the tuple its type calls for. */
+  | 'BRIDGE_BAD_FRAME'
+  | 'BRIDGE_UNKNOWN_FRAME'
+  | 'BRIDGE_EMPTY_FRAME'
+  | 'BRIDGE_FRAME_TOO_LARGE'
+  /** The connection closed inside a frame. */
+  | 'BRIDGE_TRUNCATED'
 
 export const WORKER_PROTOCOL_VERSION = 1
 export const FRAME_HEADER_BYTES = 4
@@ -196,8 +210,8 @@ export const MarshalType = {
 } as const
 const T = MarshalType
 
-function protocolError(detail: string): GatehouseError {
-  return new GatehouseError('GH_ERR_WORKER_PROTOCOL', detail)
+function protocolError(code: BridgeErrorCode, detail: string): ProtocolError {
+  return new ProtocolError('bridge', code, detail)
 }
 
 /** Growable output buffer for one frame (exported for encoders of hot frames elsewhere). */
@@ -289,7 +303,7 @@ export class Writer {
   }
 
   int(n: number): void {
-    if (!Number.isSafeInteger(n)) throw protocolError(`not a safe integer: ${n}`)
+    if (!Number.isSafeInteger(n)) throw protocolError('BRIDGE_BAD_VALUE', `not a safe integer: ${n}`)
     if (n < -0x80000000 || n > 0x7fffffff) {
       // marshal's long: a signed count of 15-bit digits, least significant first.
       const digits: number[] = []
@@ -345,7 +359,8 @@ class Reader {
   constructor(private readonly buf: Buffer) {}
 
   need(n: number): void {
-    if (this.pos + n > this.buf.length) throw protocolError('marshal data ends inside a value')
+    if (this.pos + n > this.buf.length)
+      throw protocolError('BRIDGE_BAD_MARSHAL', 'marshal data ends inside a value')
   }
 
   u8(): number {
@@ -381,7 +396,7 @@ class Reader {
   }
 
   value(depth = 0): MarshalValue {
-    if (depth > 32) throw protocolError('marshal data nested too deep')
+    if (depth > 32) throw protocolError('BRIDGE_BAD_MARSHAL', 'marshal data nested too deep')
     this.need(1)
     const code = this.buf[this.pos++]!
     const flag = (code & FLAG_REF) !== 0
@@ -409,11 +424,11 @@ class Reader {
       case T.LONG: {
         const digits = this.i32()
         const count = Math.abs(digits)
-        if (count > 4) throw protocolError('integer too large')
+        if (count > 4) throw protocolError('BRIDGE_BAD_MARSHAL', 'integer too large')
         const start = this.take(count * 2)
         let n = 0
         for (let i = count - 1; i >= 0; i--) n = n * 32768 + this.buf.readUInt16LE(start + i * 2)
-        if (!Number.isSafeInteger(n)) throw protocolError('integer too large')
+        if (!Number.isSafeInteger(n)) throw protocolError('BRIDGE_BAD_MARSHAL', 'integer too large')
         return digits < 0 ? -n : n
       }
       case T.BYTES: {
@@ -435,7 +450,8 @@ class Reader {
       case T.LIST: {
         const n = type === T.SMALL_TUPLE ? this.u8() : this.u32()
         // Every item takes at least one byte: a count beyond what is left is a lie.
-        if (n > this.buf.length - this.pos) throw protocolError('tuple longer than its frame')
+        if (n > this.buf.length - this.pos)
+          throw protocolError('BRIDGE_BAD_MARSHAL', 'tuple longer than its frame')
         const items: MarshalValue[] = new Array<MarshalValue>(n)
         for (let i = 0; i < n; i++) items[i] = this.value(depth + 1)
         return items
@@ -449,17 +465,18 @@ class Reader {
             return out
           }
           const key = this.value(depth + 1)
-          if (typeof key !== 'string') throw protocolError('dict key is not a str')
+          if (typeof key !== 'string') throw protocolError('BRIDGE_BAD_MARSHAL', 'dict key is not a str')
           out[key] = this.value(depth + 1)
         }
       }
       case T.REF: {
         const i = this.u32()
-        if (i >= this.refs.length) throw protocolError('marshal back-reference to nothing')
+        if (i >= this.refs.length)
+          throw protocolError('BRIDGE_BAD_MARSHAL', 'marshal back-reference to nothing')
         return this.refs[i]!
       }
       default:
-        throw protocolError(`unsupported marshal type 0x${type.toString(16)}`)
+        throw protocolError('BRIDGE_BAD_MARSHAL', `unsupported marshal type 0x${type.toString(16)}`)
     }
   }
 }
@@ -468,7 +485,7 @@ class Reader {
 export function marshalLoads(buf: Buffer): MarshalValue {
   const r = new Reader(buf)
   const v = r.value()
-  if (r.pos !== buf.length) throw protocolError('bytes after the marshal value')
+  if (r.pos !== buf.length) throw protocolError('BRIDGE_BAD_MARSHAL', 'bytes after the marshal value')
   return v
 }
 
@@ -584,12 +601,12 @@ const isDict = (v: MarshalValue): v is Record<string, MarshalValue> =>
   v !== null && typeof v === 'object' && !Array.isArray(v) && !Buffer.isBuffer(v)
 
 function headersOf(v: MarshalValue): Headers {
-  if (!Array.isArray(v)) throw protocolError('headers are not a sequence')
+  if (!Array.isArray(v)) throw protocolError('BRIDGE_BAD_FRAME', 'headers are not a sequence')
   const out: [string, string][] = []
   for (const pair of v as readonly MarshalValue[]) {
     const p = pair as readonly MarshalValue[]
     if (!Array.isArray(p) || p.length !== 2 || typeof p[0] !== 'string' || typeof p[1] !== 'string')
-      throw protocolError('a header is not a (name, value) pair of str')
+      throw protocolError('BRIDGE_BAD_FRAME', 'a header is not a (name, value) pair of str')
     out.push([p[0], p[1]])
   }
   return out
@@ -597,19 +614,21 @@ function headersOf(v: MarshalValue): Headers {
 
 /** Shape check of a decoded tuple into a typed frame. */
 export function frameFromTuple(t: MarshalValue): AnyFrame {
-  if (!Array.isArray(t) || t.length < 2) throw protocolError('a frame is a tuple (type, id, ...)')
+  if (!Array.isArray(t) || t.length < 2)
+    throw protocolError('BRIDGE_BAD_FRAME', 'a frame is a tuple (type, id, ...)')
   const f = t as readonly MarshalValue[]
   const type = f[0]!
   const id = f[1]!
-  if (!isInt(type) || !isInt(id) || id < 0) throw protocolError('frame type and id are ints')
+  if (!isInt(type) || !isInt(id) || id < 0)
+    throw protocolError('BRIDGE_BAD_FRAME', 'frame type and id are ints')
   const want = (n: number, ok: boolean) => {
-    if (f.length !== n || !ok) throw protocolError(`malformed frame of type ${type}`)
+    if (f.length !== n || !ok) throw protocolError('BRIDGE_BAD_FRAME', `malformed frame of type ${type}`)
   }
   switch (type) {
     case FrameType.HTTP_REQUEST:
       want(6, isDict(f[2]!) && isBytes(f[3]!) && isBool(f[4]!) && isInt(f[5]!))
       for (const v of Object.values(f[2] as Record<string, MarshalValue>))
-        if (!isStr(v)) throw protocolError('environ values are str')
+        if (!isStr(v)) throw protocolError('BRIDGE_BAD_FRAME', 'environ values are str')
       return {
         type,
         id,
@@ -682,7 +701,8 @@ export function frameFromTuple(t: MarshalValue): AnyFrame {
       }
     case FrameType.RESPONSE_FILE:
       want(8, isStr(f[2]!) && isInt(f[3]!) && isInt(f[4]!) && isInt(f[5]!) && isInt(f[6]!) && isBool(f[7]!))
-      if ((f[3] as number) < 0 || (f[4] as number) < 0) throw protocolError('negative file range')
+      if ((f[3] as number) < 0 || (f[4] as number) < 0)
+        throw protocolError('BRIDGE_BAD_FRAME', 'negative file range')
       return {
         type,
         id,
@@ -712,7 +732,7 @@ export function frameFromTuple(t: MarshalValue): AnyFrame {
         message: f[4] as string,
       }
     default:
-      throw protocolError(`unknown frame type ${type}`)
+      throw protocolError('BRIDGE_UNKNOWN_FRAME', `unknown frame type ${type}`)
   }
 }
 
@@ -785,14 +805,18 @@ export class FrameDecoder {
 
   private lengthOf(buf: Buffer, at: number): number {
     const n = buf.readUInt32LE(at)
-    if (n === 0) throw protocolError('empty frame')
-    if (n > this.maxFrameBytes) throw protocolError(`frame of ${n} bytes > ${this.maxFrameBytes}`)
+    if (n === 0) throw protocolError('BRIDGE_EMPTY_FRAME', 'empty frame')
+    if (n > this.maxFrameBytes)
+      throw protocolError('BRIDGE_FRAME_TOO_LARGE', `frame of ${n} bytes > ${this.maxFrameBytes}`)
     return n
   }
 
   /** The peer closed: an error when a frame was cut short. */
   finish(): void {
     if (this.pendingBytes > 0)
-      throw protocolError(`connection closed inside a frame (${this.pendingBytes} bytes held)`)
+      throw protocolError(
+        'BRIDGE_TRUNCATED',
+        `connection closed inside a frame (${this.pendingBytes} bytes held)`,
+      )
   }
 }

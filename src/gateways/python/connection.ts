@@ -22,6 +22,7 @@ import {
   WORKER_PROTOCOL_VERSION,
   type WorkerFrame,
 } from './codec.js'
+import { workerError } from './errors.js'
 
 const EMPTY = Buffer.alloc(0)
 
@@ -167,8 +168,9 @@ export class WorkerConnection {
         socket.resume()
         return conn
       }
-    } catch (err) {
+    } catch (caught) {
       socket.destroy()
+      const err = workerError(caught)
       throw err instanceof GatehouseError
         ? err
         : new GatehouseError('GH_ERR_UPSTREAM_CONNECT', `worker socket ${path}: ${(err as Error).message}`, {
@@ -371,7 +373,8 @@ export class WorkerConnection {
     let frames: AnyFrame[]
     try {
       frames = this.decoder.push(chunk)
-    } catch (err) {
+    } catch (caught) {
+      const err = workerError(caught)
       this.fail(
         err instanceof GatehouseError ? err : new GatehouseError('GH_ERR_WORKER_PROTOCOL', String(err)),
       )
@@ -381,7 +384,8 @@ export class WorkerConnection {
     for (const frame of frames) {
       try {
         this.onFrame(frame as WorkerFrame)
-      } catch (err) {
+      } catch (caught) {
+        const err = workerError(caught)
         this.fail(
           err instanceof GatehouseError
             ? err

@@ -14,6 +14,7 @@ import { GatehouseError } from '../../core/errors.js'
 import type { CancelSignal } from '../../core/cancel.js'
 import { type BodyFraming, type HttpResponseEvent, HttpResponseParser } from './http-response.js'
 import { encodeUwsgiPacket, type UwsgiVarList, type UwsgiVarValue } from './codec.js'
+import { clientError } from './errors.js'
 import { buildUwsgiVars } from './vars.js'
 import { type ResolvedUpstream, resolveUpstreamAddress, type UpstreamAddress } from '../../core/address.js'
 import { BadTargetError, parseTarget } from '../../http/request-target.js'
@@ -101,7 +102,7 @@ export function uwsgiCall(address: UwsgiAddress, options: UwsgiCallOptions): Pro
     try {
       new UwsgiCall(resolveUpstreamAddress(address), options, resolve, reject)
     } catch (err) {
-      reject(err)
+      reject(clientError(err))
     }
   })
 }
@@ -175,7 +176,7 @@ class UwsgiCall {
       try {
         events = this.parser.push(chunk)
       } catch (err) {
-        this.fail(err)
+        this.fail(clientError(err))
         return
       }
       this.handle(events)
@@ -187,7 +188,7 @@ class UwsgiCall {
       try {
         events = this.parser.finish()
       } catch (err) {
-        this.fail(err)
+        this.fail(clientError(err))
         return
       }
       this.handle(events)

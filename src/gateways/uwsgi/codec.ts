@@ -9,8 +9,29 @@
  * anywhere and returns typed events. Strings are bytes: keys and values are read and
  * written as latin1 (one char per byte, how node:http represents header bytes); pass a
  * Buffer to send UTF-8 text.
+ *
+ * Bad bytes (or vars that cannot be encoded) throw a ProtocolError of protocol 'uwsgi'
+ * with a UwsgiErrorCode; errors.ts says what each means for the listener and the client.
  */
-import { GatehouseError } from '../../core/errors.js'
+import { ProtocolError } from '../../core/errors.js'
+
+export type UwsgiErrorCode =
+  /** An empty, truncated or non-latin1 var name or value, or one running past the block. */
+  | 'UWSGI_BAD_VAR'
+  /** CONTENT_LENGTH that is not a number, or given twice with different values. */
+  | 'UWSGI_BAD_CONTENT_LENGTH'
+  /** The peer closed before a whole packet (header, vars, body) arrived. */
+  | 'UWSGI_TRUNCATED'
+  /** An HTTP request line where a uwsgi header should be. */
+  | 'UWSGI_PLAIN_HTTP'
+  /** A modifier1 the parser was not asked to accept. */
+  | 'UWSGI_BAD_MODIFIER'
+  /** A vars block over the limit (or over the 16-bit datasize). */
+  | 'UWSGI_VARS_TOO_LARGE'
+
+function uwsgiError(code: UwsgiErrorCode, message: string): ProtocolError {
+  return new ProtocolError('uwsgi', code, message)
+}
 
 export const UWSGI_HEADER_BYTES = 4
 /** The largest vars block the 16-bit datasize can describe. */
@@ -66,8 +87,8 @@ function bytesOf(name: string, value: UwsgiVarValue): Buffer {
   if (typeof value !== 'string') return value
   // latin1 would silently replace such characters: refuse rather than send other bytes.
   if (NOT_LATIN1.test(value))
-    throw new GatehouseError(
-      'GH_ERR_UWSGI_PACKET',
+    throw uwsgiError(
+      'UWSGI_BAD_VAR',
       `value of ${name} has characters beyond latin1 (pass a Buffer with the bytes to send)`,
     )
   return Buffer.from(value, 'latin1')
@@ -82,14 +103,14 @@ export function encodeUwsgiVars(vars: UwsgiVarList, maxBytes = UWSGI_MAX_VARS_BY
   const parts: Buffer[] = []
   let total = 0
   for (const [name, value] of vars) {
-    if (name.length === 0) throw new GatehouseError('GH_ERR_UWSGI_PACKET', 'empty var name')
+    if (name.length === 0) throw uwsgiError('UWSGI_BAD_VAR', 'empty var name')
     const key = bytesOf('a var name', name)
     const val = bytesOf(name, value)
     total += 4 + key.length + val.length
     // Checked before any length is written, so no u16 field can wrap either.
     if (total > limit)
-      throw new GatehouseError(
-        'GH_ERR_UWSGI_VARS_TOO_LARGE',
+      throw uwsgiError(
+        'UWSGI_VARS_TOO_LARGE',
         `more than ${limit} bytes (at ${JSON.stringify(name.slice(0, 64))})`,
       )
     const lengths = Buffer.allocUnsafe(2)
@@ -123,18 +144,17 @@ export function decodeUwsgiVars(block: Buffer): UwsgiVarPairs {
   const vars: UwsgiVarPairs = []
   let i = 0
   while (i < block.length) {
-    if (i + 2 > block.length) throw new GatehouseError('GH_ERR_UWSGI_PACKET', 'truncated var name length')
+    if (i + 2 > block.length) throw uwsgiError('UWSGI_BAD_VAR', 'truncated var name length')
     const klen = block.readUInt16LE(i)
     i += 2
-    if (klen === 0) throw new GatehouseError('GH_ERR_UWSGI_PACKET', 'empty var name')
-    if (i + klen + 2 > block.length)
-      throw new GatehouseError('GH_ERR_UWSGI_PACKET', 'var name runs past the block')
+    if (klen === 0) throw uwsgiError('UWSGI_BAD_VAR', 'empty var name')
+    if (i + klen + 2 > block.length) throw uwsgiError('UWSGI_BAD_VAR', 'var name runs past the block')
     const key = block.toString('latin1', i, i + klen)
     i += klen
     const vlen = block.readUInt16LE(i)
     i += 2
     if (i + vlen > block.length)
-      throw new GatehouseError('GH_ERR_UWSGI_PACKET', `value of ${key.slice(0, 64)} runs past the block`)
+      throw uwsgiError('UWSGI_BAD_VAR', `value of ${key.slice(0, 64)} runs past the block`)
     vars.push([key, block.toString('latin1', i, i + vlen)])
     i += vlen
   }
@@ -147,12 +167,12 @@ export function contentLengthOf(vars: UwsgiVarPairs): number {
   for (const [name, value] of vars) {
     if (name !== 'CONTENT_LENGTH') continue
     if (found !== undefined && found !== value)
-      throw new GatehouseError('GH_ERR_UWSGI_PACKET', 'conflicting CONTENT_LENGTH vars')
+      throw uwsgiError('UWSGI_BAD_CONTENT_LENGTH', 'conflicting CONTENT_LENGTH vars')
     found = value
   }
   if (found === undefined || found === '') return 0
   if (!/^\d{1,15}$/.test(found))
-    throw new GatehouseError('GH_ERR_UWSGI_PACKET', `CONTENT_LENGTH is not a number: ${found.slice(0, 32)}`)
+    throw uwsgiError('UWSGI_BAD_CONTENT_LENGTH', `CONTENT_LENGTH is not a number: ${found.slice(0, 32)}`)
   return Number(found)
 }
 
@@ -171,9 +191,10 @@ export interface UwsgiRequestParserOptions {
 
 /**
  * Incremental parser for one uwsgi request (the protocol has no pipelining: one request,
- * then the reply, then close). Feed it bytes as they arrive; it throws a GatehouseError
- * (GH_ERR_UWSGI_PLAIN_HTTP, GH_ERR_UWSGI_MODIFIER, GH_ERR_UWSGI_VARS_TOO_LARGE,
- * GH_ERR_UWSGI_PACKET) on the first bad byte, after which it must not be fed again.
+ * then the reply, then close). Feed it bytes as they arrive; it throws a ProtocolError
+ * (UWSGI_PLAIN_HTTP, UWSGI_BAD_MODIFIER, UWSGI_VARS_TOO_LARGE, UWSGI_BAD_VAR,
+ * UWSGI_BAD_CONTENT_LENGTH, UWSGI_TRUNCATED) on the first bad byte, after which it must
+ * not be fed again.
  */
 export class UwsgiRequestParser {
   private readonly maxVarsBytes: number
@@ -250,16 +271,10 @@ export class UwsgiRequestParser {
   finish(): void {
     if (this.state === 'done') return
     if (this.state === 'header' && this.pendingBytes === 0)
-      throw new GatehouseError('GH_ERR_UWSGI_PACKET', 'connection closed before a request')
+      throw uwsgiError('UWSGI_TRUNCATED', 'connection closed before a request')
     if (this.state === 'body')
-      throw new GatehouseError(
-        'GH_ERR_UWSGI_PACKET',
-        `body ended ${this.remaining} bytes short of CONTENT_LENGTH`,
-      )
-    throw new GatehouseError(
-      'GH_ERR_UWSGI_PACKET',
-      `truncated ${this.state === 'header' ? 'header' : 'vars block'}`,
-    )
+      throw uwsgiError('UWSGI_TRUNCATED', `body ended ${this.remaining} bytes short of CONTENT_LENGTH`)
+    throw uwsgiError('UWSGI_TRUNCATED', `truncated ${this.state === 'header' ? 'header' : 'vars block'}`)
   }
 
   private finishBody(events: UwsgiRequestEvent[]): void {
@@ -269,18 +284,15 @@ export class UwsgiRequestParser {
 
   private checkHeader(first4: Buffer): UwsgiHeader {
     if (looksLikeHttp(first4))
-      throw new GatehouseError('GH_ERR_UWSGI_PLAIN_HTTP', 'this port speaks the uwsgi protocol, not HTTP')
+      throw uwsgiError('UWSGI_PLAIN_HTTP', 'this port speaks the uwsgi protocol, not HTTP')
     const header = decodeUwsgiHeader(first4)
     if (!this.modifier1.includes(header.modifier1))
-      throw new GatehouseError(
-        'GH_ERR_UWSGI_MODIFIER',
+      throw uwsgiError(
+        'UWSGI_BAD_MODIFIER',
         `${header.modifier1} (served: ${this.modifier1.join(', ')}; 0 is a WSGI/HTTP request)`,
       )
     if (header.datasize > this.maxVarsBytes)
-      throw new GatehouseError(
-        'GH_ERR_UWSGI_VARS_TOO_LARGE',
-        `${header.datasize} > ${this.maxVarsBytes} bytes`,
-      )
+      throw uwsgiError('UWSGI_VARS_TOO_LARGE', `${header.datasize} > ${this.maxVarsBytes} bytes`)
     return header
   }
 }

@@ -1,15 +1,17 @@
 /**
  * Incremental parser for a raw HTTP/1.x response from an upstream, as uwsgi servers send it
  * (`HTTP/1.1 200 OK`, headers, body; the connection closes at the end). Pure: fed bytes
- * split anywhere, returns typed events, throws GatehouseError GH_ERR_UPSTREAM on anything
- * that is not a valid response.
+ * split anywhere, returns typed events, throws a ProtocolError of protocol 'http' (codes:
+ * HttpResponseErrorCode) on anything that is not a valid response, or of protocol
+ * 'chunked' (core/chunked.ts) for a broken chunked body. The client (client.ts) makes
+ * either a GH_ERR_UPSTREAM.
  *
  * Body framing follows RFC 9112 6.3: no body for HEAD, 1xx, 204 and 304; chunked when
  * Transfer-Encoding ends in chunked; otherwise Content-Length; otherwise until close.
  * Interim 1xx responses (other than 101) are skipped.
  */
-import { ChunkedDecoder, ChunkedError } from '../../core/chunked.js'
-import { GatehouseError } from '../../core/errors.js'
+import { ChunkedDecoder } from '../../core/chunked.js'
+import { ProtocolError } from '../../core/errors.js'
 import { parseFieldLine } from '../../core/http-headers.js'
 
 export type BodyFraming = 'none' | 'length' | 'chunked' | 'close'
@@ -43,8 +45,21 @@ export interface HttpResponseParserOptions {
 
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/
 
-function upstreamError(detail: string): GatehouseError {
-  return new GatehouseError('GH_ERR_UPSTREAM', detail)
+export type HttpResponseErrorCode =
+  /** The connection closed before the response (head or body) was complete. */
+  | 'HTTP_TRUNCATED'
+  | 'HTTP_HEAD_TOO_LARGE'
+  | 'HTTP_TOO_MANY_HEADERS'
+  /** A status line that is not `HTTP/1.x NNN reason`, or a status below 100. */
+  | 'HTTP_BAD_STATUS_LINE'
+  /** A malformed header line, name or value, or obsolete line folding. */
+  | 'HTTP_BAD_HEADER'
+  | 'HTTP_BAD_CONTENT_LENGTH'
+  /** 101 Switching Protocols: not relayed. */
+  | 'HTTP_UPGRADE'
+
+function httpError(code: HttpResponseErrorCode, detail: string): ProtocolError {
+  return new ProtocolError('http', code, detail)
 }
 
 type State = 'head' | 'length' | 'close' | 'chunked' | 'done'
@@ -99,17 +114,11 @@ export class HttpResponseParser {
           break
         case 'chunked': {
           const chunked = this.chunked!
-          let used: number
-          try {
-            used = chunked.push(
-              data,
-              (chunk) => events.push({ kind: 'body', chunk }),
-              (line) => this.rawTrailers.push(...parseField(line)),
-            )
-          } catch (err) {
-            if (err instanceof ChunkedError) throw upstreamError(err.message)
-            throw err
-          }
+          const used = chunked.push(
+            data,
+            (chunk) => events.push({ kind: 'body', chunk }),
+            (line) => this.rawTrailers.push(...parseField(line)),
+          )
           data = data.subarray(used)
           if (chunked.done) this.end(events)
           break
@@ -131,11 +140,13 @@ export class HttpResponseParser {
       return events
     }
     if (this.state === 'head')
-      throw upstreamError(
+      throw httpError(
+        'HTTP_TRUNCATED',
         this.pendingBytes === 0 ? 'closed without a response' : 'closed in the response head',
       )
-    if (this.state === 'length') throw upstreamError(`closed ${this.remaining} bytes short of Content-Length`)
-    throw upstreamError('closed in the middle of a chunked body')
+    if (this.state === 'length')
+      throw httpError('HTTP_TRUNCATED', `closed ${this.remaining} bytes short of Content-Length`)
+    throw httpError('HTTP_TRUNCATED', 'closed in the middle of a chunked body')
   }
 
   private end(events: HttpResponseEvent[]): void {
@@ -150,12 +161,12 @@ export class HttpResponseParser {
     // Search from a little before the new bytes so a CRLFCRLF split across pushes is found.
     const end = findHeadEnd(all, Math.max(0, prior - 3))
     if (end === null) {
-      if (all.length > this.maxHeaderBytes) throw upstreamError('response head too large')
+      if (all.length > this.maxHeaderBytes) throw httpError('HTTP_HEAD_TOO_LARGE', 'response head too large')
       this.pending = [all]
       this.pendingBytes = all.length
       return Buffer.alloc(0)
     }
-    if (end.headEnd > this.maxHeaderBytes) throw upstreamError('response head too large')
+    if (end.headEnd > this.maxHeaderBytes) throw httpError('HTTP_HEAD_TOO_LARGE', 'response head too large')
     this.pending = []
     this.pendingBytes = 0
     const head = this.parseHeadText(all.toString('latin1', 0, end.headEnd))
@@ -179,19 +190,22 @@ export class HttpResponseParser {
   private parseHeadText(text: string): HttpResponseHead | null {
     const lines = text.split('\n').map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l))
     const m = STATUS_LINE.exec(lines[0]!)
-    if (!m) throw upstreamError(`invalid status line ${JSON.stringify(lines[0]!.slice(0, 64))}`)
+    if (!m)
+      throw httpError('HTTP_BAD_STATUS_LINE', `invalid status line ${JSON.stringify(lines[0]!.slice(0, 64))}`)
     const status = Number(m[2])
-    if (status < 100) throw upstreamError(`invalid status ${status}`)
+    if (status < 100) throw httpError('HTTP_BAD_STATUS_LINE', `invalid status ${status}`)
     const rawHeaders: string[] = []
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!
-      if (line.startsWith(' ') || line.startsWith('\t')) throw upstreamError('obsolete header line folding')
+      if (line.startsWith(' ') || line.startsWith('\t'))
+        throw httpError('HTTP_BAD_HEADER', 'obsolete header line folding')
       const [name, value] = parseField(line)
       rawHeaders.push(name, value)
-      if (rawHeaders.length / 2 > this.maxHeaders) throw upstreamError('too many header fields')
+      if (rawHeaders.length / 2 > this.maxHeaders)
+        throw httpError('HTTP_TOO_MANY_HEADERS', 'too many header fields')
     }
     if (status >= 100 && status < 200) {
-      if (status === 101) throw upstreamError('101 Switching Protocols is not supported')
+      if (status === 101) throw httpError('HTTP_UPGRADE', '101 Switching Protocols is not supported')
       return null
     }
     const head: HttpResponseHead = {
@@ -211,8 +225,10 @@ export class HttpResponseParser {
         // RFC 9110 8.6: a list of identical values may be collapsed; differing ones are fatal.
         for (const part of value.split(',')) {
           const v = part.trim()
-          if (!/^\d{1,15}$/.test(v)) throw upstreamError(`invalid Content-Length ${JSON.stringify(value)}`)
-          if (cl !== undefined && cl !== v) throw upstreamError('conflicting Content-Length values')
+          if (!/^\d{1,15}$/.test(v))
+            throw httpError('HTTP_BAD_CONTENT_LENGTH', `invalid Content-Length ${JSON.stringify(value)}`)
+          if (cl !== undefined && cl !== v)
+            throw httpError('HTTP_BAD_CONTENT_LENGTH', 'conflicting Content-Length values')
           cl = v
         }
       }
@@ -240,9 +256,10 @@ export class HttpResponseParser {
 function parseField(line: string): [string, string] {
   const { name, value, problem } = parseFieldLine(line)
   if (problem === 'no-colon')
-    throw upstreamError(`malformed header line ${JSON.stringify(line.slice(0, 64))}`)
-  if (problem === 'name') throw upstreamError(`invalid header name ${JSON.stringify(name.slice(0, 64))}`)
-  if (problem === 'value') throw upstreamError(`control character in the ${name} header`)
+    throw httpError('HTTP_BAD_HEADER', `malformed header line ${JSON.stringify(line.slice(0, 64))}`)
+  if (problem === 'name')
+    throw httpError('HTTP_BAD_HEADER', `invalid header name ${JSON.stringify(name.slice(0, 64))}`)
+  if (problem === 'value') throw httpError('HTTP_BAD_HEADER', `control character in the ${name} header`)
   return [name, value]
 }
 

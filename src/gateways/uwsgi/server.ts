@@ -14,6 +14,7 @@ import pino, { type Logger } from 'pino'
 import { GatehouseError } from '../../core/errors.js'
 import { sendStatus } from '../../core/respond.js'
 import { UWSGI_MAX_VARS_BYTES, UwsgiRequestParser, type UwsgiRequestEvent } from './codec.js'
+import { listenerError } from './errors.js'
 import { requestFromUwsgiVars } from './vars.js'
 import { LOOPBACK, parseAllowList } from '../../core/allow-list.js'
 import { createGatewayExchange, type GatewayExchange } from '../../inbound/exchange.js'
@@ -115,7 +116,7 @@ class UwsgiConnection {
     try {
       events = this.parser.push(chunk)
     } catch (err) {
-      this.refuse(err)
+      this.refuse(listenerError(err))
       return
     }
     for (const event of events) {
@@ -169,7 +170,7 @@ class UwsgiConnection {
     try {
       this.parser.finish()
     } catch (err) {
-      this.refuse(err)
+      this.refuse(listenerError(err))
     }
   }
 

@@ -12,7 +12,6 @@ import {
   encodeRecord,
   encodeStream,
   encodeUnknownType,
-  FastCGIProtocolError,
   FCGI_HEADER_LEN,
   FCGI_MAX_CONTENT,
   type FcgiRecord,
@@ -21,6 +20,8 @@ import {
   RecordType,
   Role,
 } from '../../../src/gateways/fastcgi/codec.js'
+import { ProtocolError } from '../../../src/core/errors.js'
+import { upstreamError, webServerErrorCode } from '../../../src/gateways/fastcgi/errors.js'
 
 function parseAll(bytes: Buffer, splits: number[] = []): FcgiRecord[] {
   const out: FcgiRecord[] = []
@@ -99,7 +100,8 @@ describe('FastCGI records', () => {
       () => p.feed(Buffer.from('GET / HTTP/1.1\r\n\r\n')),
       (err: unknown) => {
         return (
-          err instanceof FastCGIProtocolError &&
+          err instanceof ProtocolError &&
+          err.protocol === 'fastcgi' &&
           err.code === 'FCGI_BAD_VERSION' &&
           /plain HTTP/.test(err.message)
         )
@@ -237,10 +239,51 @@ describe('FastCGI codec properties (bounded fast-check)', () => {
             assert.ok(p.pending <= FCGI_HEADER_LEN + 0xffff + 0xff)
           }
         } catch (err) {
-          assert.ok(err instanceof FastCGIProtocolError, `unexpected ${String(err)}`)
+          assert.ok(err instanceof ProtocolError && err.protocol === 'fastcgi', `unexpected ${String(err)}`)
         }
       }),
       { numRuns: 500 },
     )
+  })
+})
+
+describe('errors', () => {
+  /** The ProtocolError `fn` throws. */
+  function thrown(fn: () => unknown): ProtocolError {
+    try {
+      fn()
+    } catch (err) {
+      assert.ok(err instanceof ProtocolError, `unexpected ${String(err)}`)
+      assert.equal(err.protocol, 'fastcgi')
+      return err
+    }
+    assert.fail('no error')
+  }
+
+  test('the codec throws ProtocolError with its FCGI_* code', () => {
+    assert.equal(
+      thrown(() => new RecordParser(() => undefined).feed(Buffer.alloc(8))).code,
+      'FCGI_BAD_VERSION',
+    )
+    assert.equal(thrown(() => decodeBeginRequest(Buffer.alloc(3))).code, 'FCGI_BAD_BODY')
+    assert.equal(thrown(() => decodeEndRequest(Buffer.alloc(3))).code, 'FCGI_BAD_BODY')
+    assert.equal(thrown(() => decodeNameValuePairs(Buffer.from([0, 1, 0x61]))).code, 'FCGI_BAD_NAME_VALUE')
+    const big = new NameValueDecoder(10)
+    assert.equal(
+      thrown(() => big.feed(encodeNameValuePairs([['NAME', 'a long value']]))).code,
+      'FCGI_PARAMS_TOO_LARGE',
+    )
+  })
+
+  test('each edge maps it to its GH_ERR_* code, the ProtocolError as cause', () => {
+    const tooLarge = new ProtocolError('fastcgi', 'FCGI_PARAMS_TOO_LARGE', 'params exceed 10 bytes')
+    const badVersion = new ProtocolError('fastcgi', 'FCGI_BAD_VERSION', 'record version 2, expected 1')
+    assert.equal(webServerErrorCode(tooLarge), 'GH_ERR_FASTCGI_PARAMS_TOO_LARGE')
+    assert.equal(webServerErrorCode(badVersion), 'GH_ERR_FASTCGI_BAD_RECORD')
+    const err = upstreamError('php-fpm', `${badVersion.code}: ${badVersion.message}`, badVersion)
+    assert.equal(err.code, 'GH_ERR_FASTCGI_PROTOCOL')
+    assert.equal(err.status, 502)
+    assert.equal(err.cause, badVersion)
+    assert.match(err.message, /php-fpm: FCGI_BAD_VERSION: record version 2/)
   })
 })

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { describe, test } from 'node:test'
 import fc from 'fast-check'
-import { GatehouseError } from '../../../src/core/errors.js'
+import { GatehouseError, ProtocolError } from '../../../src/core/errors.js'
+import { workerError } from '../../../src/gateways/python/errors.js'
 import {
   type AnyFrame,
   encodeFrame,
@@ -15,8 +16,15 @@ import {
 } from '../../../src/gateways/python/codec.js'
 import { PYTHON } from '../../support/helpers.js'
 
-const isProtocolError = (err: unknown) =>
-  err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_PROTOCOL'
+/** A bridge ProtocolError, which the worker connection makes a GH_ERR_WORKER_PROTOCOL. */
+const isProtocolError = (err: unknown) => {
+  if (!(err instanceof ProtocolError) || err.protocol !== 'bridge') return false
+  const mapped = workerError(err)
+  return mapped instanceof GatehouseError && mapped.code === 'GH_ERR_WORKER_PROTOCOL' && mapped.cause === err
+}
+/** A bridge ProtocolError with this protocol code. */
+const isBridgeCode = (code: string) => (err: unknown) =>
+  err instanceof ProtocolError && err.protocol === 'bridge' && err.code === code
 
 /** Run Python with `code`, feeding stdin; returns stdout bytes. */
 function python(code: string, input: Buffer): Buffer {
@@ -215,6 +223,36 @@ describe('bridge frames', () => {
     assert.throws(
       () => encodeFrame({ type: FrameType.REQUEST_CREDIT, id: 1, bytes: 2 ** 60 }),
       isProtocolError,
+    )
+  })
+
+  test('each malformed input throws ProtocolError with its BRIDGE_* code', () => {
+    const frameOf = (payload: Buffer) => {
+      const h = Buffer.alloc(4)
+      h.writeUInt32LE(payload.length)
+      return Buffer.concat([h, payload])
+    }
+    const tooLong = Buffer.alloc(4)
+    tooLong.writeUInt32LE(1001)
+    const cases: [Buffer, string][] = [
+      [Buffer.from([0, 0, 0, 0]), 'BRIDGE_EMPTY_FRAME'],
+      [frameOf(Buffer.from([0x4e])), 'BRIDGE_BAD_FRAME'],
+      [frameOf(marshalDumps([99, 1])), 'BRIDGE_UNKNOWN_FRAME'],
+      [frameOf(Buffer.from([0x63])), 'BRIDGE_BAD_MARSHAL'],
+      [frameOf(Buffer.from([0x29, 200])), 'BRIDGE_BAD_MARSHAL'],
+    ]
+    for (const [input, code] of cases)
+      assert.throws(() => new FrameDecoder().push(input), isBridgeCode(code), code)
+    assert.throws(
+      () => new FrameDecoder({ maxFrameBytes: 1000 }).push(tooLong),
+      isBridgeCode('BRIDGE_FRAME_TOO_LARGE'),
+    )
+    const cut = new FrameDecoder()
+    cut.push(encodeFrame({ type: FrameType.FINISHED, id: 1 }).subarray(0, 6))
+    assert.throws(() => cut.finish(), isBridgeCode('BRIDGE_TRUNCATED'))
+    assert.throws(
+      () => encodeFrame({ type: FrameType.REQUEST_CREDIT, id: 1, bytes: 2 ** 60 }),
+      isBridgeCode('BRIDGE_BAD_VALUE'),
     )
   })
 })

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import fc from 'fast-check'
-import { GatehouseError } from '../../../src/core/errors.js'
+import { ProtocolError } from '../../../src/core/errors.js'
 import {
   decodeUwsgiHeader,
   decodeUwsgiVars,
@@ -12,8 +12,21 @@ import {
   type UwsgiRequestEvent,
   UwsgiRequestParser,
 } from '../../../src/gateways/uwsgi/codec.js'
+import { packetError } from '../../../src/gateways/uwsgi/errors.js'
 
-const isCode = (code: string) => (err: unknown) => err instanceof GatehouseError && err.code === code
+/** The codec throws a uwsgi ProtocolError; what the listener (and the client) make of it. */
+const asEdge = (err: unknown) => {
+  assert.ok(
+    err instanceof ProtocolError && err.protocol === 'uwsgi',
+    `not a uwsgi ProtocolError: ${String(err)}`,
+  )
+  return packetError(err)
+}
+/** The codec threw a uwsgi ProtocolError that the edges turn into `code`. */
+const isCode = (code: string) => (err: unknown) => asEdge(err).code === code
+/** The codec threw a uwsgi ProtocolError with this protocol code. */
+const isProtocolCode = (code: string) => (err: unknown) =>
+  err instanceof ProtocolError && err.protocol === 'uwsgi' && err.code === code
 
 interface Parsed {
   vars: [string, string][]
@@ -172,7 +185,7 @@ describe('UwsgiRequestParser', () => {
     ]) {
       assert.throws(
         () => new UwsgiRequestParser().push(Buffer.from(line)),
-        (err: unknown) => isCode('GH_ERR_UWSGI_PLAIN_HTTP')(err) && /plain HTTP/.test((err as Error).message),
+        (err: unknown) => isCode('GH_ERR_UWSGI_PLAIN_HTTP')(err) && /plain HTTP/.test(asEdge(err).message),
         line,
       )
     }
@@ -184,7 +197,7 @@ describe('UwsgiRequestParser', () => {
     const parser = new UwsgiRequestParser()
     assert.throws(
       () => parser.push(Buffer.from([5, 10, 0, 0])),
-      (err: unknown) => isCode('GH_ERR_UWSGI_MODIFIER')(err) && /\b5\b/.test((err as Error).message),
+      (err: unknown) => isCode('GH_ERR_UWSGI_MODIFIER')(err) && /\b5\b/.test(asEdge(err).message),
     )
     assert.deepEqual(
       parse(
@@ -238,7 +251,7 @@ describe('UwsgiRequestParser', () => {
       parser.push(bytes)
       assert.throws(
         () => parser.finish(),
-        (err: unknown) => isCode('GH_ERR_UWSGI_PACKET')(err) && message.test((err as Error).message),
+        (err: unknown) => isCode('GH_ERR_UWSGI_PACKET')(err) && message.test(asEdge(err).message),
       )
     }
     const parser = new UwsgiRequestParser()
@@ -269,7 +282,7 @@ describe('UwsgiRequestParser', () => {
     )
   })
 
-  test('property: random bytes never crash the parser with anything but a GatehouseError', () => {
+  test('property: random bytes never crash the parser with anything but a uwsgi ProtocolError', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(), fc.boolean(), (bytes, cut, asWsgi) => {
         // Half the inputs get a modifier1 of 0 so that the vars decoder is exercised too.
@@ -279,10 +292,52 @@ describe('UwsgiRequestParser', () => {
           for (const piece of splitAt(buf, cut % (buf.length + 1))) parser.push(piece)
           parser.finish()
         } catch (err) {
-          assert.ok(err instanceof GatehouseError, String(err))
+          assert.ok(err instanceof ProtocolError && err.protocol === 'uwsgi', String(err))
         }
       }),
       { numRuns: 500 },
     )
+  })
+})
+
+describe('errors', () => {
+  test('the codec throws ProtocolError with its UWSGI_* code', () => {
+    const cases: [() => unknown, string][] = [
+      [() => encodeUwsgiVars([['', 'x']]), 'UWSGI_BAD_VAR'],
+      [() => encodeUwsgiVars([['K', '€']]), 'UWSGI_BAD_VAR'],
+      [() => decodeUwsgiVars(Buffer.from([5, 0, 65])), 'UWSGI_BAD_VAR'],
+      [() => encodeUwsgiVars([['K', Buffer.alloc(70_000)]]), 'UWSGI_VARS_TOO_LARGE'],
+      [() => new UwsgiRequestParser().push(Buffer.from('GET / HTTP/1.1\r\n')), 'UWSGI_PLAIN_HTTP'],
+      [() => new UwsgiRequestParser().push(Buffer.from([5, 10, 0, 0])), 'UWSGI_BAD_MODIFIER'],
+      [
+        () => new UwsgiRequestParser({ maxVarsBytes: 10 }).push(Buffer.from([0, 11, 0, 0])),
+        'UWSGI_VARS_TOO_LARGE',
+      ],
+      [
+        () => new UwsgiRequestParser().push(encodeUwsgiPacket([['CONTENT_LENGTH', '12x']])),
+        'UWSGI_BAD_CONTENT_LENGTH',
+      ],
+      [() => new UwsgiRequestParser().finish(), 'UWSGI_TRUNCATED'],
+    ]
+    for (const [fn, code] of cases) assert.throws(fn, isProtocolCode(code), code)
+  })
+
+  test('the edges map each code to its GH_ERR_* code, the ProtocolError as cause, the message kept', () => {
+    const expected: [string, string, number][] = [
+      ['UWSGI_BAD_VAR', 'GH_ERR_UWSGI_PACKET', 400],
+      ['UWSGI_BAD_CONTENT_LENGTH', 'GH_ERR_UWSGI_PACKET', 400],
+      ['UWSGI_TRUNCATED', 'GH_ERR_UWSGI_PACKET', 400],
+      ['UWSGI_PLAIN_HTTP', 'GH_ERR_UWSGI_PLAIN_HTTP', 400],
+      ['UWSGI_BAD_MODIFIER', 'GH_ERR_UWSGI_MODIFIER', 501],
+      ['UWSGI_VARS_TOO_LARGE', 'GH_ERR_UWSGI_VARS_TOO_LARGE', 431],
+    ]
+    for (const [protocolCode, code, status] of expected) {
+      const cause = new ProtocolError('uwsgi', protocolCode, 'detail')
+      const err = packetError(cause)
+      assert.equal(err.code, code, protocolCode)
+      assert.equal(err.status, status, protocolCode)
+      assert.equal(err.cause, cause)
+      assert.match(err.message, /: detail$/)
+    }
   })
 })

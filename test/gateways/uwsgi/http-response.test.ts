@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import fc from 'fast-check'
-import { GatehouseError } from '../../../src/core/errors.js'
+import { GatehouseError, ProtocolError } from '../../../src/core/errors.js'
+import { clientError } from '../../../src/gateways/uwsgi/errors.js'
 import {
   type HttpResponseHead,
   HttpResponseParser,
@@ -56,8 +57,20 @@ const everySplit = (text: string, options: HttpResponseParserOptions = {}) => {
   return whole
 }
 
-const upstream = (pattern?: RegExp) => (err: unknown) =>
-  err instanceof GatehouseError && err.code === 'GH_ERR_UPSTREAM' && (!pattern || pattern.test(err.message))
+/**
+ * The parser threw an 'http' (or, for the body, 'chunked') ProtocolError that the uwsgi
+ * client turns into GH_ERR_UPSTREAM, with a message that matches.
+ */
+const upstream = (pattern?: RegExp) => (err: unknown) => {
+  if (!(err instanceof ProtocolError) || (err.protocol !== 'http' && err.protocol !== 'chunked')) return false
+  const mapped = clientError(err)
+  return (
+    mapped instanceof GatehouseError &&
+    mapped.code === 'GH_ERR_UPSTREAM' &&
+    mapped.cause === err &&
+    (!pattern || pattern.test(mapped.message))
+  )
+}
 
 test('Content-Length body, split at every offset', () => {
   const r = everySplit(
@@ -231,16 +244,45 @@ test('property: chunked bodies of any content and chunking decode to the same by
   )
 })
 
-test('property: arbitrary bytes produce events or a GatehouseError, nothing else', () => {
+test('property: arbitrary bytes produce events or a ProtocolError, nothing else', () => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 400 }), fc.boolean(), (bytes, prefix) => {
       const buf = Buffer.concat([Buffer.from(prefix ? 'HTTP/1.1 200 OK\r\n' : ''), Buffer.from(bytes)])
       try {
         run([buf])
       } catch (err) {
-        assert.ok(err instanceof GatehouseError, String(err))
+        assert.ok(
+          err instanceof ProtocolError && (err.protocol === 'http' || err.protocol === 'chunked'),
+          String(err),
+        )
       }
     }),
     { numRuns: 500 },
+  )
+})
+
+test('the parser throws ProtocolError with its HTTP_* (or CHUNKED_*) code', () => {
+  const cases: [string, string, string][] = [
+    ['garbage\r\n\r\n', 'http', 'HTTP_BAD_STATUS_LINE'],
+    ['HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n', 'http', 'HTTP_BAD_HEADER'],
+    ['HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n', 'http', 'HTTP_BAD_CONTENT_LENGTH'],
+    ['HTTP/1.1 101 Switching Protocols\r\n\r\n', 'http', 'HTTP_UPGRADE'],
+    ['HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab', 'http', 'HTTP_TRUNCATED'],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', 'chunked', 'CHUNKED_BAD_SIZE'],
+  ]
+  for (const [text, protocol, code] of cases) {
+    assert.throws(
+      () => run([Buffer.from(text, 'latin1')]),
+      (err: unknown) => err instanceof ProtocolError && err.protocol === protocol && err.code === code,
+      code,
+    )
+  }
+  assert.throws(
+    () => run([Buffer.from('HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n')], { maxHeaders: 1 }),
+    (err: unknown) => err instanceof ProtocolError && err.code === 'HTTP_TOO_MANY_HEADERS',
+  )
+  assert.throws(
+    () => run([Buffer.from(`HTTP/1.1 200 OK\r\nA: ${'x'.repeat(200)}\r\n\r\n`)], { maxHeaderBytes: 100 }),
+    (err: unknown) => err instanceof ProtocolError && err.code === 'HTTP_HEAD_TOO_LARGE',
   )
 })
