@@ -5,7 +5,7 @@ import { request as httpRequest } from 'node:http'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
-import { CLI, REPO_ROOT, tempDir, stopServe } from '../support/helpers.js'
+import { CLI, freePort, REPO_ROOT, stopServe, tempDir } from '../support/helpers.js'
 
 function run(args: string[], cwd = REPO_ROOT) {
   const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 20_000 })
@@ -70,14 +70,6 @@ function get(address: string, path: string, headers: Record<string, string> = {}
       req.end()
     },
   )
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const port = (srv.address() as { port: number }).port
-  await new Promise((r) => srv.close(r))
-  return port
 }
 
 describe('gatehouse CLI', () => {

@@ -9,23 +9,14 @@ import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { createServer } from 'node:http'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { request } from 'undici'
 import { removeLeftRunDirs } from '../../src/process/run-dir.js'
-import { CLI, eventually, FIXTURES, PYTHON, stopServe, tempDir } from '../support/helpers.js'
+import { CLI, eventually, FIXTURES, freePort, PYTHON, stopServe, tempDir } from '../support/helpers.js'
 
 const PHP_CGI = '/usr/bin/php-cgi'
-
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const port = (srv.address() as { port: number }).port
-  await new Promise((r) => srv.close(r))
-  return port
-}
 
 /** Parent pid and state of every process, from /proc. */
 function processTable(): Map<number, { ppid: number; state: string; comm: string }> {

@@ -6,13 +6,12 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { accessSync, constants, writeFileSync } from 'node:fs'
-import { createServer } from 'node:http'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { parseWrkOutput, runWrk, totalSocketErrors } from '../../../bench/wrk.js'
-import { CLI, tempDir, stopServe } from '../../support/helpers.js'
+import { CLI, freePort, stopServe, tempDir } from '../../support/helpers.js'
 
 const WRK = '/usr/bin/wrk'
 
@@ -28,14 +27,6 @@ function unavailable(): string | undefined {
     }
   }
   return undefined
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const port = (srv.address() as { port: number }).port
-  await new Promise((r) => srv.close(r))
-  return port
 }
 
 const alive = (pid: number) => {
