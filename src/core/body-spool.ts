@@ -99,7 +99,8 @@ export async function spoolBody(
   }
 }
 
-async function openUnlinked(prefix: string): Promise<FileHandle> {
+/** A new temporary file, open for reading and writing, its name already gone. */
+export async function openUnlinked(prefix: string): Promise<FileHandle> {
   const path = join(tmpdir(), `${prefix}${randomUUID()}`)
   const file = await open(path, 'wx+', 0o600)
   try {
