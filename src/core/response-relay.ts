@@ -7,6 +7,7 @@ import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import { GatehouseError } from './errors.js'
+import { type BodySink, ResponseBuffer, type ResponseBufferOptions } from './response-buffer.js'
 import type { RequestContext } from './types.js'
 
 export interface GatewayResponse {
@@ -29,12 +30,17 @@ export interface GatewayResponse {
  * A response whose body is all here (or that has none) is written at once and nothing is
  * returned (no promise to wait for); a streamed one returns the promise of its end. Errors
  * before anything is written are thrown.
+ *
+ * With `buffering` (core/response-buffer.ts) the body is taken as fast as the upstream sends
+ * it, into memory and then a temporary file, and the promise settles when the upstream is
+ * done, not the client: its worker is free at once.
  */
 export function relayResponse(
   ctx: RequestContext,
   response: GatewayResponse,
   log: Logger,
   tags: Record<string, string>,
+  buffering?: ResponseBufferOptions,
 ): Promise<void> | undefined {
   const { res } = ctx
   const bodyless = ctx.method === 'HEAD' || response.status === 204 || response.status === 304
@@ -69,21 +75,22 @@ export function relayResponse(
     res.end(whole ?? undefined)
     return undefined
   }
-  return stream(body!, res, log, tags)
+  return stream(body!, res, buffering ? new ResponseBuffer(res, buffering) : res, log, tags)
 }
 
 function ignore(): void {}
 
-/** body -> res, pausing the body while the client's socket is full. */
+/** body -> sink (res, or a buffer in front of it), pausing the body while the sink is full. */
 function stream(
   body: Readable,
   res: ServerResponse,
+  sink: BodySink,
   log: Logger,
   tags: Record<string, string>,
 ): Promise<void> {
   return new Promise((resolve) => {
     const onData = (chunk: Buffer) => {
-      if (!res.write(chunk)) body.pause()
+      if (!sink.write(chunk)) body.pause()
     }
     const onDrain = () => body.resume()
     const done = () => {
@@ -93,12 +100,12 @@ function stream(
       // The relay is over; an error the upstream side raises later (it is cancelled because
       // the client left) has nobody to reach.
       body.on('error', ignore)
-      res.off('drain', onDrain)
+      sink.off('drain', onDrain)
       res.off('close', onClose)
       resolve()
     }
     const onEnd = () => {
-      res.end()
+      sink.end()
       done()
     }
     const onError = (err: Error) => {
@@ -117,7 +124,7 @@ function stream(
     body.on('data', onData)
     body.on('end', onEnd)
     body.on('error', onError)
-    res.on('drain', onDrain)
+    sink.on('drain', onDrain)
     res.on('close', onClose)
   })
 }

@@ -22,7 +22,7 @@ export interface UwsgiPeer {
 export function startUwsgi(
   t: { after: (fn: () => Promise<void>) => void },
   dir: string,
-  options: { module?: string; processes?: number; name?: string } = {},
+  options: { module?: string; processes?: number; name?: string; env?: Record<string, string> } = {},
 ): Promise<UwsgiPeer> {
   const socketPath = join(dir, `${options.name ?? 'uwsgi'}.sock`)
   const args = [
@@ -46,7 +46,7 @@ export function startUwsgi(
   ]
   const child: ChildProcess = spawn('/usr/bin/uwsgi', args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PYTHONDONTWRITEBYTECODE: '1' },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PYTHONDONTWRITEBYTECODE: '1', ...options.env },
   })
   let out = ''
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))

@@ -27,6 +27,7 @@ import { requestMeta } from '../../cgi-vars/script.js'
 import { sendStatus } from '../../core/respond.js'
 import { type CancelSignal, cancelOnClientClose, ClientGone } from '../../core/cancel.js'
 import { spoolBody } from '../../core/body-spool.js'
+import { bufferingShape, responseBuffering } from '../../core/schema/buffering.js'
 import {
   type Body,
   type Dispatch,
@@ -87,6 +88,12 @@ export function cgiSchema(env: SchemaEnv) {
     pass_authorization: z.boolean().default(false),
     /** Chunked request bodies: "buffer" to set CONTENT_LENGTH (RFC 3875), "stream" to pipe them without it. */
     chunked_body: z.enum(['buffer', 'stream']).default('buffer'),
+    /**
+     * Request and response buffering (docs/reliability.md): on by default, so a slow upload
+     * or a slow reader holds no script process. request_buffering = false streams a
+     * Content-Length body to the script as it arrives.
+     */
+    ...bufferingShape,
     /** Longest a script may run, from start to its last byte of output (0 = no limit). */
     timeout: duration.prefault(60),
     /** Between SIGTERM and SIGKILL when a script is stopped. */
@@ -155,6 +162,7 @@ export class CgiHandler implements Handler {
       timeout: options.timeout,
       killGrace: options.kill_grace,
       maxHeaderBytes: options.max_header_bytes,
+      buffering: responseBuffering(options, 'gatehouse-cgi-'),
       log,
       track: (run) => {
         this.running.add(run)
@@ -275,20 +283,27 @@ export class CgiHandler implements Handler {
     const { req } = ctx
     if (req.headers['transfer-encoding'] !== undefined) {
       if (this.options.chunked_body === 'stream') return { kind: 'stream', length: undefined }
-      try {
-        const spool = await spoolBody(req, ctx.maxBodyBytes, {
-          memoryBytes: BODY_MEMORY_BYTES,
-          prefix: 'gatehouse-cgi-',
-        })
-        return { kind: 'spooled', spool }
-      } catch (err) {
-        if (signal.aborted || req.destroyed) throw new ClientGone('client closed the connection')
-        throw err
-      }
+      return this.spool(ctx, signal)
     }
     const cl = req.headers['content-length']
-    if (cl !== undefined) return { kind: 'stream', length: Number(cl) }
-    return { kind: 'none' }
+    if (cl === undefined) return { kind: 'none' }
+    if (!this.options.request_buffering || Number(cl) === 0) return { kind: 'stream', length: Number(cl) }
+    return this.spool(ctx, signal)
+  }
+
+  /** The body read whole: memory, then an unlinked temporary file (the script's stdin). */
+  private async spool(ctx: RequestContext, signal: CancelSignal): Promise<Body> {
+    const { req } = ctx
+    try {
+      const spool = await spoolBody(req, ctx.maxBodyBytes, {
+        memoryBytes: BODY_MEMORY_BYTES,
+        prefix: 'gatehouse-cgi-',
+      })
+      return { kind: 'spooled', spool }
+    } catch (err) {
+      if (signal.aborted || req.destroyed) throw new ClientGone('client closed the connection')
+      throw err
+    }
   }
 
   private environment(ctx: RequestContext, target: ScriptTarget, dispatch: Dispatch): Record<string, string> {

@@ -15,6 +15,7 @@ import type { SpooledBody } from '../../core/body-spool.js'
 import type { CancelSignal } from '../../core/cancel.js'
 import { GatehouseError } from '../../core/errors.js'
 import { relayResponse } from '../../core/response-relay.js'
+import type { ResponseBufferOptions } from '../../core/response-buffer.js'
 import type { RequestContext } from '../../core/types.js'
 import { type CgiResponseHead, CgiResponseParser } from '../../cgi-vars/response.js'
 import { ForkedScript, ForkServer, ForkServerUnavailable } from '../../process/fork-server.js'
@@ -69,6 +70,8 @@ export interface RunSettings {
   /** Between SIGTERM and SIGKILL, in ms. */
   killGrace: number
   maxHeaderBytes: number
+  /** Response buffering (core/response-buffer.ts); undefined: the script waits for the client. */
+  buffering?: ResponseBufferOptions | undefined
   log: Logger
   /** Count a run among the gateway's until it is over (the returned function). */
   track(run: Running): () => void
@@ -482,6 +485,7 @@ class CgiExchange {
         },
         this.log,
         { script: this.target.filename },
+        this.settings.buffering,
       )
     } catch (err) {
       this.body = null

@@ -16,6 +16,8 @@ import { routePrefix } from '../../core/types.js'
 import { cancelOnClientClose } from '../../core/cancel.js'
 import { requestMeta, type ScriptLocation } from '../../cgi-vars/script.js'
 import { relayResponse } from '../../core/response-relay.js'
+import type { ResponseBufferOptions } from '../../core/response-buffer.js'
+import { type BufferingOptions, bufferingShape, responseBuffering } from '../../core/schema/buffering.js'
 import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
 import {
   bodyLength,
@@ -43,8 +45,12 @@ export const fastcgiGatewayShape = {
   params: z.record(PARAM_NAME, PARAM_VALUE).default({}),
   /** Pass the Authorization header as HTTP_AUTHORIZATION (nginx and Caddy do; CGI's default is not to). */
   pass_authorization: z.boolean().default(true),
-  /** Read every request body whole before connecting (nginx's default); chunked bodies always are. */
-  request_buffering: z.boolean().default(false),
+  /**
+   * request_buffering (read every body whole before connecting; chunked bodies always are)
+   * and response_buffering (take the response at the app's pace, so its worker is free when
+   * it is done): both on by default, as nginx's fastcgi_request_buffering/fastcgi_buffering.
+   */
+  ...bufferingShape,
 }
 
 export function fastcgiSchema(env: SchemaEnv) {
@@ -60,16 +66,17 @@ export function fastcgiSchema(env: SchemaEnv) {
 export type FastCGIOptions = z.output<ReturnType<typeof fastcgiSchema>>
 export type FastCGIOptionsInput = z.input<ReturnType<typeof fastcgiSchema>>
 
-export type FastCGIGatewayOptions = FastCGIPoolOptions & {
-  params: Record<string, string>
-  pass_authorization: boolean
-  request_buffering: boolean
-}
+export type FastCGIGatewayOptions = FastCGIPoolOptions &
+  BufferingOptions & {
+    params: Record<string, string>
+    pass_authorization: boolean
+  }
 
 /** A pool to one upstream and the request path through it: body, parameters, response. */
 export class FastCGIGateway {
   readonly pool: FastCGIUpstream
   private readonly params: [string, string][]
+  private readonly buffering: ResponseBufferOptions | undefined
 
   /** `address`: a FastCGI server's address, or an upstream of its own (a managed pool). */
   constructor(
@@ -79,6 +86,7 @@ export class FastCGIGateway {
   ) {
     this.pool = typeof address === 'string' ? new FastCGIPool(address, options, log) : address
     this.params = Object.entries(options.params)
+    this.buffering = responseBuffering(options, 'gatehouse-fastcgi-')
   }
 
   async serve(ctx: RequestContext, where: ScriptLocation): Promise<void> {
@@ -105,7 +113,7 @@ export class FastCGIGateway {
       }
       if (source !== undefined) request.body = source
       const response = await this.pool.request(request)
-      const relaying = relayResponse(ctx, response, this.log, tags)
+      const relaying = relayResponse(ctx, response, this.log, tags, this.buffering)
       if (relaying) await relaying
     } catch (err) {
       if (cancel.aborted) return

@@ -13,6 +13,7 @@ import { connect, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { GatehouseError } from '../../core/errors.js'
+import { type BodySink, ResponseBuffer, type ResponseBufferOptions } from '../../core/response-buffer.js'
 import {
   type AnyFrame,
   encodeFrame,
@@ -44,6 +45,12 @@ export interface ExchangeInput {
   /** The client sent `Expect: 100-continue`: nothing is read or sent before the app reads. */
   expectContinue: boolean
   res: ServerResponse
+  /**
+   * Response buffering (core/response-buffer.ts): a body of more than one frame goes through
+   * a buffer in front of `res` that takes the bytes at the worker's pace. Absent: the worker
+   * gets credit only as the client takes the bytes.
+   */
+  buffering?: ResponseBufferOptions
   head: boolean
   /**
    * The request's first frame, instead of HTTP_REQUEST from `environ` (ASGI sends its
@@ -93,6 +100,8 @@ class Stream {
   held: Buffer | null = null
   bodyDone = false
   owed = 0
+  /** Where the body goes once it spans frames: `input.res`, or a buffer in front of it. */
+  out: BodySink | null = null
   /** How the exchange ended for the client, decided before the worker's last frame. */
   outcome: ExchangeOutcome | null = null
   failure: GatehouseError | null = null
@@ -482,23 +491,25 @@ export class WorkerConnection {
   }
 
   private onBody(stream: Stream, body: Buffer, moreBody: boolean): void {
-    const { res } = stream.input
     if (stream.disconnectSent) {
       if (!moreBody) this.end(stream, { kind: 'disconnected' })
       return
     }
     const n = body.length
     if (!moreBody) {
-      if (stream.input.head || n === 0) res.end()
-      else res.end(body)
+      const out = stream.out ?? stream.input.res
+      if (stream.input.head || n === 0) out.end()
+      else out.end(body)
       this.end(stream, { kind: 'done' })
       return
     }
     if (n === 0) return
-    if (stream.input.head || res.write(body)) this.giveCredit(stream, n)
+    const { buffering, res } = stream.input
+    const out = (stream.out ??= buffering ? new ResponseBuffer(res, buffering) : res)
+    if (stream.input.head || out.write(body)) this.giveCredit(stream, n)
     else {
       stream.owed += n
-      res.once('drain', () => {
+      out.once('drain', () => {
         const owed = stream.owed
         stream.owed = 0
         this.giveCredit(stream, owed)

@@ -368,19 +368,27 @@ export abstract class PythonAppHandler {
   protected async serve(
     ctx: RequestContext,
     input: (admitted: AdmittedRequest) => ExchangeInput,
+    replayableBody = false,
   ): Promise<void> {
-    for (let attempt = 0; await this.serveOnce(ctx, input, attempt < MAX_REQUEUES); attempt++);
+    for (
+      let attempt = 0;
+      await this.serveOnce(ctx, input, attempt < MAX_REQUEUES, replayableBody);
+      attempt++
+    );
   }
 
   /**
    * One try of serve(); true when the request is to be tried again: its worker was killed
    * (or died) while the request still waited behind others on it, so nothing of it ran, and
-   * it has no body that was already sent (issue 18: requeue what a worker had not started).
+   * it has no body that was already sent, or its body can be sent again (read whole first,
+   * `replayableBody`: `input` gives a fresh stream of it each time) (issue 18: requeue what
+   * a worker had not started).
    */
   private async serveOnce(
     ctx: RequestContext,
     input: (admitted: AdmittedRequest) => ExchangeInput,
     mayRequeue: boolean,
+    replayableBody: boolean,
   ): Promise<boolean> {
     const { req, res } = ctx
     const tags = { method: ctx.method, uri: req.url }
@@ -419,7 +427,7 @@ export abstract class PythonAppHandler {
       } else this.settled(ctx, lease, outcome)
     } catch (err) {
       if (takenBack) return false
-      if (mayRequeue && lease.neverStarted && !admitted.hasBody && !res.headersSent) {
+      if (mayRequeue && lease.neverStarted && (replayableBody || !admitted.hasBody) && !res.headersSent) {
         this.log.warn(
           { ...tags, worker: lease.pid },
           `${this.names.name} request requeued: its worker stopped before starting it`,
@@ -449,6 +457,13 @@ export abstract class PythonAppHandler {
  * An exchange of one HTTP request: `environ` (WSGI) or `start` (ASGI's scope) first, then
  * the request body if it has one, under 100-continue when the client asked for it.
  */
+/** Whether the client's 100 Continue is still owed (the front left it to the handler). */
+export function continueDeferred(ctx: RequestContext): boolean {
+  return (
+    expectsContinue(ctx.req) && (ctx.res as { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] === true
+  )
+}
+
 export function exchangeInput(
   ctx: RequestContext,
   hasBody: boolean,
@@ -462,8 +477,7 @@ export function exchangeInput(
     start,
     body: hasBody ? req : null,
     maxBodyBytes: ctx.maxBodyBytes,
-    expectContinue:
-      expectsContinue(req) && (res as { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] === true,
+    expectContinue: continueDeferred(ctx),
     res,
     head: ctx.method === 'HEAD',
     timeoutMs,

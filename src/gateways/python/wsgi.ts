@@ -7,7 +7,12 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { duration } from '../../core/schema/units.js'
 import { strictObject } from '../../core/schema/strict.js'
-import { exchangeInput, PythonAppHandler, pythonAppShape } from './pool.js'
+import { continueDeferred, exchangeInput, PythonAppHandler, pythonAppShape } from './pool.js'
+import { spoolBody, type SpooledBody } from '../../core/body-spool.js'
+import { GatehouseError } from '../../core/errors.js'
+import { sendError } from '../../core/respond.js'
+import type { ResponseBufferOptions } from '../../core/response-buffer.js'
+import { bufferingShape, responseBuffering } from '../../core/schema/buffering.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { requestMeta } from '../../cgi-vars/script.js'
 import { routePrefix } from '../../core/types.js'
@@ -29,6 +34,8 @@ export function wsgiSchema(env: SchemaEnv) {
      * 503 at queue_timeout (0: pipeline regardless, the old behaviour).
      */
     pipeline_stall: duration.prefault('200ms'),
+    /** Request and response buffering (docs/reliability.md): on by default, as nginx's. */
+    ...bufferingShape,
   })
 }
 
@@ -43,6 +50,8 @@ function nativePath(path: string): string {
 }
 
 export class WsgiHandler extends PythonAppHandler implements Handler {
+  private readonly buffering: ResponseBufferOptions | undefined
+
   constructor(
     private readonly options: WsgiOptions,
     log: Logger,
@@ -60,6 +69,7 @@ export class WsgiHandler extends PythonAppHandler implements Handler {
       },
       log,
     )
+    this.buffering = responseBuffering(options, 'gatehouse-wsgi-')
   }
 
   environ(ctx: RequestContext, contentLength: number | undefined): Record<string, string> {
@@ -84,9 +94,55 @@ export class WsgiHandler extends PythonAppHandler implements Handler {
   }
 
   handle(ctx: RequestContext): Promise<void> {
-    return this.serve(ctx, ({ contentLength, hasBody }) =>
-      exchangeInput(ctx, hasBody, Object.entries(this.environ(ctx, contentLength))),
+    const { headers } = ctx.req
+    if (
+      this.options.request_buffering &&
+      (headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0)
     )
+      return this.serveSpooled(ctx)
+    return this.serve(ctx, ({ contentLength, hasBody }) => {
+      const input = exchangeInput(ctx, hasBody, Object.entries(this.environ(ctx, contentLength)))
+      if (this.buffering) input.buffering = this.buffering
+      return input
+    })
+  }
+
+  /**
+   * request_buffering: the body is read whole (memory, then a temporary file) before a
+   * worker is taken, so a slow upload holds none; the app then reads it at disk speed, with
+   * its CONTENT_LENGTH even when the client sent it chunked. A request whose worker died
+   * before starting it can be sent again.
+   */
+  private async serveSpooled(ctx: RequestContext): Promise<void> {
+    const { req, res } = ctx
+    if (continueDeferred(ctx)) res.writeContinue()
+    let spool: SpooledBody
+    try {
+      spool = await spoolBody(req, ctx.maxBodyBytes, { prefix: 'gatehouse-wsgi-' })
+    } catch (err) {
+      if (err instanceof GatehouseError && err.code === 'GH_ERR_BODY_TOO_LARGE') {
+        if (!res.headersSent) sendError(res, err.code, { close: true })
+        return
+      }
+      // The client left (or its connection failed) mid-upload: nobody to answer.
+      if (req.destroyed || res.destroyed) return
+      throw err
+    }
+    try {
+      await this.serve(
+        ctx,
+        () => {
+          const input = exchangeInput(ctx, spool.length > 0, Object.entries(this.environ(ctx, spool.length)))
+          input.body = spool.length > 0 ? spool.stream() : null
+          input.expectContinue = false
+          if (this.buffering) input.buffering = this.buffering
+          return input
+        },
+        true,
+      )
+    } finally {
+      await spool.dispose()
+    }
   }
 }
 

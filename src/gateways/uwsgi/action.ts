@@ -6,6 +6,7 @@
 import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration } from '../../core/schema/units.js'
+import { bufferingShape, responseBuffering } from '../../core/schema/buffering.js'
 import type { BodyFraming } from './http-response.js'
 import { buildUwsgiVars } from './vars.js'
 import {
@@ -47,6 +48,8 @@ const uwsgiSchema = (env: SchemaEnv) =>
     document_root: z.string().default(''),
     /** SERVER_NAME; default: the request's host. */
     server_name: z.string().min(1).optional(),
+    /** Request and response buffering (docs/reliability.md): on by default, as nginx's uwsgi_buffering. */
+    ...bufferingShape,
   })
 
 export type UwsgiOptions = z.output<ReturnType<typeof uwsgiSchema>>
@@ -74,6 +77,8 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
   const address: UwsgiAddress = options.pass
   const params = Object.entries(options.params).map(([k, v]) => [k, Buffer.from(v, 'utf8')] as const)
   const tags = { upstream: resolveUpstreamAddress(address).text }
+  const buffering = responseBuffering(options, 'gatehouse-uwsgi-')
+  const bufferRequest = options.request_buffering
 
   async function handle(ctx: RequestContext): Promise<void> {
     const { req, res } = ctx
@@ -84,10 +89,12 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
     }
     let requestBody: RequestBody
     try {
-      // uwsgi has no body framing: a chunked body is read first to learn its length. Any
-      // other is known at once, without a turn of the event loop.
+      // uwsgi has no body framing: a chunked body is read first to learn its length, and
+      // with request_buffering every body is, before the upstream is called. Otherwise the
+      // body is known at once, without a turn of the event loop.
       requestBody =
-        immediateBody(req, false) ?? (await readRequestBody(req, { limit: ctx.maxBodyBytes, buffer: false }))
+        immediateBody(req, bufferRequest) ??
+        (await readRequestBody(req, { limit: ctx.maxBodyBytes, buffer: bufferRequest }))
     } catch (err) {
       // The client went away in the middle of its body: nobody to answer.
       if (req.destroyed) return
@@ -141,6 +148,7 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
         },
         ctx.log,
         tags,
+        buffering,
       )
     } catch (err) {
       if (cancel.aborted) return

@@ -79,7 +79,13 @@ describe('CGI gateway with real scripts', () => {
         {
           path: '/stream-bin',
           max_body_bytes: 100_000,
-          cgi: { root: CGI, interpreters: INTERPRETERS, chunked_body: 'stream' },
+          cgi: {
+            root: CGI,
+            interpreters: INTERPRETERS,
+            chunked_body: 'stream',
+            request_buffering: false,
+            response_buffering: false,
+          },
         },
         {
           path: '/small-bin',
@@ -432,8 +438,8 @@ describe('CGI gateway with real scripts', () => {
     assert.equal(r.text, 'ignored your body\n')
   })
 
-  test('the body streams to stdin as it arrives and stdout streams back (Content-Length body)', async () => {
-    await echoLinesOneByOne(port, '/cgi-bin/echo-lines.py', false)
+  test('with request_buffering = false the body streams to stdin as it arrives and stdout streams back (Content-Length body)', async () => {
+    await echoLinesOneByOne(port, '/stream-bin/echo-lines.py', false)
   })
 
   test('with chunked_body = "stream" a chunked body streams too, without CONTENT_LENGTH', async () => {
@@ -519,7 +525,13 @@ describe('CGI gateway with real scripts', () => {
   })
 
   test('close() lets a running script finish, then refuses new requests', async (t) => {
-    const listener = cgi({ root: CGI, interpreters: INTERPRETERS, log: pino({ level: 'silent' }) })
+    // Streamed, so that the script is running while its body is still on the way.
+    const listener = cgi({
+      root: CGI,
+      interpreters: INTERPRETERS,
+      request_buffering: false,
+      log: pino({ level: 'silent' }),
+    })
     const server = createServer(listener)
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
     t.after(async () => {

@@ -5,8 +5,17 @@
  */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { accessSync, constants, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
-import { createServer, request as httpRequest } from 'node:http'
+import {
+  accessSync,
+  constants,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
+import { createServer, type IncomingMessage, request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { after, before, describe, test } from 'node:test'
@@ -15,7 +24,7 @@ import { request } from 'undici'
 import type { GatehouseConfigInput } from '../../../src/config.js'
 import { createGatehouse, type Gatehouse } from '../../../src/gatehouse.js'
 import { php, splitPhpPath } from '../../../src/gateways/php/action.js'
-import { rawRequest } from '../../support/helpers.js'
+import { eventually, rawRequest } from '../../support/helpers.js'
 import { type PhpFpm, phpFpmUnavailable, startPhpFpm } from '../../support/php-fpm.js'
 
 type PhpInput = NonNullable<NonNullable<GatehouseConfigInput['routes']>[number]['php']>
@@ -64,9 +73,9 @@ const SCRIPTS: Record<string, string> = {
   'warn.php': `<?php trigger_error('something odd', E_USER_WARNING); error_log('custom line from php'); echo "done";`,
   'sleep.php': `<?php usleep(300000); echo "slept";`,
   'big.php': `<?php
-    $total = 100 * 1024 * 1024; $chunk = str_repeat('0123456789abcdef', 4096);
+    $total = (int) ($_GET['mb'] ?? 100) * 1024 * 1024; $chunk = str_repeat('0123456789abcdef', 4096);
     header('Content-Type: application/octet-stream'); header('Content-Length: ' . $total);
-    $progress = dirname(__DIR__) . '/progress.txt';
+    $progress = dirname(__DIR__) . '/progress' . preg_replace('/[^0-9]/', '', $_GET['id'] ?? '') . '.txt';
     for ($sent = 0; $sent < $total; ) { echo $chunk; flush(); $sent += strlen($chunk); file_put_contents("$progress.tmp", (string) $sent); rename("$progress.tmp", $progress); }`,
 }
 
@@ -299,11 +308,11 @@ const frontControllerSuite = (backend: Backend) => () => {
     assert.equal(local.headers.location, '/local-target')
   })
 
-  test('a 100 MB download streams with backpressure: PHP is held back while the client does not read', async () => {
+  test('with response_buffering = false a 100 MB download streams with backpressure: PHP is held back while the client does not read', async () => {
     const progress = join(fpm.dir, 'progress.txt')
     writeFileSync(progress, '0')
     const total = 100 * 1024 * 1024
-    const { port } = new URL(origin)
+    const { port } = new URL(await serve({ response_buffering: false }))
     const received = await new Promise<{ bytes: number; heldBack: number; tail: string }>(
       (resolve, reject) => {
         const req = httpRequest({ host: '127.0.0.1', port, path: '/big.php', agent: false }, (res) => {
@@ -345,6 +354,57 @@ const frontControllerSuite = (backend: Backend) => () => {
       received.heldBack >= 0 && received.heldBack < 32 * 1024 * 1024,
       `held back ${received.heldBack}`,
     )
+  })
+
+  test('response buffering (default): clients that do not read hold no PHP worker; an innocent request is served', async () => {
+    // One more non-reading client than there are workers (max_children 3): unbuffered, the
+    // fourth waits for a worker and the innocent request gets 503 or hangs (issue 18 item 3).
+    const { port } = new URL(origin)
+    const mb = 24
+    const total = mb * 1024 * 1024
+    const progressOf = (id: number) => join(fpm.dir, `progress${id}.txt`)
+    const clients = [1, 2, 3, 4].map((id) => {
+      writeFileSync(progressOf(id), '0')
+      return new Promise<{ res: IncomingMessage }>((resolve, reject) => {
+        const req = httpRequest(
+          { host: '127.0.0.1', port, path: `/big.php?mb=${mb}&id=${id}`, agent: false },
+          (res) => {
+            res.pause()
+            resolve({ res })
+          },
+        )
+        req.on('error', reject)
+        req.end()
+      })
+    })
+    const responses = await Promise.all(clients)
+    try {
+      // Nobody reads, yet every script runs to its end: its output went to memory and disk.
+      await eventually(
+        () => [1, 2, 3, 4].every((id) => Number(readFileSync(progressOf(id), 'utf8') || '0') === total),
+        'every script to finish while its client does not read',
+      )
+      const innocent = await get('/index.php')
+      assert.equal(innocent.status, 200)
+      const spooled = tempFds('gatehouse-fastcgi-')
+      assert.ok(spooled > 0, 'the responses went to temporary files')
+      // Each client then gets its whole body, intact.
+      for (const { res } of responses) {
+        let bytes = 0
+        let last: Buffer = Buffer.alloc(0)
+        res.on('data', (chunk: Buffer) => {
+          bytes += chunk.length
+          last = Buffer.concat([last, chunk.subarray(-16)]).subarray(-16)
+        })
+        res.resume()
+        await new Promise((r) => res.once('end', r))
+        assert.equal(bytes, total)
+        assert.equal(last.toString(), '0123456789abcdef')
+      }
+      await eventually(() => tempFds('gatehouse-fastcgi-') === 0, 'the temporary files to be closed')
+    } finally {
+      for (const { res } of responses) res.destroy()
+    }
   })
 
   test('PHP warnings and error_log() reach the Gatehouse error log, tagged with upstream and script', async () => {
@@ -576,3 +636,16 @@ describe('splitPhpPath', () => {
     assert.equal(splitPhpPath('/a/.php/b'), null)
   })
 })
+
+/** Open deleted temporary files of this process whose names start with `prefix`. */
+function tempFds(prefix: string): number {
+  let n = 0
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).includes(prefix)) n++
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n
+}

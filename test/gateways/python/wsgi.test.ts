@@ -49,6 +49,8 @@ for (const threads of [1, 3])
         limits: { max_body_bytes: '20MB' },
         routes: [
           { path: '/mnt', wsgi: { ...wsgi, root_path: '/base' } },
+          // Both buffering directions off: the body streams to the app, the app waits for the client.
+          { path: '/unbuffered', wsgi: { ...wsgi, request_buffering: false, response_buffering: false } },
           { path: '/', wsgi },
         ],
       })
@@ -108,26 +110,28 @@ for (const threads of [1, 3])
       assert.equal(got.subarray(body.length).toString(), `|${body.length}`)
     })
 
-    test('chunked request body: de-chunked, no CONTENT_LENGTH, EOF at its end', async () => {
-      const r = await rawRequest(
-        port,
-        [
-          'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n',
-          '5\r\nhello\r\n',
-          '6\r\n world\r\n0\r\n\r\n',
-        ],
-        { gapMs: 20 },
-      )
-      assert.equal(r.status, 200)
-      assert.match(r.text, /\r\nhello world\r\n/)
-      assert.match(r.text, /\r\n\|11\r\n/)
-      const env = await rawRequest(
-        port,
-        'POST /environ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
-      )
-      const parsed = JSON.parse(env.text.slice(env.text.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>
-      assert.equal(parsed.CONTENT_LENGTH, undefined)
-      assert.equal(parsed['wsgi.input_terminated'], true)
+    test('chunked request body: de-chunked; CONTENT_LENGTH set when buffered (the default), absent when streamed', async () => {
+      for (const prefix of ['', '/unbuffered']) {
+        const r = await rawRequest(
+          port,
+          [
+            `POST ${prefix}/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`,
+            '5\r\nhello\r\n',
+            '6\r\n world\r\n0\r\n\r\n',
+          ],
+          { gapMs: 20 },
+        )
+        assert.equal(r.status, 200)
+        assert.match(r.text, /\r\nhello world\r\n/)
+        assert.match(r.text, /\r\n\|11\r\n/)
+        const env = await rawRequest(
+          port,
+          `POST ${prefix}/environ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n`,
+        )
+        const parsed = JSON.parse(env.text.slice(env.text.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>
+        assert.equal(parsed.CONTENT_LENGTH, prefix === '' ? '3' : undefined, prefix)
+        assert.equal(parsed['wsgi.input_terminated'], true)
+      }
     })
 
     test('readline, readlines and iteration', async () => {
@@ -244,10 +248,10 @@ for (const threads of [1, 3])
       assert.equal(res.status, 200)
     })
 
-    test('Expect: 100-continue: 100 only when the app reads the body', async () => {
+    test('Expect: 100-continue, request_buffering = false: 100 only when the app reads the body', async () => {
       const read = await rawRequest(
         port,
-        'POST /continue?read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
+        'POST /unbuffered/continue?read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
         { waitMs: 1000 },
       )
       // Nothing arrives but the 100 until the body is sent.
@@ -255,7 +259,7 @@ for (const threads of [1, 3])
       const full = await rawRequest(
         port,
         [
-          'POST /continue?read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
+          'POST /unbuffered/continue?read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
           'hello',
         ],
         { gapMs: 300 },
@@ -264,10 +268,23 @@ for (const threads of [1, 3])
       assert.match(full.text, /read 5$/)
       const refused = await rawRequest(
         port,
-        'POST /continue HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
+        'POST /unbuffered/continue HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
       )
       assert.equal(refused.status, 403)
       assert.doesNotMatch(refused.text, /100 Continue/)
+    })
+
+    test('Expect: 100-continue, buffered (the default): one 100 at once, the app answers once the body is in', async () => {
+      const r = await rawRequest(
+        port,
+        [
+          'POST /continue HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
+          'hello',
+        ],
+        { gapMs: 300 },
+      )
+      assert.match(r.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 403 /)
+      assert.equal(r.text.split('100 Continue').length, 2, 'one 100 Continue')
     })
 
     test('an app that answers without reading a large body: the keep-alive connection carries on', async () => {

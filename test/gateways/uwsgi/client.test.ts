@@ -349,7 +349,7 @@ describe('uwsgi client against misbehaving upstreams (raw sockets)', () => {
     assert.equal(await res.body.text(), 'ok')
   })
 
-  test('a client that goes away mid-upload or mid-reply: the upstream connection is closed', async (t) => {
+  test('with buffering off, a client that goes away mid-upload or mid-reply: the upstream connection is closed', async (t) => {
     // What the upstream saw: 'connected', then which connection ('upload', 'reply') closed.
     const closed: string[] = []
     const up = await fakeUpstream(t, (socket) => {
@@ -364,7 +364,11 @@ describe('uwsgi client against misbehaving upstreams (raw sockets)', () => {
       })
       socket.once('close', () => closed.push(what))
     })
-    const gh = await startGatehouse(t, { routes: [{ path: '/', uwsgi: { pass: up.address } }] })
+    const gh = await startGatehouse(t, {
+      routes: [
+        { path: '/', uwsgi: { pass: up.address, request_buffering: false, response_buffering: false } },
+      ],
+    })
     const waitFor = async (what: string) => {
       for (let i = 0; i < 500 && !closed.includes(what); i++) await new Promise((r) => setTimeout(r, 10))
       assert.ok(closed.includes(what), `upstream saw: ${what}`)

@@ -255,6 +255,10 @@ describe('uwsgi configuration and command line', () => {
       modifier2: 0,
       params: {},
       document_root: '',
+      request_buffering: true,
+      response_buffering: true,
+      response_buffer_memory: 1024 * 1024,
+      response_max_temp_file_size: 1024 ** 3,
     })
     assert.throws(
       () =>
