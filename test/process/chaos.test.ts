@@ -242,12 +242,20 @@ test(
           reloads++
           continue
         }
-        // A worker of this pool that has served (so it is up), picked at random.
-        const served = started().pids
-        const candidates = descendants(serve.pid!).filter(
-          (p) => p.state !== 'Z' && poolOf(p) === e.what && served.has(p.pid),
-        )
-        const victim = candidates[Math.floor(Math.random() * candidates.length)]
+        // A worker of this pool that has served (so it is up), picked at random; right after
+        // a reload or a kill there may be none yet: look again until one has served.
+        const pick = () => {
+          const served = started().pids
+          const candidates = descendants(serve.pid!).filter(
+            (p) => p.state !== 'Z' && poolOf(p) === e.what && served.has(p.pid),
+          )
+          return candidates[Math.floor(Math.random() * candidates.length)]
+        }
+        let victim = pick()
+        while (!victim && Date.now() < t0 + LOAD_MS - 1000) {
+          await sleep(50)
+          victim = pick()
+        }
         if (!victim) continue
         const before = Date.now()
         process.kill(victim.pid, 'SIGKILL')
