@@ -26,6 +26,9 @@ export interface ManagedFastCGIOptions {
   max_header_bytes: number
 }
 
+/** Workers a request tries when their sockets refuse the connection, before it fails (502). */
+const CONNECT_ATTEMPTS = 3
+
 export class ManagedFastCGI implements FastCGIUpstream {
   readonly upstream: string
   /** Kept-alive connections by worker id (a php-cgi worker serves one connection at a time). */
@@ -44,13 +47,26 @@ export class ManagedFastCGI implements FastCGIUpstream {
 
   async request(request: FastCGIRequest): Promise<FastCGIResponse> {
     const signal = request.signal
-    const lease = await this.workers.acquire(requestInfo(request.params), signal)
+    let lease: WorkerLease
     let conn: FastCGIConnection
-    try {
-      conn = this.take(lease.workerId) ?? (await this.open(lease))
-    } catch (err) {
-      lease.release({ failed: !lease.aborted })
-      throw lease.aborted ? lease.abortReason : err
+    for (let attempt = 1; ; attempt++) {
+      lease = await this.workers.acquire(requestInfo(request.params), signal)
+      try {
+        conn = this.take(lease.workerId) ?? (await this.open(lease))
+        break
+      } catch (err) {
+        lease.release({ failed: !lease.aborted })
+        // A worker whose socket refuses the connection (it died and its exit is not seen
+        // yet) was given nothing: the request goes to another worker, the failed one is
+        // retired (chaos test, issue 18).
+        const refused =
+          err instanceof GatehouseError &&
+          err.code === 'GH_ERR_UPSTREAM_CONNECT' &&
+          !lease.aborted &&
+          !signal?.aborted &&
+          attempt < CONNECT_ATTEMPTS
+        if (!refused) throw lease.aborted ? lease.abortReason : err
+      }
     }
     // The request ends when the client goes away or the supervisor ends it (kill, death).
     const cancel = new EitherCancel(signal, lease)
@@ -61,7 +77,8 @@ export class ManagedFastCGI implements FastCGIUpstream {
         keepConn: true,
         readTimeoutMs: this.options.read_timeout,
         maxHeaderBytes: this.options.max_header_bytes,
-        upstream: this.upstream,
+        // Errors name the worker: `pool:php worker pid 1234 closed the connection ...`.
+        upstream: `${this.upstream} worker pid ${lease.pid}`,
         // A client that gives up does not end the script: the worker stays leased (busy on
         // the status page, given no request) until its END_REQUEST, or until it is replaced.
         drainAfterAbort: true,
