@@ -19,6 +19,20 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'upgrade',
 ])
 
+/**
+ * RFC 9110 9.2.2: methods a gateway may send again to another worker when the first vanished
+ * after the request was written but before any answer came (nginx's proxy_next_upstream
+ * retries only these by default: the app may have begun a POST).
+ */
+export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set([
+  'GET',
+  'HEAD',
+  'OPTIONS',
+  'TRACE',
+  'PUT',
+  'DELETE',
+])
+
 /** RFC 9110 5.6.2: a token, what a field name is. */
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** RFC 9110 5.5 (bytes read as latin1): VCHAR, obs-text, SP and HTAB; never CR, LF or NUL. */

@@ -7,6 +7,7 @@
  */
 import { connect } from 'node:net'
 import { GatehouseError } from '../../core/errors.js'
+import { IDEMPOTENT_METHODS } from '../../core/http-headers.js'
 import type { RequestInfo, WorkerLease } from '../../process/lease.js'
 import type { WorkerPool } from '../../process/pool.js'
 import { FastCGIConnection } from './connection.js'
@@ -26,8 +27,10 @@ export interface ManagedFastCGIOptions {
   max_header_bytes: number
 }
 
-/** Workers a request tries when their sockets refuse the connection, before it fails (502). */
-const CONNECT_ATTEMPTS = 3
+/** Workers a request tries when they vanish before answering it, before it fails (502). */
+const ATTEMPTS = 3
+
+const AGAIN = Symbol('again')
 
 export class ManagedFastCGI implements FastCGIUpstream {
   readonly upstream: string
@@ -46,27 +49,35 @@ export class ManagedFastCGI implements FastCGIUpstream {
   }
 
   async request(request: FastCGIRequest): Promise<FastCGIResponse> {
-    const signal = request.signal
-    let lease: WorkerLease
-    let conn: FastCGIConnection
     for (let attempt = 1; ; attempt++) {
-      lease = await this.workers.acquire(requestInfo(request.params), signal)
-      try {
-        conn = this.take(lease.workerId) ?? (await this.open(lease))
-        break
-      } catch (err) {
-        lease.release({ failed: !lease.aborted })
-        // A worker whose socket refuses the connection (it died and its exit is not seen
-        // yet) was given nothing: the request goes to another worker, the failed one is
-        // retired (chaos test, issue 18).
-        const refused =
-          err instanceof GatehouseError &&
-          err.code === 'GH_ERR_UPSTREAM_CONNECT' &&
-          !lease.aborted &&
-          !signal?.aborted &&
-          attempt < CONNECT_ATTEMPTS
-        if (!refused) throw lease.aborted ? lease.abortReason : err
-      }
+      const tried = await this.attempt(request, attempt < ATTEMPTS)
+      if (tried !== AGAIN) return tried
+    }
+  }
+
+  /**
+   * One worker's try at a request. AGAIN when the worker vanished before it was given
+   * anything (its socket refused the connection: it died and its exit is not seen yet), or
+   * before it answered anything of an idempotent request whose body can be sent again (a
+   * kept-alive connection to a worker that just died fails on the write); the failed worker
+   * is retired and the request goes to another (chaos test, issue 18).
+   */
+  private async attempt(request: FastCGIRequest, mayRetry: boolean): Promise<FastCGIResponse | typeof AGAIN> {
+    const signal = request.signal
+    const info = requestInfo(request.params)
+    const lease = await this.workers.acquire(info, signal)
+    let conn: FastCGIConnection
+    try {
+      conn = this.take(lease.workerId) ?? (await this.open(lease))
+    } catch (err) {
+      lease.release({ failed: !lease.aborted })
+      const refused =
+        err instanceof GatehouseError &&
+        err.code === 'GH_ERR_UPSTREAM_CONNECT' &&
+        !lease.aborted &&
+        !signal?.aborted
+      if (refused && mayRetry) return AGAIN
+      throw lease.aborted ? lease.abortReason : err
     }
     // The request ends when the client goes away or the supervisor ends it (kill, death).
     const cancel = new EitherCancel(signal, lease)
@@ -97,6 +108,20 @@ export class ManagedFastCGI implements FastCGIUpstream {
     try {
       return await exchange.response
     } catch (err) {
+      // Killed for its timeout: the reason (504) stands, and a stuck request is not sent again.
+      const vanished =
+        !exchange.received &&
+        exchange.replayable &&
+        IDEMPOTENT_METHODS.has(info.method) &&
+        !signal?.aborted &&
+        (!lease.aborted ||
+          (lease.abortReason instanceof GatehouseError && lease.abortReason.code === 'GH_ERR_WORKER_DIED')) &&
+        err instanceof GatehouseError &&
+        (err.code === 'GH_ERR_FASTCGI_PROTOCOL' || err.code === 'GH_ERR_WORKER_DIED')
+      if (vanished && mayRetry) {
+        await exchange.finished
+        return AGAIN
+      }
       if (lease.aborted) throw lease.abortReason
       throw err
     }

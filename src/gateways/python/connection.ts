@@ -121,6 +121,25 @@ class Stream {
   }
 }
 
+/**
+ * How far a request had got when its worker's connection failed under it, for the pool's
+ * retry rule (a vanished worker costs only what it had begun to answer): `unsent`, the
+ * connection was gone before anything of the request was written; `unanswered`, it was
+ * written but the worker sent nothing for it before the connection closed.
+ */
+export type LostAt = 'unsent' | 'unanswered'
+
+/** The rejection of an exchange whose worker vanished before answering it (see LostAt). */
+export class RequestLostError extends Error {
+  constructor(
+    readonly lostAt: LostAt,
+    readonly reason: GatehouseError,
+  ) {
+    super(reason.message, { cause: reason })
+    this.name = 'RequestLostError'
+  }
+}
+
 export class WorkerConnection {
   readonly hello: WorkerHello
   private readonly decoder = new FrameDecoder()
@@ -267,7 +286,7 @@ export class WorkerConnection {
    * caller checks res.headersSent).
    */
   exchange(input: ExchangeInput): Promise<ExchangeOutcome> {
-    if (this.closedError) return Promise.reject(this.closedError)
+    if (this.closedError) return Promise.reject(new RequestLostError('unsent', this.closedError))
     const id = this.takeId()
     const stream = new Stream(id, input)
     this.streams.set(id, stream)
@@ -592,7 +611,7 @@ export class WorkerConnection {
     this.closedError = err
     for (const stream of this.streams.values()) {
       stream.finished = true
-      stream.reject(err)
+      stream.reject(stream.started ? err : new RequestLostError('unanswered', err))
     }
     this.streams.clear()
     const sessions = [...this.sessions.values()]

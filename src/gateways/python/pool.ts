@@ -10,6 +10,7 @@ import { existingDir } from '../../core/schema/paths.js'
 import { duration, size } from '../../core/schema/units.js'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../../core/errors.js'
+import { IDEMPOTENT_METHODS } from '../../core/http-headers.js'
 import { ClientCancel } from '../../core/cancel.js'
 import { sendError } from '../../core/respond.js'
 import type { WorkerLease } from '../../process/lease.js'
@@ -18,7 +19,13 @@ import { poolSettings } from '../../process/settings.js'
 import type { RequestContext, SchemaEnv } from '../../core/types.js'
 import { parseAllowList } from '../../core/allow-list.js'
 import { defaultPython, PYTHON_PACKAGE_DIR } from './locate.js'
-import { type ExchangeInput, type ExchangeOutcome, expectsContinue, WorkerConnection } from './connection.js'
+import {
+  type ExchangeInput,
+  type ExchangeOutcome,
+  expectsContinue,
+  RequestLostError,
+  WorkerConnection,
+} from './connection.js'
 import { CONTINUE_DEFERRED } from '../../http/connection.js'
 
 /** MODULE:NAME, MODULE:obj.attr, or the factory form MODULE:create_app(...). */
@@ -399,7 +406,13 @@ export abstract class PythonAppHandler {
     // Answered 503 while it waited on a stalled worker (queue_timeout): nothing more to say.
     let takenBack = false
     try {
-      const connection = await this.connections.get(lease)
+      const connection = await this.connections.get(lease).catch((err: unknown) => {
+        // The worker's socket refused or vanished (it died a moment ago): nothing was sent.
+        throw new RequestLostError(
+          'unsent',
+          new GatehouseError('GH_ERR_WORKER_DIED', String(err), { cause: err }),
+        )
+      })
       connection.onActivity(lease)
       const exchange = input(admitted)
       if (!lease.mayHaveStarted) {
@@ -427,15 +440,16 @@ export abstract class PythonAppHandler {
       } else this.settled(ctx, lease, outcome)
     } catch (err) {
       if (takenBack) return false
-      if (mayRequeue && lease.neverStarted && (replayableBody || !admitted.hasBody) && !res.headersSent) {
-        this.log.warn(
-          { ...tags, worker: lease.pid },
-          `${this.names.name} request requeued: its worker stopped before starting it`,
-        )
+      const again =
+        mayRequeue && !res.headersSent && this.mayRetry(ctx, lease, err, replayableBody || !admitted.hasBody)
+      if (again) {
+        this.log.warn({ ...tags, worker: lease.pid }, `${this.names.name} request requeued: ${again}`)
+        // A worker that vanished under a request is suspect until its pool has seen it go.
+        failed = err instanceof RequestLostError
         return true
       }
       // The pool ended the lease (timeout: 504, worker died: 502): its reason names why.
-      const why = lease.aborted ? lease.abortReason : err
+      const why = lease.aborted ? lease.abortReason : err instanceof RequestLostError ? err.reason : err
       const code = why instanceof GatehouseError ? why.code : 'GH_ERR_WORKER_PROTOCOL'
       if (code !== 'GH_ERR_BODY_TOO_LARGE') {
         failed = true
@@ -447,6 +461,23 @@ export abstract class PythonAppHandler {
       lease.release({ failed })
     }
     return false
+  }
+
+  /**
+   * Whether a request whose exchange failed may go to another worker, and why (for the log);
+   * '' when not. `replayable`: it has no body, or its body was read whole and can be sent
+   * again. Never after the pool timed it out (a stuck request stays one request).
+   */
+  private mayRetry(ctx: RequestContext, lease: WorkerLease, err: unknown, replayable: boolean): string {
+    if (lease.neverStarted && replayable) return 'its worker stopped before starting it'
+    if (!(err instanceof RequestLostError)) return ''
+    const reason = lease.aborted ? lease.abortReason : err.reason
+    if (!(reason instanceof GatehouseError) || reason.code !== 'GH_ERR_WORKER_DIED') return ''
+    // Nothing of it was written: even a streamed body is still unread.
+    if (err.lostAt === 'unsent') return 'its worker was gone before it was sent'
+    if (IDEMPOTENT_METHODS.has(ctx.method) && replayable)
+      return `its worker vanished before answering it (${ctx.method} is idempotent)`
+    return ''
   }
 
   /** An outcome other than the app's failure (ASGI answers its timeout here). */

@@ -174,9 +174,14 @@ describe('managed php-cgi pool', { skip: phpCgiUnavailable() }, () => {
     assert.ok((s1['idle processes'] as number) >= 1, 'min_spare_servers idle are kept')
   })
 
-  test('kill -9 of a busy worker: its request gets 502, the others succeed, a replacement starts', async (t) => {
+  test('kill -9 of a busy worker: its POST gets 502, the others succeed, a replacement starts', async (t) => {
     const p = await startPool(t, { pm: 'static', max_children: 2 })
-    const slow = get(p.origin, '/sleep.php?ms=5000')
+    // A POST: the script may have begun, so it is not sent again (a GET would go to the
+    // other worker: test/process/vanish.test.ts).
+    const slow = request(`${p.origin}/sleep.php?ms=5000`, { method: 'POST', body: 'x' }).then(async (r) => ({
+      status: r.statusCode,
+      body: await r.body.text(),
+    }))
     let victim = 0
     await waitFor('the slow request runs', async () => {
       const w = (await status(p.origin)).processes.find(
