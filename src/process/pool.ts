@@ -68,6 +68,12 @@ export interface PoolStatus {
   reloads: number
   /** The pool stopped respawning after a crash loop (GH_ERR_WORKER_START). */
   failed: boolean
+  /** Why (the crash loop's message), while failed; null otherwise. */
+  failedReason: string | null
+  /** Unix time (s) of the next try to start a worker while failed (crash_retry); null when none is due. */
+  nextRetry: number | null
+  /** Tries to start a failed pool again since it started (crash_retry). */
+  startRetries: number
   workers: WorkerStatus[]
 }
 
@@ -157,6 +163,11 @@ export class WorkerPool {
   /** Unexpected exits since the last request that went well. */
   private failures = 0
   private respawnTimer: NodeJS.Timeout | undefined
+  /** While failed: the next try to start one worker (crash_retry, doubling), and that worker. */
+  private retryTimer: NodeJS.Timeout | undefined
+  private retryDelay: number
+  private nextRetryAt: number | null = null
+  private trial: Worker | null = null
   private maintenance: NodeJS.Timeout | undefined
   /** dynamic: workers spawned per maintenance round, doubling while spares are short (php-fpm). */
   private spawnRate = 1
@@ -177,6 +188,7 @@ export class WorkerPool {
     terminatedRequests: 0,
     workerDeaths: 0,
     reloads: 0,
+    startRetries: 0,
   }
 
   constructor(
@@ -185,6 +197,17 @@ export class WorkerPool {
     readonly log: Logger,
   ) {
     this.dir = makeRunDir('gh-pool-')
+    this.retryDelay = settings.crash_retry
+  }
+
+  /** The crash loop that stopped the pool (it tries again every crash_retry, doubling), or null. */
+  get failure(): GatehouseError | null {
+    return this.failed
+  }
+
+  /** Closing or closed: replaced by a reload, or the server is stopping. */
+  get isClosing(): boolean {
+    return this.closing
   }
 
   /**
@@ -251,8 +274,10 @@ export class WorkerPool {
     if (this.closing) return
     if (!this.started) return this.start()
     this.counters.reloads++
+    const wasFailed = this.failed
     this.failed = null
     this.failures = 0
+    this.clearRetry()
     clearTimeout(this.respawnTimer)
     this.respawnTimer = undefined
     const previous = this.generation
@@ -271,8 +296,15 @@ export class WorkerPool {
       this.generation = previous
       this.failed = null
       this.failures = 0
+      this.clearRetry()
       clearTimeout(this.respawnTimer)
       this.respawnTimer = undefined
+      if (wasFailed && !this.current().some((w) => w.phase === 'ready')) {
+        // Failed before and nothing serves: still failed, and still trying again.
+        this.failed = wasFailed
+        this.scheduleRetry()
+        throw err
+      }
       this.log.error(
         { pool: this.settings.name, generation: previous },
         'reload failed: the old workers keep serving',
@@ -297,6 +329,7 @@ export class WorkerPool {
     this.closing = true
     clearInterval(this.maintenance)
     clearTimeout(this.respawnTimer)
+    this.clearRetry()
     this.waiters.rejectAll(
       () => new GatehouseError('GH_ERR_OVERLOADED', `pool ${this.settings.name}: shutting down`),
     )
@@ -381,6 +414,9 @@ export class WorkerPool {
       workerDeaths: this.counters.workerDeaths,
       reloads: this.counters.reloads,
       failed: this.failed !== null,
+      failedReason: this.failed?.message ?? null,
+      nextRetry: this.nextRetryAt === null ? null : Math.ceil(this.nextRetryAt / 1000),
+      startRetries: this.counters.startRetries,
       workers: workers.sort((a, b) => a.workerId - b.workerId),
     }
   }
@@ -532,7 +568,10 @@ export class WorkerPool {
     if (w.last && w.last.start === lease.start)
       w.last.duration = Math.round((performance.now() - lease.start) * 1000)
     if (!w.leases.delete(lease)) return // the worker is gone already
-    if (!outcome.failed && !lease.aborted) this.failures = 0
+    if (!outcome.failed && !lease.aborted) {
+      this.failures = 0
+      this.retryDelay = this.settings.crash_retry
+    }
     if (w.leases.size === 0) w.idleSince = performance.now()
     if (outcome.recycle || outcome.failed || w.requests >= w.limit) {
       if (w.requests >= w.limit)
@@ -658,7 +697,7 @@ export class WorkerPool {
     )
   }
 
-  private spawn(): void {
+  private spawn(): Worker {
     const s = this.settings
     const id = this.nextWorkerId++
     const socketPath = join(this.dir, `w${id}.sock`)
@@ -699,6 +738,7 @@ export class WorkerPool {
       },
     })
     if (worker.pid > 0) void this.probe(worker)
+    return worker
   }
 
   /** A worker is ready when its socket accepts a connection. */
@@ -720,6 +760,7 @@ export class WorkerPool {
   }
 
   private workerReady(w: Worker): void {
+    if (w === this.trial) this.recovered(w)
     this.checkStarted()
     if (w.generation < this.generation) this.retire(w)
     this.dispatch()
@@ -789,6 +830,17 @@ export class WorkerPool {
     rmSync(w.socketPath, { force: true })
     // Whatever the worker started dies with it: no orphans left behind in its group.
     if (w.pid > 0) signalGroup(w.pid, 'SIGKILL')
+    if (w === this.trial) {
+      this.trial = null
+      if (this.failed && !this.closing) {
+        this.log.error(
+          { pool: s.name, pid: w.pid, command: this.command.command },
+          `pool still failed: the worker started to try again ${err ? `cannot start: ${err.message}` : signal ? `was killed by ${signal}` : `exited with status ${code}`}`,
+        )
+        this.scheduleRetry()
+        return
+      }
+    }
     const reason =
       w.killReason ??
       new GatehouseError(
@@ -849,6 +901,54 @@ export class WorkerPool {
     )
     if (!fallback) this.waiters.rejectAll(() => err)
     this.failStart(err)
+    // A reload's new generation that cannot start is undone by reload(); otherwise try again later.
+    if (!fallback) this.scheduleRetry()
+  }
+
+  /**
+   * While failed: try one worker again after crash_retry, then twice as long each time it
+   * fails, up to crash_retry_max. The pool answers 503 meanwhile; once that worker accepts
+   * connections the pool serves again (issue 18: the crash-loop guard never retried).
+   */
+  private scheduleRetry(): void {
+    const s = this.settings
+    if (this.closing || !this.failed || s.crash_retry <= 0 || this.retryTimer !== undefined) return
+    const delay = this.retryDelay
+    this.retryDelay = Math.min(delay * 2, s.crash_retry_max)
+    this.nextRetryAt = Date.now() + delay
+    this.log.warn(
+      { pool: s.name, retry_ms: delay },
+      `pool failed: trying to start a worker again in ${delay} ms`,
+    )
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      this.nextRetryAt = null
+      if (this.closing || !this.failed) return
+      this.counters.startRetries++
+      this.trial = this.spawn()
+    }, delay)
+    this.retryTimer.unref()
+  }
+
+  private clearRetry(): void {
+    clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    this.nextRetryAt = null
+    if (this.trial) {
+      this.trial = null
+    }
+  }
+
+  /** The worker started to try again is ready: the pool serves again. */
+  private recovered(w: Worker): void {
+    this.trial = null
+    this.failed = null
+    this.failures = 0
+    this.log.info(
+      { pool: this.settings.name, pid: w.pid },
+      'pool recovered: a worker started; respawning again',
+    )
+    this.maintain(false)
   }
 }
 

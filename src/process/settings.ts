@@ -71,6 +71,13 @@ export interface PoolSettings {
    * traceback on it), then SIGKILL after a short grace. Without it: SIGKILL at once.
    */
   dump_signal?: NodeJS.Signals
+  /**
+   * ms, 0 = never: after the crash-loop guard stopped respawning (the pool is failed), try
+   * one worker again after this long, doubling each time it fails, up to crash_retry_max.
+   */
+  crash_retry: number
+  /** ms: the longest wait between two tries of a failed pool. */
+  crash_retry_max: number
 }
 
 /** The config keys of a pool (PHP-FPM's names without `pm.`; `pm` is the mode). */
@@ -102,6 +109,9 @@ export const poolSettingsShape = {
   queue_timeout: duration.prefault(10),
   ready_timeout: duration.prefault(10),
   process_control_timeout: duration.prefault(5),
+  /** After a crash loop, the first try to start again (0: never), doubling up to crash_retry_max. */
+  crash_retry: duration.prefault(1),
+  crash_retry_max: duration.prefault(60),
 }
 
 /** The pool keys validated with php-fpm's rules (fpm_conf.c), every problem at once. */
@@ -160,6 +170,8 @@ export function poolSettings(
     queue_timeout: config.queue_timeout,
     ready_timeout: config.ready_timeout,
     process_control_timeout: config.process_control_timeout,
+    crash_retry: config.crash_retry,
+    crash_retry_max: Math.max(config.crash_retry_max, config.crash_retry),
     stop_signal: extra.stop_signal ?? 'SIGQUIT',
     ...(extra.dump_signal ? { dump_signal: extra.dump_signal } : {}),
   }

@@ -156,8 +156,11 @@ export async function admitRequest(
   try {
     await started
   } catch {
-    sendError(res, 'GH_ERR_WORKER_START')
-    return null
+    // The first start failed (crash loop); the pool tries again (crash_retry) and may serve now.
+    if (pool.failure !== null) {
+      sendError(res, 'GH_ERR_WORKER_START')
+      return null
+    }
   }
   const chunked = req.headers['transfer-encoding'] !== undefined
   const declared = req.headers['content-length']
@@ -179,6 +182,10 @@ export async function admitRequest(
     if (err instanceof GatehouseError && err.code === 'GH_ERR_OVERLOADED') {
       log.warn({ method: ctx.method, uri: req.url }, err.message)
       sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })
+      return null
+    }
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
+      sendError(res, 'GH_ERR_WORKER_START')
       return null
     }
     throw err
@@ -232,6 +239,9 @@ export function pythonAppShape(env: SchemaEnv) {
     start_timeout: duration.prefault(30),
     /** How long a stopping worker gets to finish its requests (ASGI: and lifespan shutdown) before SIGKILL. */
     graceful_timeout: duration.prefault(30),
+    /** After a crash loop (the app cannot start), try again after this long (0: never), doubling up to crash_retry_max. */
+    crash_retry: duration.prefault(1),
+    crash_retry_max: duration.prefault(60),
   }
 }
 
@@ -299,6 +309,8 @@ export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec
         queue_timeout: options.queue_timeout,
         ready_timeout: options.start_timeout,
         process_control_timeout: options.graceful_timeout,
+        crash_retry: options.crash_retry,
+        crash_retry_max: options.crash_retry_max,
       },
       {
         capacity: spec.capacity,

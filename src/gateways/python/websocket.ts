@@ -124,8 +124,11 @@ export class AsgiWebSockets {
     try {
       await started
     } catch {
-      sendError(res, 'GH_ERR_WORKER_START')
-      return
+      // The pool tries again after a crash loop (crash_retry): 503 only while it is still failed.
+      if (this.pool.failure !== null) {
+        sendError(res, 'GH_ERR_WORKER_START')
+        return
+      }
     }
     const session = new WsSession(this, req, res, socket, head, { ...scope, subprotocols })
     await session.run()

@@ -17,9 +17,10 @@ export function statusSchema() {
   return strictObject({
     /**
      * What the route shows: `pool` (php-fpm's status page of one pool), `ping` (php-fpm's
-     * ping page), `pools` (every pool of the server as one JSON document).
+     * ping page), `pools` (every pool of the server as one JSON document), `ready` (a
+     * readiness check: 200 while no pool is failed, 503 naming the failed pools).
      */
-    show: z.enum(['pool', 'ping', 'pools']).default('pool'),
+    show: z.enum(['pool', 'ping', 'pools', 'ready']).default('pool'),
     /** The pool's name (its `workers.name`); default: the first pool's name. */
     pool: z.string().min(1).optional(),
     /** The ping page's answer (php-fpm's ping.response). */
@@ -90,6 +91,18 @@ function jsonObject(fields: [string, string | number][]): string {
   return `{${fields.map(([k, v]) => `${jsonString(k.toLowerCase())}:${jsonValue(k, v)}`).join(',')}}`
 }
 
+/**
+ * Gatehouse's own lines, added after php-fpm's summary only while the pool is failed (its
+ * crash-loop guard stopped respawning): php-fpm's page is unchanged while the pool works.
+ */
+function failedFields(s: PoolStatus): [string, string | number][] {
+  if (!s.failed) return []
+  return [
+    ['failed', s.failedReason ?? 'yes'],
+    ['next retry', s.nextRetry ?? 0],
+  ]
+}
+
 /** One pool's page in php-fpm's format; `full` adds a block per worker (text and json). */
 export function formatStatus(
   s: PoolStatus,
@@ -97,9 +110,10 @@ export function formatStatus(
   full: boolean,
 ): { contentType: string; body: string } {
   const now = Math.floor(Date.now() / 1000)
+  const fields = [...summary(s), ...failedFields(s)]
   switch (format) {
     case 'json': {
-      const head = jsonObject(summary(s))
+      const head = jsonObject(fields)
       if (!full) return { contentType: 'application/json', body: head }
       const procs = s.workers.map((w) => jsonObject(processFields(w, now))).join(',')
       return { contentType: 'application/json', body: `${head.slice(0, -1)}, "processes":[${procs}]}` }
@@ -110,7 +124,7 @@ export function formatStatus(
         body: openMetrics(s),
       }
     case 'html': {
-      const rows = summary(s)
+      const rows = fields
         .map(([k, v]) => `<tr><th>${k}</th><td>${escapeHtml(textValue(k, v))}</td></tr>\n`)
         .join('')
       return {
@@ -119,7 +133,7 @@ export function formatStatus(
       }
     }
     case 'xml': {
-      const rows = summary(s)
+      const rows = fields
         .map(([k, v]) => {
           const tag = k.replace(/ /g, '-')
           return `<${tag}>${escapeHtml(String(v))}</${tag}>\n`
@@ -131,8 +145,10 @@ export function formatStatus(
       }
     }
     default: {
-      let body = summary(s)
-        .map(([k, v]) => line(k, textValue(k, v)))
+      let body = fields
+        .map(([k, v]) =>
+          line(k, k === 'next retry' && v !== 0 ? clfTime(new Date(Number(v) * 1000)) : textValue(k, v)),
+        )
         .join('')
       if (full)
         for (const w of s.workers)
@@ -214,7 +230,7 @@ export function allPoolsJson(): string {
     const s = pool.status()
     const head = jsonObject(summary(s)).slice(0, -1)
     const procs = s.workers.map((w) => jsonObject(processFields(w, now))).join(',')
-    const own = `"terminated requests":${s.terminatedRequests},"worker deaths":${s.workerDeaths},"reloads":${s.reloads},"failed":${s.failed}`
+    const own = `"terminated requests":${s.terminatedRequests},"worker deaths":${s.workerDeaths},"reloads":${s.reloads},"failed":${s.failed},"failed reason":${s.failedReason === null ? 'null' : jsonString(s.failedReason)},"next retry":${s.nextRetry},"start retries":${s.startRetries}`
     return `${head},${own},"processes":[${procs}]}`
   })
   return `{"pools":[${pools.join(',')}]}\n`
@@ -245,6 +261,20 @@ export class StatusHandler implements Handler {
       sendStatus(ctx.res, 200, {
         headers: { 'content-type': 'text/plain;charset=UTF-8', ...NO_CACHE },
         body: o.ping_response,
+        head,
+      })
+      return
+    }
+    if (o.show === 'ready') {
+      // Not ready while a pool is failed (its route answers 503 until a retry starts a
+      // worker); pools being replaced by a reload are not looked at.
+      const failed = livePools().filter((p) => !p.isClosing && p.failure !== null)
+      sendStatus(ctx.res, failed.length === 0 ? 200 : 503, {
+        headers: { 'content-type': 'text/plain;charset=UTF-8', ...NO_CACHE },
+        body:
+          failed.length === 0
+            ? 'ready\n'
+            : failed.map((p) => `pool ${p.settings.name} failed: ${p.failure!.message}\n`).join(''),
         head,
       })
       return
