@@ -77,10 +77,48 @@ function serverOptions(limits: LimitsConfig) {
   }
 }
 
+/** What Node 20 adds to keepAliveTimeout for an idle socket (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER). */
+const NODE_KEEPALIVE_BUFFER = 1000
+/** The keepalive_timeout a server's idle sockets are to get, where Node would add its buffer. */
+const EXACT_KEEPALIVE = Symbol('gatehouse.keepalive')
+type KeepAliveServer = Server & { keepAliveTimeoutBuffer?: number; [EXACT_KEEPALIVE]?: number }
+
+/**
+ * keepalive_timeout as the real figure. Node keeps an idle socket open keepAliveTimeout plus
+ * a buffer (1 s), so "1s" closed after 2 s: newer Node has server.keepAliveTimeoutBuffer,
+ * set to 0; on older ones (no such property) the socket's timeout is set again once a
+ * response has finished (exactKeepAlive), after Node set its own.
+ */
+function applyKeepAlive(server: KeepAliveServer, ms: number): void {
+  server.keepAliveTimeout = ms
+  if (typeof server.keepAliveTimeoutBuffer === 'number') server.keepAliveTimeoutBuffer = 0
+  else server[EXACT_KEEPALIVE] = ms
+}
+
+/** A 'request' / 'checkContinue' listener: see applyKeepAlive. */
+function exactKeepAlive(server: KeepAliveServer) {
+  return (req: IncomingMessage, res: ServerResponse) => {
+    if (server[EXACT_KEEPALIVE] === undefined) return
+    // Node's own 'finish' listener (resOnFinish) was added before the request was emitted,
+    // so it has run when this one does: replace its timeout, not anything else.
+    res.once('finish', () => {
+      const socket = req.socket as (typeof req.socket & { timeout?: number }) | null
+      const ms = server[EXACT_KEEPALIVE]
+      if (
+        socket &&
+        ms &&
+        !socket.destroyed &&
+        socket.timeout === server.keepAliveTimeout + NODE_KEEPALIVE_BUFFER
+      )
+        socket.setTimeout(ms)
+    })
+  }
+}
+
 function applyLimits(server: Server, limits: LimitsConfig): void {
   server.headersTimeout = limits.header_timeout
   server.requestTimeout = limits.request_timeout
-  server.keepAliveTimeout = limits.keepalive_timeout
+  applyKeepAlive(server, limits.keepalive_timeout)
   server.maxRequestsPerSocket = limits.max_requests_per_connection || null
   // One more than the limit so that an excess is seen (and refused with 431) rather than
   // silently dropped, which is what node does with headers past maxHeadersCount.
@@ -197,6 +235,9 @@ export class Gatehouse {
     applyLimits(server, limits)
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket))
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res, true))
+    const keepAlive = exactKeepAlive(server)
+    server.on('request', keepAlive)
+    server.on('checkContinue', keepAlive)
     // Without a listener node drops CONNECT connections without a word; no route can serve it.
     // node has taken its own error listener off the socket by now: a reset must not throw.
     server.on('connect', (_req: IncomingMessage, socket: Duplex) => {

@@ -63,7 +63,11 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   try {
     gatehouse = new Gatehouse(config)
   } catch (err) {
-    if (err instanceof GatehouseError && err.code === 'GH_ERR_LOG_FILE') fail([err.message], 1)
+    if (
+      err instanceof GatehouseError &&
+      (err.code === 'GH_ERR_LOG_FILE' || err.code === 'GH_ERR_WORKER_START')
+    )
+      fail([err.message], 1)
     throw err
   }
   const log = gatehouse.logs.error

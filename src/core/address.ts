@@ -16,6 +16,13 @@ export function parseListenAddress(value: string): ListenAddress {
       throw new Error(`unix socket path must be absolute or start with ".": ${value}`)
     return { kind: 'unix', path, text }
   }
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/(.*)$/.exec(text)
+  if (scheme) {
+    const rest = scheme[2]!.replace(/\/.*$/, '')
+    throw new Error(
+      `a scheme is not part of an address: write ${JSON.stringify(rest || 'host:port')}, not ${JSON.stringify(value)} (${scheme[1]}:// is not needed)`,
+    )
+  }
   let host: string
   let portText: string
   const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(text)

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { mkdirSync, openSync } from 'node:fs'
+import { mkdirSync, openSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import pino, { type DestinationStream, type Logger } from 'pino'
 import { z } from 'zod'
@@ -22,6 +22,62 @@ export function logSchema(env: SchemaEnv) {
 export type LogConfig = z.output<ReturnType<typeof logSchema>>
 type Sink = DestinationStream & { reopen?: () => void; flushSync?: () => void; end?: () => void }
 
+function errnoText(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code
+  const what: Record<string, string> = {
+    ENOENT: 'no such file or directory',
+    ENOTDIR: 'not a directory',
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    EROFS: 'read-only file system',
+    EISDIR: 'is a directory',
+  }
+  return code === undefined ? (err as Error).message : `${what[code] ?? code} (${code})`
+}
+
+function logFileError(target: string, why: string, cause: unknown): GatehouseError {
+  return new GatehouseError('GH_ERR_LOG_FILE', `${target}: ${why}`, { cause })
+}
+
+/**
+ * The log file's directory, made one level at a time below its nearest existing ancestor
+ * (never a recursive mkdir, which spins forever under /proc): an ancestor that is a file
+ * (ENOTDIR), a directory that cannot be made (ENOENT under /proc, EACCES) is one error
+ * naming that directory.
+ */
+function makeLogDir(target: string): void {
+  const missing: string[] = []
+  let dir = dirname(target)
+  for (;;) {
+    let isDir: boolean
+    try {
+      isDir = statSync(dir).isDirectory()
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT' && dirname(dir) !== dir) {
+        missing.unshift(dir)
+        dir = dirname(dir)
+        continue
+      }
+      throw logFileError(target, `cannot look at ${dir}: ${errnoText(err)}`, err)
+    }
+    if (!isDir) throw logFileError(target, `${dir} is not a directory (ENOTDIR)`, undefined)
+    break
+  }
+  for (const d of missing) {
+    try {
+      mkdirSync(d)
+    } catch (err) {
+      if (
+        (err as NodeJS.ErrnoException).code === 'EEXIST' &&
+        statSync(d, { throwIfNoEntry: false })?.isDirectory()
+      )
+        continue
+      throw logFileError(target, `cannot create the directory ${d}: ${errnoText(err)}`, err)
+    }
+  }
+}
+
 function destination(target: string): Sink {
   if (target === 'stderr' || target === 'stdout') {
     const sink: Sink =
@@ -36,12 +92,11 @@ function destination(target: string): Sink {
   // start (not a crash later), and nothing is left opening in the background when the
   // server stops at once (or its directory is removed). SIGUSR1 reopens it by path.
   let fd: number
+  makeLogDir(target)
   try {
-    mkdirSync(dirname(target), { recursive: true })
     fd = openSync(target, 'a')
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message
-    throw new GatehouseError('GH_ERR_LOG_FILE', `${target}: ${code}`, { cause: err })
+    throw logFileError(target, `cannot open it: ${errnoText(err)}`, err)
   }
   const sink: Sink = pino.destination({ dest: fd, sync: false })
   const boom = sink as Sink & { file: string | null; on: (e: 'error', f: (err: Error) => void) => void }

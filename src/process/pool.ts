@@ -877,7 +877,9 @@ export class WorkerPool {
           this.respawnTimer = undefined
           this.maintain(false)
         }, delay)
-        this.respawnTimer.unref()
+        // While start() waits, the timer keeps the process alive, so a crash loop at start is
+        // reported (exit 1) instead of the event loop emptying with nothing listening.
+        if (this.startWaiters.length === 0) this.respawnTimer.unref()
       }
     }
     if (this.closing) return

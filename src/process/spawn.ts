@@ -9,6 +9,7 @@ import { connect } from 'node:net'
 import { createInterface } from 'node:readline'
 import { isAbsolute, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { GatehouseError } from '../core/errors.js'
 import { signalGroup } from './process-group.js'
 
 /** How a worker is started: execve semantics, no shell, an explicit environment. */
@@ -50,6 +51,45 @@ function resolveExecutable(command: string, env: Record<string, string>, cwd?: s
     if (isExecutable(path)) return path
   }
   return null
+}
+
+/**
+ * Why `command` cannot be run (one phrase naming the file and the errno), or null when it
+ * can: checked before a pool starts, so that a missing interpreter or php-cgi is one clear
+ * error at start instead of workers that die one after another.
+ */
+export function commandProblem(command: string, env: Record<string, string>, cwd?: string): string | null {
+  if (!command.includes('/')) {
+    const path = env.PATH ?? '/usr/local/bin:/usr/bin:/bin'
+    return resolveExecutable(command, env, cwd) ? null : `${command}: not found on PATH (${path})`
+  }
+  const path = isAbsolute(command) ? command : resolve(cwd ?? process.cwd(), command)
+  try {
+    if (!statSync(path).isFile()) return `${path}: not a file`
+    accessSync(path, constants.X_OK)
+    return null
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    const why =
+      code === 'ENOENT'
+        ? 'no such file (ENOENT)'
+        : code === 'ENOTDIR'
+          ? 'a part of the path is not a directory (ENOTDIR)'
+          : code === 'EACCES'
+            ? 'not executable, or a directory on the way may not be searched (EACCES)'
+            : (code ?? (err as Error).message)
+    return `${path}: ${why}`
+  }
+}
+
+/**
+ * Throw GH_ERR_WORKER_START (`gatehouse serve`: one line, exit 1) when the command of a pool
+ * cannot be run; `what` names it for the user ("the Python interpreter", "php-cgi").
+ */
+export function assertRunnable(what: string, command: WorkerCommand): void {
+  const problem = commandProblem(command.command, command.env, command.cwd)
+  if (problem !== null)
+    throw new GatehouseError('GH_ERR_WORKER_START', `${what} ${problem}`, { problems: [problem] })
 }
 
 /**

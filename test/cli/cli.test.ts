@@ -207,7 +207,68 @@ describe('gatehouse CLI', () => {
       join(dir, 'file', 'access.log'),
     ])
     assert.equal(r.code, 1)
-    assert.match(r.stderr, /^gatehouse: cannot open the log file: .*access\.log: E[A-Z]+$/m)
+    assert.equal(
+      r.stderr,
+      `gatehouse: cannot open the log file: ${join(dir, 'file', 'access.log')}: ${join(dir, 'file')} is not a directory (ENOTDIR)\n`,
+    )
+  })
+
+  test('an error log under /proc is one line and exit 1, not a recursive mkdir spinning forever', () => {
+    const r = run(['serve', '--listen', '127.0.0.1:0', '--static', '.', '--error-log', '/proc/nope/x.log'])
+    assert.equal(r.code, 1, r.stderr)
+    assert.match(
+      r.stderr,
+      /^gatehouse: cannot open the log file: \/proc\/nope\/x\.log: cannot create the directory \/proc\/nope: .*\((ENOENT|EACCES|EPERM)\)\n$/,
+    )
+  })
+
+  test('log directories that do not exist yet are made, one level at a time', (t) => {
+    const dir = tempDir(t)
+    const log = join(dir, 'a', 'b', 'error.log')
+    // Stops at once (no such interpreter) after the logs are open.
+    const r = run([
+      'serve',
+      '--listen',
+      '127.0.0.1:0',
+      '--wsgi',
+      'app:app',
+      '--error-log',
+      log,
+      '--python',
+      '/nope',
+    ])
+    assert.equal(r.code, 1, r.stderr)
+    assert.ok(existsSync(log), r.stderr)
+  })
+
+  for (const [flag, what, extra] of [
+    ['--python', 'the Python interpreter', ['--wsgi', 'app:app']],
+    ['--php-cgi', 'php-cgi', ['--php', '.']],
+  ] as const) {
+    test(`${flag} naming no executable: one line naming it, exit 1`, (t) => {
+      const dir = tempDir(t)
+      const r = run(['serve', '--listen', '127.0.0.1:0', ...extra, flag, join(dir, 'nope')], dir)
+      assert.equal(r.code, 1, r.stderr)
+      assert.equal(
+        r.stderr,
+        `gatehouse: worker pool cannot start its workers: ${what} ${join(dir, 'nope')}: no such file (ENOENT)\n`,
+      )
+      writeFileSync(join(dir, 'plain'), '#!/bin/sh\n')
+      const p = run(['serve', '--listen', '127.0.0.1:0', ...extra, flag, join(dir, 'plain')], dir)
+      assert.equal(p.code, 1, p.stderr)
+      assert.match(p.stderr, /plain: not executable.*\(EACCES\)\n$/)
+    })
+  }
+
+  test('a --python that exists but cannot start: the crash loop at start exits 1 (the respawn timer keeps the process up)', (t) => {
+    const dir = tempDir(t)
+    writeFileSync(join(dir, 'python'), '#!/nonexistent/interpreter\n', { mode: 0o755 })
+    const r = run(
+      ['serve', '--listen', '127.0.0.1:0', '--wsgi', 'app:app', '--python', join(dir, 'python')],
+      dir,
+    )
+    assert.equal(r.code, 1, r.stderr)
+    assert.match(r.stderr, /^gatehouse: worker pool cannot start its workers: .*respawning stopped\n$/m)
   })
 
   test('a port already in use is a one-line error naming the address, exit 1', async (t) => {

@@ -123,6 +123,11 @@ describe('config schema', () => {
     const c = validateConfig({ listen: ['0.0.0.0:80', '[::1]:8080', '9000', 'unix:/run/gh.sock'] })
     assert.equal(c.listen.length, 4)
     assert.match(problemsOf({ listen: ['::1:80'] })[0]!, /IPv6 addresses need brackets/)
+    assert.equal(
+      problemsOf({ listen: ['http://127.0.0.1:18050'] })[0]!,
+      'listen[0]: a scheme is not part of an address: write "127.0.0.1:18050", not "http://127.0.0.1:18050" (http:// is not needed)',
+    )
+    assert.match(problemsOf({ listen: ['https://[::1]:8443/'] })[0]!, /write "\[::1\]:8443"/)
   })
 
   test('TOML files: relative paths resolve against the file; syntax errors name the line', (t) => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { writeFileSync } from 'node:fs'
+import type { Server } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -556,6 +557,27 @@ function responseReader(socket: Socket) {
     },
   }
 }
+
+describe('front: keepalive_timeout', () => {
+  test('keepalive_timeout "1s" is the idle socket\'s real timeout (Node adds no buffer of its own)', async (t) => {
+    const { gatehouse, port } = await startFront(t, { keepalive_timeout: '1s' })
+    const server = (gatehouse as unknown as { listeners: { server: Server }[] }).listeners[0]!.server
+    const accepted = once(server, 'connection') as Promise<[Socket & { timeout?: number }]>
+    const socket = connect(port, '127.0.0.1')
+    t.after(() => socket.destroy())
+    const reader = responseReader(socket)
+    const [serverSide] = await accepted
+    for (const path of ['/one', '/two']) {
+      socket.write(`GET ${path} HTTP/1.1\r\n${HOST}\r\n`)
+      assert.match(await reader.next(), /^HTTP\/1\.1 200 /)
+      await new Promise((r) => setImmediate(r))
+      // Node 20 sets keepAliveTimeout + 1000 ms here; newer Node, keepAliveTimeout + keepAliveTimeoutBuffer.
+      assert.equal(serverSide.timeout, 1000)
+    }
+    // And the idle connection is closed by the server (no threshold: only that it happens).
+    await once(socket, 'close')
+  })
+})
 
 describe('front: graceful close', () => {
   const HUGE = 16 * 1024 * 1024

@@ -26,6 +26,7 @@ import { duration } from '../../core/schema/units.js'
 import { ManagedFastCGI } from '../fastcgi/managed-pool.js'
 import { fastcgiAddress } from '../fastcgi/pool.js'
 import { WorkerPool } from '../../process/pool.js'
+import { assertRunnable } from '../../process/spawn.js'
 import { poolSettings, poolSettingsSchema } from '../../process/settings.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { FastCGIGateway, fastcgiGatewayShape } from '../fastcgi/action.js'
@@ -125,18 +126,20 @@ export function phpWorkerPool(options: PhpOptions, log: Logger): WorkerPool {
   const args = ['-b', '{socket}']
   if (options.php_ini) args.push('-c', options.php_ini)
   for (const [name, value] of Object.entries(options.ini)) args.push('-d', `${name}=${value}`)
-  return new WorkerPool(
-    {
-      command: options.php_cgi,
-      args,
-      env: {
-        PATH: '/usr/local/bin:/usr/bin:/bin',
-        ...options.env,
-        PHP_FCGI_CHILDREN: '0',
-        PHP_FCGI_MAX_REQUESTS: '0',
-      },
-      cwd: options.root,
+  const command = {
+    command: options.php_cgi,
+    args,
+    env: {
+      PATH: '/usr/local/bin:/usr/bin:/bin',
+      ...options.env,
+      PHP_FCGI_CHILDREN: '0',
+      PHP_FCGI_MAX_REQUESTS: '0',
     },
+    cwd: options.root,
+  }
+  assertRunnable('php-cgi', command)
+  return new WorkerPool(
+    command,
     // php-cgi finishes its request and exits on SIGTERM (fcgi_signal_handler); SIGQUIT would dump core.
     poolSettings('php', options.workers, { capacity: 1, stop_signal: 'SIGTERM' }),
     log,

@@ -15,6 +15,7 @@ import { ClientCancel } from '../../core/cancel.js'
 import { sendError } from '../../core/respond.js'
 import type { WorkerLease } from '../../process/lease.js'
 import { WorkerPool } from '../../process/pool.js'
+import { assertRunnable } from '../../process/spawn.js'
 import { poolSettings } from '../../process/settings.js'
 import type { RequestContext, SchemaEnv } from '../../core/types.js'
 import { parseAllowList } from '../../core/allow-list.js'
@@ -272,6 +273,8 @@ export interface PythonPoolSpec {
  * pool's keys, SIGTERM to stop one and SIGUSR1 to make a stuck one print its stacks.
  */
 export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec, log: Logger): WorkerPool {
+  const env = workerEnvironment(options.env)
+  assertRunnable('the Python interpreter', { command: options.python, args: [], env, cwd: options.chdir })
   return new WorkerPool(
     {
       command: options.python,
@@ -286,7 +289,7 @@ export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec
         '--chdir',
         options.chdir,
       ],
-      env: workerEnvironment(options.env),
+      env,
       cwd: options.chdir,
     },
     poolSettings(

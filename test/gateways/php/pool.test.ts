@@ -313,18 +313,23 @@ describe('managed php-cgi pool', { skip: phpCgiUnavailable() }, () => {
       assert.match(err.message, /respawning stopped/)
       return true
     })
-    const missing = createGatehouse({
-      listen: ['127.0.0.1:0'],
-      log: { level: 'silent' },
-      routes: [
-        {
-          path: '/',
-          php: { root: dir, php_cgi: '/nonexistent/php-cgi', workers: { pm: 'static', max_children: 1 } },
-        },
-      ],
-    })
-    t.after(() => missing.close(0))
-    await assert.rejects(missing.listen(), /cannot start: spawn \/nonexistent\/php-cgi ENOENT/)
+    // A php-cgi that does not exist is known before anything starts.
+    assert.throws(
+      () =>
+        createGatehouse({
+          listen: ['127.0.0.1:0'],
+          log: { level: 'silent' },
+          routes: [
+            {
+              path: '/',
+              php: { root: dir, php_cgi: '/nonexistent/php-cgi', workers: { pm: 'static', max_children: 1 } },
+            },
+          ],
+        }),
+      (err: Error & { code?: string }) =>
+        err.code === 'GH_ERR_WORKER_START' &&
+        /php-cgi \/nonexistent\/php-cgi: no such file/.test(err.message),
+    )
   })
 
   test('reloading workers under concurrent load drops nothing; new workers replace the old', async (t) => {
