@@ -32,6 +32,15 @@ const ATTEMPTS = 3
 
 const AGAIN = Symbol('again')
 
+/** The pool ended the lease because its worker died (not for a timeout: that 504 stands). */
+function diedUnder(lease: WorkerLease): boolean {
+  return (
+    lease.aborted &&
+    lease.abortReason instanceof GatehouseError &&
+    lease.abortReason.code === 'GH_ERR_WORKER_DIED'
+  )
+}
+
 export class ManagedFastCGI implements FastCGIUpstream {
   readonly upstream: string
   /** Kept-alive connections by worker id (a php-cgi worker serves one connection at a time). */
@@ -71,11 +80,11 @@ export class ManagedFastCGI implements FastCGIUpstream {
       conn = this.take(lease.workerId) ?? (await this.open(lease))
     } catch (err) {
       lease.release({ failed: !lease.aborted })
+      // Refused, or its death was seen while connecting: nothing was sent either way.
       const refused =
-        err instanceof GatehouseError &&
-        err.code === 'GH_ERR_UPSTREAM_CONNECT' &&
-        !lease.aborted &&
-        !signal?.aborted
+        !signal?.aborted &&
+        (diedUnder(lease) ||
+          (!lease.aborted && err instanceof GatehouseError && err.code === 'GH_ERR_UPSTREAM_CONNECT'))
       if (refused && mayRetry) return AGAIN
       throw lease.aborted ? lease.abortReason : err
     }
@@ -114,10 +123,10 @@ export class ManagedFastCGI implements FastCGIUpstream {
         exchange.replayable &&
         IDEMPOTENT_METHODS.has(info.method) &&
         !signal?.aborted &&
-        (!lease.aborted ||
-          (lease.abortReason instanceof GatehouseError && lease.abortReason.code === 'GH_ERR_WORKER_DIED')) &&
-        err instanceof GatehouseError &&
-        (err.code === 'GH_ERR_FASTCGI_PROTOCOL' || err.code === 'GH_ERR_WORKER_DIED')
+        (diedUnder(lease) ||
+          (!lease.aborted &&
+            err instanceof GatehouseError &&
+            (err.code === 'GH_ERR_FASTCGI_PROTOCOL' || err.code === 'GH_ERR_WORKER_DIED')))
       if (vanished && mayRetry) {
         await exchange.finished
         return AGAIN
