@@ -18,11 +18,12 @@
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
 import { Agent, request } from 'node:http'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { descendants, running, workerKind } from '../support/procs.js'
 import {
   CLI,
   eventually,
@@ -48,73 +49,6 @@ const REQUEST_DEADLINE_MS = 30_000
 const POOLS = ['wsgi', 'asgi', 'php'] as const
 type Pool = (typeof POOLS)[number]
 const WORKERS: Record<Pool, number> = { wsgi: 2, asgi: 2, php: 3 }
-
-interface Proc {
-  pid: number
-  ppid: number
-  state: string
-  comm: string
-}
-
-function processTable(): Map<number, Proc> {
-  const table = new Map<number, Proc>()
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'latin1')
-      const close = stat.lastIndexOf(')')
-      const [state, ppid] = stat.slice(close + 2).split(' ')
-      table.set(Number(name), {
-        pid: Number(name),
-        ppid: Number(ppid),
-        state: state!,
-        comm: stat.slice(stat.indexOf('(') + 1, close),
-      })
-    } catch {
-      // gone between readdir and read
-    }
-  }
-  return table
-}
-
-/** Every process under `root` (children, grandchildren...), zombies included. */
-function descendants(root: number): Proc[] {
-  const table = processTable()
-  const out: Proc[] = []
-  const walk = (pid: number) => {
-    for (const p of table.values()) {
-      if (p.ppid !== pid) continue
-      out.push(p)
-      walk(p.pid)
-    }
-  }
-  walk(root)
-  return out
-}
-
-/** Alive and not a zombie. */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch {
-    return false
-  }
-}
-
-/** Which pool a process under the server belongs to: php-cgi, or a Python worker's --wsgi/--asgi. */
-function poolOf(p: Proc): Pool | undefined {
-  if (p.comm === 'php-cgi') return 'php'
-  try {
-    const args = readFileSync(`/proc/${p.pid}/cmdline`, 'latin1').split('\0')
-    if (!args.includes('gatehouse_worker')) return undefined
-    if (args.includes('--wsgi')) return 'wsgi'
-    if (args.includes('--asgi')) return 'asgi'
-  } catch {
-    // gone
-  }
-  return undefined
-}
 
 interface Outcome {
   pool: Pool
@@ -248,7 +182,7 @@ test(
         const pick = () => {
           const served = started().pids
           const candidates = descendants(serve.pid!).filter(
-            (p) => p.state !== 'Z' && poolOf(p) === e.what && served.has(p.pid),
+            (p) => p.state !== 'Z' && workerKind(p) === e.what && served.has(p.pid),
           )
           return candidates[Math.floor(Math.random() * candidates.length)]
         }
@@ -358,7 +292,7 @@ test(
     const census = () => {
       const counts: Record<string, number> = {}
       for (const p of descendants(serve.pid!)) {
-        const key = p.state === 'Z' ? `zombie ${p.comm}` : (poolOf(p) ?? `other ${p.comm}`)
+        const key = p.state === 'Z' ? `zombie ${p.comm}` : (workerKind(p) ?? `other ${p.comm}`)
         counts[key] = (counts[key] ?? 0) + 1
       }
       return counts

@@ -7,61 +7,17 @@
  */
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { type TestContext, test } from 'node:test'
 import { request } from 'undici'
 import { removeLeftRunDirs } from '../../src/process/run-dir.js'
+import { descendants, running } from '../support/procs.js'
 import { CLI, eventually, FIXTURES, freePort, PYTHON, stopServe, tempDir } from '../support/helpers.js'
 
 const PHP_CGI = '/usr/bin/php-cgi'
-
-/** Parent pid and state of every process, from /proc. */
-function processTable(): Map<number, { ppid: number; state: string; comm: string }> {
-  const table = new Map<number, { ppid: number; state: string; comm: string }>()
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'latin1')
-      const close = stat.lastIndexOf(')')
-      const [state, ppid] = stat.slice(close + 2).split(' ')
-      table.set(Number(name), {
-        ppid: Number(ppid),
-        state: state!,
-        comm: stat.slice(stat.indexOf('(') + 1, close),
-      })
-    } catch {
-      // gone between readdir and read
-    }
-  }
-  return table
-}
-
-function descendants(root: number): number[] {
-  const table = processTable()
-  const out: number[] = []
-  const walk = (pid: number) => {
-    for (const [child, p] of table) {
-      if (p.ppid !== pid) continue
-      out.push(child)
-      walk(child)
-    }
-  }
-  walk(root)
-  return out
-}
-
-/** Alive and not a zombie (a zombie has exited; in a container nobody may reap it). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch {
-    return false
-  }
-}
 
 interface Scenario {
   /** Route tables (TOML) after `listen`. */
@@ -102,16 +58,16 @@ async function killServerAndCheck(t: TestContext, dir: string, scenario: Scenari
   }
   await eventually(
     () => {
-      const table = processTable()
-      const comms = descendants(serve.pid!).map((pid) => table.get(pid)?.comm)
+      const comms = descendants(serve.pid!).map((p) => p.comm)
       return scenario.expect.every(
         (c) => comms.filter((x) => x === c).length >= scenario.expect.filter((x) => x === c).length,
       )
     },
     `${scenario.expect.join(', ')} to run`,
   )
-  const children = descendants(serve.pid!)
-  const names = new Map([...processTable()].map(([pid, p]) => [pid, p.comm]))
+  const below = descendants(serve.pid!)
+  const children = below.map((p) => p.pid)
+  const names = new Map(below.map((p) => [p.pid, p.comm]))
 
   serve.kill('SIGKILL')
   await eventually(() => serve.exitCode !== null || serve.signalCode !== null, 'gatehouse to die')
