@@ -77,11 +77,17 @@ test(
       }
       return s.processes.find((p) => String(p.pid) === busyPid)?.state === 'Idle'
     }, 'the worker to be idle after its script ended')
-    const pids = new Set<string>()
-    for (let i = 0; i < 20 && !pids.has(busyPid); i++) {
-      const r = await request(`${origin}/index.php`)
-      pids.add(await r.body.text())
-    }
+    // Two requests at once need both workers (the pool prefers the worker idle the shortest
+    // time, so sequential requests would all go to the other one): each waits for the other.
+    writeFileSync(
+      join(dir, 'pair.php'),
+      `<?php file_put_contents(__DIR__ . '/pair', getmypid() . "\\n", FILE_APPEND | LOCK_EX);
+      for ($i = 0; $i < 100 && count(file(__DIR__ . '/pair')) < 2; $i++) usleep(100000);
+      echo getmypid();`,
+    )
+    const pair = await Promise.all([0, 1].map(async () => (await request(`${origin}/pair.php`)).body.text()))
+    const pids = new Set(pair)
+    assert.equal(pids.size, 2, 'the two requests ran at once on the two workers')
     assert.ok(pids.has(busyPid), 'the worker serves again')
   },
 )
