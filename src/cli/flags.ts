@@ -40,6 +40,7 @@ export interface ServeFlags {
   threads?: string
   rootPath?: string
   env?: string[]
+  envFile?: string
   forwardedAllowIps?: string[]
 }
 
@@ -219,9 +220,14 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
   if (kind === 'asgi' && flags.threads !== undefined)
     throw usage('--threads is for --wsgi; an --asgi worker runs its requests on one asyncio loop')
   if (flags.wsgi === undefined && flags.asgi === undefined) {
-    if (given || (flags.env ?? []).length > 0 || (flags.forwardedAllowIps ?? []).length > 0)
+    if (
+      given ||
+      flags.envFile !== undefined ||
+      (flags.env ?? []).length > 0 ||
+      (flags.forwardedAllowIps ?? []).length > 0
+    )
       throw usage(
-        '--python, --chdir, --workers, --threads, --root-path, --env and --forwarded-allow-ips go with --wsgi MODULE:CALLABLE (or --asgi MODULE:APP)',
+        '--python, --chdir, --workers, --threads, --root-path, --env, --env-file and --forwarded-allow-ips go with --wsgi MODULE:CALLABLE (or --asgi MODULE:APP)',
       )
     return null
   }
@@ -243,6 +249,8 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
     env,
   }
   if (flags.python !== undefined) wsgi.python = flags.python
+  if (flags.envFile !== undefined)
+    wsgi.env_file = isAbsolute(flags.envFile) ? flags.envFile : resolve(cwd, flags.envFile)
   const workers = int('--workers', flags.workers)
   if (workers !== undefined) wsgi.workers = workers
   const threads = int('--threads', flags.threads)

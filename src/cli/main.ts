@@ -270,7 +270,7 @@ export function buildProgram(): Command {
     )
     .option(
       '--python <path>',
-      'interpreter for --wsgi/--asgi (default /usr/bin/python3 if present, else python3)',
+      'interpreter for --wsgi/--asgi (default $VIRTUAL_ENV/bin/python when a virtualenv is active, else /usr/bin/python3 if present, else python3)',
     )
     .option('--chdir <dir>', 'working directory of the --wsgi/--asgi workers (default: the current one)')
     .option('--workers <n>', 'worker processes for --wsgi/--asgi (default 2)')
@@ -280,6 +280,10 @@ export function buildProgram(): Command {
       'prepended to SCRIPT_NAME (--wsgi) or root_path (--asgi) (the app is mounted there by a proxy)',
     )
     .option('--env <name=value>', 'environment variable for the --wsgi/--asgi workers; repeatable', collect)
+    .option(
+      '--env-file <file>',
+      'KEY=value lines (a .env file) for the --wsgi/--asgi workers, over the inherited environment; --env wins',
+    )
     .option(
       '--forwarded-allow-ips <cidr,...>',
       'proxies whose X-Forwarded-For/Proto --wsgi/--asgi believe (client address, scheme); repeatable',

@@ -3,10 +3,12 @@
  * line, environment, settings), one bridge connection per worker, which proxies'
  * X-Forwarded-For / X-Forwarded-Proto are believed, and the course of one HTTP request.
  */
+import { readFileSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http'
 import { type BlockList, isIP } from 'node:net'
+import { parseEnv } from 'node:util'
 import { z } from 'zod'
-import { existingDir } from '../../core/schema/paths.js'
+import { existingDir, existingFile } from '../../core/schema/paths.js'
 import { duration, size } from '../../core/schema/units.js'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../../core/errors.js'
@@ -19,7 +21,7 @@ import { assertRunnable } from '../../process/spawn.js'
 import { poolSettings } from '../../process/settings.js'
 import type { RequestContext, SchemaEnv } from '../../core/types.js'
 import { parseAllowList } from '../../core/allow-list.js'
-import { defaultPython, PYTHON_PACKAGE_DIR } from './locate.js'
+import { defaultPython, logInterpreter, PYTHON_PACKAGE_DIR } from './locate.js'
 import {
   type ExchangeInput,
   type ExchangeOutcome,
@@ -46,22 +48,50 @@ export const ALLOW_ENTRY = z.string().superRefine((value, ctx) => {
   }
 })
 
-/** Environment variables a worker gets from ours, besides the app's own. */
+/**
+ * Variables of the server's environment a worker never inherits: they describe the server
+ * process, not the app, and would mislead a worker that read them: systemd's socket
+ * activation and notification (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES, NOTIFY_SOCKET,
+ * WATCHDOG_USEC/WATCHDOG_PID: the worker would take over our sockets or speak for us),
+ * Node's (NODE_OPTIONS, NODE_CHANNEL_FD, NODE_UNIQUE_ID: IPC and cluster state of the Node
+ * process) and our own (GATEHOUSE_*: the bridge sets what a worker needs).
+ */
+export const WITHHELD_ENV =
+  /^(LISTEN_|WATCHDOG_|NODE_CHANNEL_|GATEHOUSE_)|^(NOTIFY_SOCKET|NODE_OPTIONS|NODE_UNIQUE_ID)$/
+
+/** With inherit_env = false, the only variables a worker gets from ours, besides the app's own. */
 export const PASSED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME']
 
-/** The whole environment of a Python worker: a few of ours, the app's, the bridge package on PYTHONPATH. */
-export function workerEnvironment(appEnv: Readonly<Record<string, string>>): Record<string, string> {
+/**
+ * The whole environment of a Python worker: the server's (all of it but WITHHELD_ENV, as
+ * gunicorn and uvicorn pass theirs; with `inherit` false, PASSED_ENV only), then the
+ * `env_file`'s variables, then the app's `env`, and the bridge package first on PYTHONPATH.
+ */
+export function workerEnvironment(
+  appEnv: Readonly<Record<string, string>>,
+  inherit = true,
+  fileEnv: Readonly<Record<string, string>> = {},
+): Record<string, string> {
   const env: Record<string, string> = {}
-  for (const name of PASSED_ENV) {
-    const value = process.env[name]
-    if (value !== undefined) env[name] = value
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value === undefined) continue
+    if (inherit ? !WITHHELD_ENV.test(name) : PASSED_ENV.includes(name)) env[name] = value
   }
-  Object.assign(env, appEnv)
-  env.PYTHONPATH =
-    appEnv.PYTHONPATH !== undefined ? `${PYTHON_PACKAGE_DIR}:${appEnv.PYTHONPATH}` : PYTHON_PACKAGE_DIR
+  Object.assign(env, fileEnv, appEnv)
+  env.PYTHONPATH = env.PYTHONPATH ? `${PYTHON_PACKAGE_DIR}:${env.PYTHONPATH}` : PYTHON_PACKAGE_DIR
   env.PYTHONUNBUFFERED = '1'
   env.GATEHOUSE_PARENT_PID = String(process.pid)
   return env
+}
+
+/** The variables of an env file (KEY=value lines, `#` comments, quotes: node:util parseEnv). */
+export function readEnvFile(path: string): Record<string, string> {
+  try {
+    return parseEnv(readFileSync(path, 'utf8')) as Record<string, string>
+  } catch (err) {
+    const problem = `env_file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`
+    throw new GatehouseError('GH_ERR_WORKER_START', problem, { problems: [problem] })
+  }
 }
 
 /** One bridge connection per worker, opened on its first request and dropped when it closes. */
@@ -203,7 +233,10 @@ export function pythonAppShape(env: SchemaEnv) {
   return {
     /** MODULE:CALLABLE, or the factory form MODULE:create_app(). */
     app: APP_SPEC,
-    /** The interpreter (a virtualenv's bin/python works). Default /usr/bin/python3 if present, else python3. */
+    /**
+     * The interpreter (a virtualenv's bin/python works). Default: $VIRTUAL_ENV/bin/python
+     * when a virtualenv is active, else /usr/bin/python3 if present, else python3.
+     */
     python: z.string().min(1).default(defaultPython),
     /** Working directory of the workers, put first on sys.path. Default: the config's directory. */
     chdir: existingDir(env).default(env.baseDir),
@@ -214,8 +247,12 @@ export function pythonAppShape(env: SchemaEnv) {
       .regex(/^(\/[^?#\s]*)?$/, 'a path starting with "/" (or empty)')
       .transform((p) => p.replace(/\/+$/, ''))
       .default(''),
-    /** Environment variables for the app (the workers get only these and a few basics). */
+    /** Environment variables for the app, over the inherited ones and env_file's. */
     env: z.record(z.string().regex(/^[^=\0]+$/, 'not a variable name'), z.string()).default({}),
+    /** Pass the server's environment to the workers (less WITHHELD_ENV); false: PASSED_ENV only. */
+    inherit_env: z.boolean().default(true),
+    /** A file of KEY=value lines (a .env) for the workers, read at start and on reload; `env` wins over it. */
+    env_file: existingFile(env).optional(),
     /** Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR blocks). */
     forwarded_allow_ips: z.array(ALLOW_ENTRY).default([]),
     /**
@@ -273,8 +310,13 @@ export interface PythonPoolSpec {
  * pool's keys, SIGTERM to stop one and SIGUSR1 to make a stuck one print its stacks.
  */
 export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec, log: Logger): WorkerPool {
-  const env = workerEnvironment(options.env)
+  const env = workerEnvironment(
+    options.env,
+    options.inherit_env,
+    options.env_file === undefined ? {} : readEnvFile(options.env_file),
+  )
   assertRunnable('the Python interpreter', { command: options.python, args: [], env, cwd: options.chdir })
+  logInterpreter(log, spec.interface, options.python, env, options.chdir)
   return new WorkerPool(
     {
       command: options.python,
