@@ -33,6 +33,8 @@ interface State {
   active: number
   /** Set by reload on a replaced state: called when its last request ends. */
   onIdle: (() => void) | null
+  /** A newer reload came while this state's pools were still starting: it is never used. */
+  superseded: boolean
 }
 
 export type { BoundAddress as ListeningAddress } from './core/bind.js'
@@ -60,7 +62,7 @@ function buildState(config: GatehouseConfig, logs: Logs): State {
       target: { handler, maxBodyBytes: route.max_body_bytes ?? config.limits.max_body_bytes },
     }
   })
-  return { config, router: new Router(specs), handlers, active: 0, onIdle: null }
+  return { config, router: new Router(specs), handlers, active: 0, onIdle: null, superseded: false }
 }
 
 function serverOptions(limits: LimitsConfig) {
@@ -151,6 +153,8 @@ export class Gatehouse {
   private drained: (() => void) | null = null
   /** Replaced states whose handlers close once their in-flight requests end. */
   private readonly retiring = new Set<Promise<void>>()
+  /** States built by reloads whose pools are still starting (at most one is not superseded). */
+  private readonly pending = new Set<State>()
   private readonly requestsOnSocket = new WeakMap<object, number>()
   /** Sockets handed to a handler's upgrade() (WebSockets), until they close. */
   private readonly upgraded = new Set<Duplex>()
@@ -375,19 +379,37 @@ export class Gatehouse {
    * Apply a new configuration: routes, handlers, logging level and limits switch at once
    * for new requests; in-flight requests finish on the old handlers, which are closed after.
    * Listen addresses are diffed: new ones opened, removed ones closed.
+   *
+   * Reloads may overlap (SIGHUP while the previous config's pools still start): the newest
+   * wins, and a reload whose pools were still starting when a newer one came is superseded:
+   * its pools are stopped at once and it resolves `false`. Every replaced state is closed
+   * once (issue 18: overlapping reloads left whole old pools running). Resolves `true` once
+   * the new configuration serves.
    */
-  async reload(input: GatehouseConfigInput, baseDir?: string): Promise<void> {
+  async reload(input: GatehouseConfigInput, baseDir?: string): Promise<boolean> {
     const config = validateConfig(input, baseDir)
-    const old = this.state
+    if (this.closing) return false
+    for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')
     const next = buildState(config, this.logs)
+    this.pending.add(next)
     // New managed workers are up before requests switch to them; if they cannot start,
     // the old configuration stays.
     try {
       await Promise.all(next.handlers.map((h) => h.ready?.()))
     } catch (err) {
+      if (next.superseded) return false
+      this.pending.delete(next)
       await Promise.allSettled(next.handlers.map((h) => h.close?.()))
       throw err
     }
+    if (next.superseded) return false
+    this.pending.delete(next)
+    if (this.closing) {
+      await Promise.allSettled(next.handlers.map((h) => h.close?.()))
+      return false
+    }
+    // The state replaced is the one serving now (not the one serving when this reload began).
+    const old = this.state
     this.state = next
     this.logs.error.level = config.log.level
     if (config.limits.max_header_bytes !== old.config.limits.max_header_bytes) {
@@ -413,6 +435,18 @@ export class Gatehouse {
     // itself does not wait for that (a long download must not hold up the next reload).
     const retired: Promise<void> = this.retire(old).finally(() => this.retiring.delete(retired))
     this.retiring.add(retired)
+    return true
+  }
+
+  /** A reload's state that will never serve: its pools (maybe still starting) are stopped now. */
+  private discard(state: State, why: string): void {
+    state.superseded = true
+    this.pending.delete(state)
+    this.logs.error.info({ why }, 'reload superseded: stopping the pools it started')
+    const closed: Promise<void> = Promise.allSettled(state.handlers.map((h) => h.close?.()))
+      .then(() => {})
+      .finally(() => this.retiring.delete(closed))
+    this.retiring.add(closed)
   }
 
   private async retire(old: State): Promise<void> {
@@ -432,6 +466,7 @@ export class Gatehouse {
   async close(graceMs: number = this.state.config.shutdown_grace): Promise<void> {
     if (this.closing) return
     this.closing = true
+    for (const pending of this.pending) this.discard(pending, 'the server is stopping')
     const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())))
     for (const listeners of this.inboundListeners.values()) closed.push(listeners.stopAccepting())
     for (const l of this.listeners) l.server.closeIdleConnections()

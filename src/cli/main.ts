@@ -126,8 +126,8 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   const reload = async (configFile: string) => {
     try {
       const { input, baseDir } = readConfigFile(configFile)
-      await gatehouse.reload(applyFlags(input, flags, process.cwd()), baseDir)
-      log.info({ config: configFile }, 'configuration reloaded')
+      if (await gatehouse.reload(applyFlags(input, flags, process.cwd()), baseDir))
+        log.info({ config: configFile }, 'configuration reloaded')
     } catch (err) {
       if (err instanceof GatehouseError && err.code === 'GH_ERR_CONFIG') {
         log.error(
