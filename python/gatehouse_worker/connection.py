@@ -13,8 +13,19 @@ import select
 import socket
 import sys
 import threading
+import time
+from time import monotonic
 
 from . import protocol as P
+
+#: How long a response may wait in the connection's output while the next pipelined request
+#: runs: the flusher thread sends it then (a fast next request sends it sooner, with its own).
+FLUSH_DELAY = 0.001
+#: Between two requests run back to back, Node's frames are looked for (poll) only when the
+#: last read is this old (seconds).
+POLL_AFTER = 0.005
+#: Output held back for batching is sent at once beyond this size.
+FLUSH_SIZE = 64 * 1024
 
 
 def log(message):
@@ -80,29 +91,95 @@ class Connection:
         self.cond = threading.Condition()
         self.inline = threads == 1
         self.ready = collections.deque()
+        #: Inline mode: frames not sent yet (see flush), their total size, and whether the
+        #: flusher thread has been woken for them.
+        self.out = []
+        self.out_size = 0
+        self.armed = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.last_read = 0.0
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
 
     # -- writing ----------------------------------------------------------------------
+
+    # Inline mode batches its writes (issue 13): the frames of the requests it runs back to
+    # back leave in one write when it would block (reading, waiting for credit) or runs out
+    # of requests, so Node gets one wake-up per batch, not one per request. A response must
+    # not wait for the next request to finish, though (a slow one would hold it): when a
+    # request starts while output is held, the flusher thread is woken and sends it within
+    # FLUSH_DELAY (plus the GIL's switch interval if the app computes).
 
     def send(self, value):
         data = P.frame(value)
         with self.send_lock:
+            if self.inline:
+                self.out.append(data)
+                self.out_size += len(data)
+                if self.out_size < FLUSH_SIZE:
+                    return
+                data = b"".join(self.out)
+                self.out.clear()
+                self.out_size = 0
             try:
                 self.sock.sendall(data)
             except OSError:
                 raise Closed()
 
+    def flush(self):
+        """Send the frames held back (inline mode)."""
+        with self.send_lock:
+            if not self.out:
+                return
+            data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+            self.out.clear()
+            self.out_size = 0
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                raise Closed()
+
+    def arm_flusher(self):
+        """A request starts while output is held: have the flusher send it soon."""
+        if self.out and not self.armed:
+            self.armed = True
+            self.wake.release()
+
+    def flusher(self):
+        while True:
+            self.wake.acquire()
+            if self.closed:
+                return
+            time.sleep(FLUSH_DELAY)
+            with self.send_lock:
+                self.armed = False
+            try:
+                self.flush()
+            except Closed:
+                return
+
     # -- reading ----------------------------------------------------------------------
 
     def read_once(self, block=True):
         """Read what is there (waiting for it when block) and dispatch the frames."""
-        if not block:
-            r, _, _ = select.select([self.sock], [], [], 0)
-            if not r:
+        if block:
+            if self.out:
+                self.flush()
+            try:
+                data = self.sock.recv(262144)
+            except OSError:
+                data = b""
+            self.last_read = monotonic()
+        else:
+            # A poll object: no exception to raise and catch when nothing is there.
+            self.last_read = monotonic()
+            if not self.poller.poll(0):
                 return
-        try:
-            data = self.sock.recv(262144)
-        except OSError:
-            data = b""
+            try:
+                data = self.sock.recv(262144)
+            except OSError:
+                data = b""
         if not data:
             self.closed = True
             self.on_closed()
@@ -191,14 +268,28 @@ class Connection:
 
     def serve_inline(self):
         ready = self.ready
+        threading.Thread(target=self.flusher, name="gatehouse-flusher", daemon=True).start()
+        try:
+            self.serve_ready(ready)
+        finally:
+            self.closed = True
+            if not self.armed:
+                self.armed = True
+                self.wake.release()
+
+    def serve_ready(self, ready):
         while True:
             while ready:
                 req = ready.popleft()
+                if self.out:
+                    self.arm_flusher()
                 with self.slots:
                     self.serve_request(self, req)
-                if ready:
+                if ready and monotonic() - self.last_read >= POLL_AFTER:
                     # Requests waited behind that one: take in what Node sent meanwhile (it
-                    # may have taken one back) before starting the next.
+                    # may have taken one back) before starting the next. Node takes back
+                    # only what waits behind a request that has run for its stall time
+                    # (pipeline_stall), so after a quick one there is nothing to look for.
                     self.poll()
             self.read_once()
 

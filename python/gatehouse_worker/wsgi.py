@@ -27,6 +27,10 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     )
 )
+#: Header names the app sent before that were checked and found fine (a str, not hop-by-hop,
+#: no CR, LF or ':'): start_response checks each name once, not on every response.
+GOOD_NAMES = set()
+MAX_GOOD_NAMES = 512
 #: Largest body piece per frame (and no more than the credit Node gave).
 MAX_PIECE = 256 * 1024
 
@@ -36,6 +40,8 @@ ACTIVE = {}
 
 class Input:
     """wsgi.input: the request body, streamed; EOF at its end (CONTENT_LENGTH or chunked)."""
+
+    __slots__ = ("_conn", "_req", "_buf")
 
     def __init__(self, conn, req):
         self._conn = conn
@@ -196,19 +202,30 @@ class Exchange:
             raise self.refuse("CR or LF in the status line")
         if type(headers) is not list:
             raise self.refuse("headers must be a list, got %s" % type(headers).__name__)
+        good = GOOD_NAMES
         for h in headers:
-            if type(h) is not tuple or len(h) != 2 or type(h[0]) is not str or type(h[1]) is not str:
+            if type(h) is not tuple or len(h) != 2:
                 raise self.refuse("a header must be a (str, str) tuple, got %r" % (h,))
             name, value = h
-            if name.lower() in HOP_BY_HOP:
-                raise self.refuse("hop-by-hop header %r from the application" % name)
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-                raise self.refuse("CR, LF or ':' in header %r" % name)
+            if type(value) is not str or "\n" in value or "\r" in value or name not in good:
+                self.check_header(h, good)
         self.error = None
         self.status = int(status[:3])
         self.reason = status[4:]
         self.headers = headers
         return self.write
+
+    def check_header(self, h, good):
+        """A header the fast test in start_response did not pass: refuse it or learn its name."""
+        name, value = h
+        if type(name) is not str or type(value) is not str:
+            raise self.refuse("a header must be a (str, str) tuple, got %r" % (h,))
+        if name.lower() in HOP_BY_HOP:
+            raise self.refuse("hop-by-hop header %r from the application" % name)
+        if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
+            raise self.refuse("CR, LF or ':' in header %r" % name)
+        if len(good) < MAX_GOOD_NAMES:
+            good.add(name)
 
     def refuse(self, message):
         self.error = message
@@ -422,7 +439,8 @@ def serve(app, socket_path, orphaned, dump_signal, threads):
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
-    slots = threading.BoundedSemaphore(threads)
+    # One thread: a plain lock (in C) does what the semaphore (in Python) does, for less.
+    slots = threading.Lock() if threads == 1 else threading.BoundedSemaphore(threads)
     serve_request = make_server(app, threads)
     sock = listen(socket_path)
     sock.settimeout(0.5)
