@@ -35,6 +35,12 @@ export interface CgiMetaInput {
   scheme: 'http' | 'https'
   /** Pass the Authorization header on as HTTP_AUTHORIZATION (default: withheld). */
   passAuthorization: boolean
+  /**
+   * Leave out what only a CGI script needs and what is empty: REDIRECT_STATUS, REMOTE_HOST,
+   * and SCRIPT_FILENAME, DOCUMENT_ROOT and PATH_TRANSLATED when they would be '' (WSGI's
+   * environ). Left out, not deleted after: deleting keys makes V8's object slow to walk.
+   */
+  applicationOnly?: boolean
   /** Set when the server authenticated the client (Gatehouse itself does not yet). */
   authType?: string
   remoteUser?: string
@@ -104,20 +110,22 @@ export function buildCgiMeta(input: CgiMetaInput): Record<string, string> {
     REQUEST_URI: input.query === '' ? input.rawPath : `${input.rawPath}?${input.query}`,
     QUERY_STRING: input.query,
     SCRIPT_NAME: input.scriptName,
-    SCRIPT_FILENAME: input.scriptFilename,
-    DOCUMENT_ROOT: input.documentRoot,
-    REMOTE_ADDR: input.remoteAddress,
-    // RFC 3875 4.1.9: the server MAY substitute REMOTE_ADDR for the host name; no DNS lookups.
-    REMOTE_HOST: input.remoteAddress,
-    REMOTE_PORT: String(input.remotePort),
-    // php-cgi (cgi.force_redirect) refuses to run without it.
-    REDIRECT_STATUS: '200',
   }
+  const appOnly = input.applicationOnly === true
+  if (!appOnly || input.scriptFilename !== '') env.SCRIPT_FILENAME = input.scriptFilename
+  if (!appOnly || input.documentRoot !== '') env.DOCUMENT_ROOT = input.documentRoot
+  env.REMOTE_ADDR = input.remoteAddress
+  // RFC 3875 4.1.9: the server MAY substitute REMOTE_ADDR for the host name; no DNS lookups.
+  if (!appOnly) env.REMOTE_HOST = input.remoteAddress
+  env.REMOTE_PORT = String(input.remotePort)
+  // php-cgi (cgi.force_redirect) refuses to run without it.
+  if (!appOnly) env.REDIRECT_STATUS = '200'
   if (input.scheme === 'https') env.HTTPS = 'on'
   // RFC 3875 4.1.5/4.1.6: PATH_TRANSLATED only when there is a PATH_INFO.
   if (input.pathInfo !== '') {
     env.PATH_INFO = input.pathInfo
-    env.PATH_TRANSLATED = input.documentRoot.replace(/\/+$/, '') + input.pathInfo
+    if (!appOnly || input.documentRoot !== '')
+      env.PATH_TRANSLATED = input.documentRoot.replace(/\/+$/, '') + input.pathInfo
   }
   if (input.authType !== undefined) env.AUTH_TYPE = input.authType
   if (input.remoteUser !== undefined) env.REMOTE_USER = input.remoteUser

@@ -36,6 +36,8 @@ export function requestMeta(
   options: {
     contentLength: number | undefined
     passAuthorization: boolean
+    /** See CgiMetaInput.applicationOnly (WSGI's environ). */
+    applicationOnly?: boolean
     /** The request as dispatched, when it is not ctx's own (a CGI local redirect re-dispatches as GET). */
     request?: { method: string; rawPath: string; query: string; rawHeaders: readonly string[] }
   },
@@ -60,7 +62,9 @@ export function requestMeta(
     localAddress: ctx.conn.localAddress,
     scheme: ctx.scheme,
     passAuthorization: options.passAuthorization,
+    applicationOnly: options.applicationOnly,
   })
+  if (options.applicationOnly) return meta
   if (where.scriptFilename === '') delete meta.SCRIPT_FILENAME
   if (where.documentRoot === '') {
     delete meta.DOCUMENT_ROOT

@@ -21,6 +21,9 @@ import { routePrefix } from '../../core/types.js'
 import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
 import { refuse, sendError } from '../../core/respond.js'
 
+/** ASGI sends its scope (the `start` of the exchange), not an environ. */
+const NO_ENVIRON: Readonly<Record<string, string>> = Object.freeze({})
+
 export function asgiSchema(env: SchemaEnv) {
   return strictObject({
     ...pythonAppShape(env),
@@ -123,7 +126,7 @@ export class AsgiHandler extends PythonAppHandler implements Handler {
       return exchangeInput(
         ctx,
         hasBody,
-        [],
+        NO_ENVIRON,
         (id, more, responseWindow, requestWindow) =>
           encodeAsgiRequest(id, scope, more, responseWindow, requestWindow),
         this.options.timeout,

@@ -37,7 +37,7 @@ export interface WorkerHello {
 }
 
 export interface ExchangeInput {
-  environ: Iterable<readonly [string, string]>
+  environ: Readonly<Record<string, string>>
   /** The request body (already de-chunked by node:http), or null when there is none. */
   body: Readable | null
   /** Largest body accepted from a body without Content-Length (chunked). */

@@ -555,7 +555,7 @@ export function continueDeferred(ctx: RequestContext): boolean {
 export function exchangeInput(
   ctx: RequestContext,
   hasBody: boolean,
-  environ: Iterable<readonly [string, string]>,
+  environ: Readonly<Record<string, string>>,
   start?: ExchangeInput['start'],
   timeoutMs?: number,
 ): ExchangeInput {

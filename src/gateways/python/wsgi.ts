@@ -77,10 +77,8 @@ export class WsgiHandler extends PythonAppHandler implements Handler {
     const meta = requestMeta(
       ctx,
       { scriptName: prefix, pathInfo: ctx.path.slice(prefix.length), scriptFilename: '', documentRoot: '' },
-      { contentLength, passAuthorization: true },
+      { contentLength, passAuthorization: true, applicationOnly: true },
     )
-    delete meta.REDIRECT_STATUS
-    delete meta.REMOTE_HOST
     meta.SCRIPT_NAME = nativePath(this.options.root_path + prefix)
     meta.PATH_INFO = nativePath(ctx.path.slice(prefix.length))
     // The nearest X-Forwarded-For address that is not one of our proxies is the client.
@@ -89,7 +87,7 @@ export class WsgiHandler extends PythonAppHandler implements Handler {
     const scheme: string = fwd.scheme ?? ctx.scheme
     meta['wsgi.url_scheme'] = scheme
     if (scheme === 'https') meta.HTTPS = 'on'
-    else delete meta.HTTPS
+    else if (meta.HTTPS !== undefined) delete meta.HTTPS
     return meta
   }
 
@@ -101,7 +99,7 @@ export class WsgiHandler extends PythonAppHandler implements Handler {
     )
       return this.serveSpooled(ctx)
     return this.serve(ctx, ({ contentLength, hasBody }) => {
-      const input = exchangeInput(ctx, hasBody, Object.entries(this.environ(ctx, contentLength)))
+      const input = exchangeInput(ctx, hasBody, this.environ(ctx, contentLength))
       if (this.buffering) input.buffering = this.buffering
       return input
     })
@@ -132,7 +130,7 @@ export class WsgiHandler extends PythonAppHandler implements Handler {
       await this.serve(
         ctx,
         () => {
-          const input = exchangeInput(ctx, spool.length > 0, Object.entries(this.environ(ctx, spool.length)))
+          const input = exchangeInput(ctx, spool.length > 0, this.environ(ctx, spool.length))
           input.body = spool.length > 0 ? spool.stream() : null
           input.expectContinue = false
           if (this.buffering) input.buffering = this.buffering

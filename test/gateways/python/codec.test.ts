@@ -112,7 +112,7 @@ describe('bridge frames', () => {
 
   test('encodeHttpRequest writes the same bytes as encodeFrame', () => {
     const environ = { REQUEST_METHOD: 'POST', PATH_INFO: '/\u00ff' }
-    const a = encodeHttpRequest(9, Object.entries(environ), Buffer.from('xy'), false, 100)
+    const a = encodeHttpRequest(9, environ, Buffer.from('xy'), false, 100)
     const b = encodeFrame({
       type: FrameType.HTTP_REQUEST,
       id: 9,
@@ -286,6 +286,31 @@ describe('marshal interop with the real CPython', () => {
     assert.deepEqual(back[10], { bytes: [0, 1, 255] })
     assert.deepEqual(back[11], { a: 'b', 'wsgi.url_scheme': 'https' })
     assert.equal((back[13] as number[]).length, 300)
+  })
+
+  test('strings of any length and any code points reach Python intact (fast-check, one process)', () => {
+    // Short ASCII strings take a JS fast path in the encoder (Writer.str); the others, and
+    // the lengths around its limit, must come out the same.
+    const strings = fc
+      .sample(
+        fc.oneof(
+          fc.string({ maxLength: 70 }),
+          fc.string({ unit: 'binary', maxLength: 70 }),
+          fc.string({
+            unit: fc.integer({ min: 0x20, max: 0xff }).map((c) => String.fromCharCode(c)),
+            minLength: 60,
+            maxLength: 70,
+          }),
+        ),
+        { numRuns: 400, seed: 13 },
+      )
+      .filter((s) => !/[\ud800-\udfff]/.test(s))
+    const out = python(
+      'import marshal,sys,json\nsys.stdout.write(json.dumps(list(marshal.loads(sys.stdin.buffer.read()))))',
+      marshalDumps(strings),
+    )
+    assert.deepEqual(JSON.parse(out.toString()), strings)
+    for (const s of strings) assert.equal(marshalLoads(marshalDumps(s)), s)
   })
 
   test('Node reads what marshal.dumps writes (refs, short forms, lists, big ints)', () => {
