@@ -98,12 +98,14 @@ def main(argv=None):
     spec = args.asgi or args.wsgi
     try:
         app = load_app(spec)
-    except BaseException:
-        from .connection import log
+    except BaseException as err:
+        from .connection import report_start_failure
 
-        traceback.print_exc()
-        log("cannot load the %s application %s" % ("ASGI" if args.asgi else "WSGI", spec))
-        sys.stderr.flush()
+        # Like uvicorn's `Could not import module "x"`: the last line names the app and the cause.
+        report_start_failure(
+            "cannot load the %s application %s: %s: %s" % ("ASGI" if args.asgi else "WSGI", spec, type(err).__name__, err),
+            traceback.format_exc(),
+        )
         os._exit(1)
 
     # The interface's modules are imported only now, after the app's own imports.

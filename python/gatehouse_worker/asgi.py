@@ -30,7 +30,7 @@ import time
 import traceback
 
 from . import protocol as P
-from .connection import AppError, listen, log
+from .connection import AppError, listen, log, report_start_failure
 
 ASGI_REQUEST = P.ASGI_REQUEST
 CANCEL = P.CANCEL
@@ -607,6 +607,8 @@ class Lifespan:
         self.shutdown_result = loop.create_future()
         self.task = None
         self.error = None
+        # The app raised after lifespan.startup.failed: the report of the failure carries it.
+        self.startup_traceback = ""
 
     async def receive(self):
         return await self.events.get()
@@ -643,6 +645,8 @@ class Lifespan:
                 self._set(self.startup_result, (True, ""))
             elif not self.shutdown_result.done() and self.shutdown_requested:
                 self._set(self.shutdown_result, (False, traceback.format_exc()))
+            elif not self.startup_result.result()[0]:
+                self.startup_traceback = traceback.format_exc()
             else:
                 log("the lifespan task failed:\n" + traceback.format_exc().rstrip())
         finally:
@@ -702,7 +706,15 @@ class Worker:
         lifespan = Lifespan(self.app, self.loop)
         ok, message = await lifespan.startup()
         if not ok:
-            log("ASGI lifespan startup failed: %s" % (message or "(no message)"))
+            # An app that raises after lifespan.startup.failed (Starlette) does it at once.
+            await asyncio.wait([lifespan.task], timeout=0.5)
+            message = (message or "").strip()
+            tb = lifespan.startup_traceback
+            if "\n" in message:
+                # A traceback as the message (Starlette's): its last line is the cause.
+                tb = tb or message
+                message = message.splitlines()[-1].strip()
+            report_start_failure("ASGI lifespan startup failed: %s" % (message or "(no message)"), tb)
             return EXIT_LIFESPAN_FAILED
         if not lifespan.supported:
             log("the ASGI application does not support lifespan (%s): running without startup/shutdown" % lifespan.error)

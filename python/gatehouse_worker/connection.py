@@ -8,6 +8,7 @@ for something (body bytes, response credit): no thread hand-off per request. Wit
 threads a reader thread dispatches frames and N threads run requests.
 """
 import collections
+import json
 import os
 import select
 import socket
@@ -30,6 +31,14 @@ FLUSH_SIZE = 64 * 1024
 
 def log(message):
     sys.stderr.write("gatehouse_worker[%d]: %s\n" % (os.getpid(), message))
+    sys.stderr.flush()
+
+
+def report_start_failure(message, tb=""):
+    """Why the worker cannot start, on one stderr line (JSON) that Node's pool recognizes: it
+    logs the traceback once for all the workers that fail alike (gateways/python/pool.ts)."""
+    record = json.dumps({"message": message, "traceback": tb.rstrip()})
+    sys.stderr.write("gatehouse_worker[%d]: start failed: %s\n" % (os.getpid(), record))
     sys.stderr.flush()
 
 

@@ -137,6 +137,19 @@ interface Worker {
   kill(signal: NodeJS.Signals): void
 }
 
+/** Why a worker cannot start, as it reported it (a Python app that does not import). */
+export interface StartFailure {
+  /** One line naming what failed and why, e.g. `cannot load the WSGI application m:app: ...`. */
+  message: string
+  /** The whole multi-line traceback, or empty. */
+  traceback: string
+}
+
+export interface WorkerPoolHooks {
+  /** Recognizes a worker's stderr line that reports a start failure (null: an ordinary line). */
+  startFailure?(line: string): StartFailure | null
+}
+
 /**
  * One pool of workers from one command. A Gatehouse holds one per managed route; every
  * live pool is listed by livePools() for the status page.
@@ -179,6 +192,14 @@ export class WorkerPool {
     reject: (e: unknown) => void
   }[] = []
   private readonly startTime = Date.now()
+  /**
+   * The start failures logged in this start attempt, each with the pid that reported it
+   * first: N workers failing alike log the traceback once (issue 17 item 3). Cleared when a
+   * worker starts, at a retry and at a reload.
+   */
+  private readonly startFailures = new Map<string, number>()
+  /** The last start failure a worker reported: the crash-loop error names it. */
+  private lastStartFailure: StartFailure | null = null
   private readonly counters = {
     acceptedConn: 0,
     maxListenQueue: 0,
@@ -195,6 +216,7 @@ export class WorkerPool {
     readonly command: WorkerCommand,
     readonly settings: PoolSettings,
     readonly log: Logger,
+    private readonly hooks: WorkerPoolHooks = {},
   ) {
     this.dir = makeRunDir('gh-pool-')
     this.retryDelay = settings.crash_retry
@@ -274,6 +296,7 @@ export class WorkerPool {
     if (this.closing) return
     if (!this.started) return this.start()
     this.counters.reloads++
+    this.forgetStartFailures()
     const wasFailed = this.failed
     this.failed = null
     this.failures = 0
@@ -731,7 +754,11 @@ export class WorkerPool {
     }
     this.workers.add(worker)
     worker.pid = spawnWorker(this.command, socketPath, {
-      onLine: (stream, line) => this.log.warn({ pool: s.name, pid: worker.pid, stream }, line.slice(0, 4096)),
+      onLine: (stream, line) => {
+        const failure = stream === 'stderr' ? this.hooks.startFailure?.(line) : null
+        if (failure) this.startFailed(worker, failure)
+        else this.log.warn({ pool: s.name, pid: worker.pid, stream }, line.slice(0, 4096))
+      },
       onGone: (code, signal, err) => {
         this.exited(worker, code, signal, err)
         resolveExited()
@@ -739,6 +766,34 @@ export class WorkerPool {
     })
     if (worker.pid > 0) void this.probe(worker)
     return worker
+  }
+
+  /** Log a start failure once per start attempt; a worker failing alike gets one short line. */
+  private startFailed(w: Worker, failure: StartFailure): void {
+    this.lastStartFailure = failure
+    const key = `${failure.message}\n${failure.traceback}`
+    const first = this.startFailures.get(key)
+    if (first !== undefined) {
+      this.log.warn(
+        { pool: this.settings.name, pid: w.pid },
+        `same ${failure.traceback ? 'traceback' : 'start failure'} as worker ${first}`,
+      )
+      return
+    }
+    this.startFailures.set(key, w.pid)
+    this.log.error(
+      {
+        pool: this.settings.name,
+        pid: w.pid,
+        ...(failure.traceback ? { traceback: failure.traceback } : {}),
+      },
+      failure.message,
+    )
+  }
+
+  private forgetStartFailures(): void {
+    this.startFailures.clear()
+    this.lastStartFailure = null
   }
 
   /** A worker is ready when its socket accepts a connection. */
@@ -760,6 +815,7 @@ export class WorkerPool {
   }
 
   private workerReady(w: Worker): void {
+    this.forgetStartFailures()
     if (w === this.trial) this.recovered(w)
     this.checkStarted()
     if (w.generation < this.generation) this.retire(w)
@@ -835,7 +891,7 @@ export class WorkerPool {
       if (this.failed && !this.closing) {
         this.log.error(
           { pool: s.name, pid: w.pid, command: this.command.command },
-          `pool still failed: the worker started to try again ${err ? `cannot start: ${err.message}` : signal ? `was killed by ${signal}` : `exited with status ${code}`}`,
+          `pool still failed: the worker started to try again ${err ? `cannot start: ${err.message}` : signal ? `was killed by ${signal}` : `exited with status ${code}`}${this.lastStartFailure ? ` (${this.lastStartFailure.message})` : ''}`,
         )
         this.scheduleRetry()
         return
@@ -891,7 +947,7 @@ export class WorkerPool {
     const s = this.settings
     const err = new GatehouseError(
       'GH_ERR_WORKER_START',
-      `pool ${s.name}: ${this.command.command} ${how}, ${this.failures} workers in a row died without serving a request; respawning stopped`,
+      `pool ${s.name}: ${this.lastStartFailure ? `${this.lastStartFailure.message}; ` : ''}${this.command.command} ${how}, ${this.failures} workers in a row died without serving a request; respawning stopped`,
     )
     this.failed = err
     this.log.error({ pool: s.name, command: this.command.command, args: this.command.args }, err.message)
@@ -927,6 +983,8 @@ export class WorkerPool {
       this.nextRetryAt = null
       if (this.closing || !this.failed) return
       this.counters.startRetries++
+      // A new attempt: its failure is logged in full again (once per back-off, not per worker).
+      this.forgetStartFailures()
       this.trial = this.spawn()
     }, delay)
     this.retryTimer.unref()

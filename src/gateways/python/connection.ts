@@ -93,6 +93,8 @@ export interface SessionSink {
 class Stream {
   credit = 0
   started = false
+  /** `100 Continue` went out (or is not wanted): once per request, not once per grant. */
+  continueSent = false
   /** The worker sent its last frame for this request. */
   finished = false
   disconnectSent = false
@@ -372,9 +374,13 @@ export class WorkerConnection {
   }
 
   private onRequestCredit(stream: Stream, bytes: number): void {
-    const first = !stream.started && stream.input.expectContinue && stream.credit === 0
     stream.credit += bytes
-    if (first && !stream.input.res.headersSent) stream.input.res.writeContinue()
+    if (!stream.continueSent && stream.input.expectContinue) {
+      // The credit falls back to 0 every time the body catches up with the grants: only
+      // the first grant answers the client's Expect.
+      stream.continueSent = true
+      if (!stream.started && !stream.input.res.headersSent) stream.input.res.writeContinue()
+    }
     if (stream.held) {
       const held = stream.held
       stream.held = null

@@ -16,7 +16,7 @@ import { IDEMPOTENT_METHODS } from '../../core/http-headers.js'
 import { ClientCancel } from '../../core/cancel.js'
 import { sendError } from '../../core/respond.js'
 import type { WorkerLease } from '../../process/lease.js'
-import { WorkerPool } from '../../process/pool.js'
+import { type StartFailure, WorkerPool } from '../../process/pool.js'
 import { assertRunnable } from '../../process/spawn.js'
 import { poolSettings } from '../../process/settings.js'
 import type { RequestContext, SchemaEnv } from '../../core/types.js'
@@ -367,7 +367,27 @@ export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec
       },
     ),
     log,
+    { startFailure: parseStartFailure },
   )
+}
+
+const START_FAILED = /^gatehouse_worker\[\d+\]: start failed: (\{.*\})$/
+
+/**
+ * The worker's report that the app cannot start (report_start_failure in
+ * python/gatehouse_worker/connection.py): one JSON line, so the pool logs its traceback as
+ * one entry, once for all the workers that fail alike.
+ */
+export function parseStartFailure(line: string): StartFailure | null {
+  const m = START_FAILED.exec(line)
+  if (!m) return null
+  try {
+    const { message, traceback } = JSON.parse(m[1]!) as { message?: unknown; traceback?: unknown }
+    if (typeof message !== 'string') return null
+    return { message, traceback: typeof traceback === 'string' ? traceback : '' }
+  } catch {
+    return null
+  }
 }
 
 /** How often one request is sent to another worker after its worker stopped before starting it. */
