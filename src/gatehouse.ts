@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import {
   type GatehouseConfig,
@@ -8,7 +9,7 @@ import {
 } from './config.js'
 import { ERROR_CODES, type ErrorCode } from './core/errors.js'
 import { ACTION_NAMES, ACTIONS, GATEWAYS } from './gateways/index.js'
-import { refuse, sendStatus } from './core/respond.js'
+import { refuse, sendError, sendStatus } from './core/respond.js'
 import { Logs } from './core/logging.js'
 import { Router } from './router/router.js'
 import { CONTINUE_DEFERRED, connectionInfo } from './http/connection.js'
@@ -156,6 +157,10 @@ export class Gatehouse {
   /** States built by reloads whose pools are still starting (at most one is not superseded). */
   private readonly pending = new Set<State>()
   private readonly requestsOnSocket = new WeakMap<object, number>()
+  /** Open connections per client address, counted while max_connections_per_ip is set. */
+  private readonly connectionsPerIp = new Map<string, number>()
+  /** Connections beyond max_connections_per_ip: each of their requests gets 503. */
+  private readonly overConnectionLimit = new WeakSet<object>()
   /** Sockets handed to a handler's upgrade() (WebSockets), until they close. */
   private readonly upgraded = new Set<Duplex>()
   /**
@@ -237,6 +242,7 @@ export class Gatehouse {
     const limits = this.state.config.limits
     const server = createServer(serverOptions(limits), this.handler)
     applyLimits(server, limits)
+    server.on('connection', (socket: Socket) => this.countConnection(socket))
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket))
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res, true))
     const keepAlive = exactKeepAlive(server)
@@ -255,6 +261,37 @@ export class Gatehouse {
     server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
     this.listeners.push({ spec, server, bound })
     this.logs.error.info({ listen: bound.address }, 'listening')
+  }
+
+  /**
+   * limits.max_connections_per_ip (nginx's limit_conn): a connection past the limit is let
+   * in only so that its request can be answered 503 (a closed socket would read as a
+   * network failure); it is not counted, and closes after that answer.
+   */
+  private countConnection(socket: Socket): void {
+    const max = this.state.config.limits.max_connections_per_ip
+    if (max <= 0) return
+    const ip = socket.remoteAddress ?? ''
+    const open = this.connectionsPerIp.get(ip) ?? 0
+    if (open >= max) {
+      this.overConnectionLimit.add(socket)
+      return
+    }
+    this.connectionsPerIp.set(ip, open + 1)
+    socket.once('close', () => {
+      const left = (this.connectionsPerIp.get(ip) ?? 1) - 1
+      if (left > 0) this.connectionsPerIp.set(ip, left)
+      else this.connectionsPerIp.delete(ip)
+    })
+  }
+
+  /** A request on a connection past max_connections_per_ip: 503, and the connection closes. */
+  private refuseOverLimit(res: ServerResponse): void {
+    this.logs.error.debug(
+      { code: 'GH_ERR_CONN_LIMIT', remote: res.req?.socket?.remoteAddress },
+      'request refused',
+    )
+    sendError(res, 'GH_ERR_CONN_LIMIT', { close: true, headers: { 'retry-after': '1' } })
   }
 
   private onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
@@ -291,6 +328,10 @@ export class Gatehouse {
       }
     })
     if (this.closing) res.setHeader('connection', 'close')
+    if (this.overConnectionLimit.has(req.socket)) {
+      this.refuseOverLimit(res)
+      return
+    }
     // node's maxRequestsPerSocket sends `Connection: close` on the last allowed response but
     // leaves the connection open (and answers 503 to what follows): close it for real.
     const maxPerConnection = state.config.limits.max_requests_per_connection
@@ -337,6 +378,10 @@ export class Gatehouse {
    */
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const res = upgradeResponse(req, socket)
+    if (this.overConnectionLimit.has(socket)) {
+      this.handle(req, res)
+      return
+    }
     const state = this.state
     const parsed = parseRequest(req, state.config.limits.max_headers)
     const match =

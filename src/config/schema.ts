@@ -54,6 +54,11 @@ export function limitsSchema() {
     request_timeout: duration.prefault(300),
     keepalive_timeout: duration.prefault(5),
     max_requests_per_connection: z.number().int().min(0).default(0),
+    /**
+     * Open connections one client address may hold (nginx `limit_conn`); the requests of one
+     * more get 503 GH_ERR_CONN_LIMIT and its connection is closed. 0: no limit.
+     */
+    max_connections_per_ip: z.number().int().min(0).default(0),
   }).superRefine((limits, ctx) => {
     if (limits.request_timeout > 0 && limits.header_timeout > limits.request_timeout) {
       ctx.addIssue({ code: 'custom', path: ['header_timeout'], message: 'must not exceed request_timeout' })
