@@ -9,7 +9,7 @@ import {
 } from './config.js'
 import { ERROR_CODES, type ErrorCode } from './core/errors.js'
 import { ACTION_NAMES, ACTIONS, GATEWAYS } from './gateways/index.js'
-import { refuse, sendError, sendStatus } from './core/respond.js'
+import { BODY_REFUSED, refuse, sendError, sendStatus } from './core/respond.js'
 import { Logs } from './core/logging.js'
 import { Router } from './router/router.js'
 import { CONTINUE_DEFERRED, connectionInfo } from './http/connection.js'
@@ -285,6 +285,23 @@ export class Gatehouse {
     })
   }
 
+  /** A 413 of ours: the log names the setting that refused the body, so it can be raised. */
+  private logBodyRefused(req: IncomingMessage, state: State, routeIndex: number | undefined): void {
+    const route = routeIndex === undefined ? undefined : state.config.routes[routeIndex]
+    const own = route?.max_body_bytes !== undefined
+    this.logs.error.warn(
+      {
+        method: req.method,
+        uri: req.url,
+        code: 'GH_ERR_BODY_TOO_LARGE',
+        content_length: req.headers['content-length'],
+        limit: own ? route.max_body_bytes : state.config.limits.max_body_bytes,
+        setting: own ? `routes[${routeIndex}].max_body_bytes` : 'limits.max_body_bytes (--max-body-size)',
+      },
+      'request body over the limit: 413',
+    )
+  }
+
   /** A request on a connection past max_connections_per_ip: 503, and the connection closes. */
   private refuseOverLimit(res: ServerResponse): void {
     this.logs.error.debug(
@@ -322,6 +339,8 @@ export class Gatehouse {
       if (this.logs.accessEnabled) {
         this.logs.access({ req, res, remoteAddress, start, route: routeIndex, written0 })
       }
+      if ((res as ServerResponse & { [BODY_REFUSED]?: true })[BODY_REFUSED])
+        this.logBodyRefused(req, state, routeIndex)
       if (this.closing) {
         for (const l of this.listeners) l.server.closeIdleConnections()
         if (this.inFlight === 0) this.drained?.()

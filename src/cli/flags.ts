@@ -5,6 +5,9 @@ import { GatehouseError } from '../core/errors.js'
 /** CLI options as commander hands them over; every one maps onto a config key. */
 export interface ServeFlags {
   listen?: string[]
+  /** -b/--bind: gunicorn's and uvicorn's spelling of --listen. */
+  bind?: string[]
+  maxBodySize?: string
   static?: string[]
   cgi?: string[]
   cgiInterpreter?: string[]
@@ -80,7 +83,15 @@ export function splitMount(value: string, cwd: string): [string, string] {
  */
 export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd: string): Input {
   const out: Input = { ...base }
-  if (flags.listen && flags.listen.length > 0) out.listen = flags.listen
+  const listen = [...(flags.listen ?? []), ...(flags.bind ?? [])]
+  if (listen.length > 0) out.listen = listen
+  if (flags.maxBodySize !== undefined) {
+    const v = flags.maxBodySize
+    out.limits = {
+      ...((base.limits as Record<string, unknown> | undefined) ?? {}),
+      max_body_bytes: /^\d+$/.test(v) ? Number(v) : v,
+    }
+  }
   const log = { ...((base.log as Record<string, unknown> | undefined) ?? {}) }
   if (flags.logLevel !== undefined) log.level = flags.logLevel
   if (flags.accessLog !== undefined) log.access_log = fileOrStream(flags.accessLog, cwd)

@@ -179,6 +179,11 @@ export function buildProgram(): Command {
       'host:port, [v6]:port, port (loopback) or unix:/path; repeatable (default 127.0.0.1:8080)',
       collect,
     )
+    .option('-b, --bind <address>', 'the same as --listen (gunicorn and uvicorn users type -b)', collect)
+    .option(
+      '--max-body-size <size>',
+      'largest request body of every route without its own max_body_bytes: bytes, or 10MB, 1GiB (default 1GiB)',
+    )
     .option(
       '--static <[prefix=]dir>',
       'serve files from DIR under URL PREFIX (default /); repeatable',

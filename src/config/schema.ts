@@ -12,7 +12,7 @@ import type {
 } from '../core/types.js'
 import { logSchema } from '../core/logging.js'
 import { strictObject } from '../core/schema/strict.js'
-import { duration, size } from '../core/schema/units.js'
+import { DEFAULT_MAX_BODY_BYTES, duration, size } from '../core/schema/units.js'
 
 const METHOD = z
   .string()
@@ -49,7 +49,7 @@ export function limitsSchema() {
   return strictObject({
     max_header_bytes: size.prefault(16 * 1024),
     max_headers: z.number().int().min(1).max(10_000).default(100),
-    max_body_bytes: size.prefault(1024 * 1024),
+    max_body_bytes: size.prefault(DEFAULT_MAX_BODY_BYTES),
     header_timeout: duration.prefault(10),
     request_timeout: duration.prefault(300),
     keepalive_timeout: duration.prefault(5),

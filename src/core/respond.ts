@@ -32,8 +32,13 @@ export function sendStatus(res: ServerResponse, status: number, options: SimpleR
   res.end(options.head || status === 204 || status === 304 ? undefined : buf)
 }
 
+/** Set on a response refused with GH_ERR_BODY_TOO_LARGE: the front logs which setting refused it. */
+export const BODY_REFUSED = Symbol('gatehouse.bodyRefused')
+
 /** Answer with the status and message of a registered error code. */
 export function sendError(res: ServerResponse, code: ErrorCode, options: SimpleResponse = {}): void {
+  if (code === 'GH_ERR_BODY_TOO_LARGE')
+    (res as ServerResponse & { [BODY_REFUSED]?: true })[BODY_REFUSED] = true
   const status = ERROR_CODES[code].status ?? 500
   sendStatus(res, status, options)
 }

@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_BODY_BYTES } from '../core/schema/units.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import pino from 'pino'
@@ -136,7 +137,7 @@ export function toRequestListener(
   options: StandaloneOptions = {},
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const prefix = options.prefix ?? '/'
-  const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
   const maxHeaders = options.maxHeaders ?? 100
   const log = options.log ?? pino({ level: 'warn' })
   return (req, res) => {

@@ -28,7 +28,7 @@ describe('config schema', () => {
     assert.equal(c.limits.header_timeout, 10_000)
     assert.equal(c.limits.keepalive_timeout, 5_000)
     assert.equal(c.limits.max_header_bytes, 16 * 1024)
-    assert.equal(c.limits.max_body_bytes, 1024 * 1024)
+    assert.equal(c.limits.max_body_bytes, 1024 * 1024 * 1024)
     assert.equal(c.limits.max_headers, 100)
     assert.equal(c.shutdown_grace, 10_000)
     assert.equal(c.log.access_log, 'off')

@@ -57,3 +57,10 @@ export const size = z.union([z.number(), z.string()]).transform((value, ctx) => 
   }
   return bytes
 })
+
+/**
+ * limits.max_body_bytes when not set (and the library listeners' default): 1 GiB. The
+ * gateways stream bodies with flow control or spool them to disk, so the cap guards the
+ * disk and the app, not Node's memory; normal uploads and git pushes fit (docs/configuration.md).
+ */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024

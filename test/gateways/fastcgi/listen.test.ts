@@ -218,7 +218,11 @@ describe('FastCGI listener: responder requests over raw records', () => {
     const { gatehouse } = await startGatehouse(t, {
       fastcgi_listen: ['127.0.0.1:0', `unix:${join(dir, 'gh.sock')}`],
       routes: [
-        { exact: '/who', return: { body: '{remote_addr} {scheme} {host} {request_uri}' } },
+        {
+          exact: '/who',
+          max_body_bytes: '1MB',
+          return: { body: '{remote_addr} {scheme} {host} {request_uri}' },
+        },
         { exact: '/go', return: { status: 302, location: 'https://{host}/there' } },
         { exact: '/post-only', methods: ['POST'], return: { body: 'posted' } },
       ],
