@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import {
@@ -10,6 +10,7 @@ import {
 import { ERROR_CODES, type ErrorCode } from './core/errors.js'
 import { ACTION_NAMES, ACTIONS, GATEWAYS } from './gateways/index.js'
 import { BODY_REFUSED, refuse, sendError, sendStatus } from './core/respond.js'
+import { reasonPhrase } from './core/http-headers.js'
 import { Logs } from './core/logging.js'
 import { Router } from './router/router.js'
 import { CONTINUE_DEFERRED, connectionInfo } from './http/connection.js'
@@ -560,9 +561,9 @@ export class Gatehouse {
 
 /** A complete response written straight to a socket that has no usable HTTP framing left, then close. */
 function endWithStatus(socket: Duplex, status: number): void {
-  const body = `${status} ${STATUS_CODES[status]}\n`
+  const body = `${status} ${reasonPhrase(status)}\n`
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
   )
   setTimeout(() => socket.destroy(), 1000).unref()
 }

@@ -229,7 +229,9 @@ class HttpCycle(Cycle):
             if self.disconnected:
                 raise ClientDisconnected("client disconnected")
             status = message["status"]
-            if type(status) is not int or not 100 <= status <= 999:
+            # Only the type is checked here: whether it is a final status (200-599) is Node's
+            # one rule for every gateway (502 otherwise).
+            if type(status) is not int or not 0 <= status <= 0x7FFFFFFF:
                 raise AppError("http.response.start status must be an int, got %r" % (status,))
             self.started = True
             self.status = status

@@ -13,7 +13,7 @@
  * gateways make it GH_ERR_CGI_RESPONSE or GH_ERR_FASTCGI_PROTOCOL.
  */
 import { ProtocolError } from '../core/errors.js'
-import { HOP_BY_HOP, parseFieldLine } from '../core/http-headers.js'
+import { HOP_BY_HOP, isFinalStatus, parseFieldLine } from '../core/http-headers.js'
 
 /** Why a header block was refused. Stable names, so callers and logs can tell them apart. */
 export type CgiResponseErrorCode =
@@ -229,7 +229,7 @@ export class CgiResponseParser {
           if (dup) return this.fail(dup)
           const m = STATUS_VALUE.exec(value)
           const code = m ? Number(m[1]) : 0
-          if (!m || code < 200 || code > 599) {
+          if (!m || !isFinalStatus(code)) {
             return this.fail({ code: 'invalid_status', message: `Status: ${JSON.stringify(value)}` })
           }
           status = code

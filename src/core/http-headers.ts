@@ -3,6 +3,7 @@
  * fields arrived in (a CGI header block, an upstream's HTTP response, node's own output).
  * Pure.
  */
+import { STATUS_CODES } from 'node:http'
 
 /**
  * Fields that describe one connection (RFC 9110 7.6.1, plus the pre-standard Keep-Alive and
@@ -60,4 +61,30 @@ export function parseFieldLine(line: string): FieldLine {
   const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '')
   const problem = !TOKEN.test(name) ? 'name' : !FIELD_VALUE.test(value) ? 'value' : null
   return { name, value, problem }
+}
+
+/**
+ * The one rule for an application's final response status, whichever gateway carried it
+ * (CGI/FastCGI `Status:`, a uwsgi app's status line, WSGI's status, ASGI's `status`):
+ * an integer 200-599. Anything else (999, 0, 1xx as final) is the upstream's fault: 502.
+ */
+export function isFinalStatus(status: number): boolean {
+  return Number.isInteger(status) && status >= 200 && status <= 599
+}
+
+const CLASS_PHRASES: Record<number, string> = {
+  1: 'Informational',
+  2: 'Success',
+  3: 'Redirection',
+  4: 'Client Error',
+  5: 'Server Error',
+}
+
+/**
+ * The reason phrase Gatehouse writes for `status` (one table: node's STATUS_CODES), or for
+ * a code without a registered phrase the phrase of its class (`299 Success`): never
+ * another code's phrase.
+ */
+export function reasonPhrase(status: number): string {
+  return STATUS_CODES[status] ?? CLASS_PHRASES[Math.floor(status / 100)] ?? 'Unknown'
 }

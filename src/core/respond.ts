@@ -1,6 +1,7 @@
-import { type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'node:http'
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import { ERROR_CODES, type ErrorCode, GatehouseError } from './errors.js'
+import { reasonPhrase } from './http-headers.js'
 
 export interface SimpleResponse {
   headers?: OutgoingHttpHeaders
@@ -17,8 +18,7 @@ export function sendStatus(res: ServerResponse, status: number, options: SimpleR
     res.destroy()
     return
   }
-  const body =
-    options.body ?? (status === 204 || status === 304 ? '' : `${status} ${STATUS_CODES[status] ?? ''}\n`)
+  const body = options.body ?? (status === 204 || status === 304 ? '' : `${status} ${reasonPhrase(status)}\n`)
   const buf = typeof body === 'string' ? Buffer.from(body) : body
   const headers: OutgoingHttpHeaders = { ...options.headers }
   if (buf.length > 0 && headers['content-type'] === undefined)
@@ -28,7 +28,9 @@ export function sendStatus(res: ServerResponse, status: number, options: SimpleR
     headers.connection = 'close'
     res.shouldKeepAlive = false
   }
-  res.writeHead(status, headers)
+  // The phrase is given: a head that an earlier writeHead refused may have left its own
+  // phrase behind (an app's 302 "Found" on our 500).
+  res.writeHead(status, reasonPhrase(status), headers)
   res.end(options.head || status === 204 || status === 304 ? undefined : buf)
 }
 

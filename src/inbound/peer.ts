@@ -6,7 +6,7 @@
  * forwarded_allow_ips); Unix-socket peers have no address, and their socket file's
  * permissions are the access control.
  */
-import { STATUS_CODES } from 'node:http'
+import { reasonPhrase } from '../core/http-headers.js'
 import { type BlockList, isIP, type Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { GatewayRequestHead } from '../cgi-vars/request.js'
@@ -66,7 +66,7 @@ export function requestConnection(head: GatewayRequestHead, socket: Socket): Con
  */
 export function refusal(code: ErrorCode, message: string): { status: number; reason: string; body: string } {
   const status = ERROR_CODES[code].status ?? 400
-  const reason = STATUS_CODES[status] ?? ''
+  const reason = reasonPhrase(status)
   return { status, reason, body: `${status} ${reason}: ${message}\n` }
 }
 

@@ -12,7 +12,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { GatehouseError } from '../../core/errors.js'
+import { type ErrorCode, GatehouseError } from '../../core/errors.js'
+import { isFinalStatus, reasonPhrase } from '../../core/http-headers.js'
 import { type BodySink, ResponseBuffer, type ResponseBufferOptions } from '../../core/response-buffer.js'
 import {
   type AnyFrame,
@@ -76,7 +77,8 @@ export type ExchangeOutcome =
   /** The client went away; the worker has finished the request (close() ran). */
   | { kind: 'disconnected' }
   /** The app failed; `headersSent` tells whether a 500 can still be sent. */
-  | { kind: 'app-error'; message: string }
+  /** `code`: the answer's error code when it is not the interface's app error (500). */
+  | { kind: 'app-error'; message: string; code?: ErrorCode }
   /** The request ran past `timeoutMs`; the worker cancelled it. */
   | { kind: 'timeout' }
 
@@ -475,9 +477,19 @@ export class WorkerConnection {
           frame.status !== 304
         )
           flat.push('Content-Length', String(frame.body.length))
+        if (!isFinalStatus(frame.status)) {
+          // The one status rule (core/http-headers.ts): what CGI and FastCGI answer too.
+          stream.outcome = {
+            kind: 'app-error',
+            message: `the application's response status ${frame.status} is not a final status (200-599)`,
+            code: 'GH_ERR_UPSTREAM',
+          }
+          this.disconnect(stream)
+          if (!frame.moreBody) this.end(stream, stream.outcome)
+          return
+        }
         try {
-          if (frame.status < 200 || frame.status > 999) throw new Error(`status ${frame.status}`)
-          res.writeHead(frame.status, frame.reason, flat)
+          res.writeHead(frame.status, frame.reason || reasonPhrase(frame.status), flat)
         } catch (err) {
           // Node refuses the head (an invalid name or value): nothing went out yet.
           stream.outcome = {

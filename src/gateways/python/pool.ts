@@ -510,7 +510,7 @@ export abstract class PythonAppHandler {
       const outcome = await connection.exchange(exchange)
       if (takenBack) return false
       if (outcome.kind === 'app-error') {
-        const code = this.names.appError
+        const code = outcome.code ?? this.names.appError
         this.log.error({ ...tags, worker: lease.pid, code }, outcome.message.trimEnd())
         if (!res.headersSent) sendError(res, code)
         else res.destroy()

@@ -12,7 +12,7 @@
  */
 import { ChunkedDecoder } from '../../core/chunked.js'
 import { ProtocolError } from '../../core/errors.js'
-import { parseFieldLine } from '../../core/http-headers.js'
+import { isFinalStatus, parseFieldLine } from '../../core/http-headers.js'
 
 export type BodyFraming = 'none' | 'length' | 'chunked' | 'close'
 
@@ -193,7 +193,9 @@ export class HttpResponseParser {
     if (!m)
       throw httpError('HTTP_BAD_STATUS_LINE', `invalid status line ${JSON.stringify(lines[0]!.slice(0, 64))}`)
     const status = Number(m[2])
-    if (status < 100) throw httpError('HTTP_BAD_STATUS_LINE', `invalid status ${status}`)
+    // 1xx are interim (below); a final status follows the one rule (core/http-headers.ts).
+    if (status < 100 || (status >= 200 && !isFinalStatus(status)))
+      throw httpError('HTTP_BAD_STATUS_LINE', `invalid status ${status} (a final status is 200-599)`)
     const rawHeaders: string[] = []
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!

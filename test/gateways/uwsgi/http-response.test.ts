@@ -264,6 +264,9 @@ test('property: arbitrary bytes produce events or a ProtocolError, nothing else'
 test('the parser throws ProtocolError with its HTTP_* (or CHUNKED_*) code', () => {
   const cases: [string, string, string][] = [
     ['garbage\r\n\r\n', 'http', 'HTTP_BAD_STATUS_LINE'],
+    // The one status rule (issue 18 item 13): a final status is 200-599, as from CGI.
+    ['HTTP/1.1 999 Weird\r\nContent-Length: 0\r\n\r\n', 'http', 'HTTP_BAD_STATUS_LINE'],
+    ['HTTP/1.1 600 X\r\nContent-Length: 0\r\n\r\n', 'http', 'HTTP_BAD_STATUS_LINE'],
     ['HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n', 'http', 'HTTP_BAD_HEADER'],
     ['HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n', 'http', 'HTTP_BAD_CONTENT_LENGTH'],
     ['HTTP/1.1 101 Switching Protocols\r\n\r\n', 'http', 'HTTP_UPGRADE'],
