@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   GH_ERR_TRANSFER_ENCODING: { status: 400, message: 'unsupported or ambiguous Transfer-Encoding' },
   GH_ERR_HTTP_VERSION: { status: 505, message: 'only HTTP/1.0 and HTTP/1.1 are served' },
   GH_ERR_HEADER_TIMEOUT: { status: 408, message: 'request headers not received in time' },
+  GH_ERR_BODY_TIMEOUT: { status: 408, message: 'request body stalled past the body timeout' },
+  GH_ERR_BODY_INCOMPLETE: { status: 400, message: 'request body ended before its Content-Length' },
   GH_ERR_RANGE: { status: 416, message: 'range not satisfiable' },
   GH_ERR_UPSTREAM: { status: 502, message: 'upstream failed or sent an invalid response' },
   GH_ERR_FASTCGI_PROTOCOL: {

@@ -17,7 +17,7 @@ import type { Handler, SchemaEnv } from '../core/types.js'
 export interface ListenerOptions {
   /** URL prefix the handler is mounted at (the start of SCRIPT_NAME). Default "/". */
   prefix?: string
-  /** Largest request body accepted (bytes, or "10MB"). Default 1 MiB. */
+  /** Largest request body accepted (bytes, or "10MB"). Default 1 GiB (limits.max_body_bytes). */
   max_body_bytes?: number | string
   /** Where upstream stderr and failures are logged. Default: pino at level warn on stdout. */
   log?: Logger

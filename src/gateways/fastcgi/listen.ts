@@ -27,6 +27,8 @@ function fastcgiListenerShape() {
       ),
     /** A kept-alive FastCGI connection with no request is closed after this (0: never). */
     fastcgi_idle_timeout: duration.prefault(75),
+    /** Time allowed between two STDIN records of a request body (0: no limit); past it, 408. */
+    fastcgi_body_timeout: duration.prefault(60),
     /** Connections at once per listener (announced as FCGI_MAX_CONNS); unset: no limit. */
     fastcgi_max_connections: z.number().int().min(1).max(1_000_000).optional(),
   }
@@ -43,6 +45,7 @@ export const fastcgiListener: ListenerDefinition<ReturnType<typeof fastcgiListen
       maxParamsBytes: config.fastcgi_max_params_bytes,
       headerTimeout: config.limits.header_timeout,
       idleTimeout: config.fastcgi_idle_timeout,
+      bodyTimeout: config.fastcgi_body_timeout,
       ...(config.fastcgi_max_connections !== undefined
         ? { maxConnections: config.fastcgi_max_connections }
         : {}),
@@ -53,6 +56,7 @@ export const fastcgiListener: ListenerDefinition<ReturnType<typeof fastcgiListen
     server.maxParamsBytes = config.fastcgi_max_params_bytes
     server.headerTimeout = config.limits.header_timeout
     server.idleTimeout = config.fastcgi_idle_timeout
+    server.bodyTimeout = config.fastcgi_body_timeout
     server.maxConnections = config.fastcgi_max_connections ?? Number.POSITIVE_INFINITY
   },
   stats: (server) => ({ connections: server.connectionsAccepted, requests: server.requestsStarted }),

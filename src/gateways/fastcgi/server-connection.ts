@@ -39,6 +39,8 @@ export interface ConnectionHost {
   readonly maxParamsBytes: number
   readonly headerTimeout: number
   readonly idleTimeout: number
+  /** Time allowed between two STDIN records of a body, in ms (0: no limit). */
+  readonly bodyTimeout: number
   /** close() was called: connections end after their request. */
   readonly closing: boolean
   /** Requests handed to a handler, counted here. */
@@ -96,6 +98,8 @@ export class ListenerConnection implements ResponseSink {
   private readonly parser: RecordParser
   private current: Current | null = null
   private timer: NodeJS.Timeout | undefined
+  /** The body timeout of the request in flight (see armBody). */
+  private bodyTimer: NodeJS.Timeout | undefined
   /** No further records are read (closing after a refusal or a request without KEEP_CONN). */
   private stopped = false
   /** Records not yet handed to the socket (see write()). */
@@ -325,6 +329,7 @@ export class ListenerConnection implements ResponseSink {
     })
     current.remaining = current.role === 'authorizer' ? 0 : (head.contentLength ?? 0)
     if (current.remaining === 0) this.endBody(current)
+    else this.armBody(current)
     this.server.requestsStarted++
     const handler = current.role === 'authorizer' ? this.server.authorizer! : this.server.handler
     try {
@@ -336,9 +341,59 @@ export class ListenerConnection implements ResponseSink {
     }
   }
 
+  /** (Re)start the time allowed until the next STDIN record of the body. */
+  private armBody(current: Current): void {
+    clearTimeout(this.bodyTimer)
+    if (this.server.bodyTimeout <= 0) return
+    this.bodyTimer = setTimeout(() => {
+      this.bodyFailed(
+        current,
+        'GH_ERR_BODY_TIMEOUT',
+        `no request body bytes for ${this.server.bodyTimeout} ms (${current.remaining} bytes missing)`,
+      )
+    }, this.server.bodyTimeout).unref()
+  }
+
+  /**
+   * The body will not complete (STDIN ended short of CONTENT_LENGTH, or stalled past the
+   * body timeout): the request is answered with `code` (400 / 408) in place of the
+   * handler's response, or, when the handler's response has begun, aborted (application
+   * status 1). The connection goes on with its next request.
+   */
+  private bodyFailed(current: Current, code: ErrorCode, message: string): void {
+    clearTimeout(this.bodyTimer)
+    if (current.ended || this.current !== current) return
+    const started = (current.out?.bytesWritten ?? 0) > 0
+    this.log.debug(
+      { code, id: current.id, remote_addr: this.socket.remoteAddress },
+      `FastCGI request body: ${message}`,
+    )
+    current.ended = true
+    this.cancel(current)
+    const parts: Buffer[] = []
+    if (!started) {
+      const { status, reason, body } = refusal(code, message)
+      const head = `Status: ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`
+      parts.push(...encodeStream(RecordType.STDOUT, current.id, Buffer.from(head + body)))
+    }
+    parts.push(
+      ...encodeStream(RecordType.STDOUT, current.id, Buffer.alloc(0)),
+      ...encodeEndRequest(current.id, started ? 1 : 0, ProtocolStatus.REQUEST_COMPLETE),
+    )
+    this.write(parts)
+    this.current = null
+    if (!current.keepConn || this.server.closing) {
+      this.closeAfterReply()
+      return
+    }
+    this.socket.resume()
+    this.armIdle()
+  }
+
   private endBody(current: Current): void {
     if (current.bodyEnded) return
     current.bodyEnded = true
+    clearTimeout(this.bodyTimer)
     current.exchange!.endBody()
   }
 
@@ -346,10 +401,12 @@ export class ListenerConnection implements ResponseSink {
     if (!current.exchange) throw new BadInput('STDIN before the end of the PARAMS stream')
     if (content.length === 0) {
       // The stream ended short of CONTENT_LENGTH: the body is incomplete.
-      if (!current.bodyEnded) {
-        current.bodyEnded = true
-        current.exchange.abortBody()
-      }
+      if (!current.bodyEnded)
+        this.bodyFailed(
+          current,
+          'GH_ERR_BODY_INCOMPLETE',
+          `STDIN ended ${current.remaining} bytes short of CONTENT_LENGTH`,
+        )
       return
     }
     if (current.bodyEnded) return // past CONTENT_LENGTH (or a body nobody reads any more)
@@ -357,7 +414,11 @@ export class ListenerConnection implements ResponseSink {
     current.remaining -= data.length
     const more = current.exchange.pushBody(data)
     if (current.remaining === 0) this.endBody(current)
-    else if (!more) this.socket.pause()
+    else if (!more) {
+      // The handler is not reading: the time between records is not the web server's.
+      clearTimeout(this.bodyTimer)
+      this.socket.pause()
+    } else this.armBody(current)
   }
 
   /** The response stream was ended (an nph- CGI script ends its "socket"): the reply is complete. */
@@ -367,7 +428,10 @@ export class ListenerConnection implements ResponseSink {
 
   /** The handler wants more body (req calls socket.resume() on its ResponseStream). */
   resumeInput(id: number): void {
-    if (this.current?.id === id && !this.stopped) this.socket.resume()
+    const current = this.current
+    if (current?.id !== id || this.stopped) return
+    if (!current.bodyEnded && !current.ended && current.exchange) this.armBody(current)
+    this.socket.resume()
   }
 
   private onAbort(current: Current): void {
@@ -464,6 +528,7 @@ export class ListenerConnection implements ResponseSink {
     this.flush()
     this.stopped = true
     clearTimeout(this.timer)
+    clearTimeout(this.bodyTimer)
     this.socket.off('data', this.onData)
     // Keep reading (and discarding) so that closing does not turn into a reset that could
     // destroy the reply before the peer reads it.
@@ -494,6 +559,7 @@ export class ListenerConnection implements ResponseSink {
 
   private onClose(): void {
     clearTimeout(this.timer)
+    clearTimeout(this.bodyTimer)
     if (this.flushTimer) clearImmediate(this.flushTimer)
     const current = this.current
     if (current && !current.ended) {

@@ -46,6 +46,11 @@ export interface FastCGIServerOptions {
    */
   idleTimeout?: number
   /**
+   * Time allowed between two STDIN records of a request body, in ms (default 60 s, like
+   * nginx's client_body_timeout; 0 disables): past it the request is answered 408.
+   */
+  bodyTimeout?: number
+  /**
    * Connections served at once; more are closed on accept. Announced to web servers as
    * FCGI_MAX_CONNS and FCGI_MAX_REQS in GET_VALUES_RESULT. Default: no limit (not announced).
    */
@@ -68,6 +73,7 @@ export class FastCGIServer extends Server {
   maxParamsBytes: number
   headerTimeout: number
   idleTimeout: number
+  bodyTimeout: number
   /** Connections accepted since the server started (refused ones not counted). */
   connectionsAccepted = 0
   /** Requests handed to a handler since the server started. */
@@ -88,6 +94,7 @@ export class FastCGIServer extends Server {
     )
     this.headerTimeout = options.headerTimeout ?? 10_000
     this.idleTimeout = options.idleTimeout ?? 75_000
+    this.bodyTimeout = options.bodyTimeout ?? 60_000
     if (options.maxConnections !== undefined) this.maxConnections = options.maxConnections
     this.on('connection', (socket: Socket) => this.accept(socket))
   }

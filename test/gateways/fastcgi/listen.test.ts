@@ -694,6 +694,69 @@ describe('FastCGI listener: responder requests over raw records', () => {
     assert.ok(logs.codes().includes('GH_ERR_HEADER_TIMEOUT'))
   })
 
+  test('STDIN that ends short of CONTENT_LENGTH: 400 GH_ERR_BODY_INCOMPLETE; the connection and others go on', async (t) => {
+    const logs = captureLog()
+    const server = createFastCGIServer(echo, { log: logs.log })
+    const port = await listen(server, t)
+    const peer = await Peer.open(port)
+    peer.send([
+      ...encodeBeginRequest(1, Role.RESPONDER, true),
+      ...encodeParams(1, [
+        ['REQUEST_METHOD', 'POST'],
+        ['REQUEST_URI', '/short'],
+        ['CONTENT_LENGTH', '100'],
+      ]),
+      ...encodeStream(RecordType.STDIN, 1, Buffer.alloc(40)),
+      ...encodeRecord(RecordType.STDIN, 1),
+    ])
+    assert.deepEqual(await peer.end(1), { appStatus: 0, protocolStatus: ProtocolStatus.REQUEST_COMPLETE })
+    const reply = peer.response(1)
+    assert.equal(reply.status, 400)
+    assert.match(reply.body.toString(), /STDIN ended 60 bytes short/)
+    assert.ok(logs.codes().includes('GH_ERR_BODY_INCOMPLETE'))
+    // Another connection is served, and so is the next request on this one.
+    const other = await Peer.open(port)
+    other.send(requestBytes(1, GET('/other')))
+    await other.end(1)
+    assert.equal(other.response(1).status, 200)
+    peer.send(requestBytes(2, GET('/next'), { keepConn: true }))
+    await peer.end(2)
+    assert.equal(peer.response(2).status, 200)
+    assert.equal(peer.closed, false)
+    peer.close()
+  })
+
+  test('a body stalled past the body timeout: 408 GH_ERR_BODY_TIMEOUT; other clients served meanwhile', async (t) => {
+    const logs = captureLog()
+    const server = createFastCGIServer(echo, { bodyTimeout: 300, log: logs.log })
+    const port = await listen(server, t)
+    const peer = await Peer.open(port)
+    peer.send([
+      ...encodeBeginRequest(1, Role.RESPONDER, true),
+      ...encodeParams(1, [
+        ['REQUEST_METHOD', 'POST'],
+        ['REQUEST_URI', '/stalled'],
+        ['CONTENT_LENGTH', '100'],
+      ]),
+      ...encodeStream(RecordType.STDIN, 1, Buffer.alloc(10)),
+    ])
+    // While it stalls, another client is served.
+    const other = await Peer.open(port)
+    other.send(requestBytes(1, GET('/other'), { body: Buffer.alloc(0) }))
+    await other.end(1)
+    assert.equal(other.response(1).status, 200)
+    assert.equal(peer.endOf(1), undefined)
+    await peer.end(1)
+    assert.equal(peer.response(1).status, 408)
+    assert.ok(logs.codes().includes('GH_ERR_BODY_TIMEOUT'))
+    // The rest of the stalled body, arriving late, is ignored; the kept connection serves on.
+    peer.send([...encodeStream(RecordType.STDIN, 1, Buffer.alloc(90)), ...encodeRecord(RecordType.STDIN, 1)])
+    peer.send(requestBytes(2, GET('/next'), { keepConn: true }))
+    await peer.end(2)
+    assert.equal(peer.response(2).status, 200)
+    peer.close()
+  })
+
   test('TCP clients outside fastcgi_allow are refused on accept; the allow-list parses CIDRs', async (t) => {
     const logs = captureLog()
     const server = createFastCGIServer(echo, { allow: ['10.0.0.0/8', 'fd00::/8'], log: logs.log })
