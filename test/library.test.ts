@@ -7,8 +7,8 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import express from 'express'
 import { request } from 'undici'
-import { createGatehouse, GatehouseError } from '../src/index.js'
-import { tempDir } from './support/helpers.js'
+import { createGatehouse, GatehouseError, wsgi } from '../src/index.js'
+import { FIXTURES, PYTHON, tempDir } from './support/helpers.js'
 
 async function listen(t: { after: (fn: () => void) => void }, server: Server): Promise<string> {
   server.listen(0, '127.0.0.1')
@@ -58,6 +58,25 @@ test('the handler works as Express middleware', async (t) => {
   assert.equal(b.statusCode, 202)
   assert.equal(await b.body.text(), 'from gatehouse')
 })
+
+test(
+  'wsgi() mounted by Express under /flask: SCRIPT_NAME is the mount point, PATH_INFO the rest (issue 17 item 7)',
+  { timeout: 60_000 },
+  async (t) => {
+    const flask = wsgi({ app: 'apps:environ_app', chdir: join(FIXTURES, 'wsgi'), python: PYTHON, workers: 1 })
+    t.after(() => flask.close())
+    const app = express()
+    app.use('/flask', flask)
+    const origin = await listen(t, createServer(app))
+    const r = await request(`${origin}/flask/items/5?q=1`)
+    assert.equal(r.statusCode, 200)
+    const environ = (await r.body.json()) as Record<string, string>
+    assert.equal(environ.SCRIPT_NAME, '/flask')
+    assert.equal(environ.PATH_INFO, '/items/5')
+    assert.equal(environ.REQUEST_URI, '/flask/items/5?q=1')
+    assert.equal(environ.QUERY_STRING, 'q=1')
+  },
+)
 
 test('createGatehouse throws GH_ERR_CONFIG with every problem', () => {
   assert.throws(

@@ -141,6 +141,15 @@ export function toRequestListener(
   const maxHeaders = options.maxHeaders ?? 100
   const log = options.log ?? pino({ level: 'warn' })
   return (req, res) => {
+    // Mounted by Express or Connect (`app.use('/flask', wsgi(...))`): req.url has lost the
+    // mount point, which is the app's SCRIPT_NAME (url_for builds links from it). The
+    // request as the client sent it is in originalUrl, and the mount point in baseUrl.
+    let mount = prefix
+    const { baseUrl, originalUrl } = req as IncomingMessage & { baseUrl?: unknown; originalUrl?: unknown }
+    if (typeof baseUrl === 'string' && baseUrl !== '' && typeof originalUrl === 'string') {
+      req.url = originalUrl
+      mount = prefix === '/' ? baseUrl : baseUrl + prefix
+    }
     const parsed = parseRequest(req, maxHeaders)
     if (typeof parsed === 'string') {
       refuse(res, parsed, log)
@@ -151,6 +160,9 @@ export function toRequestListener(
       refuse(res, 'GH_ERR_BODY_TOO_LARGE', log)
       return
     }
-    runHandler(handler, buildContext(req, res, parsed, { index: 0, prefix, params: [] }, maxBodyBytes, log))
+    runHandler(
+      handler,
+      buildContext(req, res, parsed, { index: 0, prefix: mount, params: [] }, maxBodyBytes, log),
+    )
   }
 }
