@@ -67,6 +67,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--chdir")
     parser.add_argument("--dump-signal", default="SIGUSR1")
+    parser.add_argument("--root-path-auto", action="store_true")
     args = parser.parse_args(argv)
     parent = os.getppid()
     # Node names itself too: a worker whose Node is gone (even before this line ran) exits.
@@ -112,7 +113,7 @@ def main(argv=None):
     if args.asgi:
         from .asgi import serve
 
-        options = {}
+        options = {"root_path_auto": args.root_path_auto}
     else:
         from .wsgi import serve
 

@@ -507,6 +507,8 @@ class NodeConnection(asyncio.Protocol):
         kind = f[0]
         if kind == ASGI_REQUEST:
             scope = f[2]
+            if STRIP_ROOT_PATH:
+                _exclude_root_path(scope)
             scope["headers"] = list(scope["headers"])
             scope["state"] = self.state.copy()
             cycle = HttpCycle(self, f[1], scope, f[3], f[4], f[5], f[6])
@@ -543,6 +545,8 @@ class NodeConnection(asyncio.Protocol):
 
     def start_websocket(self, f):
         scope = f[2]
+        if STRIP_ROOT_PATH:
+            _exclude_root_path(scope)
         scope["headers"] = list(scope["headers"])
         scope["subprotocols"] = list(scope.get("subprotocols", ()))
         scope["state"] = self.state.copy()
@@ -767,7 +771,39 @@ class Worker:
         return 0
 
 
-def serve(app, socket_path, orphaned, dump_signal):
+#: `path_includes_root_path = "auto"` with a Starlette older than 0.33 (Debian's 0.26, under
+#: FastAPI 0.92): such an app routes on `path` as what follows `root_path` (ASGI's older
+#: convention), so the worker takes root_path off the path Node sends (issue 17 item 6).
+STRIP_ROOT_PATH = False
+
+
+def _exclude_root_path(scope):
+    root = scope.get("root_path")
+    path = scope["path"]
+    if root and path.startswith(root):
+        scope["path"] = path[len(root) :] or "/"
+
+
+def old_starlette():
+    """The version of the Starlette the app imported, when it is older than 0.33; else None."""
+    starlette = sys.modules.get("starlette")
+    version = getattr(starlette, "__version__", None)
+    if type(version) is not str:
+        return None
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return None
+    return version if (major, minor) < (0, 33) else None
+
+
+def serve(app, socket_path, orphaned, dump_signal, root_path_auto=False):
+    global STRIP_ROOT_PATH
+    if root_path_auto:
+        version = old_starlette()
+        if version is not None:
+            STRIP_ROOT_PATH = True
+            log("Starlette %s (before 0.33): path excludes root_path (path_includes_root_path = auto)" % version)
     try:
         import uvloop
     except ImportError:

@@ -30,10 +30,12 @@ export function asgiSchema(env: SchemaEnv) {
     /** Requests and WebSocket handshakes one worker takes at once (its asyncio loop runs them all). */
     concurrency: z.number().int().min(1).max(100_000).default(1000),
     /**
-     * ASGI's current rule: `path` includes `root_path`. false: the older convention
+     * true: ASGI's current rule, `path` includes `root_path`. false: the older convention
      * (Starlette before 0.33, uvicorn before 0.26), where `path` is what follows `root_path`.
+     * "auto" (default): the current rule, unless the app runs on a Starlette older than 0.33
+     * (Debian's FastAPI 0.92 does): then the older one, decided by the worker.
      */
-    path_includes_root_path: z.boolean().default(true),
+    path_includes_root_path: z.union([z.boolean(), z.literal('auto')]).default('auto'),
     /** Largest WebSocket message accepted from a client; a larger one closes the socket with 1009. */
     ws_max_message: size.prefault(16 * 1024 * 1024),
     /** Ping every open WebSocket this often; one that has not answered the last ping is dropped (0: off). */
@@ -66,7 +68,7 @@ export class AsgiHandler extends PythonAppHandler implements Handler {
       options,
       {
         interface: 'asgi',
-        args: [],
+        args: options.path_includes_root_path === 'auto' ? ['--root-path-auto'] : [],
         capacity: options.concurrency,
         // Any request in flight makes the worker's liveness matter: its loop runs them all.
         parallel: 1,
@@ -104,9 +106,10 @@ export class AsgiHandler extends PythonAppHandler implements Handler {
       httpVersion: req.httpVersion,
       method: ctx.method,
       scheme: type === 'http' ? (secure ? 'https' : 'http') : secure ? 'wss' : 'ws',
-      path: this.options.path_includes_root_path
-        ? this.options.root_path + ctx.path
-        : ctx.path.slice(prefix.length),
+      path:
+        this.options.path_includes_root_path !== false
+          ? this.options.root_path + ctx.path
+          : ctx.path.slice(prefix.length),
       rawPath: ctx.rawPath,
       query: ctx.query,
       rootPath,

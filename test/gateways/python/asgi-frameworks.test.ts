@@ -182,6 +182,31 @@ describe('raw ASGI echo with Python websockets clients', () => {
   })
 })
 
+test('FastAPI 0.92 (Starlette 0.26) behind a proxy that strips /api, root_path = "/api": served under the default path_includes_root_path = "auto" (issue 17 item 6)', async (t) => {
+  const { origin } = await startGatehouse(t, {
+    routes: [
+      {
+        path: '/',
+        asgi: {
+          app: 'fastapi_app:app',
+          python: PYTHON,
+          chdir: APPS,
+          workers: 1,
+          env: ENV,
+          root_path: '/api',
+        },
+      },
+    ],
+  })
+  // The proxy took /api off: the app sees /items with root_path /api (uvicorn --root-path does the same).
+  const res = await fetch(`${origin}/items?skip=3`, { headers: { 'x-token': 'secret' } })
+  assert.equal(res.status, 200)
+  assert.deepEqual(((await res.json()) as { page: unknown }).page, { skip: 3, limit: 10 })
+  // Its OpenAPI page names the prefix the client sees.
+  const docs = await (await fetch(`${origin}/docs`)).text()
+  assert.match(docs, /\/api\/openapi\.json/)
+})
+
 describe('FastAPI (python3-fastapi) on the asgi action', () => {
   let origin = ''
   let markers = ''
