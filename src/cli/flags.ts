@@ -45,6 +45,11 @@ export interface ServeFlags {
   env?: string[]
   envFile?: string
   forwardedAllowIps?: string[]
+  /** gunicorn's and uvicorn's flags, by their names there. */
+  timeout?: string
+  gracefulTimeout?: string
+  keepAlive?: string
+  maxRequestsJitter?: string
 }
 
 /** The managed pool's flags (named as php-fpm's keys) -> the php action's `workers` table. */
@@ -85,13 +90,13 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   const out: Input = { ...base }
   const listen = [...(flags.listen ?? []), ...(flags.bind ?? [])]
   if (listen.length > 0) out.listen = listen
-  if (flags.maxBodySize !== undefined) {
-    const v = flags.maxBodySize
-    out.limits = {
-      ...((base.limits as Record<string, unknown> | undefined) ?? {}),
-      max_body_bytes: /^\d+$/.test(v) ? Number(v) : v,
-    }
-  }
+  // Sizes and durations: a bare number is bytes or seconds, as in the config file.
+  const num = (v: string) => (/^\d+$/.test(v) ? Number(v) : v)
+  const limits = { ...((base.limits as Record<string, unknown> | undefined) ?? {}) }
+  if (flags.maxBodySize !== undefined) limits.max_body_bytes = num(flags.maxBodySize)
+  if (flags.keepAlive !== undefined) limits.keepalive_timeout = num(flags.keepAlive)
+  if (Object.keys(limits).length > 0) out.limits = limits
+  if (flags.gracefulTimeout !== undefined) out.shutdown_grace = num(flags.gracefulTimeout)
   const log = { ...((base.log as Record<string, unknown> | undefined) ?? {}) }
   if (flags.logLevel !== undefined) log.level = flags.logLevel
   if (flags.accessLog !== undefined) log.access_log = fileOrStream(flags.accessLog, cwd)
@@ -178,6 +183,8 @@ export function fastcgiRoutes(flags: ServeFlags, cwd: string): Record<string, un
   if (php.length === 0 && flags.fastcgi !== undefined)
     throw usage('--fastcgi names the server for --php; use --fastcgi-pass PREFIX=ADDR to pass a prefix')
   const workers = workerFlags(flags)
+  // --max-requests with --wsgi/--asgi alone is the Python pool's (wsgiRoute), not php's.
+  if (php.length === 0 && (flags.wsgi !== undefined || flags.asgi !== undefined)) delete workers.max_requests
   const managed = flags.fastcgi === undefined
   if (!managed && (Object.keys(workers).length > 0 || flags.phpCgi !== undefined))
     throw usage(
@@ -222,9 +229,15 @@ function fileOrStream(value: string, cwd: string): string {
  */
 export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknown> | null {
   const usage = (problem: string) => new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
-  const given = [flags.python, flags.chdir, flags.workers, flags.threads, flags.rootPath].some(
-    (v) => v !== undefined,
-  )
+  const given = [
+    flags.python,
+    flags.chdir,
+    flags.workers,
+    flags.threads,
+    flags.rootPath,
+    flags.timeout,
+    flags.maxRequestsJitter,
+  ].some((v) => v !== undefined)
   // --asgi MODULE:APP takes the same flags but --threads (its workers run an asyncio loop).
   if (flags.wsgi !== undefined && flags.asgi !== undefined) throw usage('give --wsgi or --asgi, not both')
   const kind = flags.asgi !== undefined ? 'asgi' : 'wsgi'
@@ -238,7 +251,7 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
       (flags.forwardedAllowIps ?? []).length > 0
     )
       throw usage(
-        '--python, --chdir, --workers, --threads, --root-path, --env, --env-file and --forwarded-allow-ips go with --wsgi MODULE:CALLABLE (or --asgi MODULE:APP)',
+        '--python, --chdir, --workers, --threads, --root-path, --timeout, --max-requests-jitter, --env, --env-file and --forwarded-allow-ips go with --wsgi MODULE:CALLABLE (or --asgi MODULE:APP)',
       )
     return null
   }
@@ -267,6 +280,12 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
   const threads = int('--threads', flags.threads)
   if (threads !== undefined) wsgi.threads = threads
   if (flags.rootPath !== undefined) wsgi.root_path = flags.rootPath
+  if (flags.timeout !== undefined)
+    wsgi.timeout = /^\d+$/.test(flags.timeout) ? Number(flags.timeout) : flags.timeout
+  const maxRequests = int('--max-requests', flags.maxRequests)
+  if (maxRequests !== undefined) wsgi.max_requests = maxRequests
+  const jitter = int('--max-requests-jitter', flags.maxRequestsJitter)
+  if (jitter !== undefined) wsgi.max_requests_jitter = jitter
   const allow = (flags.forwardedAllowIps ?? [])
     .flatMap((v) => v.split(','))
     .map((v) => v.trim())

@@ -236,7 +236,26 @@ export function buildProgram(): Command {
       '--process-idle-timeout <duration>',
       'managed pool, ondemand: stop a worker idle this long (default 10s)',
     )
-    .option('--max-requests <n>', 'managed pool: replace a worker after N requests (default 0: never)')
+    .option(
+      '--max-requests <n>',
+      'replace a worker after N requests: the --php managed pool, and --wsgi/--asgi workers (default 0: never)',
+    )
+    .option(
+      '--max-requests-jitter <n>',
+      "--wsgi/--asgi: add up to N at random to each worker's --max-requests",
+    )
+    .option(
+      '--timeout <duration>',
+      '--wsgi/--asgi: a request running longer gets 504 (the `timeout` key, default 60s)',
+    )
+    .option(
+      '--graceful-timeout <duration>',
+      'on stop, how long requests in flight may finish (shutdown_grace, default 10s)',
+    )
+    .option(
+      '--keep-alive <duration>',
+      'idle keep-alive connections are closed after this (limits.keepalive_timeout, default 5s)',
+    )
     .option(
       '--request-terminate-timeout <duration>',
       'managed pool: kill a worker whose request runs this long (504; default 0: off)',

@@ -1,0 +1,51 @@
+/*
+ * The flags gunicorn and uvicorn users type (issue 17, "the flags people type"): each lands
+ * on its config key, checked through the one schema the config file goes through.
+ */
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { applyFlags } from '../../src/cli/flags.js'
+import { validateConfig } from '../../src/config.js'
+import { GatehouseError } from '../../src/core/errors.js'
+import { FIXTURES } from '../support/helpers.js'
+
+const cwd = join(FIXTURES, 'wsgi')
+
+test('-b, --keep-alive, --graceful-timeout, --timeout, --max-requests(-jitter), --max-body-size land on their keys', () => {
+  const input = applyFlags(
+    {},
+    {
+      bind: ['127.0.0.1:9001'],
+      listen: ['127.0.0.1:9000'],
+      keepAlive: '3',
+      gracefulTimeout: '2s',
+      maxBodySize: '10MB',
+      wsgi: 'apps:pid',
+      timeout: '7',
+      maxRequests: '100',
+      maxRequestsJitter: '10',
+    },
+    cwd,
+  )
+  const c = validateConfig(input, cwd)
+  assert.deepEqual(c.listen, ['127.0.0.1:9000', '127.0.0.1:9001'])
+  assert.equal(c.limits.keepalive_timeout, 3000)
+  assert.equal(c.shutdown_grace, 2000)
+  assert.equal(c.limits.max_body_bytes, 10 * 1024 * 1024)
+  const wsgi = c.routes.at(-1)!.wsgi!
+  assert.equal(wsgi.timeout, 7000)
+  assert.equal(wsgi.max_requests, 100)
+  assert.equal(wsgi.max_requests_jitter, 10)
+})
+
+test('--max-requests with --php and --wsgi applies to both; --timeout without --wsgi/--asgi is a usage error', () => {
+  const c = validateConfig(applyFlags({}, { php: [cwd], wsgi: 'apps:pid', maxRequests: '5' }, cwd), cwd)
+  assert.equal(c.routes.find((r) => r.php)!.php!.workers.max_requests, 5)
+  assert.equal(c.routes.find((r) => r.wsgi)!.wsgi!.max_requests, 5)
+  assert.throws(
+    () => applyFlags({}, { timeout: '5' }, cwd),
+    (err: unknown) =>
+      err instanceof GatehouseError && err.code === 'GH_ERR_USAGE' && /--timeout/.test(err.message),
+  )
+})
