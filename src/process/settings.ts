@@ -52,7 +52,7 @@ export interface PoolSettings {
   max_requests_jitter: number
   /** ms, 0 = off: the worker is killed and the lease aborted with GH_ERR_WORKER_TIMEOUT (504). */
   request_terminate_timeout: number
-  /** ms, 0 = off: a slow-request log line (pool, pid, method, URI, duration). */
+  /** ms, 0 = off: a slow-request log line (pool, worker pid, method, URI, duration). */
   request_slowlog_timeout: number
   /** bytes, 0 = off: recycle the worker after a request when its RSS (/proc/PID/status) exceeds this. */
   max_rss: number
