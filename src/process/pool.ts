@@ -46,6 +46,8 @@ export interface WorkerStatus {
 /** php-fpm's status figures for one pool, plus Gatehouse's own. */
 export interface PoolStatus {
   pool: string
+  /** What the workers run (`php`, `wsgi`, `asgi`), when known. */
+  kind: string | undefined
   processManager: PoolMode
   /** Unix time (s) the pool started, and seconds since. */
   startTime: number
@@ -420,6 +422,7 @@ export class WorkerPool {
     }
     return {
       pool: this.settings.name,
+      kind: this.settings.kind,
       processManager: this.settings.mode,
       startTime: Math.floor(this.startTime / 1000),
       startSince: Math.floor((Date.now() - this.startTime) / 1000),
