@@ -11,7 +11,7 @@ import { ERROR_CODES, type ErrorCode } from './core/errors.js'
 import { ACTION_NAMES, ACTIONS, GATEWAYS } from './gateways/index.js'
 import { BODY_REFUSED, refuse, sendError, sendStatus } from './core/respond.js'
 import { reasonPhrase } from './core/http-headers.js'
-import { Logs } from './core/logging.js'
+import { countBody, Logs } from './core/logging.js'
 import { Router } from './router/router.js'
 import { CONTINUE_DEFERRED, connectionInfo } from './http/connection.js'
 import { buildContext, parseRequest, runHandler } from './http/context.js'
@@ -330,6 +330,7 @@ export class Gatehouse {
     const conn = connectionInfo(req)
     const remoteAddress = conn.remoteAddress
     const written0 = req.socket?.bytesWritten ?? 0
+    const body = this.logs.accessEnabled ? countBody(res) : undefined
     this.inFlight++
     state.active++
     let routeIndex: number | undefined
@@ -338,7 +339,7 @@ export class Gatehouse {
       this.inFlight--
       if (--state.active === 0) state.onIdle?.()
       if (this.logs.accessEnabled) {
-        this.logs.access({ req, res, remoteAddress, start, route: routeIndex, written0 })
+        this.logs.access({ req, res, remoteAddress, start, route: routeIndex, written0, body })
       }
       if ((res as ServerResponse & { [BODY_REFUSED]?: true })[BODY_REFUSED])
         this.logBodyRefused(req, state, routeIndex)
@@ -422,9 +423,10 @@ export class Gatehouse {
     socket.once('close', () => this.upgraded.delete(socket))
     const start = performance.now()
     const remoteAddress = connectionInfo(req).remoteAddress
+    const body = this.logs.accessEnabled ? countBody(res) : undefined
     socket.once('close', () => {
       if (this.logs.accessEnabled)
-        this.logs.access({ req, res, remoteAddress, start, route: match.index, written0: 0 })
+        this.logs.access({ req, res, remoteAddress, start, route: match.index, written0: 0, body })
     })
     try {
       const result = handler.upgrade!(ctx, socket, head)

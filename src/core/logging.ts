@@ -121,8 +121,27 @@ export function clfTime(d: Date): string {
   return `${pad(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} +0000`
 }
 
-const quote = (v: string | undefined) =>
-  v === undefined || v === '' ? '"-"' : JSON.stringify(v).replace(/\\\\/g, '\\')
+const HEX = '0123456789ABCDEF'
+const hexByte = (b: number) => `\\x${HEX[b >> 4]}${HEX[b & 15]}`
+
+/**
+ * A field of the combined log, quoted and escaped as nginx escapes its access log: `"`, `\`,
+ * control characters and bytes from 0x7f as `\xHH` (a `\` at the end of a value cannot
+ * read as an escaped quote). Header values are latin1 (one byte a character); anything
+ * wider is escaped byte by byte as UTF-8.
+ */
+export function clfQuote(v: string | undefined): string {
+  if (v === undefined || v === '') return '"-"'
+  if (!/["\\\x00-\x1f\x7f-\uffff]/.test(v)) return `"${v}"`
+  let out = '"'
+  for (const ch of v) {
+    const c = ch.codePointAt(0)!
+    if (c === 0x22 || c === 0x5c || c < 0x20 || (c >= 0x7f && c <= 0xff)) out += hexByte(c)
+    else if (c > 0xff) for (const b of Buffer.from(ch, 'utf8')) out += hexByte(b)
+    else out += ch
+  }
+  return `${out}"`
+}
 
 export interface AccessRecord {
   req: IncomingMessage
@@ -130,21 +149,52 @@ export interface AccessRecord {
   remoteAddress: string
   start: number
   route: number | undefined
-  /** socket.bytesWritten when the request arrived, to count body bytes of streamed responses. */
+  /** socket.bytesWritten when the request arrived, for responses written past `res`. */
   written0: number
+  /** The body bytes handed to `res` (countBody), when counted. */
+  body?: BodyCount
+}
+
+export interface BodyCount {
+  bytes: number
 }
 
 /**
- * Body bytes sent ($body_bytes_sent): Content-Length when the response had one, otherwise
- * what the socket wrote for this response less the header block (chunk framing included).
+ * Counts the body bytes a response is given (res.write, res.end) for the access log: the
+ * header block is node's business and is not read back.
+ */
+export function countBody(res: ServerResponse): BodyCount {
+  const count: BodyCount = { bytes: 0 }
+  const size = (chunk: unknown, encoding: unknown) =>
+    typeof chunk === 'string'
+      ? Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+      : chunk instanceof Uint8Array
+        ? chunk.byteLength
+        : 0
+  const write = res.write
+  const end = res.end
+  res.write = function (this: ServerResponse, chunk: unknown, encoding?: unknown, cb?: unknown) {
+    count.bytes += size(chunk, encoding)
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, encoding, cb)
+  } as ServerResponse['write']
+  res.end = function (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) {
+    if (typeof chunk !== 'function') count.bytes += size(chunk, encoding)
+    return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
+  } as ServerResponse['end']
+  return count
+}
+
+/**
+ * Body bytes sent: what the response was given (without chunk framing); for a response cut
+ * short, at most what the socket wrote. A response written past `res` (nph- CGI, a taken
+ * upgrade) is what the socket wrote.
  */
 function bodyBytes(r: AccessRecord): number {
   const { req, res } = r
   if (req.method === 'HEAD' || res.statusCode === 304 || res.statusCode === 204) return 0
-  const header = (res as ServerResponse & { _header?: string | null })._header ?? ''
-  const cl = /\r\ncontent-length: *(\d+)/i.exec(header)
-  if (cl && res.writableFinished) return Number(cl[1])
-  return Math.max(0, (req.socket?.bytesWritten ?? 0) - r.written0 - header.length)
+  const socketBytes = Math.max(0, (req.socket?.bytesWritten ?? 0) - r.written0)
+  if (!r.body || !res.headersSent) return socketBytes
+  return res.writableFinished ? r.body.bytes : Math.min(r.body.bytes, socketBytes)
 }
 
 /** Error log and access log; both go through pino's destinations (SonicBoom). */
@@ -198,7 +248,7 @@ export class Logs {
       })
       return
     }
-    const line = `${r.remoteAddress || '-'} - - [${clfTime(new Date())}] ${quote(`${req.method} ${req.url} HTTP/${req.httpVersion}`)} ${status} ${bytes} ${quote(req.headers.referer)} ${quote(req.headers['user-agent'])}\n`
+    const line = `${r.remoteAddress || '-'} - - [${clfTime(new Date())}] ${clfQuote(`${req.method} ${req.url} HTTP/${req.httpVersion}`)} ${status} ${bytes} ${clfQuote(req.headers.referer)} ${clfQuote(req.headers['user-agent'])}\n`
     this.accessSink.write(line)
   }
 

@@ -251,7 +251,10 @@ export class ForkServer {
           return
         }
         if (this.control === control)
-          this.log.warn({ pid: child.pid, code, signal }, 'cgi: fork server died; restarting it on next use')
+          this.log.warn(
+            { fork_server: child.pid, code, signal },
+            'cgi: fork server died; restarting it on next use',
+          )
         const lost = new Error('the CGI fork server died while the script ran')
         for (const script of control.scripts.values()) {
           if (script.started) {
@@ -296,7 +299,7 @@ export class ForkServer {
     child.stderr!.setEncoding('utf8')
     child.stderr!.on('data', (text: string) => {
       for (const line of text.split('\n'))
-        if (line) this.log.warn({ pid: child.pid }, `cgi fork server: ${line}`)
+        if (line) this.log.warn({ fork_server: child.pid }, `cgi fork server: ${line}`)
     })
     return control
   }

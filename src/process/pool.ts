@@ -46,6 +46,8 @@ export interface WorkerStatus {
 /** php-fpm's status figures for one pool, plus Gatehouse's own. */
 export interface PoolStatus {
   pool: string
+  /** What the workers run (`php`, `wsgi`, `asgi`), when known. */
+  kind: string | undefined
   processManager: PoolMode
   /** Unix time (s) the pool started, and seconds since. */
   startTime: number
@@ -420,6 +422,7 @@ export class WorkerPool {
     }
     return {
       pool: this.settings.name,
+      kind: this.settings.kind,
       processManager: this.settings.mode,
       startTime: Math.floor(this.startTime / 1000),
       startSince: Math.floor((Date.now() - this.startTime) / 1000),
@@ -518,7 +521,7 @@ export class WorkerPool {
           this.log.warn(
             {
               pool: s.name,
-              pid: w.pid,
+              worker: w.pid,
               method: info.method,
               uri: info.uri,
               duration_ms: Math.round(performance.now() - lease.start),
@@ -545,7 +548,7 @@ export class WorkerPool {
     this.log.error(
       {
         pool: s.name,
-        pid: w.pid,
+        worker: w.pid,
         method: lease.info.method,
         uri: lease.info.uri,
         duration_ms: Math.round(performance.now() - lease.start),
@@ -599,7 +602,7 @@ export class WorkerPool {
     if (outcome.recycle || outcome.failed || w.requests >= w.limit) {
       if (w.requests >= w.limit)
         this.log.debug(
-          { pool: this.settings.name, pid: w.pid, requests: w.requests },
+          { pool: this.settings.name, worker: w.pid, requests: w.requests },
           'max_requests reached: recycling',
         )
       this.retire(w)
@@ -623,7 +626,7 @@ export class WorkerPool {
     w.measuring = false
     if (rss > this.settings.max_rss && w.phase === 'ready') {
       this.log.info(
-        { pool: this.settings.name, pid: w.pid, rss, max_rss: this.settings.max_rss },
+        { pool: this.settings.name, worker: w.pid, rss, max_rss: this.settings.max_rss },
         'worker above max_rss: recycling',
       )
       this.retire(w)
@@ -661,7 +664,7 @@ export class WorkerPool {
       if (s.mode === 'ondemand') {
         for (const w of current)
           if (w.phase === 'ready' && w.leases.size === 0 && now - w.idleSince > s.process_idle_timeout) {
-            this.log.debug({ pool: s.name, pid: w.pid }, 'idle past process_idle_timeout: stopping')
+            this.log.debug({ pool: s.name, worker: w.pid }, 'idle past process_idle_timeout: stopping')
             this.retire(w)
           }
       } else if (s.mode === 'dynamic') {
@@ -757,7 +760,7 @@ export class WorkerPool {
       onLine: (stream, line) => {
         const failure = stream === 'stderr' ? this.hooks.startFailure?.(line) : null
         if (failure) this.startFailed(worker, failure)
-        else this.log.warn({ pool: s.name, pid: worker.pid, stream }, line.slice(0, 4096))
+        else this.log.warn({ pool: s.name, worker: worker.pid, stream }, line.slice(0, 4096))
       },
       onGone: (code, signal, err) => {
         this.exited(worker, code, signal, err)
@@ -775,7 +778,7 @@ export class WorkerPool {
     const first = this.startFailures.get(key)
     if (first !== undefined) {
       this.log.warn(
-        { pool: this.settings.name, pid: w.pid },
+        { pool: this.settings.name, worker: w.pid },
         `same ${failure.traceback ? 'traceback' : 'start failure'} as worker ${first}`,
       )
       return
@@ -784,7 +787,7 @@ export class WorkerPool {
     this.log.error(
       {
         pool: this.settings.name,
-        pid: w.pid,
+        worker: w.pid,
         ...(failure.traceback ? { traceback: failure.traceback } : {}),
       },
       failure.message,
@@ -802,11 +805,11 @@ export class WorkerPool {
     if (outcome === 'ready') {
       w.phase = 'ready'
       w.idleSince = performance.now()
-      this.log.debug({ pool: this.settings.name, pid: w.pid, worker: w.id }, 'worker ready')
+      this.log.debug({ pool: this.settings.name, worker: w.pid, worker_id: w.id }, 'worker ready')
       this.workerReady(w)
     } else if (outcome === 'late') {
       this.log.error(
-        { pool: this.settings.name, pid: w.pid, socket: w.socketPath },
+        { pool: this.settings.name, worker: w.pid, socket: w.socketPath },
         `worker did not accept connections within ${this.settings.ready_timeout} ms (ready_timeout); killing it`,
       )
       w.phase = 'stopping'
@@ -890,7 +893,7 @@ export class WorkerPool {
       this.trial = null
       if (this.failed && !this.closing) {
         this.log.error(
-          { pool: s.name, pid: w.pid, command: this.command.command },
+          { pool: s.name, worker: w.pid, command: this.command.command },
           `pool still failed: the worker started to try again ${err ? `cannot start: ${err.message}` : signal ? `was killed by ${signal}` : `exited with status ${code}`}${this.lastStartFailure ? ` (${this.lastStartFailure.message})` : ''}`,
         )
         this.scheduleRetry()
@@ -914,13 +917,13 @@ export class WorkerPool {
         ? `killed by ${signal}`
         : `exited with status ${code}`
     if (w.expected || this.closing) {
-      this.log.debug({ pool: s.name, pid: w.pid }, `worker ${how}`)
+      this.log.debug({ pool: s.name, worker: w.pid }, `worker ${how}`)
     } else {
       this.counters.workerDeaths++
       const lived = performance.now() - w.spawnedAt
       if (lived < CRASH_WINDOW_MS) this.failures++
       this.log.warn(
-        { pool: s.name, pid: w.pid, command: this.command.command, lived_ms: Math.round(lived) },
+        { pool: s.name, worker: w.pid, command: this.command.command, lived_ms: Math.round(lived) },
         `worker ${how} unexpectedly`,
       )
       if (this.failures >= CRASH_LOOP_EXITS && w.generation === this.generation) {
@@ -1005,7 +1008,7 @@ export class WorkerPool {
     this.failed = null
     this.failures = 0
     this.log.info(
-      { pool: this.settings.name, pid: w.pid },
+      { pool: this.settings.name, worker: w.pid },
       'pool recovered: a worker started; respawning again',
     )
     this.maintain(false)

@@ -12,6 +12,8 @@ export type PoolMode = 'static' | 'dynamic' | 'ondemand'
 export interface PoolSettings {
   /** For logs and the status page (php-fpm's pool name, `[www]`). */
   name: string
+  /** What the workers run (`php`, `wsgi`, `asgi`): `php` pools keep php-fpm's metric names. */
+  kind?: string
   /** pm: static (max_children always), dynamic (spares within bounds), ondemand (spawn on demand). */
   mode: PoolMode
   /** pm.max_children: workers at most (per generation). */
@@ -52,7 +54,7 @@ export interface PoolSettings {
   max_requests_jitter: number
   /** ms, 0 = off: the worker is killed and the lease aborted with GH_ERR_WORKER_TIMEOUT (504). */
   request_terminate_timeout: number
-  /** ms, 0 = off: a slow-request log line (pool, pid, method, URI, duration). */
+  /** ms, 0 = off: a slow-request log line (pool, worker pid, method, URI, duration). */
   request_slowlog_timeout: number
   /** bytes, 0 = off: recycle the worker after a request when its RSS (/proc/PID/status) exceeds this. */
   max_rss: number
@@ -142,7 +144,10 @@ export function poolSettings(
   defaultName: string,
   config: PoolConfig,
   extra: Partial<
-    Pick<PoolSettings, 'capacity' | 'parallel' | 'stall_timeout' | 'ordered' | 'stop_signal' | 'dump_signal'>
+    Pick<
+      PoolSettings,
+      'capacity' | 'parallel' | 'stall_timeout' | 'ordered' | 'stop_signal' | 'dump_signal' | 'kind'
+    >
   > = {},
 ): PoolSettings {
   const start =
@@ -174,5 +179,6 @@ export function poolSettings(
     crash_retry_max: Math.max(config.crash_retry_max, config.crash_retry),
     stop_signal: extra.stop_signal ?? 'SIGQUIT',
     ...(extra.dump_signal ? { dump_signal: extra.dump_signal } : {}),
+    ...(extra.kind ? { kind: extra.kind } : {}),
   }
 }

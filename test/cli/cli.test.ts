@@ -194,6 +194,26 @@ describe('gatehouse CLI', () => {
     assert.equal(await s.exited, 0)
   })
 
+  test('the combined access log escapes as nginx does: a `\\` at the end of a field is not an escaped quote', async (t) => {
+    const dir = tempDir(t)
+    writeFileSync(join(dir, 'a.txt'), 'A')
+    const access = join(dir, 'access.log')
+    const s = await serve(t, ['--listen', '127.0.0.1:0', '--static', dir, '--access-log', access])
+    const r = await get(s.address, '/a.txt?q', { 'user-agent': 'a"b\\', referer: 'x\t\u00e9' })
+    assert.equal(r.status, 200)
+    await waitForFile(access, /a\.txt\?q/)
+    const line = readFileSync(access, 'utf8').trimEnd()
+    assert.ok(line.includes('"a\\x22b\\x5C"'), line)
+    const m =
+      /^(\S+) - - \[([^\]]+)\] "((?:[^"\\]|\\x[0-9A-F]{2})*)" (\d{3}) (\d+) "((?:[^"\\]|\\x[0-9A-F]{2})*)" "((?:[^"\\]|\\x[0-9A-F]{2})*)"$/.exec(
+        line,
+      )
+    assert.ok(m, line)
+    assert.deepEqual(m.slice(3), ['GET /a.txt?q HTTP/1.1', '200', '1', 'x\\x09\\xE9', 'a\\x22b\\x5C'])
+    s.child.kill('SIGTERM')
+    assert.equal(await s.exited, 0)
+  })
+
   test('an access log path that cannot be opened is an error at start (exit 1), not a crash later', (t) => {
     const dir = tempDir(t)
     writeFileSync(join(dir, 'file'), '')

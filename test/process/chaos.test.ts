@@ -223,8 +223,8 @@ test(
     // logged at debug only: no bound for those).
     const noticed = new Map<number, number>()
     for (const line of logLines(errorLog))
-      if (typeof line.pid === 'number' && /unexpectedly$/.test(String(line.msg)))
-        noticed.set(line.pid, Date.parse(String(line.time)))
+      if (typeof line.worker === 'number' && /unexpectedly$/.test(String(line.msg)))
+        noticed.set(line.worker, Date.parse(String(line.time)))
     const inFlight: string[] = []
     const sentToDead: string[] = []
     const unexplained: string[] = []

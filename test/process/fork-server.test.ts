@@ -124,7 +124,7 @@ test('the pid Gatehouse logs is the script itself, and stderr is tagged with it'
   assert.ok(pid > 0)
   assert.ok(await eventually(() => lines.some((l) => l.msg === `my pid ${pid}`)))
   const line = lines.find((l) => l.msg === `my pid ${pid}`)!
-  assert.equal(line.pid, pid)
+  assert.equal(line.script_pid, pid)
   assert.equal(line.script, join(dir, 'pid.sh'))
 })
 

@@ -152,7 +152,7 @@ describe('WorkerPool with a generic worker', () => {
       lines.some(
         (l) =>
           l.pool === 'py' &&
-          l.pid === pid &&
+          l.worker === pid &&
           l.stream === 'stderr' &&
           /most recent call first/.test(String(l.msg)),
       ),
@@ -164,16 +164,19 @@ describe('WorkerPool with a generic worker', () => {
     assert.equal(pool.status().terminatedRequests, 1)
   })
 
-  test('worker output lines go to the log with pool name, pid and stream', async (t) => {
+  test('worker output lines go to the log with pool name, worker pid and stream', async (t) => {
     const { pool, lines } = makePool(t, { pm: 'static', max_children: 1 })
     await pool.start()
     const pid = pool.status().workers[0]!.pid
     await waitFor('the start line', () =>
       lines.some(
         (l) =>
-          l.pool === 'py' && l.pid === pid && l.stream === 'stdout' && /listening on/.test(String(l.msg)),
+          l.pool === 'py' && l.worker === pid && l.stream === 'stdout' && /listening on/.test(String(l.msg)),
       ),
     )
+    // The worker's pid is `worker`; `pid` stays the server's (pino's base), not a second key.
+    const line = lines.find((l) => l.worker === pid && l.stream === 'stdout')!
+    assert.equal(line.pid, process.pid)
   })
 
   test('a worker that exits at once: start() rejects after the crash-loop guard, acquire() too', async (t) => {

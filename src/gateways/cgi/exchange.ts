@@ -224,7 +224,7 @@ class CgiExchange {
       if (child instanceof ForkedScript && child.lost) {
         // The fork server died: no exit status or stderr will come; stop the script and
         // give up on its response (502, or a cut response).
-        this.log.warn({ err, script: target.filename, pid: child.pid }, 'cgi: fork server lost')
+        this.log.warn({ err, script: target.filename, script_pid: child.pid }, 'cgi: fork server lost')
         if (this.responseDone) this.stop('fork server lost')
         else
           this.fail(
@@ -301,7 +301,7 @@ class CgiExchange {
   /** SIGTERM the script's process group, SIGKILL after kill_grace. Idempotent. */
   private stop(why: string): void {
     if (this.closed || this.stopping || this.child.pid === undefined) return
-    this.log.debug({ script: this.target.filename, pid: this.child.pid, why }, 'cgi: stopping script')
+    this.log.debug({ script: this.target.filename, script_pid: this.child.pid, why }, 'cgi: stopping script')
     // Its output is not wanted any more. Destroying our end also matters when stdout was
     // paused for backpressure: an undrained pipe never closes, and 'close' (which frees the
     // slot) waits for it.
@@ -380,7 +380,7 @@ class CgiExchange {
         return
       }
       logged += line.length
-      this.log.warn({ script: this.target.filename, pid: this.child.pid }, line)
+      this.log.warn({ script: this.target.filename, script_pid: this.child.pid }, line)
     }
     stderr.setEncoding('utf8')
     stderr.on('data', (text: string) => {

@@ -141,7 +141,7 @@ export function phpWorkerPool(options: PhpOptions, log: Logger): WorkerPool {
   return new WorkerPool(
     command,
     // php-cgi finishes its request and exits on SIGTERM (fcgi_signal_handler); SIGQUIT would dump core.
-    poolSettings('php', options.workers, { capacity: 1, stop_signal: 'SIGTERM' }),
+    poolSettings('php', options.workers, { capacity: 1, stop_signal: 'SIGTERM', kind: 'php' }),
     log,
   )
 }

@@ -358,6 +358,7 @@ export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec
         crash_retry_max: options.crash_retry_max,
       },
       {
+        kind: spec.interface,
         capacity: spec.capacity,
         ...(spec.parallel !== undefined ? { parallel: spec.parallel } : {}),
         ...(spec.stall_timeout !== undefined ? { stall_timeout: spec.stall_timeout } : {}),

@@ -160,19 +160,29 @@ export function formatStatus(
   }
 }
 
+/**
+ * `?openmetrics`: a php pool's metrics are php-fpm's (`phpfpm_*`, its help texts and
+ * layout, for the php-fpm exporters); any other pool's (Python) are the same figures as
+ * `gatehouse_pool_*` with help texts that do not name PHP-FPM.
+ */
 function openMetrics(s: PoolStatus): string {
+  const php = s.kind === 'php'
+  const prefix = php ? 'phpfpm_' : 'gatehouse_pool_'
   const metric = (name: string, type: string, help: string, value: number, typeFirst = false) =>
-    typeFirst
-      ? `# TYPE phpfpm_${name} ${type}\n# HELP phpfpm_${name} ${help}\nphpfpm_${name} ${value}\n`
-      : `# HELP phpfpm_${name} ${help}\n# TYPE phpfpm_${name} ${type}\nphpfpm_${name} ${value}\n`
+    typeFirst && php
+      ? `# TYPE ${prefix}${name} ${type}\n# HELP ${prefix}${name} ${help}\n${prefix}${name} ${value}\n`
+      : `# HELP ${prefix}${name} ${help}\n# TYPE ${prefix}${name} ${type}\n${prefix}${name} ${value}\n`
+  const since = php ? 'FPM' : 'the pool'
   return [
     metric(
       'up',
       'gauge',
-      `Could pool ${s.pool} using a ${s.processManager} PM on PHP-FPM be reached?`,
+      php
+        ? `Could pool ${s.pool} using a ${s.processManager} PM on PHP-FPM be reached?`
+        : `Could pool ${s.pool} be reached?`,
       s.failed ? 0 : 1,
     ),
-    metric('start_since', 'counter', 'The number of seconds since FPM has started.', s.startSince),
+    metric('start_since', 'counter', `The number of seconds since ${since} has started.`, s.startSince),
     metric('accepted_connections', 'counter', 'The number of requests accepted by the pool.', s.acceptedConn),
     metric(
       'listen_queue',
@@ -183,7 +193,7 @@ function openMetrics(s: PoolStatus): string {
     metric(
       'max_listen_queue',
       'counter',
-      'The maximum number of requests in the queue of pending connections since FPM has started.',
+      `The maximum number of requests in the queue of pending connections since ${since} has started.`,
       s.maxListenQueue,
     ),
     // php-fpm 8.2 writes TYPE before HELP for this one metric.
@@ -200,19 +210,23 @@ function openMetrics(s: PoolStatus): string {
     metric(
       'max_active_processes',
       'counter',
-      'The maximum number of active processes since FPM has started.',
+      `The maximum number of active processes since ${since} has started.`,
       s.maxActiveProcesses,
     ),
     metric(
       'max_children_reached',
       'counter',
-      "The number of times, the process limit has been reached, when pm tries to start more children (works only for pm 'dynamic' and 'ondemand').",
+      php
+        ? "The number of times, the process limit has been reached, when pm tries to start more children (works only for pm 'dynamic' and 'ondemand')."
+        : 'The number of times the process limit has been reached when more workers were wanted.',
       s.maxChildrenReached,
     ),
     metric(
       'slow_requests',
       'counter',
-      "The number of requests that exceeded your 'request_slowlog_timeout' value.",
+      php
+        ? "The number of requests that exceeded your 'request_slowlog_timeout' value."
+        : 'The number of requests that ran longer than the slow request log timeout.',
       s.slowRequests,
     ),
     '# EOF\n',

@@ -207,7 +207,7 @@ describe('managed php-cgi pool', { skip: phpCgiUnavailable() }, () => {
     })
     // "unexpectedly" only when the exit was seen before the broken connection (which retires
     // the worker at once, so no other request is sent to it).
-    assert.match(p.log(), new RegExp(`"pid":${victim}[^\\n]*killed by SIGKILL`))
+    assert.match(p.log(), new RegExp(`"worker":${victim}[^\\n]*killed by SIGKILL`))
     // Which the request sees first is a race: the worker's exit (GH_ERR_WORKER_DIED) or its
     // FastCGI connection closing under the request (GH_ERR_FASTCGI_PROTOCOL); both are a 502.
     assert.match(p.log(), /"code":"(GH_ERR_WORKER_DIED|GH_ERR_FASTCGI_PROTOCOL)"/)

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { Agent, request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
@@ -389,6 +390,29 @@ describe('WSGI worker options', () => {
       ],
     })
     assert.equal(await (await fetch(origin)).text(), 'made')
+  })
+
+  test('the status page of a wsgi pool: ?openmetrics names gatehouse_pool_*, not php-fpm', async (t) => {
+    const { origin } = await startGatehouse(t, {
+      routes: [
+        { exact: '/status', status: { pool: 'wsgi' } },
+        { path: '/', wsgi: { app: 'apps:application', python: PYTHON, chdir: APPS, workers: 1 } },
+      ],
+    })
+    assert.equal((await fetch(`${origin}/environ`)).status, 200)
+    const r = await fetch(`${origin}/status?openmetrics`)
+    assert.equal(r.status, 200)
+    assert.match(String(r.headers.get('content-type')), /^application\/openmetrics-text/)
+    const text = await r.text()
+    assert.match(text, /^gatehouse_pool_up 1$/m)
+    assert.match(text, /^# HELP gatehouse_pool_up Could pool wsgi be reached\?$/m)
+    assert.match(text, /^gatehouse_pool_accepted_connections [1-9]\d*$/m)
+    assert.doesNotMatch(text, /phpfpm/)
+    assert.doesNotMatch(text, /PHP-FPM|FPM/)
+    assert.match(text, /# EOF\n$/)
+    // promtool, when installed, reads it as well.
+    const promtool = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' })
+    if (promtool.error === undefined) assert.equal(promtool.status, 0, promtool.stdout + promtool.stderr)
   })
 
   test('a request over its timeout: 504, the stuck traceback with method and URI logged, the worker replaced', async (t) => {
