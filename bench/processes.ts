@@ -263,3 +263,48 @@ export function killAllSync(): void {
     for (const pid of processTree([handle.pid, ...(handle.extraPids ?? [])])) killQuietly(pid, 'SIGKILL')
   }
 }
+
+/** User + system CPU ticks of one process, all its threads (0 once it has exited). */
+function cpuTicks(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
+    // The fields after the command name (which may hold spaces and parentheses).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return Number(fields[11]) + Number(fields[12])
+  } catch {
+    return 0
+  }
+}
+
+/** The kernel's clock ticks per second (USER_HZ): 100 on every Linux this runs on. */
+const TICKS_PER_SECOND = 100
+
+/**
+ * CPU time of a server's processes over a run, from /proc (the method of
+ * ../shared/tools/cpu-per-request): the root (Node for Gatehouse, nginx's master for a
+ * peer behind nginx) apart from its descendants (Python or PHP workers, nginx's workers).
+ * A process that exits during the run loses what it used since the start (rare: a
+ * recycled worker).
+ */
+export class CpuMeter {
+  private readonly before = new Map<number, number>()
+
+  constructor(
+    private readonly root: number,
+    private readonly extra: readonly number[] = [],
+  ) {
+    for (const pid of processTree([root, ...extra])) this.before.set(pid, cpuTicks(pid))
+  }
+
+  /** Seconds of CPU since construction: the root's, and everything else's. */
+  stop(): { rootSeconds: number; othersSeconds: number } {
+    let root = 0
+    let others = 0
+    for (const pid of processTree([this.root, ...this.extra])) {
+      const used = cpuTicks(pid) - (this.before.get(pid) ?? 0)
+      if (pid === this.root) root += used
+      else others += used
+    }
+    return { rootSeconds: root / TICKS_PER_SECOND, othersSeconds: others / TICKS_PER_SECOND }
+  }
+}

@@ -14,6 +14,11 @@ export interface RunSample {
   /** Peak of the summed VmRSS of the server's process tree while wrk ran. */
   peakRssBytes: number
   rssSamples: number
+  /**
+   * CPU microseconds per request while wrk ran (user + system, /proc): the root process
+   * (Node, nginx's master) and its descendants (workers) apart. Absent in older results.
+   */
+  cpuUsPerRequest?: { root: number; others: number }
   /** wrk's report as printed. */
   rawOutput: string
 }
@@ -28,6 +33,9 @@ export interface SideSummary {
   socketErrors: SocketErrors
   /** Maximum over the repetitions. */
   peakRssMB: number
+  /** Medians over the repetitions that measured it (NaN when none did). */
+  cpuUsRoot: number
+  cpuUsOthers: number
 }
 
 export interface SideResult {
@@ -111,10 +119,13 @@ export function summarize(runs: readonly RunSample[]): SideSummary {
     non2xx3xx: runs.reduce((n, r) => n + r.wrk.non2xx3xx, 0),
     socketErrors,
     peakRssMB: Math.max(0, ...runs.map((r) => r.peakRssBytes)) / (1024 * 1024),
+    cpuUsRoot: median(runs.flatMap((r) => (r.cpuUsPerRequest ? [r.cpuUsPerRequest.root] : []))),
+    cpuUsOthers: median(runs.flatMap((r) => (r.cpuUsPerRequest ? [r.cpuUsPerRequest.others] : []))),
   }
 }
 
 const fmtInt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-')
+const fmtUs = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-')
 const fmtMs = (n: number) => (Number.isFinite(n) ? (n < 10 ? n.toFixed(2) : n.toFixed(1)) : '-')
 
 function socketErrorText(e: SocketErrors): string {
@@ -153,6 +164,8 @@ export function markdownTable(scenarios: readonly ScenarioResult[]): string {
     'non-2xx',
     'socket errors',
     'peak RSS MB',
+    'CPU µs/req main',
+    'CPU µs/req workers',
   ]
   const right = header.map((_, i) => i >= 2)
   const rows: string[][] = []
@@ -174,6 +187,8 @@ export function markdownTable(scenarios: readonly ScenarioResult[]): string {
         fmtInt(m.non2xx3xx),
         socketErrorText(m.socketErrors),
         m.peakRssMB.toFixed(1),
+        fmtUs(m.cpuUsRoot),
+        fmtUs(m.cpuUsOthers),
       ])
     }
   }

@@ -21,6 +21,7 @@ import { stringify as toToml } from 'smol-toml'
 import { parseDuration } from '../src/core/schema/units.js'
 import { NGINX } from './peers/nginx.js'
 import {
+  CpuMeter,
   freePort,
   killAllSync,
   RssSampler,
@@ -244,9 +245,11 @@ interface Side {
 async function wrkRun(side: Side, scenario: Scenario, opts: BenchOptions, durationSeconds: number) {
   const url = `http://${HOST}:${side.port}${scenario.path}`
   const sampler = new RssSampler([side.handle.pid, ...(side.handle.extraPids ?? [])])
+  const cpu = new CpuMeter(side.handle.pid, side.handle.extraPids)
   const startedAt = new Date().toISOString()
   let raw: string
   let rss: ReturnType<RssSampler['stop']>
+  let used: ReturnType<CpuMeter['stop']>
   try {
     raw = await runWrk({
       wrk: WRK,
@@ -261,11 +264,20 @@ async function wrkRun(side: Side, scenario: Scenario, opts: BenchOptions, durati
   } finally {
     stopWrk = undefined
     rss = sampler.stop()
+    used = cpu.stop()
   }
   checkInterrupted()
   const status = side.handle.exitStatus?.()
   if (status !== undefined) throw new Error(`${side.server} exited (${status}) during the run`)
-  return { startedAt, raw, wrk: parseWrkOutput(raw), rss }
+  const wrk = parseWrkOutput(raw)
+  const perRequest = (seconds: number) => (wrk.requests > 0 ? (seconds * 1e6) / wrk.requests : Number.NaN)
+  return {
+    startedAt,
+    raw,
+    wrk,
+    rss,
+    cpuUsPerRequest: { root: perRequest(used.rootSeconds), others: perRequest(used.othersSeconds) },
+  }
 }
 
 async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<ScenarioResult> {
@@ -344,6 +356,7 @@ async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<Scen
           wrk: r.wrk,
           peakRssBytes: r.rss.peakBytes,
           rssSamples: r.rss.samples,
+          cpuUsPerRequest: r.cpuUsPerRequest,
           rawOutput: r.raw,
         })
         const errors = r.wrk.non2xx3xx + Object.values(r.wrk.socketErrors).reduce((a, b) => a + b, 0)
@@ -351,7 +364,9 @@ async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<Scen
           `${scenario.name}: rep ${rep + 1}/${opts.repeat} ${side.server.padEnd(10)} ` +
             `${Math.round(r.wrk.requestsPerSecond).toString().padStart(7)} req/s  ` +
             `p50 ${r.wrk.latencyMs.p50.toFixed(2)} ms  p99 ${r.wrk.latencyMs.p99.toFixed(2)} ms  ` +
-            `rss ${(r.rss.peakBytes / 1048576).toFixed(1)} MB${errors > 0 ? `  ERRORS ${errors}` : ''}`,
+            `rss ${(r.rss.peakBytes / 1048576).toFixed(1)} MB  ` +
+            `cpu ${r.cpuUsPerRequest.root.toFixed(1)}+${r.cpuUsPerRequest.others.toFixed(1)} us/req` +
+            `${errors > 0 ? `  ERRORS ${errors}` : ''}`,
         )
       }
     }
