@@ -128,26 +128,27 @@ class Connection:
                 self.out_size += len(data)
                 if self.out_size < FLUSH_SIZE:
                     return
-                data = b"".join(self.out)
-                self.out.clear()
-                self.out_size = 0
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                raise Closed()
+                data = self._take()
+            self._sendall(data)
 
     def flush(self):
         """Send the frames held back (inline mode)."""
         with self.send_lock:
-            if not self.out:
-                return
-            data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
-            self.out.clear()
-            self.out_size = 0
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                raise Closed()
+            if self.out:
+                self._sendall(self._take())
+
+    def _take(self):
+        """The frames held back, as one bytes (the caller holds send_lock)."""
+        data = self.out[0] if len(self.out) == 1 else b"".join(self.out)
+        self.out.clear()
+        self.out_size = 0
+        return data
+
+    def _sendall(self, data):
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            raise Closed()
 
     def arm_flusher(self):
         """A request starts while output is held: have the flusher send it soon."""

@@ -19,12 +19,13 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
-import { Agent, request } from 'node:http'
+import { Agent } from 'node:http'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { descendants, running, workerKind } from '../support/procs.js'
 import {
+  agentGet,
   CLI,
   eventually,
   FIXTURES,
@@ -66,23 +67,7 @@ interface Kill {
   after: number
 }
 
-function get(agent: Agent, port: number, path: string): Promise<{ status: number; error?: string }> {
-  return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, path, agent })
-    req.setTimeout(REQUEST_DEADLINE_MS, () =>
-      req.destroy(new Error(`no answer in ${REQUEST_DEADLINE_MS} ms`)),
-    )
-    req.on('error', (err) => resolve({ status: 0, error: err.message }))
-    req.on('response', (res) => {
-      res.resume()
-      res.on('error', (err) => resolve({ status: res.statusCode ?? 0, error: err.message }))
-      res.on('end', () =>
-        resolve(res.complete ? { status: res.statusCode ?? 0 } : { status: 0, error: 'response cut' }),
-      )
-    })
-    req.end()
-  })
-}
+const get = (agent: Agent, port: number, path: string) => agentGet(agent, port, path, REQUEST_DEADLINE_MS)
 
 test(
   'chaos under load: workers of a WSGI, an ASGI and a PHP pool SIGKILLed every 1.5 s and two reloads: every failed request is explained by a killed worker, nothing is left behind',

@@ -10,11 +10,12 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { existsSync, writeFileSync } from 'node:fs'
-import { Agent, request } from 'node:http'
+import { Agent } from 'node:http'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
+  agentGet,
   CLI,
   eventually,
   FIXTURES,
@@ -34,25 +35,7 @@ const CLIENTS_PER_POOL = 3
 const WSGI_WORKERS = 2
 const PHP_WORKERS = 3
 
-function get(
-  agent: Agent,
-  port: number,
-  path: string,
-): Promise<{ status: number; body: string; error?: string }> {
-  return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, path, agent })
-    req.setTimeout(30_000, () => req.destroy(new Error('no answer in 30 s')))
-    req.on('error', (err) => resolve({ status: 0, body: '', error: err.message }))
-    req.on('response', (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => (body += c))
-      res.on('error', (err) => resolve({ status: res.statusCode ?? 0, body, error: err.message }))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-    })
-    req.end()
-  })
-}
+const get = agentGet
 
 test(
   'SIGHUP every 0.2 s with a changed pool setting under load: every superseded pool is stopped, the workers are what the config says, no request fails',

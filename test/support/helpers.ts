@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:http'
+import { type Agent, createServer, request } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -143,4 +143,34 @@ export async function freePort(): Promise<number> {
   const port = (srv.address() as { port: number }).port
   await new Promise((r) => srv.close(r))
   return port
+}
+
+/**
+ * GET `path` through a keep-alive `agent`, never rejecting: a network failure, a response
+ * cut short or no answer within `deadlineMs` is status 0 with `error` (the load tests count
+ * failures rather than stop at the first).
+ */
+export function agentGet(
+  agent: Agent,
+  port: number,
+  path: string,
+  deadlineMs = 30_000,
+): Promise<{ status: number; body: string; error?: string }> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path, agent })
+    req.setTimeout(deadlineMs, () => req.destroy(new Error(`no answer in ${deadlineMs} ms`)))
+    req.on('error', (err) => resolve({ status: 0, body: '', error: err.message }))
+    req.on('response', (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => (body += c))
+      res.on('error', (err) => resolve({ status: res.statusCode ?? 0, body, error: err.message }))
+      res.on('end', () =>
+        resolve(
+          res.complete ? { status: res.statusCode ?? 0, body } : { status: 0, body, error: 'response cut' },
+        ),
+      )
+    })
+    req.end()
+  })
 }
