@@ -80,3 +80,85 @@ export function fuzzParams<Ts>(name: string, options: FuzzOptions): fc.Parameter
     },
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// Input: random bytes, or a valid message mutated
+
+export type Mutation =
+  | { op: 'flip'; at: number; bit: number }
+  | { op: 'set'; at: number; byte: number }
+  | { op: 'insert'; at: number; bytes: Uint8Array }
+  | { op: 'delete'; at: number; count: number }
+  | { op: 'truncate'; at: number }
+
+export const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
+  fc.record({ op: fc.constant('flip' as const), at: fc.nat(), bit: fc.nat(7) }),
+  fc.record({
+    op: fc.constant('set' as const),
+    at: fc.nat(),
+    byte: fc.constantFrom(0, 1, 0x7f, 0x80, 0xff, 0x0a, 0x0d, 0x20, 0x3a),
+  }),
+  fc.record({
+    op: fc.constant('insert' as const),
+    at: fc.nat(),
+    bytes: fc.uint8Array({ minLength: 1, maxLength: 16 }),
+  }),
+  fc.record({ op: fc.constant('delete' as const), at: fc.nat(), count: fc.integer({ min: 1, max: 16 }) }),
+  fc.record({ op: fc.constant('truncate' as const), at: fc.nat() }),
+)
+
+/** Apply mutations in order; positions are taken modulo the current length. */
+export function mutate(valid: Buffer, mutations: readonly Mutation[]): Buffer {
+  let b = Buffer.from(valid)
+  for (const m of mutations) {
+    const at = b.length === 0 ? 0 : m.at % (b.length + (m.op === 'insert' ? 1 : 0))
+    switch (m.op) {
+      case 'flip':
+        if (b.length > 0) b[at] = b[at]! ^ (1 << m.bit)
+        break
+      case 'set':
+        if (b.length > 0) b[at] = m.byte
+        break
+      case 'insert':
+        b = Buffer.concat([b.subarray(0, at), m.bytes, b.subarray(at)])
+        break
+      case 'delete':
+        b = Buffer.concat([b.subarray(0, at), b.subarray(at + m.count)])
+        break
+      case 'truncate':
+        b = b.subarray(0, at)
+        break
+    }
+  }
+  return b
+}
+
+/** Random bytes, or one of `valid` with one to six mutations. */
+export function inputArb(valid: fc.Arbitrary<Buffer>, maxRandom = 2000): fc.Arbitrary<Buffer> {
+  return fc.oneof(
+    { weight: 1, arbitrary: fc.uint8Array({ maxLength: maxRandom }).map((a) => Buffer.from(a)) },
+    {
+      weight: 3,
+      arbitrary: fc
+        .tuple(valid, fc.array(mutationArb, { minLength: 1, maxLength: 6 }))
+        .map(([v, muts]) => mutate(v, muts)),
+    },
+  )
+}
+
+/** Cut points (any naturals, taken modulo the length): the pieces a decoder is fed. */
+export const cutsArb = fc.array(fc.nat(), { maxLength: 6 })
+
+export function pieces(buf: Buffer, cuts: readonly number[]): Buffer[] {
+  const at = [...new Set(cuts.map((c) => (buf.length === 0 ? 0 : c % (buf.length + 1))))].sort(
+    (a, b) => a - b,
+  )
+  const out: Buffer[] = []
+  let prev = 0
+  for (const c of at) {
+    out.push(buf.subarray(prev, c))
+    prev = c
+  }
+  out.push(buf.subarray(prev))
+  return out
+}
