@@ -4,8 +4,9 @@
  * bytes or a mutated valid request in random pieces, then half-closes, aborts, or lingers
  * briefly. After every case a well-formed request on a fresh connection must be answered,
  * and every few cases one on a connection opened before them (another client is not
- * disturbed). Whatever the listener writes back must itself be well-formed. A crash fails
- * the file. Seeds and run counts: test/support/fuzz.ts.
+ * disturbed). Whatever the listener writes back must itself be well-formed, and nothing
+ * may throw uncaught in the server (it runs in this process). Seeds and run counts:
+ * test/support/fuzz.ts.
  */
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
@@ -94,6 +95,24 @@ async function blast(port: number, chunks: Buffer[], ending: Ending): Promise<Bu
   await closed
   clearTimeout(timer)
   return Buffer.concat(reply)
+}
+
+/**
+ * Run `fn` with uncaught exceptions captured rather than ending the process: `check()`
+ * throws the first one inside the property, so fast-check reports it with its seed and
+ * case (the test runner's own handler would fail the test with neither).
+ */
+async function capturingCrashes(fn: (check: () => void) => Promise<void>): Promise<void> {
+  const crashes: unknown[] = []
+  process.setUncaughtExceptionCaptureCallback((err) => crashes.push(err))
+  try {
+    await fn(() => {
+      if (crashes.length > 0)
+        throw new Error('the server threw an uncaught exception', { cause: crashes.splice(0)[0] })
+    })
+  } finally {
+    process.setUncaughtExceptionCaptureCallback(null)
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -222,23 +241,27 @@ describe('fuzz: the listeners over real sockets', () => {
       .map(([id, method, uri, extra, body, keep, role]) =>
         fcgiRequest(id, head(method, uri, body.length, extra), body, keep, role),
       )
-    await fc.assert(
-      fc.asyncProperty(inputArb(valid, 600), cutsArb, endingArb, async (bytes, cuts, ending) => {
-        const reply = await blast(port, pieces(bytes, cuts), ending)
-        // What the listener wrote back is FastCGI records (or nothing).
-        new RecordParser(() => {}).feed(reply)
-        const fresh = await FcgiConn.open(port)
-        try {
-          await fresh.get(1, false)
-        } finally {
-          fresh.socket.destroy()
-        }
-        if (++cases % HELD_EVERY === 0) {
-          heldId = (heldId % 0xfffe) + 1
-          await held.get(heldId, true)
-        }
-      }),
-      params('fastcgi_listen: random and mutated records; other clients still served'),
+    await capturingCrashes((check) =>
+      fc.assert(
+        fc.asyncProperty(inputArb(valid, 600), cutsArb, endingArb, async (bytes, cuts, ending) => {
+          const reply = await blast(port, pieces(bytes, cuts), ending)
+          check()
+          // What the listener wrote back is FastCGI records (or nothing).
+          new RecordParser(() => {}).feed(reply)
+          const fresh = await FcgiConn.open(port)
+          try {
+            await fresh.get(1, false)
+          } finally {
+            fresh.socket.destroy()
+          }
+          if (++cases % HELD_EVERY === 0) {
+            heldId = (heldId % 0xfffe) + 1
+            await held.get(heldId, true)
+          }
+          check()
+        }),
+        params('fastcgi_listen: random and mutated records; other clients still served'),
+      ),
     )
     await held.get((heldId % 0xfffe) + 1, true)
   })
@@ -259,19 +282,23 @@ describe('fuzz: the listeners over real sockets', () => {
         fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a)),
       )
       .map(([method, uri, extra, body]) => uwsgiRequest(head(method, uri, body.length, extra), body))
-    await fc.assert(
-      fc.asyncProperty(inputArb(valid, 600), cutsArb, endingArb, async (bytes, cuts, ending) => {
-        const reply = await blast(port, pieces(bytes, cuts), ending)
-        // What the listener wrote back is an HTTP/1.1 response (or nothing).
-        if (reply.length > 0) assert.match(reply.toString('latin1'), /^HTTP\/1\.1 [1-5]\d\d [^\r\n]*\r\n/)
-        const fresh = await UwsgiHeld.open(port)
-        await fresh.finish()
-        if (++cases % HELD_EVERY === 0) {
-          await held.finish()
-          held = await UwsgiHeld.open(port)
-        }
-      }),
-      params('uwsgi_listen: random and mutated packets; other clients still served'),
+    await capturingCrashes((check) =>
+      fc.assert(
+        fc.asyncProperty(inputArb(valid, 600), cutsArb, endingArb, async (bytes, cuts, ending) => {
+          const reply = await blast(port, pieces(bytes, cuts), ending)
+          check()
+          // What the listener wrote back is an HTTP/1.1 response (or nothing).
+          if (reply.length > 0) assert.match(reply.toString('latin1'), /^HTTP\/1\.1 [1-5]\d\d [^\r\n]*\r\n/)
+          const fresh = await UwsgiHeld.open(port)
+          await fresh.finish()
+          if (++cases % HELD_EVERY === 0) {
+            await held.finish()
+            held = await UwsgiHeld.open(port)
+          }
+          check()
+        }),
+        params('uwsgi_listen: random and mutated packets; other clients still served'),
+      ),
     )
     await held.finish()
   })
