@@ -127,9 +127,12 @@ export function formatStatus(
       const rows = fields
         .map(([k, v]) => `<tr><th>${k}</th><td>${escapeHtml(textValue(k, v))}</td></tr>\n`)
         .join('')
+      // php-fpm's title for a php pool (tools match it); a Python pool's names itself.
+      const title =
+        s.kind === undefined || s.kind === 'php' ? 'PHP-FPM Status Page' : `Gatehouse ${s.kind} pool status`
       return {
         contentType: 'text/html;charset=UTF-8',
-        body: `<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\n<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">\n<head><title>PHP-FPM Status Page</title></head>\n<body>\n<table>\n${rows}</table>\n</body></html>`,
+        body: `<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\n<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">\n<head><title>${title}</title></head>\n<body>\n<table>\n${rows}</table>\n</body></html>`,
       }
     }
     case 'xml': {

@@ -392,7 +392,7 @@ describe('WSGI worker options', () => {
     assert.equal(await (await fetch(origin)).text(), 'made')
   })
 
-  test('the status page of a wsgi pool: ?openmetrics names gatehouse_pool_*, not php-fpm', async (t) => {
+  test('the status page of a wsgi pool: ?openmetrics names gatehouse_pool_*, ?html its own title, not php-fpm', async (t) => {
     const { origin } = await startGatehouse(t, {
       routes: [
         { exact: '/status', status: { pool: 'wsgi' } },
@@ -413,6 +413,9 @@ describe('WSGI worker options', () => {
     // promtool, when installed, reads it as well.
     const promtool = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' })
     if (promtool.error === undefined) assert.equal(promtool.status, 0, promtool.stdout + promtool.stderr)
+    // The html page names the pool's kind too.
+    const html = await (await fetch(`${origin}/status?html`)).text()
+    assert.match(html, /<title>Gatehouse wsgi pool status<\/title>/)
   })
 
   test('a request over its timeout: 504, the stuck traceback with method and URI logged, the worker replaced', async (t) => {
