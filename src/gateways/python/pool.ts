@@ -125,8 +125,10 @@ export class BridgeConnections {
 export class ForwardedResolver {
   private readonly trusted: BlockList | null
 
+  /** `*` (gunicorn's and uvicorn's spelling) trusts every peer: for a proxy on another host. */
   constructor(allow: readonly string[]) {
-    this.trusted = allow.length > 0 ? parseAllowList([...allow]) : null
+    const entries = allow.includes('*') ? ['0.0.0.0/0', '::/0'] : allow
+    this.trusted = entries.length > 0 ? parseAllowList([...entries]) : null
   }
 
   isTrusted(address: string): boolean {
@@ -254,7 +256,7 @@ export function pythonAppShape(env: SchemaEnv) {
     /** A file of KEY=value lines (a .env) for the workers, read at start and on reload; `env` wins over it. */
     env_file: existingFile(env).optional(),
     /** Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDR blocks). */
-    forwarded_allow_ips: z.array(ALLOW_ENTRY).default([]),
+    forwarded_allow_ips: z.array(z.union([z.literal('*'), ALLOW_ENTRY])).default([]),
     /**
      * Per-request time limit (0: none), past which 504 is answered. WSGI: the worker prints
      * the stuck request's traceback and is replaced. ASGI: the task's stack is logged and the

@@ -446,6 +446,7 @@ describe('WSGI worker options', () => {
     const { origin } = await startGatehouse(t, {
       routes: [
         { path: '/trusted', wsgi: { ...base, forwarded_allow_ips: ['127.0.0.0/8'] } },
+        { path: '/any', wsgi: { ...base, forwarded_allow_ips: ['*'] } },
         { path: '/', wsgi: base },
       ],
     })
@@ -457,6 +458,10 @@ describe('WSGI worker options', () => {
     assert.equal(trusted.REMOTE_ADDR, '203.0.113.9')
     assert.equal(trusted['wsgi.url_scheme'], 'https')
     assert.equal(trusted.HTTPS, 'on')
+    // '*' (gunicorn's --forwarded-allow-ips '*') believes any peer.
+    const any = (await (await fetch(`${origin}/any/environ`, { headers })).json()) as Record<string, unknown>
+    assert.equal(any.REMOTE_ADDR, '203.0.113.9')
+    assert.equal(any['wsgi.url_scheme'], 'https')
     const plain = (await (await fetch(`${origin}/environ`, { headers })).json()) as Record<string, unknown>
     assert.equal(plain.REMOTE_ADDR, '127.0.0.1')
     assert.equal(plain['wsgi.url_scheme'], 'http')
