@@ -174,3 +174,20 @@ export function agentGet(
     req.end()
   })
 }
+
+/**
+ * Wait for a `gatehouse serve` child (stderr piped) to log that it listens: its address, and
+ * everything it has written to stderr so far (kept up to date). Rejects if it exits first.
+ */
+export function listeningAddress(child: ChildProcess): Promise<{ address: string; stderr: () => string }> {
+  let stderr = ''
+  child.stderr!.setEncoding('utf8')
+  return new Promise((resolve, reject) => {
+    child.stderr!.on('data', (d: string) => {
+      stderr += d
+      const m = /"listen":"([^"]+)","msg":"listening"/.exec(stderr)
+      if (m) resolve({ address: m[1]!, stderr: () => stderr })
+    })
+    child.on('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)))
+  })
+}

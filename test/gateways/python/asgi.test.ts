@@ -14,6 +14,7 @@ import {
   stopServe,
   eventually,
   logLines,
+  listeningAddress,
 } from '../../support/helpers.js'
 import { closed, nextMessage, openWs } from '../../support/ws-helpers.js'
 
@@ -636,16 +637,7 @@ describe('ASGI lifespan', () => {
       { stdio: ['ignore', 'pipe', 'pipe'] },
     )
     t.after(() => stopServe(child))
-    let stderr = ''
-    child.stderr.setEncoding('utf8')
-    const address = await new Promise<string>((resolve, reject) => {
-      child.stderr.on('data', (d: string) => {
-        stderr += d
-        const m = /"listen":"([^"]+)","msg":"listening"/.exec(stderr)
-        if (m) resolve(m[1]!)
-      })
-      child.on('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)))
-    })
+    const { address } = await listeningAddress(child)
     assert.equal(await (await fetch(`http://${address}/`)).text(), 'hey there')
     const exited = new Promise((resolve) => child.on('exit', resolve))
     child.kill('SIGTERM')

@@ -9,7 +9,7 @@ import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { workerEnvironment } from '../../../src/gateways/python/pool.js'
-import { CLI, FIXTURES, PYTHON, tempDir } from '../../support/helpers.js'
+import { CLI, FIXTURES, PYTHON, tempDir, listeningAddress } from '../../support/helpers.js'
 
 const APPS = join(FIXTURES, 'wsgi')
 
@@ -55,16 +55,8 @@ test('gatehouse serve --wsgi: the shell environment, --env-file and --env reach 
   t.after(() => {
     if (child.exitCode === null) child.kill('SIGKILL')
   })
-  let stderr = ''
-  child.stderr.setEncoding('utf8')
-  const address = await new Promise<string>((resolve, reject) => {
-    child.stderr.on('data', (d: string) => {
-      stderr += d
-      const m = /"listen":"([^"]+)","msg":"listening"/.exec(stderr)
-      if (m) resolve(m[1]!)
-    })
-    child.on('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)))
-  })
+  const served = await listeningAddress(child)
+  const address = served.address
   const names = [
     'DATABASE_URL',
     'FROM_FILE',
@@ -86,10 +78,10 @@ test('gatehouse serve --wsgi: the shell environment, --env-file and --env reach 
     assert.equal(env[withheld], null, withheld)
   assert.equal(env['sys.executable'], join(venv, 'bin', 'python'))
   const deadline = Date.now() + 10_000
-  while (!stderr.includes('wsgi workers run') && Date.now() < deadline)
+  while (!served.stderr().includes('wsgi workers run') && Date.now() < deadline)
     await new Promise((r) => setTimeout(r, 50))
   assert.match(
-    stderr,
+    served.stderr(),
     new RegExp(`"msg":"wsgi workers run ${join(venv, 'bin', 'python')} \\(Python 3\\.\\d+\\.\\d+\\)"`),
   )
   const exited = new Promise((resolve) => child.on('exit', resolve))

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test'
 import pino from 'pino'
 import { GatehouseError, wsgi } from '../../../src/index.js'
 import { PYTHON_PACKAGE_DIR } from '../../../src/gateways/python/locate.js'
-import { CLI, FIXTURES, PYTHON, eventually } from '../../support/helpers.js'
+import { CLI, FIXTURES, PYTHON, eventually, listeningAddress } from '../../support/helpers.js'
 
 const APPS = join(FIXTURES, 'wsgi')
 
@@ -210,16 +210,7 @@ describe('WSGI app import errors', () => {
     t.after(() => {
       if (child.exitCode === null) child.kill('SIGKILL')
     })
-    let stderr = ''
-    child.stderr.setEncoding('utf8')
-    const address = await new Promise<string>((resolve, reject) => {
-      child.stderr.on('data', (d: string) => {
-        stderr += d
-        const m = /"listen":"([^"]+)","msg":"listening"/.exec(stderr)
-        if (m) resolve(m[1]!)
-      })
-      child.on('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)))
-    })
+    const { address } = await listeningAddress(child)
     const env = (await (await fetch(`http://${address}/environ`)).json()) as Record<string, unknown>
     assert.equal(env.SCRIPT_NAME, '/app')
     assert.equal(env.PATH_INFO, '/environ')
