@@ -52,22 +52,27 @@ export interface ServeFlags {
   maxRequestsJitter?: string
 }
 
+/**
+ * A flag's value as the config file would hold it: a bare number is a count, bytes or
+ * seconds; anything else ("10MB", "500ms") is left for the schema to read.
+ */
+const num = (v: string): number | string => (/^\d+$/.test(v) ? Number(v) : v)
+
 /** The managed pool's flags (named as php-fpm's keys) -> the php action's `workers` table. */
 function workerFlags(flags: ServeFlags): Record<string, unknown> {
   const out: Record<string, unknown> = {}
-  const int = (v: string) => (/^\d+$/.test(v) ? Number(v) : v)
   if (flags.pm !== undefined) out.pm = flags.pm
-  if (flags.maxChildren !== undefined) out.max_children = int(flags.maxChildren)
-  if (flags.startServers !== undefined) out.start_servers = int(flags.startServers)
-  if (flags.minSpareServers !== undefined) out.min_spare_servers = int(flags.minSpareServers)
-  if (flags.maxSpareServers !== undefined) out.max_spare_servers = int(flags.maxSpareServers)
-  if (flags.maxRequests !== undefined) out.max_requests = int(flags.maxRequests)
+  if (flags.maxChildren !== undefined) out.max_children = num(flags.maxChildren)
+  if (flags.startServers !== undefined) out.start_servers = num(flags.startServers)
+  if (flags.minSpareServers !== undefined) out.min_spare_servers = num(flags.minSpareServers)
+  if (flags.maxSpareServers !== undefined) out.max_spare_servers = num(flags.maxSpareServers)
+  if (flags.maxRequests !== undefined) out.max_requests = num(flags.maxRequests)
   // Durations: a number is seconds, as in the config file ("500ms", "10s" work too).
-  if (flags.processIdleTimeout !== undefined) out.process_idle_timeout = int(flags.processIdleTimeout)
+  if (flags.processIdleTimeout !== undefined) out.process_idle_timeout = num(flags.processIdleTimeout)
   if (flags.requestTerminateTimeout !== undefined)
-    out.request_terminate_timeout = int(flags.requestTerminateTimeout)
+    out.request_terminate_timeout = num(flags.requestTerminateTimeout)
   if (flags.requestSlowlogTimeout !== undefined)
-    out.request_slowlog_timeout = int(flags.requestSlowlogTimeout)
+    out.request_slowlog_timeout = num(flags.requestSlowlogTimeout)
   return out
 }
 
@@ -90,8 +95,6 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   const out: Input = { ...base }
   const listen = [...(flags.listen ?? []), ...(flags.bind ?? [])]
   if (listen.length > 0) out.listen = listen
-  // Sizes and durations: a bare number is bytes or seconds, as in the config file.
-  const num = (v: string) => (/^\d+$/.test(v) ? Number(v) : v)
   const limits = { ...((base.limits as Record<string, unknown> | undefined) ?? {}) }
   if (flags.maxBodySize !== undefined) limits.max_body_bytes = num(flags.maxBodySize)
   if (flags.keepAlive !== undefined) limits.keepalive_timeout = num(flags.keepAlive)
@@ -280,8 +283,7 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
   const threads = int('--threads', flags.threads)
   if (threads !== undefined) wsgi.threads = threads
   if (flags.rootPath !== undefined) wsgi.root_path = flags.rootPath
-  if (flags.timeout !== undefined)
-    wsgi.timeout = /^\d+$/.test(flags.timeout) ? Number(flags.timeout) : flags.timeout
+  if (flags.timeout !== undefined) wsgi.timeout = num(flags.timeout)
   const maxRequests = int('--max-requests', flags.maxRequests)
   if (maxRequests !== undefined) wsgi.max_requests = maxRequests
   const jitter = int('--max-requests-jitter', flags.maxRequestsJitter)
