@@ -116,6 +116,13 @@ interface Worker {
   phase: WorkerPhase
   /** Taken out of dispatch: recycled, drained (old generation), or being measured (max_rss). */
   retiring: boolean
+  /**
+   * To be replaced (a rolling reload's old generation, past max_requests or max_rss): it
+   * serves on until a replacement is ready, then is retired (see replaceDue).
+   */
+  due: boolean
+  /** Spawned to replace a due worker; cleared once it is ready or gone. */
+  replacement: boolean
   measuring: boolean
   leases: Set<Lease<Worker>>
   requests: number
@@ -193,6 +200,8 @@ export class WorkerPool {
     resolve: () => void
     reject: (e: unknown) => void
   }[] = []
+  /** Rolling reloads waiting until no worker older than their generation serves. */
+  private rollWaiters: { generation: number; resolve: () => void }[] = []
   private readonly startTime = Date.now()
   /**
    * The start failures logged in this start attempt, each with the pid that reported it
@@ -291,8 +300,14 @@ export class WorkerPool {
   }
 
   /**
-   * Start a new generation of workers and drain the old one: new requests go to new workers
-   * once they are ready, old workers finish what they hold and stop. Nothing is dropped.
+   * Replace every worker, without loss. `rolling` (reload_strategy's default): reload_surge
+   * new workers at a time beside the old ones; each one ready retires an old one (which
+   * finishes what it holds), so the pool never holds more than its workers + reload_surge
+   * (issue 18 item 10: a whole second generation OOM-kills a one-worker pod). `generation`:
+   * a whole new generation starts, new requests go to it once it is ready, the old one
+   * drains. Either way, if the first new workers cannot start (a broken php.ini, an app that
+   * does not import), the old ones keep serving and this rejects with GH_ERR_WORKER_START.
+   * Resolves once every old worker is retired.
    */
   async reload(): Promise<void> {
     if (this.closing) return
@@ -307,9 +322,27 @@ export class WorkerPool {
     this.respawnTimer = undefined
     const previous = this.generation
     const generation = ++this.generation
-    this.log.info({ pool: this.settings.name, generation }, 'reloading: starting new workers')
-    const ready = this.readyPromise(generation)
-    for (let i = 0; i < this.initialCount(); i++) this.spawn()
+    const s = this.settings
+    let due = 0
+    if (s.reload_strategy === 'rolling') {
+      for (const w of this.workers) {
+        // A starting old worker is retired once ready (workerReady), not replaced.
+        if (w.generation < generation && w.phase === 'ready' && !w.retiring) {
+          w.due = true
+          due++
+        }
+      }
+    }
+    this.log.info(
+      { pool: s.name, generation, strategy: due > 0 ? 'rolling' : 'generation' },
+      due > 0
+        ? `reloading: replacing ${due} workers, ${s.reload_surge} at a time`
+        : 'reloading: starting new workers',
+    )
+    // Rolling: the first replacements must start before any old worker is retired.
+    const ready = this.readyPromise(generation, due > 0 ? Math.min(due, s.reload_surge) : undefined)
+    if (due > 0) this.replaceDue()
+    else for (let i = 0; i < this.initialCount(); i++) this.spawn()
     // ondemand: no new worker is due until a request needs one; queued requests get one now.
     this.maintain(false)
     try {
@@ -317,7 +350,10 @@ export class WorkerPool {
     } catch (err) {
       if (this.closing) throw err
       // The new generation cannot start (a broken php.ini, say): the old one keeps serving.
-      for (const w of this.workers) if (w.generation === generation) this.stopWorker(w)
+      for (const w of this.workers) {
+        if (w.generation === generation) this.stopWorker(w)
+        else w.due = false
+      }
       this.generation = previous
       this.failed = null
       this.failures = 0
@@ -330,18 +366,23 @@ export class WorkerPool {
         this.scheduleRetry()
         throw err
       }
-      this.log.error(
-        { pool: this.settings.name, generation: previous },
-        'reload failed: the old workers keep serving',
-      )
+      this.log.error({ pool: s.name, generation: previous }, 'reload failed: the old workers keep serving')
       this.maintain(false)
       this.dispatch()
       throw err
     }
+    if (due > 0) {
+      await new Promise<void>((resolve) => {
+        this.rollWaiters.push({ generation, resolve })
+        this.checkRolled()
+      })
+      this.log.info({ pool: s.name, generation }, 'reloaded: every old worker replaced')
+      return
+    }
     // Old workers take no new requests; each stops once it has finished what it holds.
     for (const w of this.workers) if (w.generation < generation) this.retire(w)
     this.dispatch()
-    this.log.info({ pool: this.settings.name, generation }, 'reloaded: old workers drained')
+    this.log.info({ pool: s.name, generation }, 'reloaded: old workers drained')
   }
 
   /**
@@ -352,6 +393,7 @@ export class WorkerPool {
   close(graceMs: number): Promise<void> {
     if (this.closed) return this.closed
     this.closing = true
+    for (const rw of this.rollWaiters.splice(0)) rw.resolve()
     clearInterval(this.maintenance)
     clearTimeout(this.respawnTimer)
     this.clearRetry()
@@ -476,10 +518,11 @@ export class WorkerPool {
     for (const w of this.workers) {
       if (w.phase !== 'ready' || w.retiring || w.measuring || w.leases.size >= capacity) continue
       if (w.leases.size >= parallel && w.lastProgress < stalledBefore) continue
+      // A worker due for replacement serves only when no other one of the same load can.
       if (
         !best ||
         w.leases.size < best.leases.size ||
-        (w.leases.size === best.leases.size && w.idleSince > best.idleSince)
+        (w.leases.size === best.leases.size && (best.due !== w.due ? best.due : w.idleSince > best.idleSince))
       )
         best = w
     }
@@ -599,17 +642,20 @@ export class WorkerPool {
       this.retryDelay = this.settings.crash_retry
     }
     if (w.leases.size === 0) w.idleSince = performance.now()
-    if (outcome.recycle || outcome.failed || w.requests >= w.limit) {
-      if (w.requests >= w.limit)
+    if (outcome.recycle || outcome.failed) {
+      this.retire(w)
+      this.maintain(false)
+    } else if (w.retiring) this.retire(w)
+    else if (w.requests >= w.limit) {
+      if (!w.due)
         this.log.debug(
           { pool: this.settings.name, worker: w.pid, requests: w.requests },
           'max_requests reached: recycling',
         )
-      this.retire(w)
-      this.maintain(false)
-    } else if (w.retiring) this.retire(w)
-    else if (
+      this.replaceLater(w)
+    } else if (
       this.settings.max_rss > 0 &&
+      !w.due &&
       w.leases.size === 0 &&
       performance.now() - w.lastMeasured >= RSS_CHECK_INTERVAL_MS
     )
@@ -625,12 +671,12 @@ export class WorkerPool {
     const rss = await readRss(w.pid)
     w.measuring = false
     if (rss > this.settings.max_rss && w.phase === 'ready') {
-      this.log.info(
-        { pool: this.settings.name, worker: w.pid, rss, max_rss: this.settings.max_rss },
-        'worker above max_rss: recycling',
-      )
-      this.retire(w)
-      this.maintain(false)
+      if (!w.due)
+        this.log.info(
+          { pool: this.settings.name, worker: w.pid, rss, max_rss: this.settings.max_rss },
+          'worker above max_rss: recycling',
+        )
+      this.replaceLater(w)
     }
     this.dispatch()
   }
@@ -644,10 +690,13 @@ export class WorkerPool {
     return 0
   }
 
-  /** Workers of the current generation that count against max_children (not stopping). */
+  /**
+   * Workers that count against max_children: the current generation's and those due for
+   * replacement (they serve until their replacement is ready), not stopping.
+   */
   private current(): Worker[] {
     return [...this.workers].filter(
-      (w) => w.generation === this.generation && w.phase !== 'stopping' && !w.retiring,
+      (w) => (w.generation === this.generation || w.due) && w.phase !== 'stopping' && !w.retiring,
     )
   }
 
@@ -657,6 +706,7 @@ export class WorkerPool {
    */
   private maintain(tick: boolean): void {
     if (this.closing || this.failed || !this.started) return
+    this.replaceDue()
     const s = this.settings
     const current = this.current()
     const now = performance.now()
@@ -737,6 +787,8 @@ export class WorkerPool {
       socketPath,
       phase: 'starting',
       retiring: false,
+      due: false,
+      replacement: false,
       measuring: false,
       leases: new Set(),
       requests: 0,
@@ -822,12 +874,73 @@ export class WorkerPool {
     if (w === this.trial) this.recovered(w)
     this.checkStarted()
     if (w.generation < this.generation) this.retire(w)
+    else if (w.replacement) {
+      w.replacement = false
+      // The replacement is ready: a due worker (the least busy) goes; more may start now.
+      let old: Worker | undefined
+      for (const x of this.workers)
+        if (x.due && !x.retiring && x.phase !== 'stopping' && (!old || x.leases.size < old.leases.size))
+          old = x
+      if (old) {
+        this.log.debug(
+          { pool: this.settings.name, worker: old.pid, replacement: w.pid },
+          'replacement ready: retiring the worker it replaces',
+        )
+        this.retire(old)
+      } else if (this.settings.mode === 'static' && this.current().length > this.settings.max_children)
+        this.retire(w)
+      this.replaceDue()
+    }
     this.dispatch()
   }
 
-  private readyPromise(generation: number): Promise<void> {
+  /** A worker past max_requests or max_rss: it serves on until its replacement is ready. */
+  private replaceLater(w: Worker): void {
+    if (w.due || w.retiring || w.phase === 'stopping') return
+    w.due = true
+    this.replaceDue()
+  }
+
+  /**
+   * Start replacements for due workers (issue 18 item 10): at most reload_surge workers
+   * beyond the serving ones exist at once, counting replacements still starting and retired
+   * workers not yet gone, so a reload or a wave of max_requests recycles never holds twice
+   * the pool. A retired worker still finishing a long request holds its place in the surge.
+   */
+  private replaceDue(): void {
+    if (this.closing || this.failed || !this.started) return
+    let due = 0
+    let starting = 0
+    let extra = 0
+    for (const w of this.workers) {
+      if (w.phase === 'stopping' || w.retiring) extra++
+      else if (w.replacement) starting++
+      else if (w.due) due++
+    }
+    if (this.respawnTimer === undefined) {
+      const room = this.settings.reload_surge - extra - starting
+      for (let i = 0; i < Math.min(room, due - starting); i++) this.spawn().replacement = true
+    }
+    this.checkRolled()
+  }
+
+  /** Resolve the rolling reloads no worker of an older generation serves for any more. */
+  private checkRolled(): void {
+    if (this.rollWaiters.length === 0) return
+    let oldest = Infinity
+    for (const w of this.workers)
+      if (w.phase !== 'stopping' && !w.retiring && w.generation < oldest) oldest = w.generation
+    for (const rw of [...this.rollWaiters]) {
+      if (rw.generation <= oldest) {
+        this.rollWaiters.splice(this.rollWaiters.indexOf(rw), 1)
+        rw.resolve()
+      }
+    }
+  }
+
+  private readyPromise(generation: number, need = this.initialCount()): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.startWaiters.push({ generation, need: this.initialCount(), resolve, reject })
+      this.startWaiters.push({ generation, need, resolve, reject })
       this.checkStarted()
     })
   }
@@ -944,6 +1057,7 @@ export class WorkerPool {
     if (this.closing) return
     this.maintain(false)
     this.dispatch()
+    this.checkRolled()
   }
 
   private crashLoop(how: string): void {
@@ -956,10 +1070,12 @@ export class WorkerPool {
     this.log.error({ pool: s.name, command: this.command.command, args: this.command.args }, err.message)
     clearTimeout(this.respawnTimer)
     this.respawnTimer = undefined
-    // During a reload the old generation still serves: waiters stay for it.
-    const fallback = [...this.workers].some(
-      (w) => w.generation < this.generation && w.phase === 'ready' && !w.retiring,
-    )
+    // During a reload (its first new workers awaited) the old generation still serves:
+    // waiters stay for it. Past that (a rolling reload under way, a recycle), the pool fails.
+    const reloading = this.startWaiters.some((sw) => sw.generation === this.generation)
+    const fallback =
+      reloading &&
+      [...this.workers].some((w) => w.generation < this.generation && w.phase === 'ready' && !w.retiring)
     if (!fallback) this.waiters.rejectAll(() => err)
     this.failStart(err)
     // A reload's new generation that cannot start is undone by reload(); otherwise try again later.

@@ -80,6 +80,23 @@ export interface PoolSettings {
   crash_retry: number
   /** ms: the longest wait between two tries of a failed pool. */
   crash_retry_max: number
+  /**
+   * How a reload (SIGUSR2, SIGHUP) replaces the workers. `rolling` (default): reload_surge
+   * at a time, each new worker ready before an old one is retired, so the pool never holds
+   * more than its workers + reload_surge (issue 18 item 10). `generation`: a whole new
+   * generation beside the old one (twice the workers for a moment), switched at once.
+   */
+  reload_strategy: ReloadStrategy
+  /** Workers started beside the pool at once by a rolling reload or a recycle (max_requests, max_rss). */
+  reload_surge: number
+}
+
+export type ReloadStrategy = 'rolling' | 'generation'
+
+/** The config keys every pool shares with a Python app's: how a reload replaces workers. */
+export const reloadShape = {
+  reload_strategy: z.enum(['rolling', 'generation']).default('rolling'),
+  reload_surge: z.number().int().min(1).max(10_000).default(1),
 }
 
 /** The config keys of a pool (PHP-FPM's names without `pm.`; `pm` is the mode). */
@@ -114,6 +131,7 @@ export const poolSettingsShape = {
   /** After a crash loop, the first try to start again (0: never), doubling up to crash_retry_max. */
   crash_retry: duration.prefault(1),
   crash_retry_max: duration.prefault(60),
+  ...reloadShape,
 }
 
 /** The pool keys validated with php-fpm's rules (fpm_conf.c), every problem at once. */
@@ -177,6 +195,8 @@ export function poolSettings(
     process_control_timeout: config.process_control_timeout,
     crash_retry: config.crash_retry,
     crash_retry_max: Math.max(config.crash_retry_max, config.crash_retry),
+    reload_strategy: config.reload_strategy,
+    reload_surge: config.reload_surge,
     stop_signal: extra.stop_signal ?? 'SIGQUIT',
     ...(extra.dump_signal ? { dump_signal: extra.dump_signal } : {}),
     ...(extra.kind ? { kind: extra.kind } : {}),

@@ -18,7 +18,7 @@ import { sendError } from '../../core/respond.js'
 import type { WorkerLease } from '../../process/lease.js'
 import { type StartFailure, WorkerPool } from '../../process/pool.js'
 import { assertRunnable } from '../../process/spawn.js'
-import { poolSettings } from '../../process/settings.js'
+import { poolSettings, reloadShape } from '../../process/settings.js'
 import type { RequestContext, SchemaEnv } from '../../core/types.js'
 import { parseAllowList } from '../../core/allow-list.js'
 import { defaultPython, logInterpreter, PYTHON_PACKAGE_DIR } from './locate.js'
@@ -282,6 +282,7 @@ export function pythonAppShape(env: SchemaEnv) {
     /** After a crash loop (the app cannot start), try again after this long (0: never), doubling up to crash_retry_max. */
     crash_retry: duration.prefault(1),
     crash_retry_max: duration.prefault(60),
+    ...reloadShape,
   }
 }
 
@@ -358,6 +359,8 @@ export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec
         process_control_timeout: options.graceful_timeout,
         crash_retry: options.crash_retry,
         crash_retry_max: options.crash_retry_max,
+        reload_strategy: options.reload_strategy,
+        reload_surge: options.reload_surge,
       },
       {
         kind: spec.interface,
