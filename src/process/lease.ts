@@ -13,6 +13,23 @@ export interface RequestInfo {
   contentLength?: number
   /** The script run, for the status page's `script` (php: SCRIPT_FILENAME). */
   script?: string
+  /** Which worker suits it, when more than the leases matter (ASGI WebSockets). */
+  choice?: WorkerChoice
+}
+
+/**
+ * A caller's own weighing of the workers, for work that stays on a worker past its lease
+ * (an ASGI WebSocket: its lease ends with the handshake, the socket stays open on the worker).
+ */
+export interface WorkerChoice {
+  /** What the caller holds on the worker outside leases: the least loaded eligible worker wins. */
+  load(workerId: number): number
+  /** The worker takes no more of these (a cap reached): it is passed over. */
+  full?(workerId: number): boolean
+  /** Named in the 503 when every worker is full, e.g. `holds ws_max_per_worker (2) WebSockets`. */
+  fullReason?: string
+  /** Called at once (synchronously) when a worker is leased for it, so `load` counts it from then on. */
+  taken(workerId: number): void
 }
 
 /** An AbortSignal, or anything with the part of its surface a wait uses. */

@@ -13,7 +13,14 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../core/errors.js'
-import { type CancelLike, Lease, type ReleaseOutcome, type RequestInfo, type WorkerLease } from './lease.js'
+import {
+  type CancelLike,
+  Lease,
+  type ReleaseOutcome,
+  type RequestInfo,
+  type WorkerChoice,
+  type WorkerLease,
+} from './lease.js'
 import { readRss, rssOf } from './proc.js'
 import { signalGroup } from './process-group.js'
 import { WaitQueue } from './wait-queue.js'
@@ -269,6 +276,8 @@ export class WorkerPool {
    * when the mode allows, or the first to come free, waiting in a bounded queue. Rejects
    * with GH_ERR_OVERLOADED (503, Retry-After) past the queue or queue_timeout, with
    * GH_ERR_WORKER_START when the pool stopped after a crash loop, or with the signal's reason.
+   * `info.choice` weighs the workers beyond their leases; when it finds every worker full
+   * (and no other can be started), GH_ERR_OVERLOADED at once.
    */
   acquire(info: RequestInfo, signal?: CancelLike): Promise<WorkerLease> {
     if (signal?.aborted) return Promise.reject(signal.reason)
@@ -278,7 +287,15 @@ export class WorkerPool {
       )
     if (this.failed) return Promise.reject(this.failed)
     if (!this.started) void this.start().catch(() => {})
-    const worker = this.waiters.length === 0 ? this.pick() : undefined
+    if (info.choice?.full && this.allFull(info.choice))
+      return Promise.reject(
+        new GatehouseError(
+          'GH_ERR_OVERLOADED',
+          `pool ${this.settings.name}: every worker ${info.choice.fullReason ?? 'is full'}`,
+          { retryAfter: 1 },
+        ),
+      )
+    const worker = this.waiters.length === 0 ? this.pick(info.choice) : undefined
     if (worker) {
       this.atMaxChildren = false
       return Promise.resolve(this.lease(worker, info))
@@ -510,23 +527,39 @@ export class WorkerPool {
    * A ready worker with room: the least loaded, and of those the one idle the shortest time.
    * A request is pipelined (made to wait on a worker whose threads are all busy) only onto a
    * worker that is making progress: behind a stuck request it would share its fate.
+   * With a `choice`, its full workers are passed over and its load counts first (the fewest
+   * open WebSockets), then the leases.
    */
-  private pick(): Worker | undefined {
+  private pick(choice?: WorkerChoice): Worker | undefined {
     let best: Worker | undefined
+    let bestLoad = 0
     const { capacity, parallel, stall_timeout } = this.settings
     const stalledBefore = stall_timeout > 0 ? performance.now() - stall_timeout : -Infinity
     for (const w of this.workers) {
       if (w.phase !== 'ready' || w.retiring || w.measuring || w.leases.size >= capacity) continue
       if (w.leases.size >= parallel && w.lastProgress < stalledBefore) continue
+      if (choice?.full?.(w.id)) continue
+      const load = choice ? choice.load(w.id) : 0
       // A worker due for replacement serves only when no other one of the same load can.
       if (
         !best ||
-        w.leases.size < best.leases.size ||
-        (w.leases.size === best.leases.size && (best.due !== w.due ? best.due : w.idleSince > best.idleSince))
-      )
+        load < bestLoad ||
+        (load === bestLoad &&
+          (w.leases.size < best.leases.size ||
+            (w.leases.size === best.leases.size &&
+              (best.due !== w.due ? best.due : w.idleSince > best.idleSince))))
+      ) {
         best = w
+        bestLoad = load
+      }
     }
     return best
+  }
+
+  /** Every worker that serves or will is full for `choice`, and no other may be started. */
+  private allFull(choice: WorkerChoice): boolean {
+    const live = this.current()
+    return live.length >= this.settings.max_children && live.every((w) => choice.full!(w.id))
   }
 
   private lease(w: Worker, info: RequestInfo): Lease<Worker> {
@@ -535,6 +568,7 @@ export class WorkerPool {
     const pipelined = s.ordered && w.leases.size >= s.parallel
     if (w.leases.size === 0) w.lastProgress = performance.now()
     w.leases.add(lease)
+    info.choice?.taken(w.id)
     if (pipelined && s.stall_timeout > 0 && s.queue_timeout > 0) {
       // The queue's promise holds on the worker too: a request still waiting there (not
       // started) at queue_timeout is taken back with 503, as it would be from the queue.
@@ -623,7 +657,7 @@ export class WorkerPool {
   /** Hand free workers to waiting requests, in order. */
   private dispatch(): void {
     while (this.waiters.length > 0) {
-      const w = this.pick()
+      const w = this.pick(this.waiters.first?.choice)
       if (!w) break
       const waiter = this.waiters.shift()!
       waiter.resolve(this.lease(w, waiter.data))

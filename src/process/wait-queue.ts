@@ -22,6 +22,11 @@ export class WaitQueue<T, D = undefined> {
     return this.waiters.length
   }
 
+  /** The first wait's data (what shift() would hand out next), or undefined. */
+  get first(): D | undefined {
+    return this.waiters[0]?.data
+  }
+
   /**
    * Wait at the back of the queue until shift() hands this wait out. Rejects with
    * `timeoutError()` after `timeoutMs` (0: no limit) and with the signal's reason when it

@@ -109,6 +109,47 @@ describe('WorkerPool with a generic worker', () => {
     assert.equal(s.maxActiveProcesses, 2)
   })
 
+  test('a choice (ASGI WebSockets): its load counts first, full workers are passed over, all full is 503 at once', async (t) => {
+    const { pool } = makePool(t, { pm: 'static', max_children: 2 }, { capacity: 3 })
+    await pool.start()
+    // What the caller holds per worker after its leases end (open WebSockets), capped at 2.
+    const held = new Map<number, number>()
+    const load = (id: number) => held.get(id) ?? 0
+    const choice = {
+      load,
+      full: (id: number) => load(id) >= 2,
+      fullReason: 'holds 2 of these',
+      taken: (id: number) => held.set(id, load(id) + 1),
+    }
+    const ws = { ...info, choice }
+    const pids: number[] = []
+    // Each lease ends at once (a handshake), so without the choice the same idle worker
+    // would take every one.
+    for (let i = 0; i < 4; i++) {
+      const l = await pool.acquire(ws)
+      pids.push(l.pid)
+      l.release()
+    }
+    assert.equal(new Set(pids).size, 2, `pids ${pids.join(' ')}`)
+    assert.deepEqual([...held.values()], [2, 2])
+    await assert.rejects(pool.acquire(ws), (err: GatehouseError) => {
+      assert.equal(err.code, 'GH_ERR_OVERLOADED')
+      assert.equal(err.retryAfter, 1)
+      assert.match(err.message, /every worker holds 2 of these/)
+      return true
+    })
+    // A plain request ignores the choice.
+    const plain = await pool.acquire(info)
+    plain.release()
+    // One of them ends: the next goes to its worker.
+    const [freed] = [...held.keys()]
+    held.set(freed!, 1)
+    const next = await pool.acquire(ws)
+    assert.equal(next.workerId, freed)
+    next.release()
+    assert.equal(pool.status().acceptedConn, 6)
+  })
+
   test('queue full and queue_timeout: GH_ERR_OVERLOADED with Retry-After; an aborted wait leaves the queue', async (t) => {
     const { pool } = makePool(t, { pm: 'static', max_children: 1, queue: 1, queue_timeout: '100ms' })
     await pool.start()

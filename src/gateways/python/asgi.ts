@@ -43,6 +43,12 @@ export function asgiSchema(env: SchemaEnv) {
     /** Offer permessage-deflate to WebSocket clients. */
     ws_per_message_deflate: z.boolean().default(false),
     /**
+     * WebSockets one worker holds at most (handshakes included): past it on every worker a
+     * new upgrade is refused with 503 GH_ERR_OVERLOADED and Retry-After (0: no limit).
+     * Whatever the limit, a new WebSocket goes to the worker holding the fewest.
+     */
+    ws_max_per_worker: z.number().int().min(0).max(1_000_000).default(1000),
+    /**
      * A worker holding requests whose event loop has not sent its heartbeat (every 100 ms)
      * for this long is stalled (blocked in synchronous code): new requests go to another
      * worker or wait in the queue, where queue_timeout answers them with 503 (0: off).
@@ -86,6 +92,7 @@ export class AsgiHandler extends PythonAppHandler implements Handler {
         pingInterval: options.ws_ping_interval,
         perMessageDeflate: options.ws_per_message_deflate,
         handshakeTimeout: options.timeout,
+        maxPerWorker: options.ws_max_per_worker,
       },
       this.pool,
       this.connections,

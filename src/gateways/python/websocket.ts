@@ -13,7 +13,7 @@ import { WebSocket, WebSocketServer } from 'ws'
 import { GatehouseError } from '../../core/errors.js'
 import { sendError } from '../../core/respond.js'
 import { FrameType, type WorkerFrame } from './codec.js'
-import type { WorkerLease } from '../../process/lease.js'
+import type { WorkerChoice, WorkerLease } from '../../process/lease.js'
 import type { WorkerPool } from '../../process/pool.js'
 import { type AsgiScopeParts, encodeWsConnect } from './asgi-scope.js'
 import type { BridgeConnections } from './pool.js'
@@ -28,6 +28,8 @@ export interface WebSocketSettings {
   perMessageDeflate: boolean
   /** ms the app has to accept or refuse (0: no limit); past it 504 and the app is cancelled. */
   handshakeTimeout: number
+  /** WebSockets one worker holds at most (handshakes included; 0: no limit); past it 503. */
+  maxPerWorker: number
 }
 
 const KEY = /^[+/0-9A-Za-z]{22}==$/
@@ -64,6 +66,13 @@ export class AsgiWebSockets {
   /** The app's accept (subprotocol, headers) for the handshake ws is completing. */
   private readonly pending = new WeakMap<IncomingMessage, Pending>()
   readonly open = new Set<WsSession>()
+  /**
+   * WebSockets per worker id, from the lease of their handshake until they close: their
+   * lease ends with the handshake, so the pool learns of them through `choice`.
+   */
+  readonly perWorker = new Map<number, number>()
+  /** Fewest WebSockets first; a worker at maxPerWorker takes no more. */
+  readonly choice: WorkerChoice
   private pinger: NodeJS.Timeout | undefined
 
   constructor(
@@ -72,6 +81,18 @@ export class AsgiWebSockets {
     readonly connections: BridgeConnections,
     readonly log: Logger,
   ) {
+    const count = (id: number) => this.perWorker.get(id) ?? 0
+    const max = settings.maxPerWorker
+    this.choice = {
+      load: count,
+      taken: (id) => this.perWorker.set(id, count(id) + 1),
+      ...(max > 0
+        ? {
+            full: (id: number) => count(id) >= max,
+            fullReason: `holds ws_max_per_worker (${max}) WebSockets`,
+          }
+        : {}),
+    }
     this.wss = new WebSocketServer({
       noServer: true,
       clientTracking: false,
@@ -134,6 +155,13 @@ export class AsgiWebSockets {
     await session.run()
   }
 
+  /** @internal A WebSocket counted on worker `id` by choice.taken is over. */
+  untake(id: number): void {
+    const n = (this.perWorker.get(id) ?? 0) - 1
+    if (n > 0) this.perWorker.set(id, n)
+    else this.perWorker.delete(id)
+  }
+
   /** @internal */
   setPending(req: IncomingMessage, p: Pending): void {
     this.pending.set(req, p)
@@ -160,6 +188,8 @@ class WsSession implements SessionSink {
   private credit = 0
   private alive = true
   private closeCode = 0
+  /** The worker it is counted on (AsgiWebSockets.perWorker) until settle(), or -1. */
+  private countedOn = -1
   private decided!: () => void
   private readonly decision = new Promise<void>((resolve) => (this.decided = resolve))
   private timer: NodeJS.Timeout | undefined
@@ -185,7 +215,11 @@ class WsSession implements SessionSink {
     }
     this.socket.once('close', onClose)
     try {
-      this.lease = await this.owner.pool.acquire({ method: 'GET', uri: this.req.url ?? '' }, abort.signal)
+      this.lease = await this.owner.pool.acquire(
+        { method: 'GET', uri: this.req.url ?? '', choice: this.owner.choice },
+        abort.signal,
+      )
+      this.countedOn = this.lease.workerId
     } catch (err) {
       this.socket.off('close', onClose)
       if (abort.signal.aborted) return
@@ -202,11 +236,13 @@ class WsSession implements SessionSink {
       this.conn = await this.owner.connections.get(lease)
       if (this.socket.destroyed) {
         lease.release()
+        this.settle()
         return
       }
       this.id = this.conn.openSession(this, (id) => encodeWsConnect(id, this.scope))
     } catch (err) {
       lease.release({ failed: true })
+      this.settle()
       this.socket.off('close', onClose)
       const code = err instanceof GatehouseError ? err.code : 'GH_ERR_WORKER_PROTOCOL'
       this.log.error({ uri: this.req.url, code, err }, 'WebSocket: no worker connection')
@@ -219,6 +255,15 @@ class WsSession implements SessionSink {
     clearTimeout(this.timer)
     this.socket.off('close', onClose)
     lease.release()
+    // Refused, timed out, or its worker lost: it never opened.
+    if (this.phase !== 'open') this.settle()
+  }
+
+  /** It no longer counts against its worker (closed, refused, or its worker gone). */
+  private settle(): void {
+    if (this.countedOn === -1) return
+    this.owner.untake(this.countedOn)
+    this.countedOn = -1
   }
 
   // -- frames from the worker -----------------------------------------------------------
@@ -299,6 +344,7 @@ class WsSession implements SessionSink {
     else if (!this.res.writableFinished) this.res.destroy()
     this.phase = 'done'
     this.owner.open.delete(this)
+    this.settle()
   }
 
   private protocolError(detail: string): GatehouseError {
@@ -311,6 +357,7 @@ class WsSession implements SessionSink {
     this.decided()
     this.conn?.endSession(this.id)
     this.owner.open.delete(this)
+    this.settle()
   }
 
   private denialBody(body: Buffer, more: boolean): void {
@@ -363,6 +410,7 @@ class WsSession implements SessionSink {
     })
     ws.on('close', (code: number) => {
       this.owner.open.delete(this)
+      this.settle()
       this.clientGone(this.closeCode || code)
     })
   }
