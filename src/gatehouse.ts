@@ -31,6 +31,8 @@ interface State {
   config: GatehouseConfig
   router: Router<RouteEntry>
   handlers: Handler[]
+  /** Handlers kept from the state this one replaced (see reusableHandlers). */
+  reused: Handler[]
   /** Requests still being served by this state's handlers. */
   active: number
   /** Set by reload on a replaced state: called when its last request ends. */
@@ -47,12 +49,35 @@ interface Listener {
   bound: ListeningAddress
 }
 
-function buildState(config: GatehouseConfig, logs: Logs): State {
+/**
+ * The handlers of `previous` that `config` can keep: a route whose action manages workers
+ * (wsgi, asgi, php's pool) and whose action table is unchanged keeps its handler and pool,
+ * which a reload then rolls (issue 18 item 10: a SIGHUP no longer starts a second pool
+ * beside every unchanged one). Keyed by action name and its table as JSON, in route order.
+ */
+function reusableHandlers(previous: State | undefined): Map<string, Handler[]> {
+  const reusable = new Map<string, Handler[]>()
+  if (!previous) return reusable
+  previous.config.routes.forEach((route, i) => {
+    const handler = previous.handlers[i]!
+    if (!handler.reloadWorkers) return
+    const name = ACTION_NAMES.find((n) => route[n] !== undefined)!
+    const key = `${name} ${JSON.stringify(route[name])}`
+    reusable.set(key, [...(reusable.get(key) ?? []), handler])
+  })
+  return reusable
+}
+
+function buildState(config: GatehouseConfig, logs: Logs, previous?: State): State {
   const handlers: Handler[] = []
+  const reusable = reusableHandlers(previous)
+  const reused: Handler[] = []
   const specs = config.routes.map((route) => {
     const name = ACTION_NAMES.find((n) => route[n] !== undefined)!
     const def = ACTIONS[name] as ActionDefinition<unknown>
-    const handler = def.create(route[name], { log: logs.error })
+    const kept = reusable.get(`${name} ${JSON.stringify(route[name])}`)?.shift()
+    const handler = kept ?? def.create(route[name], { log: logs.error })
+    if (kept) reused.push(kept)
     handlers.push(handler)
     const methods = route.methods ?? def.defaultMethods
     return {
@@ -64,7 +89,15 @@ function buildState(config: GatehouseConfig, logs: Logs): State {
       target: { handler, maxBodyBytes: route.max_body_bytes ?? config.limits.max_body_bytes },
     }
   })
-  return { config, router: new Router(specs), handlers, active: 0, onIdle: null, superseded: false }
+  return {
+    config,
+    router: new Router(specs),
+    handlers,
+    reused,
+    active: 0,
+    onIdle: null,
+    superseded: false,
+  }
 }
 
 function serverOptions(limits: LimitsConfig) {
@@ -457,22 +490,23 @@ export class Gatehouse {
     const config = validateConfig(input, baseDir)
     if (this.closing) return false
     for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')
-    const next = buildState(config, this.logs)
+    const next = buildState(config, this.logs, this.state)
     this.pending.add(next)
     // New managed workers are up before requests switch to them; if they cannot start,
     // the old configuration stays.
     try {
-      await Promise.all(next.handlers.map((h) => h.ready?.()))
+      // A kept handler serves already (and is rolled after the switch).
+      await Promise.all(next.handlers.filter((h) => !next.reused.includes(h)).map((h) => h.ready?.()))
     } catch (err) {
       if (next.superseded) return false
       this.pending.delete(next)
-      await Promise.allSettled(next.handlers.map((h) => h.close?.()))
+      await this.closeHandlers(next)
       throw err
     }
     if (next.superseded) return false
     this.pending.delete(next)
     if (this.closing) {
-      await Promise.allSettled(next.handlers.map((h) => h.close?.()))
+      await this.closeHandlers(next)
       return false
     }
     // The state replaced is the one serving now (not the one serving when this reload began).
@@ -502,7 +536,24 @@ export class Gatehouse {
     // itself does not wait for that (a long download must not hold up the next reload).
     const retired: Promise<void> = this.retire(old).finally(() => this.retiring.delete(retired))
     this.retiring.add(retired)
+    // A kept pool serves on; its workers are replaced a few at a time (the app's new code).
+    for (const h of next.reused) {
+      h.reloadWorkers!().catch((err: unknown) =>
+        this.logs.error.error(
+          { err },
+          'reload: a kept pool could not replace its workers; the old ones serve',
+        ),
+      )
+    }
     return true
+  }
+
+  /** Close a state's handlers, except those a live or pending state still uses (reused). */
+  private closeHandlers(state: State): Promise<void> {
+    const live = new Set([...this.state.handlers, ...[...this.pending].flatMap((p) => p.handlers)])
+    return Promise.allSettled(state.handlers.filter((h) => !live.has(h)).map((h) => h.close?.())).then(
+      () => {},
+    )
   }
 
   /** A reload's state that will never serve: its pools (maybe still starting) are stopped now. */
@@ -510,15 +561,13 @@ export class Gatehouse {
     state.superseded = true
     this.pending.delete(state)
     this.logs.error.info({ why }, 'reload superseded: stopping the pools it started')
-    const closed: Promise<void> = Promise.allSettled(state.handlers.map((h) => h.close?.()))
-      .then(() => {})
-      .finally(() => this.retiring.delete(closed))
+    const closed: Promise<void> = this.closeHandlers(state).finally(() => this.retiring.delete(closed))
     this.retiring.add(closed)
   }
 
   private async retire(old: State): Promise<void> {
     if (old.active > 0) await new Promise<void>((resolve) => (old.onIdle = resolve))
-    await Promise.allSettled(old.handlers.map((h) => h.close?.()))
+    await this.closeHandlers(old)
   }
 
   /**

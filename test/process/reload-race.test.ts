@@ -144,3 +144,99 @@ test(
     assert.deepEqual([...seen].filter(running), [], 'no process the server started is left after it stopped')
   },
 )
+
+test(
+  'SIGHUP with the pools unchanged under load: each pool is kept and rolled, never more than its workers + 1, no request fails',
+  { skip: existsSync(PHP_CGI) ? false : `${PHP_CGI} not found (Debian package php-cgi)`, timeout: 180_000 },
+  async (t) => {
+    const dir = tempDir(t, 'gh-reload-roll-')
+    const port = await freePort()
+    const config = join(dir, 'gatehouse.toml')
+    const env = `env = { CHAOS_DIR = ${JSON.stringify(dir)} }`
+    // Only a `return` route changes between reloads: the pools' tables stay the same.
+    const write = (i: number) =>
+      writeFileSync(
+        config,
+        [
+          `listen = ["127.0.0.1:${port}"]`,
+          `log = { level = "info", error_log = ${JSON.stringify(join(dir, 'error.log'))} }`,
+          '[[routes]]',
+          'exact = "/generation"',
+          `return = { status = 200, body = "${i}" }`,
+          '[[routes]]',
+          'path = "/wsgi"',
+          `wsgi = { app = "slow_start:application", chdir = ${JSON.stringify(APP_DIR)}, python = ${JSON.stringify(PYTHON)}, workers = ${WSGI_WORKERS}, ${env} }`,
+          '[[routes]]',
+          'path = "/php"',
+          `php = { root = ${JSON.stringify(APP_DIR)}, ${env}, workers = { pm = "static", max_children = ${PHP_WORKERS} } }`,
+          '',
+        ].join('\n'),
+      )
+    write(0)
+    const serve = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: 'ignore' })
+    const seen = new Set<number>()
+    const agent = new Agent({ keepAlive: true, maxSockets: 2 * CLIENTS_PER_POOL + 1 })
+    t.after(async () => {
+      agent.destroy()
+      await stopServe(serve)
+      for (const pid of seen) if (running(pid)) process.kill(pid, 'SIGKILL')
+    })
+    const paths = { wsgi: '/wsgi/', php: '/php/chaos.php' }
+    for (const path of Object.values(paths))
+      await eventually(async () => (await get(agent, port, `${path}?id=ready`)).status === 200, path, 30_000)
+    const before = liveWorkers(serve.pid!)
+
+    let loading = true
+    const most = { wsgi: 0, php: 0 }
+    const sampler = (async () => {
+      while (loading) {
+        for (const p of descendants(serve.pid!)) seen.add(p.pid)
+        const live = liveWorkers(serve.pid!)
+        most.wsgi = Math.max(most.wsgi, live.wsgi.length)
+        most.php = Math.max(most.php, live.php.length)
+        await sleep(20)
+      }
+    })()
+    const failures: string[] = []
+    const clients = Object.entries(paths).flatMap(([pool, path]) =>
+      Array.from({ length: CLIENTS_PER_POOL }, async (_, c) => {
+        for (let n = 0; loading; n++) {
+          const r = await get(agent, port, `${path}?id=${c}-${n}`)
+          if (r.status !== 200) failures.push(`${pool} ${r.status} ${r.error ?? r.body.slice(0, 200)}`)
+        }
+      }),
+    )
+    for (let i = 1; i <= 3; i++) {
+      write(i)
+      serve.kill('SIGHUP')
+      await eventually(
+        async () => (await get(agent, port, '/generation')).body === String(i),
+        `reload ${i} applied`,
+        30_000,
+      )
+      await sleep(1500)
+    }
+    await eventually(
+      () => {
+        const live = liveWorkers(serve.pid!)
+        return (
+          live.wsgi.length === WSGI_WORKERS &&
+          live.php.length === PHP_WORKERS &&
+          [...live.wsgi, ...live.php].every((pid) => ![...before.wsgi, ...before.php].includes(pid))
+        )
+      },
+      'every worker of the first start replaced',
+      60_000,
+    )
+    loading = false
+    await Promise.all([...clients, sampler])
+    t.diagnostic(`most workers at once: wsgi ${most.wsgi}, php ${most.php}`)
+    assert.deepEqual(failures, [], 'no request failed')
+    assert.ok(most.wsgi <= WSGI_WORKERS + 1, `${most.wsgi} WSGI workers at once for ${WSGI_WORKERS}`)
+    assert.ok(most.php <= PHP_WORKERS + 1, `${most.php} php-cgi workers at once for ${PHP_WORKERS}`)
+    const log = logLines(join(dir, 'error.log')).map((l) => String(l.msg))
+    assert.ok(log.some((m) => /replacing \d workers, 1 at a time/.test(m)))
+    await stopServe(serve)
+    assert.deepEqual([...seen].filter(running), [], 'no process the server started is left after it stopped')
+  },
+)
