@@ -220,6 +220,11 @@ export class UwsgiRequestParser {
     return this.state === 'done'
   }
 
+  /** Body bytes still expected (CONTENT_LENGTH minus what has arrived); 0 before the head. */
+  get bodyRemaining(): number {
+    return this.state === 'body' ? this.remaining : 0
+  }
+
   push(chunk: Buffer): UwsgiRequestEvent[] {
     const events: UwsgiRequestEvent[] = []
     let data = chunk

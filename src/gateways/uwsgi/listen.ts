@@ -3,7 +3,7 @@
  * every route, so that `uwsgi_pass` from nginx reaches them all.
  */
 import { allowList, listenAddresses } from '../../core/schema/listen.js'
-import { size } from '../../core/schema/units.js'
+import { duration, size } from '../../core/schema/units.js'
 import type { ListenerDefinition } from '../../core/types.js'
 import { UWSGI_MAX_VARS_BYTES } from './codec.js'
 import { createUwsgiServer, DEFAULT_UWSGI_ALLOW, type UwsgiServer } from './server.js'
@@ -19,6 +19,8 @@ function uwsgiListenerShape() {
         (n) => n >= 4 && n <= UWSGI_MAX_VARS_BYTES,
         `must be between 4 and ${UWSGI_MAX_VARS_BYTES} bytes`,
       ),
+    /** Time allowed between two reads of a request body (0: no limit); past it, 408. */
+    uwsgi_body_timeout: duration.prefault(60),
   }
 }
 
@@ -32,11 +34,13 @@ export const uwsgiListener: ListenerDefinition<ReturnType<typeof uwsgiListenerSh
       allow: config.uwsgi_allow,
       maxVarsBytes: config.uwsgi_max_vars_bytes,
       headerTimeout: config.limits.header_timeout,
+      bodyTimeout: config.uwsgi_body_timeout,
       log,
     }),
   apply(server, config) {
     server.setAllow(config.uwsgi_allow)
     server.maxVarsBytes = config.uwsgi_max_vars_bytes
     server.headerTimeout = config.limits.header_timeout
+    server.bodyTimeout = config.uwsgi_body_timeout
   },
 }

@@ -11,7 +11,7 @@
  */
 import { type BlockList, Server, type Socket } from 'node:net'
 import pino, { type Logger } from 'pino'
-import { GatehouseError } from '../../core/errors.js'
+import { type ErrorCode, GatehouseError } from '../../core/errors.js'
 import { sendStatus } from '../../core/respond.js'
 import { UWSGI_MAX_VARS_BYTES, UwsgiRequestParser, type UwsgiRequestEvent } from './codec.js'
 import { listenerError } from './errors.js'
@@ -35,6 +35,11 @@ export interface UwsgiServerOptions {
   maxVarsBytes?: number
   /** Time for the header and vars block to arrive, in ms (default 10 s; 0 disables). */
   headerTimeout?: number
+  /**
+   * Time allowed between two reads of a request body, in ms (default 60 s, like nginx's
+   * client_body_timeout; 0 disables): past it the request is answered 408.
+   */
+  bodyTimeout?: number
   log?: Logger
 }
 
@@ -44,6 +49,7 @@ export class UwsgiServer extends Server {
   private allowList: BlockList
   maxVarsBytes: number
   headerTimeout: number
+  bodyTimeout: number
   private readonly active = new Set<UwsgiConnection>()
 
   constructor(handler: RequestListener, options: UwsgiServerOptions = {}) {
@@ -55,6 +61,7 @@ export class UwsgiServer extends Server {
     this.allowList = parseAllowList(options.allow ?? DEFAULT_UWSGI_ALLOW)
     this.maxVarsBytes = Math.min(options.maxVarsBytes ?? UWSGI_MAX_VARS_BYTES, UWSGI_MAX_VARS_BYTES)
     this.headerTimeout = options.headerTimeout ?? 10_000
+    this.bodyTimeout = options.bodyTimeout ?? 60_000
     this.on('connection', (socket: Socket) => this.accept(socket))
   }
 
@@ -85,16 +92,22 @@ class UwsgiConnection {
   private readonly parser: UwsgiRequestParser
   private exchange: GatewayExchange | null = null
   private headerTimer: NodeJS.Timeout | undefined
+  /** The time allowed until the next body bytes (see armBody). */
+  private bodyTimer: NodeJS.Timeout | undefined
   private done = false
 
   constructor(
     readonly socket: Socket,
     private readonly handler: RequestListener,
     private readonly log: Logger,
-    server: UwsgiServer,
+    private readonly server: UwsgiServer,
   ) {
     this.parser = new UwsgiRequestParser({ maxVarsBytes: server.maxVarsBytes })
     socket.on('data', this.onData)
+    // req resumes the socket when the handler wants more body: the wait is the peer's again.
+    socket.on('resume', () => {
+      if (this.exchange && !this.done && !this.parser.complete) this.armBody()
+    })
     socket.on('end', () => this.onEnd())
     socket.on('error', (err) => this.log.debug({ err }, 'uwsgi connection error'))
     socket.on('close', () => this.onClose())
@@ -123,8 +136,15 @@ class UwsgiConnection {
       if (event.kind === 'request') {
         if (!this.start(event)) return
       } else if (event.kind === 'body') {
-        if (!this.exchange!.pushBody(event.chunk)) this.socket.pause()
+        const more = this.exchange!.pushBody(event.chunk)
+        if (this.parser.complete) continue // the 'end' event follows
+        if (!more) {
+          // The handler is not reading: the time until the next bytes is not the peer's.
+          clearTimeout(this.bodyTimer)
+          this.socket.pause()
+        } else this.armBody()
       } else {
+        clearTimeout(this.bodyTimer)
         this.exchange!.endBody()
       }
     }
@@ -150,6 +170,7 @@ class UwsgiConnection {
       onResponseEnd: () => this.close(),
     })
     this.exchange = exchange
+    if (event.contentLength > 0) this.armBody()
     try {
       this.handler(exchange.req, exchange.res)
     } catch (err) {
@@ -164,7 +185,10 @@ class UwsgiConnection {
   private onEnd(): void {
     if (this.done || this.parser.complete) return
     if (this.exchange) {
-      this.exchange.abortBody()
+      this.bodyFailed(
+        'GH_ERR_BODY_INCOMPLETE',
+        `body ended ${this.parser.bodyRemaining} bytes short of CONTENT_LENGTH`,
+      )
       return
     }
     try {
@@ -176,13 +200,67 @@ class UwsgiConnection {
 
   private onClose(): void {
     clearTimeout(this.headerTimer)
+    clearTimeout(this.bodyTimer)
     if (this.exchange && !this.parser.complete) this.exchange.abortBody()
   }
 
   /** The reply is complete: end the connection (uwsgi replies are delimited by close). */
   private close(): void {
     this.done = true
+    clearTimeout(this.bodyTimer)
     endAfterReply(this.socket)
+  }
+
+  /** (Re)start the time allowed until the next bytes of the request body. */
+  private armBody(): void {
+    clearTimeout(this.bodyTimer)
+    const ms = this.server.bodyTimeout
+    if (ms <= 0) return
+    this.bodyTimer = setTimeout(() => {
+      this.bodyFailed(
+        'GH_ERR_BODY_TIMEOUT',
+        `no request body bytes for ${ms} ms (${this.parser.bodyRemaining} bytes missing)`,
+      )
+    }, ms).unref()
+  }
+
+  /**
+   * The body will not complete (the peer ended its side short of CONTENT_LENGTH, or it
+   * stalled past the body timeout): the request is answered with `code` (400 / 408) in
+   * place of the handler's response, or, when that response has begun, aborted (the
+   * connection closes short, which the web server reports as an upstream error).
+   *
+   * Order matters: req uses this socket, and aborting req destroys it. So the reply is
+   * written and the socket ended first; the handler's request is aborted (req 'aborted',
+   * res 'close': a worker waiting for the body lets go) once the reply is flushed, or when
+   * the connection closes, whichever comes first. Output the handler writes after the
+   * socket has ended is never sent.
+   */
+  private bodyFailed(code: ErrorCode, message: string): void {
+    clearTimeout(this.bodyTimer)
+    const exchange = this.exchange
+    if (this.done || !exchange) return
+    this.done = true
+    const socket = this.socket
+    // Keep reading (and discarding) so that closing does not turn into a reset.
+    socket.off('data', this.onData)
+    socket.resume()
+    const started = socket.bytesWritten > 0
+    this.log.debug(
+      { code, remote_addr: socket.remoteAddress, uri: exchange.req.url },
+      `uwsgi request body: ${message}`,
+    )
+    if (started || !socket.writable) {
+      exchange.abortBody()
+      socket.destroy()
+      return
+    }
+    const { status, reason, body } = refusal(code, message)
+    socket.once('finish', () => exchange.abortBody())
+    endAfterReply(
+      socket,
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    )
   }
 
   /**
@@ -193,6 +271,7 @@ class UwsgiConnection {
     if (this.done) return
     this.done = true
     clearTimeout(this.headerTimer)
+    clearTimeout(this.bodyTimer)
     const socket = this.socket
     // Keep reading (and discarding) so that closing does not turn into a reset that could
     // destroy the reply before the peer reads it.

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { text } from 'node:stream/consumers'
-import { describe, test } from 'node:test'
+import { describe, test, type TestContext } from 'node:test'
 import { request } from 'undici'
 import { applyFlags } from '../../../src/cli/flags.js'
 import { validateConfig } from '../../../src/config.js'
@@ -15,7 +15,16 @@ import {
   encodeUwsgiPacket,
   UwsgiRequestParser,
 } from '../../../src/gateways/uwsgi/codec.js'
-import { CLI, REPO_ROOT, startGatehouse, tempDir } from '../../support/helpers.js'
+import {
+  CLI,
+  eventually,
+  FIXTURES,
+  logLines,
+  PYTHON,
+  REPO_ROOT,
+  startGatehouse,
+  tempDir,
+} from '../../support/helpers.js'
 
 type Vars = [string, string][]
 const packet = (vars: Vars, body = '') => Buffer.concat([encodeUwsgiPacket(vars), Buffer.from(body)])
@@ -238,6 +247,103 @@ describe('uwsgi_listen: requests over uwsgi take the same path as HTTP ones', ()
   })
 })
 
+/** A POST /upload of `length` bytes whose head (and `sent` bytes of body) arrive. */
+const upload = (length: number, sent = length, uri = '/upload') =>
+  packet(
+    [
+      ['REQUEST_METHOD', 'POST'],
+      ['REQUEST_URI', uri],
+      ['SERVER_PROTOCOL', 'HTTP/1.1'],
+      ['HTTP_HOST', 'example.com'],
+      ['CONTENT_LENGTH', String(length)],
+    ],
+    'x'.repeat(sent),
+  )
+
+/**
+ * Request bodies that never arrive whole (issue 18 item 7): the peer ends its side short of
+ * CONTENT_LENGTH, or stalls. A real WSGI pool of one worker serves the route, so a request
+ * that kept the worker waiting would keep the next one waiting too; the deadlines are
+ * generous and only a hang reaches them.
+ */
+describe('uwsgi_listen: incomplete and stalled request bodies', () => {
+  async function start(t: TestContext, config: Record<string, unknown>) {
+    const dir = tempDir(t)
+    const errorLog = join(dir, 'error.log')
+    const wsgi = (request_buffering: boolean) => ({
+      app: 'buffering:application',
+      chdir: join(FIXTURES, 'uwsgi'),
+      python: PYTHON,
+      workers: 1,
+      pipeline: 0,
+      env: { DONE_DIR: dir },
+      request_buffering,
+    })
+    const { gatehouse } = await startGatehouse(t, {
+      uwsgi_listen: ['127.0.0.1:0'],
+      log: { level: 'debug', error_log: errorLog },
+      routes: [
+        { path: '/streamed', wsgi: wsgi(false) },
+        { path: '/', wsgi: wsgi(true) },
+      ],
+      ...config,
+    })
+    const port = gatehouse.uwsgiAddresses()[0]!.port!
+    const codes = () => logLines(errorLog).map((l) => l.code)
+    // Both pools are up.
+    for (const uri of ['/', '/streamed/'])
+      await eventually(async () => (await send(port, packet(get(uri)))).status === 200, `the pool at ${uri}`)
+    return { port, codes }
+  }
+
+  test('a body that ends short of CONTENT_LENGTH: 400 GH_ERR_BODY_INCOMPLETE; no worker is left waiting', async (t) => {
+    const { port, codes } = await start(t, {})
+    for (const uri of ['/upload', '/streamed/upload']) {
+      // The peer half-closes after 40 of 100 bytes.
+      const short = await send(port, upload(100, 40, uri), { end: true })
+      assert.equal(short.status, 400, `${uri}: ${short.text}`)
+      assert.match(short.text, /\r\n\r\n400 Bad Request: body ended 60 bytes short of CONTENT_LENGTH\n$/)
+      // The next request, on another connection, is served by the pool's only worker.
+      const next = await send(port, upload(100, 100, uri))
+      assert.equal(next.status, 200, `${uri}: ${next.text}`)
+      assert.ok(next.text.endsWith('got 100'), next.text)
+    }
+    await eventually(
+      () => codes().filter((c) => c === 'GH_ERR_BODY_INCOMPLETE').length === 2,
+      'the log lines',
+    )
+  })
+
+  test('a body stalled past uwsgi_body_timeout: 408 GH_ERR_BODY_TIMEOUT; other clients are served meanwhile', async (t) => {
+    const { port, codes } = await start(t, { uwsgi_body_timeout: '300ms' })
+    for (const uri of ['/upload', '/streamed/upload']) {
+      let answered = false
+      const stalled = send(port, upload(100, 10, uri)).then((reply) => {
+        answered = true
+        return reply
+      })
+      if (uri === '/upload') {
+        // The buffered route's worker is free while the body stalls: another client is served.
+        const other = await send(port, upload(5))
+        assert.equal(other.status, 200)
+        assert.ok(other.text.endsWith('got 5'))
+        assert.equal(answered, false, 'the stalled request is still waiting for its body')
+      }
+      const reply = await stalled
+      assert.equal(reply.status, 408, `${uri}: ${reply.text}`)
+      assert.match(
+        reply.text,
+        /408 Request Timeout: no request body bytes for 300 ms \(90 bytes missing\)\n$/,
+      )
+      // The worker is free again.
+      const next = await send(port, upload(3, 3, uri))
+      assert.equal(next.status, 200, `${uri}: ${next.text}`)
+      assert.ok(next.text.endsWith('got 3'), next.text)
+    }
+    await eventually(() => codes().filter((c) => c === 'GH_ERR_BODY_TIMEOUT').length === 2, 'the log lines')
+  })
+})
+
 describe('uwsgi configuration and command line', () => {
   test('the config schema checks uwsgi_listen, uwsgi_allow, uwsgi_max_vars_bytes and the uwsgi action', () => {
     const config = validateConfig(
@@ -247,6 +353,7 @@ describe('uwsgi configuration and command line', () => {
     assert.deepEqual(config.uwsgi_listen, ['127.0.0.1:9000'])
     assert.deepEqual(config.uwsgi_allow, ['127.0.0.1', '::1'])
     assert.equal(config.uwsgi_max_vars_bytes, 65535)
+    assert.equal(config.uwsgi_body_timeout, 60_000)
     assert.deepEqual(config.routes[0]!.uwsgi, {
       pass: { path: '/srv/app.sock' },
       connect_timeout: 5000,

@@ -18,6 +18,7 @@ import {
   type UwsgiServer,
   type UwsgiServerOptions,
 } from '../../../src/gateways/uwsgi/server.js'
+import { eventually } from '../../support/helpers.js'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
 
@@ -324,4 +325,56 @@ test('an IncomingMessage body nobody reads is drained after the reply, and the c
   )
   assert.match(reply, /^HTTP\/1\.1 200 OK\r\n/)
   assert.ok(reply.endsWith('did not read it'))
+})
+
+test('a body that ends short or stalls: 400 / 408 before the response, the handler is told after it; a begun response is cut', async (t) => {
+  const seen: string[] = []
+  const { port } = await serve(
+    t,
+    (req, res) => {
+      req.on('aborted', () => seen.push(`${req.url} aborted`))
+      res.on('close', () => {
+        seen.push(`${req.url} res closed`)
+        // Too late: the listener answered; nothing the handler writes now is sent.
+        if (req.url === '/late') res.end('late answer')
+      })
+      if (req.url === '/begun') res.write('partial ')
+      req.resume()
+    },
+    { bodyTimeout: 300 },
+  )
+  const post = (uri: string) =>
+    packet(
+      [
+        ['REQUEST_METHOD', 'POST'],
+        ['REQUEST_URI', uri],
+        ['CONTENT_LENGTH', '100'],
+      ],
+      'x'.repeat(10),
+    )
+  // The peer half-closes 90 bytes short.
+  const short = await new Promise<string>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.end(post('/late')))
+    const chunks: Buffer[] = []
+    socket.on('data', (c: Buffer) => chunks.push(c))
+    socket.on('error', reject)
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')))
+  })
+  assert.match(short, /^HTTP\/1\.1 400 Bad Request\r\n/)
+  assert.ok(short.endsWith('\r\n\r\n400 Bad Request: body ended 90 bytes short of CONTENT_LENGTH\n'), short)
+  // The body stalls before the response.
+  const stalled = await exchange(port, post('/stalled'))
+  assert.match(stalled, /^HTTP\/1\.1 408 Request Timeout\r\n/)
+  assert.ok(stalled.endsWith('no request body bytes for 300 ms (90 bytes missing)\n'), stalled)
+  // The body stalls after the response began: the connection is closed short, no 408.
+  const begun = await exchange(port, post('/begun'))
+  assert.match(begun, /^HTTP\/1\.1 200 OK\r\n/)
+  assert.ok(begun.endsWith('\r\n\r\npartial '), begun)
+  // The handler hears of each (the server's side of a close may come after the client's).
+  const all = ['/late', '/stalled', '/begun'].flatMap((uri) => [`${uri} aborted`, `${uri} res closed`])
+  await eventually(
+    () => all.every((e) => seen.includes(e)),
+    `${all.join(', ')}; seen: ${seen.join(', ')}`,
+    5000,
+  )
 })
