@@ -6,59 +6,14 @@
  */
 import assert from 'node:assert/strict'
 import { existsSync, rmSync, writeFileSync } from 'node:fs'
-import { connect } from 'node:net'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import pino from 'pino'
 import { type GatehouseError } from '../../src/core/errors.js'
 import type { WorkerLease } from '../../src/process/lease.js'
-import { WorkerPool } from '../../src/process/pool.js'
-import { type PoolConfigInput, poolSettings, poolSettingsSchema } from '../../src/process/settings.js'
-import { FIXTURES, PYTHON, tempDir } from '../support/helpers.js'
-
-const WORKER = join(FIXTURES, 'supervisor/worker.py')
-
-function makePool(
-  t: { after: (fn: () => Promise<void> | void) => void },
-  config: PoolConfigInput,
-  extra: Parameters<typeof poolSettings>[2] = {},
-  env: Record<string, string> = {},
-) {
-  const lines: Record<string, unknown>[] = []
-  const log = pino({ level: 'debug' }, { write: (s: string) => lines.push(JSON.parse(s)) })
-  const settings = poolSettings('py', poolSettingsSchema().parse(config), {
-    stop_signal: 'SIGTERM',
-    ...extra,
-  })
-  const pool = new WorkerPool(
-    { command: PYTHON, args: ['-u', WORKER, '{socket}'], env: { ...env } },
-    settings,
-    log,
-  )
-  t.after(() => pool.close(0))
-  return { pool, lines }
-}
-
-/** One line over the leased worker's socket: the worker sleeps `ms` and answers its pid. */
-function ask(lease: WorkerLease, ms = 0): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(lease.socketPath)
-    let data = ''
-    socket.on('connect', () => socket.write(`${ms}\n`))
-    socket.on('data', (d) => {
-      data += d.toString()
-      if (data.endsWith('\n')) {
-        socket.destroy()
-        resolve(Number(data.trim()))
-      }
-    })
-    socket.on('error', reject)
-    socket.on('close', () => {
-      if (!data.endsWith('\n')) reject(new Error('closed without an answer'))
-    })
-  })
-}
+import { poolSettings, poolSettingsSchema } from '../../src/process/settings.js'
+import { ask, makePool } from '../support/generic-pool.js'
+import { tempDir } from '../support/helpers.js'
 
 const alive = (pid: number) => {
   try {

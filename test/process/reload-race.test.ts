@@ -37,6 +37,24 @@ const PHP_WORKERS = 3
 
 const get = agentGet
 
+/** The config: a first route (`first`: its lines), a WSGI pool and a php-cgi pool, both with `poolKey`. */
+function configText(port: number, dir: string, first: string[], poolKey: string): string {
+  const env = `env = { CHAOS_DIR = ${JSON.stringify(dir)} }`
+  return [
+    `listen = ["127.0.0.1:${port}"]`,
+    `log = { level = "info", error_log = ${JSON.stringify(join(dir, 'error.log'))} }`,
+    '[[routes]]',
+    ...first,
+    '[[routes]]',
+    'path = "/wsgi"',
+    `wsgi = { app = "slow_start:application", chdir = ${JSON.stringify(APP_DIR)}, python = ${JSON.stringify(PYTHON)}, workers = ${WSGI_WORKERS}, ${poolKey}, ${env} }`,
+    '[[routes]]',
+    'path = "/php"',
+    `php = { root = ${JSON.stringify(APP_DIR)}, ${env}, workers = { pm = "static", max_children = ${PHP_WORKERS}, ${poolKey} } }`,
+    '',
+  ].join('\n')
+}
+
 test(
   'SIGHUP every 0.2 s with a changed pool setting under load: every superseded pool is stopped, the workers are what the config says, no request fails',
   { skip: existsSync(PHP_CGI) ? false : `${PHP_CGI} not found (Debian package php-cgi)`, timeout: 180_000 },
@@ -44,24 +62,15 @@ test(
     const dir = tempDir(t, 'gh-reload-race-')
     const port = await freePort()
     const config = join(dir, 'gatehouse.toml')
-    const env = `env = { CHAOS_DIR = ${JSON.stringify(dir)} }`
     const write = (i: number) =>
       writeFileSync(
         config,
-        [
-          `listen = ["127.0.0.1:${port}"]`,
-          `log = { level = "info", error_log = ${JSON.stringify(join(dir, 'error.log'))} }`,
-          '[[routes]]',
-          'exact = "/pools"',
-          'status = { show = "pools" }',
-          '[[routes]]',
-          'path = "/wsgi"',
-          `wsgi = { app = "slow_start:application", chdir = ${JSON.stringify(APP_DIR)}, python = ${JSON.stringify(PYTHON)}, workers = ${WSGI_WORKERS}, max_requests = ${100_000 + i}, ${env} }`,
-          '[[routes]]',
-          'path = "/php"',
-          `php = { root = ${JSON.stringify(APP_DIR)}, ${env}, workers = { pm = "static", max_children = ${PHP_WORKERS}, max_requests = ${100_000 + i} } }`,
-          '',
-        ].join('\n'),
+        configText(
+          port,
+          dir,
+          ['exact = "/pools"', 'status = { show = "pools" }'],
+          `max_requests = ${100_000 + i}`,
+        ),
       )
     write(0)
     const serve = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: 'ignore' })
@@ -152,25 +161,16 @@ test(
     const dir = tempDir(t, 'gh-reload-roll-')
     const port = await freePort()
     const config = join(dir, 'gatehouse.toml')
-    const env = `env = { CHAOS_DIR = ${JSON.stringify(dir)} }`
     // Only a `return` route changes between reloads: the pools' tables stay the same.
     const write = (i: number) =>
       writeFileSync(
         config,
-        [
-          `listen = ["127.0.0.1:${port}"]`,
-          `log = { level = "info", error_log = ${JSON.stringify(join(dir, 'error.log'))} }`,
-          '[[routes]]',
-          'exact = "/generation"',
-          `return = { status = 200, body = "${i}" }`,
-          '[[routes]]',
-          'path = "/wsgi"',
-          `wsgi = { app = "slow_start:application", chdir = ${JSON.stringify(APP_DIR)}, python = ${JSON.stringify(PYTHON)}, workers = ${WSGI_WORKERS}, ${env} }`,
-          '[[routes]]',
-          'path = "/php"',
-          `php = { root = ${JSON.stringify(APP_DIR)}, ${env}, workers = { pm = "static", max_children = ${PHP_WORKERS} } }`,
-          '',
-        ].join('\n'),
+        configText(
+          port,
+          dir,
+          ['exact = "/generation"', `return = { status = 200, body = "${i}" }`],
+          'max_requests = 0',
+        ),
       )
     write(0)
     const serve = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: 'ignore' })

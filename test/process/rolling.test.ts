@@ -7,59 +7,14 @@
  * as an app with a heavy import does, so that starting and serving overlap.
  */
 import assert from 'node:assert/strict'
-import { connect } from 'node:net'
-import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import pino from 'pino'
-import type { WorkerLease } from '../../src/process/lease.js'
-import { WorkerPool } from '../../src/process/pool.js'
-import { type PoolConfigInput, poolSettings, poolSettingsSchema } from '../../src/process/settings.js'
-import { FIXTURES, PYTHON } from '../support/helpers.js'
+import type { WorkerPool } from '../../src/process/pool.js'
+import { ask, makePool } from '../support/generic-pool.js'
 
-const WORKER = join(FIXTURES, 'supervisor/worker.py')
 const info = { method: 'GET', uri: '/x' }
-
-function makePool(
-  t: { after: (fn: () => Promise<void>) => void },
-  config: PoolConfigInput,
-  startDelayMs: number,
-) {
-  const lines: Record<string, unknown>[] = []
-  const log = pino({ level: 'debug' }, { write: (s: string) => lines.push(JSON.parse(s)) })
-  const settings = poolSettings('py', poolSettingsSchema().parse(config), { stop_signal: 'SIGTERM' })
-  const pool = new WorkerPool(
-    {
-      command: PYTHON,
-      args: ['-u', WORKER, '{socket}'],
-      env: { WORKER_START_DELAY_MS: String(startDelayMs) },
-    },
-    settings,
-    log,
-  )
-  t.after(() => pool.close(0))
-  return { pool, lines }
-}
-
-/** One line over the leased worker's socket: the worker sleeps `ms` and answers its pid. */
-function ask(lease: WorkerLease, ms: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(lease.socketPath)
-    let data = ''
-    socket.on('connect', () => socket.write(`${ms}\n`))
-    socket.on('data', (d) => {
-      data += d.toString()
-      if (data.endsWith('\n')) {
-        socket.destroy()
-        resolve(Number(data.trim()))
-      }
-    })
-    socket.on('error', reject)
-    socket.on('close', () => {
-      if (!data.endsWith('\n')) reject(new Error('closed without an answer'))
-    })
-  })
-}
+/** The worker's environment for a start that takes `ms` (an app with a heavy import). */
+const slow = (ms: number) => ({ WORKER_START_DELAY_MS: String(ms) })
 
 /**
  * `clients` loops of acquire, a 5 ms request, release, while `during` runs; the most
@@ -107,7 +62,7 @@ async function underLoad(
 
 describe('rolling replacement', () => {
   test('a rolling reload under load: never more than workers + reload_surge, nothing fails, every worker replaced', async (t) => {
-    const { pool, lines } = makePool(t, { pm: 'static', max_children: 3 }, 200)
+    const { pool, lines } = makePool(t, { pm: 'static', max_children: 3 }, {}, slow(200))
     await pool.start()
     const first = pool.status().workers.map((w) => w.pid)
     const load = await underLoad(pool, 6, async () => {
@@ -125,13 +80,18 @@ describe('rolling replacement', () => {
   })
 
   test('reload_surge 2 replaces two at a time; reload_strategy "generation" starts them all at once', async (t) => {
-    const rolling = makePool(t, { pm: 'static', max_children: 4, reload_surge: 2 }, 200).pool
+    const rolling = makePool(t, { pm: 'static', max_children: 4, reload_surge: 2 }, {}, slow(200)).pool
     await rolling.start()
     const a = await underLoad(rolling, 4, () => rolling.reload())
     assert.deepEqual(a.failures, [])
     assert.ok(a.most <= 6, `${a.most} workers at once for max_children 4, reload_surge 2`)
 
-    const whole = makePool(t, { pm: 'static', max_children: 4, reload_strategy: 'generation' }, 200).pool
+    const whole = makePool(
+      t,
+      { pm: 'static', max_children: 4, reload_strategy: 'generation' },
+      {},
+      slow(200),
+    ).pool
     await whole.start()
     const b = await underLoad(whole, 4, () => whole.reload())
     assert.deepEqual(b.failures, [])
@@ -139,7 +99,7 @@ describe('rolling replacement', () => {
   })
 
   test('max_requests: a worker past it serves on until its replacement is ready', async (t) => {
-    const { pool } = makePool(t, { pm: 'static', max_children: 1, max_requests: 2 }, 1000)
+    const { pool } = makePool(t, { pm: 'static', max_children: 1, max_requests: 2 }, {}, slow(1000))
     await pool.start()
     const pids: number[] = []
     for (let i = 0; i < 3; i++) {
@@ -167,7 +127,7 @@ describe('rolling replacement', () => {
   })
 
   test('a wave of max_requests recycles under load: never more than workers + 1, nothing fails', async (t) => {
-    const { pool } = makePool(t, { pm: 'static', max_children: 3, max_requests: 20 }, 100)
+    const { pool } = makePool(t, { pm: 'static', max_children: 3, max_requests: 20 }, {}, slow(100))
     await pool.start()
     const load = await underLoad(pool, 6, async (pids) => {
       // Three generations of workers: each worker recycled twice.
