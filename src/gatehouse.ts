@@ -19,7 +19,7 @@ import { type BoundAddress as ListeningAddress, bindServer } from './core/bind.j
 import { type ListenAddress, parseListenAddress } from './core/address.js'
 import { upgradeResponse } from './http/upgrade.js'
 import { InboundListeners } from './inbound/listeners.js'
-import type { ActionDefinition, GatewayDefinition, Handler } from './core/types.js'
+import type { ActionDefinition, GatewayDefinition, Handler, ServerState } from './core/types.js'
 
 interface RouteEntry {
   handler: Handler
@@ -68,7 +68,7 @@ function reusableHandlers(previous: State | undefined): Map<string, Handler[]> {
   return reusable
 }
 
-function buildState(config: GatehouseConfig, logs: Logs, previous?: State): State {
+function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, previous?: State): State {
   const handlers: Handler[] = []
   const reusable = reusableHandlers(previous)
   const reused: Handler[] = []
@@ -76,7 +76,7 @@ function buildState(config: GatehouseConfig, logs: Logs, previous?: State): Stat
     const name = ACTION_NAMES.find((n) => route[n] !== undefined)!
     const def = ACTIONS[name] as ActionDefinition<unknown>
     const kept = reusable.get(`${name} ${JSON.stringify(route[name])}`)?.shift()
-    const handler = kept ?? def.create(route[name], { log: logs.error })
+    const handler = kept ?? def.create(route[name], { log: logs.error, server })
     if (kept) reused.push(kept)
     handlers.push(handler)
     const methods = route.methods ?? def.defaultMethods
@@ -185,6 +185,8 @@ export class Gatehouse {
   private readonly listeners: Listener[] = []
   private inFlight = 0
   private closing = false
+  private isDraining = false
+  private endDelay: (() => void) | null = null
   private drained: (() => void) | null = null
   /** Replaced states whose handlers close once their in-flight requests end. */
   private readonly retiring = new Set<Promise<void>>()
@@ -208,7 +210,7 @@ export class Gatehouse {
 
   constructor(config: GatehouseConfig) {
     this.logs = new Logs(config.log)
-    this.state = buildState(config, this.logs)
+    this.state = buildState(config, this.logs, this)
     this.handler = (req, res) => this.handle(req, res)
     for (const gateway of GATEWAYS as readonly GatewayDefinition[]) {
       if (gateway.listener)
@@ -490,7 +492,7 @@ export class Gatehouse {
     const config = validateConfig(input, baseDir)
     if (this.closing) return false
     for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')
-    const next = buildState(config, this.logs, this.state)
+    const next = buildState(config, this.logs, this, this.state)
     this.pending.add(next)
     // New managed workers are up before requests switch to them; if they cannot start,
     // the old configuration stays.
@@ -579,7 +581,39 @@ export class Gatehouse {
     this.logs.reopen()
   }
 
-  async close(graceMs: number = this.state.config.shutdown_grace): Promise<void> {
+  /** Stopping, in shutdown_delay: readiness checks answer 503 while requests are still served. */
+  get draining(): boolean {
+    return this.isDraining
+  }
+
+  /**
+   * `delayMs` (shutdown_delay by default): first serve on that long with readiness checks
+   * answering 503, so a load balancer stops sending before the listeners close. A second
+   * close() during the delay (a second signal) goes on at once.
+   */
+  async close(
+    graceMs: number = this.state.config.shutdown_grace,
+    delayMs: number = this.state.config.shutdown_delay,
+  ): Promise<void> {
+    if (this.closing) return
+    if (this.isDraining) {
+      this.endDelay?.()
+      return
+    }
+    this.isDraining = true
+    if (delayMs > 0 && this.listeners.length > 0) {
+      this.logs.error.info(
+        { shutdown_delay_ms: delayMs },
+        'draining: readiness checks answer 503; the listeners close after shutdown_delay',
+      )
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delayMs)
+        this.endDelay = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    }
     if (this.closing) return
     this.closing = true
     for (const pending of this.pending) this.discard(pending, 'the server is stopping')

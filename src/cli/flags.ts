@@ -34,6 +34,9 @@ export interface ServeFlags {
   requestTerminateTimeout?: string
   requestSlowlogTimeout?: string
   statusPath?: string
+  healthPath?: string
+  readyPath?: string
+  shutdownDelay?: string
   pingPath?: string
   wsgi?: string
   asgi?: string
@@ -100,13 +103,19 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   if (flags.keepAlive !== undefined) limits.keepalive_timeout = num(flags.keepAlive)
   if (Object.keys(limits).length > 0) out.limits = limits
   if (flags.gracefulTimeout !== undefined) out.shutdown_grace = num(flags.gracefulTimeout)
+  if (flags.shutdownDelay !== undefined) out.shutdown_delay = num(flags.shutdownDelay)
   const log = { ...((base.log as Record<string, unknown> | undefined) ?? {}) }
   if (flags.logLevel !== undefined) log.level = flags.logLevel
   if (flags.accessLog !== undefined) log.access_log = fileOrStream(flags.accessLog, cwd)
   if (flags.accessFormat !== undefined) log.access_format = flags.accessFormat
   if (flags.errorLog !== undefined) log.error_log = fileOrStream(flags.errorLog, cwd)
   if (Object.keys(log).length > 0) out.log = log
-  const routes = [...((base.routes as unknown[] | undefined) ?? [])]
+  // Health checks first: no route of the file or of other flags takes their paths.
+  const routes = [
+    ...(flags.healthPath !== undefined ? [{ exact: flags.healthPath, status: { show: 'live' } }] : []),
+    ...(flags.readyPath !== undefined ? [{ exact: flags.readyPath, status: { show: 'ready' } }] : []),
+    ...((base.routes as unknown[] | undefined) ?? []),
+  ]
   for (const value of flags.static ?? []) {
     const [path, root] = splitMount(value, cwd)
     routes.push({ path, static: { root } })

@@ -75,11 +75,11 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     await gatehouse.listen()
   } catch (err) {
     if (err instanceof GatehouseError && err.code === 'GH_ERR_LISTEN') {
-      await gatehouse.close(0)
+      await gatehouse.close(0, 0)
       fail([`cannot listen on ${err.message.replace(/^cannot listen on the address: /, '')}`], 1)
     }
     if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
-      await gatehouse.close(0)
+      await gatehouse.close(0, 0)
       fail([err.message], 1)
     }
     throw err
@@ -103,7 +103,8 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     const fast = signal === 'SIGINT'
     const grace = fast ? 0 : gatehouse.config.shutdown_grace
     log.info({ signal, grace_ms: grace }, fast ? 'shutting down now' : 'shutting down gracefully')
-    gatehouse.close(grace).then(
+    // SIGINT: no shutdown_delay either.
+    gatehouse.close(grace, fast ? 0 : undefined).then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'error during shutdown')
@@ -269,6 +270,15 @@ export function buildProgram(): Command {
       "php-fpm's status page of the managed pool at PATH (?json, ?openmetrics, &full)",
     )
     .option('--ping-path <path>', "php-fpm's ping page (pong) at PATH")
+    .option('--health-path <path>', 'a liveness check at PATH: 200 while the server answers')
+    .option(
+      '--ready-path <path>',
+      'a readiness check at PATH: 200, or 503 while a pool is failed or the server drains (--shutdown-delay)',
+    )
+    .option(
+      '--shutdown-delay <duration>',
+      'on SIGTERM, serve on this long with the readiness check answering 503 before the listeners close (shutdown_delay, default 0)',
+    )
     .option(
       '--fastcgi-pass <[prefix=]address>',
       'pass URL PREFIX (default /) to a FastCGI server; repeatable',

@@ -145,6 +145,11 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
     listen: oneOrMany(LISTEN).default(['127.0.0.1:8080']),
     server_name: z.string().optional(),
     shutdown_grace: duration.prefault(10),
+    /**
+     * On SIGTERM, keep serving this long with readiness checks answering 503 before the
+     * listeners close, so a load balancer stops sending first (Caddy's shutdown_delay).
+     */
+    shutdown_delay: duration.prefault(0),
     log: logSchema(env).prefault({}),
     limits: limitsSchema().prefault({}),
     routes: z.array(routeSchema<G[number]>(env, gateways)).default([]),

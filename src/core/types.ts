@@ -84,6 +84,14 @@ export interface SchemaEnv {
 
 export interface HandlerServices {
   log: Logger
+  /** The server the handler serves in: a readiness check reads whether it is draining. */
+  server?: ServerState
+}
+
+/** What a handler may read of the server it belongs to. */
+export interface ServerState {
+  /** Stopping: readiness answers 503 during shutdown_delay, before the listeners close. */
+  readonly draining: boolean
 }
 
 /** A route action (`static`, `php`, `wsgi`...): its config table's schema and its handler. */

@@ -11,16 +11,17 @@ import { strictObject } from '../../core/schema/strict.js'
 import { sendStatus } from '../../core/respond.js'
 import { clfTime } from '../../core/logging.js'
 import { livePools, type PoolStatus, type WorkerStatus } from '../../process/pool.js'
-import type { ActionDefinition, Handler, RequestContext } from '../../core/types.js'
+import type { ActionDefinition, Handler, RequestContext, ServerState } from '../../core/types.js'
 
 export function statusSchema() {
   return strictObject({
     /**
      * What the route shows: `pool` (php-fpm's status page of one pool), `ping` (php-fpm's
      * ping page), `pools` (every pool of the server as one JSON document), `ready` (a
-     * readiness check: 200 while no pool is failed, 503 naming the failed pools).
+     * readiness check: 200 while no pool is failed and the server is not draining, 503
+     * naming why), `live` (a liveness check: 200 while the server answers at all).
      */
-    show: z.enum(['pool', 'ping', 'pools', 'ready']).default('pool'),
+    show: z.enum(['pool', 'ping', 'pools', 'ready', 'live']).default('pool'),
     /** The pool's name (its `workers.name`); default: the first pool's name. */
     pool: z.string().min(1).optional(),
     /** The ping page's answer (php-fpm's ping.response). */
@@ -269,7 +270,10 @@ export function statusQuery(query: string): { format: StatusFormat; full: boolea
 }
 
 export class StatusHandler implements Handler {
-  constructor(private readonly options: StatusOptions) {}
+  constructor(
+    private readonly options: StatusOptions,
+    private readonly server?: ServerState,
+  ) {}
 
   handle(ctx: RequestContext): void {
     const head = ctx.method === 'HEAD'
@@ -282,16 +286,25 @@ export class StatusHandler implements Handler {
       })
       return
     }
-    if (o.show === 'ready') {
-      // Not ready while a pool is failed (its route answers 503 until a retry starts a
-      // worker); pools being replaced by a reload are not looked at.
-      const failed = livePools().filter((p) => !p.isClosing && p.failure !== null)
-      sendStatus(ctx.res, failed.length === 0 ? 200 : 503, {
+    if (o.show === 'live') {
+      sendStatus(ctx.res, 200, {
         headers: { 'content-type': 'text/plain;charset=UTF-8', ...NO_CACHE },
-        body:
-          failed.length === 0
-            ? 'ready\n'
-            : failed.map((p) => `pool ${p.settings.name} failed: ${p.failure!.message}\n`).join(''),
+        body: 'alive\n',
+        head,
+      })
+      return
+    }
+    if (o.show === 'ready') {
+      // Not ready while draining (SIGTERM, shutdown_delay) or while a pool is failed (its
+      // route answers 503 until a retry starts a worker); pools being replaced by a reload
+      // are not looked at.
+      const why = livePools()
+        .filter((p) => !p.isClosing && p.failure !== null)
+        .map((p) => `pool ${p.settings.name} failed: ${p.failure!.message}\n`)
+      if (this.server?.draining) why.unshift('draining: the server is stopping\n')
+      sendStatus(ctx.res, why.length === 0 ? 200 : 503, {
+        headers: { 'content-type': 'text/plain;charset=UTF-8', ...NO_CACHE },
+        body: why.length === 0 ? 'ready\n' : why.join(''),
         head,
       })
       return
@@ -334,5 +347,5 @@ export const statusAction: ActionDefinition<StatusOptions> = {
   summary: "php-fpm's status and ping pages for the managed worker pools (text, json, openmetrics; full)",
   defaultMethods: ['GET', 'HEAD'],
   schema: statusSchema,
-  create: (options) => new StatusHandler(options),
+  create: (options, services) => new StatusHandler(options, services.server),
 }
