@@ -29,6 +29,7 @@ import { listeningAddress, PYTHON, REPO_ROOT, stopServe, tempDir } from '../supp
 const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
   name: string
   version: string
+  devDependencies: Record<string, string>
 }
 
 /** Not part of a clean clone: build output, installed modules, local scratch. */
@@ -115,7 +116,8 @@ test(
     const tarball = join(packs, packed[0]!.filename)
     assert.ok(existsSync(tarball), `${tarball}: ${readdirSync(packs).join(' ')}`)
 
-    // Install it into an empty project.
+    // Install it into an empty project, with @types/node as a TypeScript user of Node has it
+    // (the repo's range); nothing else, so the .d.ts must find the rest in the dependencies.
     const app = join(root, 'consumer')
     mkdirSync(app)
     writeFileSync(
@@ -124,7 +126,15 @@ test(
     )
     await run(
       'npm',
-      ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'],
+      [
+        'install',
+        tarball,
+        `@types/node@${pkg.devDependencies['@types/node']}`,
+        '--prefer-offline',
+        '--no-audit',
+        '--no-fund',
+        '--loglevel=error',
+      ],
       app,
     )
     const installed = join(app, 'node_modules', pkg.name)
@@ -181,7 +191,6 @@ test(
           moduleResolution: 'NodeNext',
           strict: true,
           skipLibCheck: false,
-          // @types/node comes with the package's dependencies (@types/ws needs it).
           types: ['node'],
           outDir: 'out',
         },
