@@ -130,6 +130,8 @@ interface Worker {
   due: boolean
   /** Spawned to replace a due worker; cleared once it is ready or gone. */
   replacement: boolean
+  /** Its replacements could not start: it serves on, not recycled, until the next reload. */
+  kept: boolean
   measuring: boolean
   leases: Set<Lease<Worker>>
   requests: number
@@ -191,6 +193,12 @@ export class WorkerPool {
   private failed: GatehouseError | null = null
   /** Unexpected exits since the last request that went well. */
   private failures = 0
+  /**
+   * Workers in a row that died before accepting a connection, whatever else went well: a
+   * rolling reload's or a recycle's replacements crash-looping while old workers serve
+   * (their requests reset `failures`).
+   */
+  private neverReady = 0
   private respawnTimer: NodeJS.Timeout | undefined
   /** While failed: the next try to start one worker (crash_retry, doubling), and that worker. */
   private retryTimer: NodeJS.Timeout | undefined
@@ -334,6 +342,7 @@ export class WorkerPool {
     const wasFailed = this.failed
     this.failed = null
     this.failures = 0
+    this.neverReady = 0
     this.clearRetry()
     clearTimeout(this.respawnTimer)
     this.respawnTimer = undefined
@@ -345,6 +354,7 @@ export class WorkerPool {
       for (const w of this.workers) {
         // A starting old worker is retired once ready (workerReady), not replaced.
         if (w.generation < generation && w.phase === 'ready' && !w.retiring) {
+          w.kept = false
           w.due = true
           due++
         }
@@ -823,6 +833,7 @@ export class WorkerPool {
       retiring: false,
       due: false,
       replacement: false,
+      kept: false,
       measuring: false,
       leases: new Set(),
       requests: 0,
@@ -904,6 +915,7 @@ export class WorkerPool {
   }
 
   private workerReady(w: Worker): void {
+    this.neverReady = 0
     this.forgetStartFailures()
     if (w === this.trial) this.recovered(w)
     this.checkStarted()
@@ -930,7 +942,7 @@ export class WorkerPool {
 
   /** A worker past max_requests or max_rss: it serves on until its replacement is ready. */
   private replaceLater(w: Worker): void {
-    if (w.due || w.retiring || w.phase === 'stopping') return
+    if (w.due || w.kept || w.retiring || w.phase === 'stopping') return
     w.due = true
     this.replaceDue()
   }
@@ -1069,16 +1081,18 @@ export class WorkerPool {
       this.counters.workerDeaths++
       const lived = performance.now() - w.spawnedAt
       if (lived < CRASH_WINDOW_MS) this.failures++
+      if (w.phase === 'starting') this.neverReady++
+      const streak = Math.max(this.failures, this.neverReady)
       this.log.warn(
         { pool: s.name, worker: w.pid, command: this.command.command, lived_ms: Math.round(lived) },
         `worker ${how} unexpectedly`,
       )
-      if (this.failures >= CRASH_LOOP_EXITS && w.generation === this.generation) {
-        this.crashLoop(how)
+      if (streak >= CRASH_LOOP_EXITS && w.generation === this.generation) {
+        this.crashLoop(how, streak)
         return
       }
-      if (this.failures > 1 && this.respawnTimer === undefined) {
-        const delay = Math.min(100 * 2 ** (this.failures - 2), 10_000)
+      if (streak > 1 && this.respawnTimer === undefined) {
+        const delay = Math.min(100 * 2 ** (streak - 2), 10_000)
         this.respawnTimer = setTimeout(() => {
           this.respawnTimer = undefined
           this.maintain(false)
@@ -1094,19 +1108,39 @@ export class WorkerPool {
     this.checkRolled()
   }
 
-  private crashLoop(how: string): void {
+  private crashLoop(how: string, streak: number): void {
     const s = this.settings
+    this.neverReady = 0
     const err = new GatehouseError(
       'GH_ERR_WORKER_START',
-      `pool ${s.name}: ${this.lastStartFailure ? `${this.lastStartFailure.message}; ` : ''}${this.command.command} ${how}, ${this.failures} workers in a row died without serving a request; respawning stopped`,
+      `pool ${s.name}: ${this.lastStartFailure ? `${this.lastStartFailure.message}; ` : ''}${this.command.command} ${how}, ${streak} workers in a row died without serving a request; respawning stopped`,
     )
-    this.failed = err
-    this.log.error({ pool: s.name, command: this.command.command, args: this.command.args }, err.message)
     clearTimeout(this.respawnTimer)
     this.respawnTimer = undefined
-    // During a reload (its first new workers awaited) the old generation still serves:
-    // waiters stay for it. Past that (a rolling reload under way, a recycle), the pool fails.
     const reloading = this.startWaiters.some((sw) => sw.generation === this.generation)
+    // Past a rolling reload's first replacements (or in a recycle), replacements that cannot
+    // start leave the workers they were to replace serving: those are kept, as a failed
+    // reload keeps the old generation, rather than the pool failing with workers alive.
+    const replaced = [...this.workers].filter((w) => w.due && w.phase === 'ready' && !w.retiring)
+    if (!reloading && replaced.length > 0) {
+      for (const w of replaced) {
+        w.due = false
+        w.kept = true
+        w.generation = this.generation
+      }
+      this.failures = 0
+      this.log.error(
+        { pool: s.name, command: this.command.command, args: this.command.args },
+        `${err.message}; the ${replaced.length} workers they were to replace keep serving (not recycled) until the next reload`,
+      )
+      this.checkRolled()
+      this.dispatch()
+      return
+    }
+    this.failed = err
+    this.log.error({ pool: s.name, command: this.command.command, args: this.command.args }, err.message)
+    // During a reload (its first new workers awaited) the old generation still serves:
+    // waiters stay for it. Otherwise, with no worker to keep, the pool fails.
     const fallback =
       reloading &&
       [...this.workers].some((w) => w.generation < this.generation && w.phase === 'ready' && !w.retiring)

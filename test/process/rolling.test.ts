@@ -9,8 +9,11 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import type { WorkerPool } from '../../src/process/pool.js'
 import { ask, makePool } from '../support/generic-pool.js'
+import { tempDir } from '../support/helpers.js'
 
 const info = { method: 'GET', uri: '/x' }
 /** The worker's environment for a start that takes `ms` (an app with a heavy import). */
@@ -139,5 +142,37 @@ describe('rolling replacement', () => {
     })
     assert.deepEqual(load.failures, [])
     assert.ok(load.most <= 4, `${load.most} workers at once for max_children 3`)
+  })
+
+  test('replacements that stop starting mid-roll: the workers they were to replace keep serving, the pool does not fail', async (t) => {
+    const flag = join(tempDir(t), 'broken')
+    const { pool, lines } = makePool(
+      t,
+      { pm: 'static', max_children: 3 },
+      {},
+      { ...slow(100), WORKER_FAIL_IF_EXISTS: flag },
+    )
+    await pool.start()
+    const first = pool.status().workers.map((w) => w.pid)
+    // The app breaks (a bad deploy half-way) once the first replacement has taken over.
+    const breaker = (async () => {
+      while (!lines.some((l) => /replacement ready/.test(String(l.msg)))) await sleep(5)
+      writeFileSync(flag, '')
+    })()
+    const load = await underLoad(pool, 3, async () => {
+      await pool.reload()
+    })
+    await breaker
+    assert.deepEqual(load.failures, [], 'every request served')
+    const now = pool.status()
+    assert.equal(now.failed, false)
+    const serving = now.workers.filter((w) => w.state !== 'Finishing').map((w) => w.pid)
+    assert.equal(serving.length, 3)
+    assert.equal(serving.filter((pid) => first.includes(pid)).length, 2, 'two old workers kept')
+    assert.ok(lines.some((l) => /the 2 workers they were to replace keep serving/.test(String(l.msg))))
+    // Fixed: the next reload replaces them.
+    rmSync(flag)
+    await pool.reload()
+    assert.ok(pool.status().workers.every((w) => !first.includes(w.pid) || w.state === 'Finishing'))
   })
 })
