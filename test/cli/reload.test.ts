@@ -129,6 +129,42 @@ describe('gatehouse serve --reload', () => {
     await eventually(async () => (await get(port)).body === 'version-2', 'the edited app to serve', 30_000)
   })
 
+  test('an asgi route of a config file: --config FILE --reload watches its chdir', async (t) => {
+    const dir = tempDir(t, 'gh-reload-')
+    const app = (version: string) =>
+      writeFileSync(
+        join(dir, 'main.py'),
+        [
+          'async def app(scope, receive, send):',
+          "    if scope['type'] != 'http':",
+          '        return',
+          "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})",
+          `    await send({'type': 'http.response.body', 'body': b${JSON.stringify(version)}})`,
+          '',
+        ].join('\n'),
+      )
+    app('asgi-1')
+    writeFileSync(
+      join(dir, 'gatehouse.toml'),
+      `listen = ["127.0.0.1:0"]\n[[routes]]\npath = "/"\n[routes.asgi]\napp = "main:app"\npython = "${PYTHON}"\nworkers = 1\n`,
+    )
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', 'gatehouse.toml', '--reload'], {
+      cwd: dir,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    t.after(() => stopServe(child))
+    const { address, stderr } = await listeningAddress(child)
+    const port = Number(address.slice(address.lastIndexOf(':') + 1))
+    assert.equal((await get(port)).body, 'asgi-1')
+    app('asgi-two')
+    await eventually(
+      async () => (await get(port)).body === 'asgi-two',
+      'the edited asgi app to serve',
+      30_000,
+    )
+    assert.match(stderr(), /detected changes in 'main\.py'\. Reloading\.\.\./)
+  })
+
   test('--reload-dir without --reload is a usage error', async (t) => {
     const dir = tempDir(t, 'gh-reload-')
     const child = spawn(process.execPath, [CLI, 'serve', '--wsgi', 'app:app', '--reload-dir', dir], {
