@@ -165,6 +165,40 @@ describe('gatehouse serve --reload', () => {
     assert.match(stderr(), /detected changes in 'main\.py'\. Reloading\.\.\./)
   })
 
+  test('a SIGHUP that moves the chdir moves the watch', async (t) => {
+    const dir = tempDir(t, 'gh-reload-')
+    const a = join(dir, 'a')
+    const b = join(dir, 'b')
+    mkdirSync(a)
+    mkdirSync(b)
+    writeApp(a, 'from-a')
+    writeApp(b, 'from-b')
+    const config = (chdir: string) =>
+      writeFileSync(
+        join(dir, 'gatehouse.toml'),
+        `listen = ["127.0.0.1:0"]\n[[routes]]\npath = "/"\n[routes.wsgi]\napp = "app:app"\npython = "${PYTHON}"\nworkers = 1\nchdir = "${chdir}"\n`,
+      )
+    config(a)
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', 'gatehouse.toml', '--reload'], {
+      cwd: dir,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    t.after(() => stopServe(child))
+    const { address, stderr } = await listeningAddress(child)
+    const port = Number(address.slice(address.lastIndexOf(':') + 1))
+    assert.equal((await get(port)).body, 'from-a')
+    config(b)
+    child.kill('SIGHUP')
+    await eventually(async () => (await get(port)).body === 'from-b', 'the route from b to serve', 30_000)
+    writeApp(b, 'from-b, edited')
+    await eventually(
+      async () => (await get(port)).body === 'from-b, edited',
+      'the edit in b to reload',
+      30_000,
+    )
+    assert.match(stderr(), /detected changes in 'b\/app\.py'/)
+  })
+
   test('--reload-dir without --reload is a usage error', async (t) => {
     const dir = tempDir(t, 'gh-reload-')
     const child = spawn(process.execPath, [CLI, 'serve', '--wsgi', 'app:app', '--reload-dir', dir], {
