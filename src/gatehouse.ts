@@ -240,9 +240,18 @@ export class Gatehouse {
     await Promise.all(this.state.handlers.map((h) => h.ready?.()))
   }
 
-  /** SIGUSR2: every managed pool starts a new generation of workers and drains the old one. */
-  async reloadWorkers(): Promise<void> {
-    await Promise.all(this.state.handlers.map((h) => h.reloadWorkers?.()))
+  /**
+   * SIGUSR2: every managed pool starts a new generation of workers and drains the old one.
+   * `actions` (`['wsgi', 'asgi']` for --reload) limits it to the routes of those actions.
+   */
+  async reloadWorkers(actions?: readonly string[]): Promise<void> {
+    const { config, handlers } = this.state
+    const chosen = handlers.filter(
+      (_, i) =>
+        actions === undefined ||
+        actions.some((a) => (config.routes[i] as Record<string, unknown>)[a] !== undefined),
+    )
+    await Promise.all(chosen.map((h) => h.reloadWorkers?.()))
   }
 
   /** The bound addresses of a gateway's app-side listeners (`uwsgi`: `uwsgi_listen`), in config order. */

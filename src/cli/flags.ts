@@ -53,6 +53,10 @@ export interface ServeFlags {
   gracefulTimeout?: string
   keepAlive?: string
   maxRequestsJitter?: string
+  /** --reload (uvicorn's): watch the Python apps' source, roll their workers on a change. */
+  reload?: boolean
+  reloadDir?: string[]
+  reloadInclude?: string[]
 }
 
 /**
@@ -303,4 +307,27 @@ export function wsgiRoute(flags: ServeFlags, cwd: string): Record<string, unknow
     .filter(Boolean)
   if (allow.length > 0) wsgi.forwarded_allow_ips = allow
   return { path: '/', [kind]: wsgi }
+}
+
+/** What `--reload`, `--reload-dir` and `--reload-include` ask for; null when --reload is not given. */
+export interface ReloadFlags {
+  /** Absolute directories to watch besides the apps' chdir. */
+  dirs: string[]
+  /** Globs of the files whose change reloads (default: *.py). */
+  include: string[] | undefined
+}
+
+export function reloadFlags(flags: ServeFlags, cwd: string): ReloadFlags | null {
+  if (!flags.reload) {
+    if ((flags.reloadDir ?? []).length > 0 || (flags.reloadInclude ?? []).length > 0) {
+      const problem = '--reload-dir and --reload-include go with --reload'
+      throw new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
+    }
+    return null
+  }
+  const include = flags.reloadInclude ?? []
+  return {
+    dirs: (flags.reloadDir ?? []).map((d) => (isAbsolute(d) ? d : resolve(cwd, d))),
+    include: include.length > 0 ? include : undefined,
+  }
 }

@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 import { existsSync, readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { isAbsolute, relative, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { readConfigFile } from '../config/load.js'
-import { validateConfig } from '../config.js'
+import { type GatehouseConfig, validateConfig } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 import { Gatehouse } from '../gatehouse.js'
 import { killAllWorkers } from '../process/pool.js'
-import { applyFlags, type ServeFlags } from './flags.js'
+import { applyFlags, type ReloadFlags, reloadFlags, type ServeFlags } from './flags.js'
+import { DEFAULT_RELOAD_INCLUDE, latestReloads, SourceWatcher } from './reload.js'
 
 const EXIT_USAGE = 2
 const DEFAULT_CONFIG = 'gatehouse.toml'
@@ -57,8 +58,67 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
   }
 }
 
+/** The actions whose workers --reload rolls (PHP reads its scripts afresh on every request). */
+const PYTHON_ACTIONS = ['wsgi', 'asgi'] as const
+
+/** The directories of the config's Python apps (their `chdir`), in route order. */
+function pythonAppDirs(config: GatehouseConfig): string[] {
+  return config.routes.flatMap((route) =>
+    PYTHON_ACTIONS.map((a) => (route as Record<string, { chdir?: string } | undefined>)[a]?.chdir).filter(
+      (d): d is string => d !== undefined,
+    ),
+  )
+}
+
+/**
+ * --reload: watch the Python apps' directories and --reload-dir, and roll the wsgi and asgi
+ * workers (new ones ready before old ones retire) once a matching file changed. A new
+ * generation that cannot start (the edited app no longer imports) is undone by the pool:
+ * the old workers keep serving, and the next change tries again.
+ */
+function startReloader(gatehouse: Gatehouse, options: ReloadFlags): SourceWatcher {
+  const log = gatehouse.logs.error
+  const dirs = () => [...pythonAppDirs(gatehouse.config), ...options.dirs]
+  if (pythonAppDirs(gatehouse.config).length === 0)
+    log.warn('--reload: no wsgi or asgi route; PHP and the other routes need no reload')
+  const include = options.include ?? DEFAULT_RELOAD_INCLUDE
+  log.info({ dirs: dirs(), include }, `watching for changes in ${dirs().join(', ')} (${include.join(', ')})`)
+  const shown = (file: string) => {
+    const rel = relative(process.cwd(), file)
+    return rel.startsWith('..') || isAbsolute(rel) ? file : rel
+  }
+  const reload = latestReloads(
+    () => gatehouse.reloadWorkers(PYTHON_ACTIONS),
+    (outcome) => {
+      if (outcome.ok) log.info('workers reloaded')
+      else
+        log.error(
+          { err: outcome.err instanceof Error ? outcome.err.message : String(outcome.err) },
+          'reload failed: the old workers keep serving; the next change tries again',
+        )
+    },
+  )
+  const changed = (files: string[]) => {
+    log.info({ files }, `detected changes in ${files.map((f) => `'${shown(f)}'`).join(', ')}. Reloading...`)
+    reload()
+  }
+  const watcher = new SourceWatcher({
+    dirs: dirs(),
+    ...(options.include ? { include: options.include } : {}),
+    onChange: changed,
+    onError: (err) => log.warn({ err }, '--reload: watching failed'),
+  })
+  return watcher
+}
+
 async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   const { config, file } = resolveConfig(flags, true)
+  let reloadOptions: ReloadFlags | null = null
+  try {
+    reloadOptions = reloadFlags(flags, process.cwd())
+  } catch (err) {
+    configProblems(err)
+  }
   let gatehouse: Gatehouse
   try {
     gatehouse = new Gatehouse(config)
@@ -71,6 +131,9 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     throw err
   }
   const log = gatehouse.logs.error
+  // Watching before the listening line: an edit made once it is logged is seen.
+  const watcher = reloadOptions ? startReloader(gatehouse, reloadOptions) : null
+  await watcher?.ready
   try {
     await gatehouse.listen()
   } catch (err) {
@@ -100,6 +163,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       process.exit(1)
     }
     stopping = true
+    void watcher?.close()
     const fast = signal === 'SIGINT'
     const grace = fast ? 0 : gatehouse.config.shutdown_grace
     log.info({ signal, grace_ms: grace }, fast ? 'shutting down now' : 'shutting down gracefully')
@@ -127,8 +191,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   const reload = async (configFile: string) => {
     try {
       const { input, baseDir } = readConfigFile(configFile)
-      if (await gatehouse.reload(applyFlags(input, flags, process.cwd()), baseDir))
+      if (await gatehouse.reload(applyFlags(input, flags, process.cwd()), baseDir)) {
         log.info({ config: configFile }, 'configuration reloaded')
+        watcher?.setDirs([...pythonAppDirs(gatehouse.config), ...(reloadOptions?.dirs ?? [])])
+      }
     } catch (err) {
       if (err instanceof GatehouseError && err.code === 'GH_ERR_CONFIG') {
         log.error(
@@ -321,6 +387,16 @@ export function buildProgram(): Command {
     .option(
       '--forwarded-allow-ips <cidr,...>',
       'proxies whose X-Forwarded-For/Proto --wsgi/--asgi believe (client address, scheme); repeatable',
+      collect,
+    )
+    .option(
+      '--reload',
+      "development: watch the --wsgi/--asgi apps' directories (chdir) and roll their workers when a file changes",
+    )
+    .option('--reload-dir <dir>', 'with --reload: also watch DIR (recursively); repeatable', collect)
+    .option(
+      '--reload-include <glob>',
+      'with --reload: files whose change reloads (default *.py; a glob with / matches the path under the watched directory); repeatable',
       collect,
     )
     .addOption(
