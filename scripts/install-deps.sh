@@ -3,7 +3,7 @@
 # peers: nginx, php-cgi, fcgiwrap, wrk, ...). Idempotent; needs root (or sudo) for apt-get.
 set -euo pipefail
 PACKAGES=(
-  nginx-light wrk curl procps git perl python3
+  nginx-light wrk curl procps iproute2 git perl python3
   fcgiwrap spawn-fcgi php-cgi
   uwsgi uwsgi-plugin-python3 python3-flask
   php-fpm libfcgi-bin

@@ -302,7 +302,12 @@ export class Gatehouse {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       this.handleUpgrade(req, socket, head),
     )
-    const bound: ListeningAddress = await bindServer(server, spec)
+    const bound: ListeningAddress = await bindServer(
+      server,
+      spec,
+      undefined,
+      this.state.config.limits.backlog,
+    )
     server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
     this.listeners.push({ spec, server, bound })
     this.logs.error.info({ listen: bound.address }, 'listening')

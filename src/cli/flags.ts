@@ -52,6 +52,8 @@ export interface ServeFlags {
   timeout?: string
   gracefulTimeout?: string
   keepAlive?: string
+  backlog?: string
+  pid?: string
   maxRequestsJitter?: string
   /** --reload (uvicorn's): watch the Python apps' source, roll their workers on a change. */
   reload?: boolean
@@ -105,6 +107,7 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   const limits = { ...((base.limits as Record<string, unknown> | undefined) ?? {}) }
   if (flags.maxBodySize !== undefined) limits.max_body_bytes = num(flags.maxBodySize)
   if (flags.keepAlive !== undefined) limits.keepalive_timeout = num(flags.keepAlive)
+  if (flags.backlog !== undefined) limits.backlog = num(flags.backlog)
   if (Object.keys(limits).length > 0) out.limits = limits
   if (flags.gracefulTimeout !== undefined) out.shutdown_grace = num(flags.gracefulTimeout)
   if (flags.shutdownDelay !== undefined) out.shutdown_delay = num(flags.shutdownDelay)

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { isAbsolute, relative, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
+import type { Logger } from 'pino'
 import { readConfigFile } from '../config/load.js'
 import { type GatehouseConfig, validateConfig } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
@@ -111,6 +112,24 @@ function startReloader(gatehouse: Gatehouse, options: ReloadFlags): SourceWatche
   return watcher
 }
 
+/**
+ * --pid FILE (gunicorn's --pid): the server's pid once it listens, written atomically
+ * (a temp file renamed over it); removed when the process exits, if it still holds our pid.
+ */
+function writePidFile(file: string, log: Logger): void {
+  const tmp = `${file}.${process.pid}.tmp`
+  writeFileSync(tmp, `${process.pid}\n`)
+  renameSync(tmp, file)
+  log.info({ pid_file: file }, 'pid file written')
+  process.on('exit', () => {
+    try {
+      if (readFileSync(file, 'utf8').trim() === String(process.pid)) unlinkSync(file)
+    } catch {
+      // Gone already, or its directory: nothing to remove.
+    }
+  })
+}
+
 async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   const { config, file } = resolveConfig(flags, true)
   let reloadOptions: ReloadFlags | null = null
@@ -147,6 +166,8 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     }
     throw err
   }
+
+  if (flags.pid !== undefined) writePidFile(resolve(flags.pid), log)
 
   let stopping = false
   /**
@@ -336,6 +357,11 @@ export function buildProgram(): Command {
       "php-fpm's status page of the managed pool at PATH (?json, ?openmetrics, &full)",
     )
     .option('--ping-path <path>', "php-fpm's ping page (pong) at PATH")
+    .option(
+      '--backlog <n>',
+      'connections the kernel queues before they are accepted (limits.backlog, default 511)',
+    )
+    .option('--pid <file>', 'write the server process id to FILE once listening; removed on exit')
     .option('--health-path <path>', 'a liveness check at PATH: 200 while the server answers')
     .option(
       '--ready-path <path>',

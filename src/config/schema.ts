@@ -59,6 +59,11 @@ export function limitsSchema() {
      * more get 503 GH_ERR_CONN_LIMIT and its connection is closed. 0: no limit.
      */
     max_connections_per_ip: z.number().int().min(0).default(0),
+    /**
+     * Connections the kernel queues before they are accepted (listen(2)'s backlog, capped by
+     * net.core.somaxconn): nginx's `listen ... backlog=`, gunicorn's --backlog. Node's default.
+     */
+    backlog: z.number().int().min(1).max(65_535).default(511),
   }).superRefine((limits, ctx) => {
     if (limits.request_timeout > 0 && limits.header_timeout > limits.request_timeout) {
       ctx.addIssue({ code: 'custom', path: ['header_timeout'], message: 'must not exceed request_timeout' })

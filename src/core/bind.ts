@@ -15,7 +15,12 @@ export interface BoundAddress {
  * Bind any listener (HTTP, uwsgi, FastCGI) to a parsed address. A busy address fails with
  * GH_ERR_LISTEN naming it (and `label`, e.g. "uwsgi"); a stale Unix socket file is removed.
  */
-export async function bindServer(server: Server, spec: ListenAddress, label?: string): Promise<BoundAddress> {
+export async function bindServer(
+  server: Server,
+  spec: ListenAddress,
+  label?: string,
+  backlog?: number,
+): Promise<BoundAddress> {
   if (spec.kind === 'unix') await removeStaleSocket(spec.path)
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
@@ -35,8 +40,8 @@ export async function bindServer(server: Server, spec: ListenAddress, label?: st
       server.off('error', onError)
       resolve()
     }
-    if (spec.kind === 'unix') server.listen(spec.path, done)
-    else server.listen({ host: spec.host, port: spec.port }, done)
+    if (spec.kind === 'unix') server.listen({ path: spec.path, backlog }, done)
+    else server.listen({ host: spec.host, port: spec.port, backlog }, done)
   })
   const addr = server.address()
   if (spec.kind === 'unix' || typeof addr === 'string' || addr === null)
