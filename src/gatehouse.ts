@@ -15,7 +15,7 @@ import { countBody, Logs } from './core/logging.js'
 import { Router } from './router/router.js'
 import { CONTINUE_DEFERRED, connectionInfo } from './http/connection.js'
 import { buildContext, parseRequest, runHandler } from './http/context.js'
-import { type BoundAddress as ListeningAddress, bindServer } from './core/bind.js'
+import { type BoundAddress as ListeningAddress, bindServer, listenUrl } from './core/bind.js'
 import { type ListenAddress, parseListenAddress } from './core/address.js'
 import { upgradeResponse } from './http/upgrade.js'
 import { InboundListeners } from './inbound/listeners.js'
@@ -310,7 +310,13 @@ export class Gatehouse {
     )
     server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
     this.listeners.push({ spec, server, bound })
-    this.logs.error.info({ listen: bound.address }, 'listening')
+    // JSON keeps msg "listening" and `listen` last (tools and tests match on them) and adds
+    // `url`; text says where to click.
+    const url = listenUrl(bound)
+    if (!this.logs.text) this.logs.error.info({ url, listen: bound.address }, 'listening')
+    else if (url === bound.address || url === `http://${bound.address}`)
+      this.logs.error.info(`listening on ${url}`)
+    else this.logs.error.info({ listen: bound.address }, `listening on ${url}`)
   }
 
   /**

@@ -15,6 +15,7 @@ export interface ServeFlags {
   fastcgi?: string
   fastcgiPass?: string[]
   logLevel?: string
+  logFormat?: string
   accessLog?: string
   accessFormat?: string
   errorLog?: string
@@ -113,6 +114,7 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   if (flags.shutdownDelay !== undefined) out.shutdown_delay = num(flags.shutdownDelay)
   const log = { ...((base.log as Record<string, unknown> | undefined) ?? {}) }
   if (flags.logLevel !== undefined) log.level = flags.logLevel
+  if (flags.logFormat !== undefined) log.format = flags.logFormat
   if (flags.accessLog !== undefined) log.access_log = fileOrStream(flags.accessLog, cwd)
   if (flags.accessFormat !== undefined) log.access_format = flags.accessFormat
   if (flags.errorLog !== undefined) log.error_log = fileOrStream(flags.errorLog, cwd)

@@ -436,6 +436,12 @@ export function buildProgram(): Command {
         'silent',
       ]),
     )
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        'error log format: auto (default: text on a terminal, JSON lines otherwise), text or json',
+      ).choices(['auto', 'text', 'json']),
+    )
     .option('--error-log <target>', 'error log: stderr (default), stdout or a file')
     .option('--access-log <target>', 'access log: off (default), stdout ("-"), stderr or a file')
     .addOption(new Option('--access-format <format>', 'access log format').choices(['combined', 'json']))

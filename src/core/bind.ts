@@ -71,3 +71,16 @@ async function removeStaleSocket(path: string): Promise<void> {
   })
   if (!live) unlinkSync(path)
 }
+
+/**
+ * A listener's address as a URL a person can click: `http://127.0.0.1:8000`; the wildcard
+ * addresses (0.0.0.0, [::]) as the loopback address of their family, which reaches them from
+ * this machine; a Unix socket as `unix:/path`.
+ */
+export function listenUrl(bound: BoundAddress): string {
+  if (bound.path !== undefined || bound.address.startsWith('unix:')) return bound.address
+  const m = /^(.*):(\d+)$/.exec(bound.address)
+  if (!m) return bound.address
+  const host = m[1] === '0.0.0.0' ? '127.0.0.1' : m[1] === '[::]' ? '[::1]' : m[1]!
+  return `http://${host}:${m[2]}`
+}

@@ -4,6 +4,7 @@ import { dirname } from 'node:path'
 import pino, { type DestinationStream, type Logger } from 'pino'
 import { z } from 'zod'
 import { GatehouseError } from './errors.js'
+import { textSink } from './log-text.js'
 import { filePath } from './schema/paths.js'
 import { strictObject } from './schema/strict.js'
 import type { SchemaEnv } from './types.js'
@@ -16,6 +17,12 @@ export function logSchema(env: SchemaEnv) {
     error_log: z.union([z.enum(['stderr', 'stdout']), filePath(env)]).default('stderr'),
     access_log: z.union([z.enum(['stderr', 'stdout', 'off']), filePath(env)]).default('off'),
     access_format: z.enum(['combined', 'json']).default('combined'),
+    /**
+     * The error log's format: "text" (a line a person reads), "json" (pino's JSON lines), or
+     * "auto" (default): text when error_log is stderr or stdout and that is a terminal, JSON
+     * otherwise (a file, a pipe, CI).
+     */
+    format: z.enum(['auto', 'text', 'json']).default('auto'),
   })
 }
 
@@ -197,15 +204,40 @@ function bodyBytes(r: AccessRecord): number {
   return res.writableFinished ? r.body.bytes : Math.min(r.body.bytes, socketBytes)
 }
 
+/** Is `target` (stderr, stdout or a file) a terminal? */
+function isTerminal(target: string): boolean {
+  if (target === 'stderr') return process.stderr.isTTY === true
+  if (target === 'stdout') return process.stdout.isTTY === true
+  return false
+}
+
+/**
+ * The error log's format as `log.format` asks for it: auto is text on a terminal. Text is
+ * coloured on a terminal unless NO_COLOR is set (https://no-color.org: to anything non-empty).
+ */
+export function errorLogFormat(
+  config: Pick<LogConfig, 'format' | 'error_log'>,
+  env: NodeJS.ProcessEnv = process.env,
+): { text: boolean; colour: boolean } {
+  const tty = isTerminal(config.error_log)
+  const text = config.format === 'text' || (config.format === 'auto' && tty)
+  return { text, colour: text && tty && !env.NO_COLOR }
+}
+
 /** Error log and access log; both go through pino's destinations (SonicBoom). */
 export class Logs {
   readonly error: Logger
+  /** The error log is text (log.format, or auto on a terminal), not JSON lines. */
+  readonly text: boolean
   private readonly errorSink: Sink
   private readonly accessSink: Sink | null
   private readonly accessJson: Logger | null
 
   constructor(config: LogConfig) {
-    this.errorSink = destination(config.error_log)
+    const { text, colour } = errorLogFormat(config)
+    this.text = text
+    const sink = destination(config.error_log)
+    this.errorSink = text ? textSink(sink, colour) : sink
     this.error = pino(
       { level: config.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
       this.errorSink,
