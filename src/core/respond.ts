@@ -1,4 +1,5 @@
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import { ERROR_CODES, type ErrorCode, GatehouseError } from './errors.js'
 import { reasonPhrase } from './http-headers.js'
@@ -37,10 +38,44 @@ export function sendStatus(res: ServerResponse, status: number, options: SimpleR
 /** Set on a response refused with GH_ERR_BODY_TOO_LARGE: the front logs which setting refused it. */
 export const BODY_REFUSED = Symbol('gatehouse.bodyRefused')
 
+/** nginx's lingering_timeout and lingering_time. */
+const LINGER_IDLE_MS = 5_000
+const LINGER_MAX_MS = 30_000
+
+/**
+ * nginx's lingering close, for a response that refuses a body the client is still sending
+ * (413). Node closes such a connection once the response is written; the client's next body
+ * bytes then meet a closed socket, and its reset can destroy the 413 in the client's buffer
+ * before it is read (the client sees EPIPE or ECONNRESET, not the status). Instead the
+ * connection is half-closed and the rest of the body read and dropped, until it ends,
+ * LINGER_IDLE_MS pass without any of it, or LINGER_MAX_MS in all.
+ */
+function lingerOnClose(res: ServerResponse): void {
+  const socket = res.socket as (Socket & { destroySoon?: () => void }) | null
+  const req = res.req as IncomingMessage | undefined
+  if (!socket || socket.destroyed || !req || req.complete) return
+  socket.destroySoon = () => {
+    const stop = () => socket.destroy()
+    const idle = setTimeout(stop, LINGER_IDLE_MS).unref()
+    const cap = setTimeout(stop, LINGER_MAX_MS).unref()
+    socket.once('close', () => {
+      clearTimeout(idle)
+      clearTimeout(cap)
+    })
+    socket.end()
+    req.on('data', () => idle.refresh())
+    req.once('end', stop)
+    req.once('error', stop)
+    req.resume()
+  }
+}
+
 /** Answer with the status and message of a registered error code. */
 export function sendError(res: ServerResponse, code: ErrorCode, options: SimpleResponse = {}): void {
-  if (code === 'GH_ERR_BODY_TOO_LARGE')
-    (res as ServerResponse & { [BODY_REFUSED]?: true })[BODY_REFUSED] = true
+  if (code === 'GH_ERR_BODY_TOO_LARGE') {
+    ;(res as ServerResponse & { [BODY_REFUSED]?: true })[BODY_REFUSED] = true
+    if (options.close) lingerOnClose(res)
+  }
   const status = ERROR_CODES[code].status ?? 500
   sendStatus(res, status, options)
 }

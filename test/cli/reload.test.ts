@@ -27,6 +27,20 @@ function writeApp(dir: string, version: string): void {
   )
 }
 
+/** `gatehouse serve --config gatehouse.toml --reload` in `dir`, stopped after the test. */
+async function serveConfig(
+  t: { after: (fn: () => Promise<void> | void) => void },
+  dir: string,
+): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', 'gatehouse.toml', '--reload'], {
+    cwd: dir,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  t.after(() => stopServe(child))
+  const { address, stderr } = await listeningAddress(child)
+  return { child, port: Number(address.slice(address.lastIndexOf(':') + 1)), stderr }
+}
+
 async function serve(
   t: { after: (fn: () => Promise<void> | void) => void },
   dir: string,
@@ -148,13 +162,7 @@ describe('gatehouse serve --reload', () => {
       join(dir, 'gatehouse.toml'),
       `listen = ["127.0.0.1:0"]\n[[routes]]\npath = "/"\n[routes.asgi]\napp = "main:app"\npython = "${PYTHON}"\nworkers = 1\n`,
     )
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', 'gatehouse.toml', '--reload'], {
-      cwd: dir,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
-    t.after(() => stopServe(child))
-    const { address, stderr } = await listeningAddress(child)
-    const port = Number(address.slice(address.lastIndexOf(':') + 1))
+    const { port, stderr } = await serveConfig(t, dir)
     assert.equal((await get(port)).body, 'asgi-1')
     app('asgi-two')
     await eventually(
@@ -179,13 +187,7 @@ describe('gatehouse serve --reload', () => {
         `listen = ["127.0.0.1:0"]\n[[routes]]\npath = "/"\n[routes.wsgi]\napp = "app:app"\npython = "${PYTHON}"\nworkers = 1\nchdir = "${chdir}"\n`,
       )
     config(a)
-    const child = spawn(process.execPath, [CLI, 'serve', '--config', 'gatehouse.toml', '--reload'], {
-      cwd: dir,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
-    t.after(() => stopServe(child))
-    const { address, stderr } = await listeningAddress(child)
-    const port = Number(address.slice(address.lastIndexOf(':') + 1))
+    const { child, port, stderr } = await serveConfig(t, dir)
     assert.equal((await get(port)).body, 'from-a')
     config(b)
     child.kill('SIGHUP')
