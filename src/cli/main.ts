@@ -153,22 +153,8 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   // Watching before the listening line: an edit made once it is logged is seen.
   const watcher = reloadOptions ? startReloader(gatehouse, reloadOptions) : null
   await watcher?.ready
-  try {
-    await gatehouse.listen()
-  } catch (err) {
-    if (err instanceof GatehouseError && err.code === 'GH_ERR_LISTEN') {
-      await gatehouse.close(0, 0)
-      fail([`cannot listen on ${err.message.replace(/^cannot listen on the address: /, '')}`], 1)
-    }
-    if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
-      await gatehouse.close(0, 0)
-      fail([err.message], 1)
-    }
-    throw err
-  }
-
-  if (flags.pid !== undefined) writePidFile(resolve(flags.pid), log)
-
+  // Before listening: a stop signal right after the listening line is a graceful stop, not
+  // the default action (death). One during start-up stops the start.
   let stopping = false
   /**
    * SIGTERM and SIGQUIT drain: no new connections, requests in flight get shutdown_grace
@@ -200,6 +186,23 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
   process.on('SIGQUIT', stop)
+  try {
+    await gatehouse.listen()
+  } catch (err) {
+    if (stopping) return // the stop signal's close() ends the process
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_LISTEN') {
+      await gatehouse.close(0, 0)
+      fail([`cannot listen on ${err.message.replace(/^cannot listen on the address: /, '')}`], 1)
+    }
+    if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
+      await gatehouse.close(0, 0)
+      fail([err.message], 1)
+    }
+    throw err
+  }
+
+  if (flags.pid !== undefined) writePidFile(resolve(flags.pid), log)
+
   // php-fpm's graceful reload: new workers for every managed pool, the old ones drained.
   process.on('SIGUSR2', () => {
     log.info('SIGUSR2: reloading workers')

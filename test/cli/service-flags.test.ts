@@ -37,3 +37,22 @@ test('--pid writes the pid once listening and removes it on exit; --backlog is t
   assert.equal(await exited, 0)
   assert.equal(existsSync(pidFile), false, 'the pid file is removed on exit')
 })
+
+test('SIGTERM the moment the listening line appears is a graceful stop (exit 0), not death by the signal', async (t) => {
+  for (let round = 0; round < 3; round++) {
+    const serve = spawn(
+      process.execPath,
+      [CLI, 'serve', '--listen', '127.0.0.1:0', '--ready-path', '/readyz'],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    )
+    t.after(() => stopServe(serve))
+    const exited = new Promise<[number | null, string | null]>((resolve) =>
+      serve.once('exit', (code, signal) => resolve([code, signal])),
+    )
+    await listeningAddress(serve)
+    serve.kill('SIGTERM')
+    assert.deepEqual(await exited, [0, null], `round ${round}`)
+  }
+})
