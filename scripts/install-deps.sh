@@ -10,6 +10,8 @@ PACKAGES=(
   # Python apps and the WSGI/ASGI peers
   python3-django python3-starlette python3-fastapi python3-websockets
   gunicorn python3-uvicorn python3-uvloop python3-httptools python3-hypercorn python3-daphne
+  # promtool checks the metrics exposition (test/http/metrics.test.ts)
+  prometheus
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -9,6 +9,7 @@ import {
 } from './config.js'
 import { ERROR_CODES, type ErrorCode } from './core/errors.js'
 import { ACTION_NAMES, ACTIONS, GATEWAYS } from './gateways/index.js'
+import { Metrics } from './core/metrics.js'
 import { BODY_REFUSED, refuse, sendError, sendStatus } from './core/respond.js'
 import { reasonPhrase } from './core/http-headers.js'
 import { countBody, Logs } from './core/logging.js'
@@ -33,6 +34,9 @@ interface State {
   handlers: Handler[]
   /** Handlers kept from the state this one replaced (see reusableHandlers). */
   reused: Handler[]
+  /** Some route shows metrics: requests are counted (see Metrics), by these route labels. */
+  metricsOn: boolean
+  routeLabels: string[]
   /** Requests still being served by this state's handlers. */
   active: number
   /** Set by reload on a replaced state: called when its last request ends. */
@@ -94,6 +98,11 @@ function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, pr
     router: new Router(specs),
     handlers,
     reused,
+    metricsOn: config.routes.some((r) => r.metrics !== undefined),
+    routeLabels: config.routes.map((r) => {
+      const where = r.path ?? r.exact ?? r.regex ?? '/'
+      return r.host ? `${[r.host].flat()[0]}${where}` : where
+    }),
     active: 0,
     onIdle: null,
     superseded: false,
@@ -199,6 +208,18 @@ export class Gatehouse {
   private readonly overConnectionLimit = new WeakSet<object>()
   /** Sockets handed to a handler's upgrade() (WebSockets), until they close. */
   private readonly upgraded = new Set<Duplex>()
+  /** Per connection, its bytesRead when the metrics last counted it (request heads included). */
+  private readonly countedRead = new WeakMap<object, number>()
+  /** Prometheus metrics: counted while some route shows them (State.metricsOn). */
+  readonly metrics = new Metrics(
+    () =>
+      Promise.all(
+        this.listeners.map(
+          (l) => new Promise<number>((resolve) => l.server.getConnections((err, n) => resolve(err ? 0 : n))),
+        ),
+      ).then((counts) => counts.reduce((a, b) => a + b, 0)),
+    () => this.upgraded.size,
+  )
   /**
    * The gateways' app-side listeners (`uwsgi_listen`, `fastcgi_listen`), by gateway name:
    * requests arriving over those protocols take the same path as HTTP ones.
@@ -341,6 +362,15 @@ export class Gatehouse {
     })
   }
 
+  /** Bytes read on a connection since the metrics last looked: its requests' heads and bodies. */
+  private bytesReadSince(socket: Socket | null): number {
+    if (!socket) return 0
+    const now = socket.bytesRead
+    const before = this.countedRead.get(socket) ?? 0
+    this.countedRead.set(socket, now)
+    return now - before
+  }
+
   /** A 413 of ours: the log names the setting that refused the body, so it can be raised. */
   private logBodyRefused(req: IncomingMessage, state: State, routeIndex: number | undefined): void {
     const route = routeIndex === undefined ? undefined : state.config.routes[routeIndex]
@@ -396,6 +426,15 @@ export class Gatehouse {
       if (this.logs.accessEnabled) {
         this.logs.access({ req, res, remoteAddress, start, route: routeIndex, written0, body })
       }
+      if (state.metricsOn)
+        this.metrics.observe({
+          route: routeIndex === undefined ? 'none' : state.routeLabels[routeIndex]!,
+          method: req.method ?? 'OTHER',
+          status: res.statusCode,
+          seconds: (performance.now() - start) / 1000,
+          bytesIn: this.bytesReadSince(req.socket),
+          bytesOut: (req.socket?.bytesWritten ?? 0) - written0,
+        })
       if ((res as ServerResponse & { [BODY_REFUSED]?: true })[BODY_REFUSED])
         this.logBodyRefused(req, state, routeIndex)
       if (this.closing) {

@@ -1,3 +1,4 @@
+import type { Metrics } from './metrics.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Server } from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -92,6 +93,8 @@ export interface HandlerServices {
 export interface ServerState {
   /** Stopping: readiness answers 503 during shutdown_delay, before the listeners close. */
   readonly draining: boolean
+  /** The server's Prometheus metrics (the `metrics` action shows them). */
+  readonly metrics: Metrics
 }
 
 /** A route action (`static`, `php`, `wsgi`...): its config table's schema and its handler. */

@@ -83,6 +83,10 @@ export interface PoolStatus {
   nextRetry: number | null
   /** Tries to start a failed pool again since it started (crash_retry). */
   startRetries: number
+  /** Workers replaced past max_requests, past max_rss, and by reloads. */
+  recycledMaxRequests: number
+  recycledMaxRss: number
+  reloadedWorkers: number
   workers: WorkerStatus[]
 }
 
@@ -236,6 +240,9 @@ export class WorkerPool {
     workerDeaths: 0,
     reloads: 0,
     startRetries: 0,
+    recycledMaxRequests: 0,
+    recycledMaxRss: 0,
+    reloadedWorkers: 0,
   }
 
   constructor(
@@ -356,6 +363,7 @@ export class WorkerPool {
         if (w.generation < generation && w.phase === 'ready' && !w.retiring) {
           w.kept = false
           w.due = true
+          this.counters.reloadedWorkers++
           due++
         }
       }
@@ -407,7 +415,10 @@ export class WorkerPool {
       return
     }
     // Old workers take no new requests; each stops once it has finished what it holds.
-    for (const w of this.workers) if (w.generation < generation) this.retire(w)
+    for (const w of this.workers) {
+      if (w.generation < generation && !w.retiring) this.counters.reloadedWorkers++
+      if (w.generation < generation) this.retire(w)
+    }
     this.dispatch()
     this.log.info({ pool: s.name, generation }, 'reloaded: old workers drained')
   }
@@ -512,6 +523,9 @@ export class WorkerPool {
       failedReason: this.failed?.message ?? null,
       nextRetry: this.nextRetryAt === null ? null : Math.ceil(this.nextRetryAt / 1000),
       startRetries: this.counters.startRetries,
+      recycledMaxRequests: this.counters.recycledMaxRequests,
+      recycledMaxRss: this.counters.recycledMaxRss,
+      reloadedWorkers: this.counters.reloadedWorkers,
       workers: workers.sort((a, b) => a.workerId - b.workerId),
     }
   }
@@ -691,11 +705,13 @@ export class WorkerPool {
       this.maintain(false)
     } else if (w.retiring) this.retire(w)
     else if (w.requests >= w.limit) {
-      if (!w.due)
+      if (!w.due && !w.kept) {
+        this.counters.recycledMaxRequests++
         this.log.debug(
           { pool: this.settings.name, worker: w.pid, requests: w.requests },
           'max_requests reached: recycling',
         )
+      }
       this.replaceLater(w)
     } else if (
       this.settings.max_rss > 0 &&
@@ -715,6 +731,7 @@ export class WorkerPool {
     const rss = await readRss(w.pid)
     w.measuring = false
     if (rss > this.settings.max_rss && w.phase === 'ready') {
+      if (!w.due && !w.kept) this.counters.recycledMaxRss++
       if (!w.due)
         this.log.info(
           { pool: this.settings.name, worker: w.pid, rss, max_rss: this.settings.max_rss },

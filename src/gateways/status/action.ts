@@ -10,6 +10,7 @@ import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { sendStatus } from '../../core/respond.js'
 import { clfTime } from '../../core/logging.js'
+import { addPoolMetrics } from './pool-metrics.js'
 import { livePools, type PoolStatus, type WorkerStatus } from '../../process/pool.js'
 import type { ActionDefinition, Handler, RequestContext, ServerState } from '../../core/types.js'
 
@@ -348,4 +349,32 @@ export const statusAction: ActionDefinition<StatusOptions> = {
   defaultMethods: ['GET', 'HEAD'],
   schema: statusSchema,
   create: (options, services) => new StatusHandler(options, services.server),
+}
+
+/**
+ * The `metrics` action: the server's Prometheus metrics (issue 16), for a scraper. What is
+ * counted is documented in docs/configuration.md (Metrics).
+ */
+export const metricsAction: ActionDefinition<Record<string, never>> = {
+  name: 'metrics',
+  summary: 'Prometheus metrics of the server and its worker pools (text exposition 0.0.4)',
+  defaultMethods: ['GET', 'HEAD'],
+  schema: () => strictObject({}),
+  create: (_options, services) => {
+    if (services.server) addPoolMetrics(services.server.metrics.registry)
+    return {
+      async handle(ctx) {
+        if (!services.server) {
+          sendStatus(ctx.res, 503, { body: 'no server metrics here\n' })
+          return
+        }
+        const { contentType, body } = await services.server.metrics.render()
+        sendStatus(ctx.res, 200, {
+          headers: { 'content-type': contentType, ...NO_CACHE },
+          body,
+          head: ctx.method === 'HEAD',
+        })
+      },
+    }
+  },
 }

@@ -1,8 +1,8 @@
 /** php-fpm's status and ping pages for the managed pools: the `status` action (docs/process-manager.md). */
 import type { GatewayDefinition } from '../../core/types.js'
-import { statusAction } from './action.js'
+import { metricsAction, statusAction } from './action.js'
 
 export const statusGateway = {
   name: 'status',
-  actions: { status: statusAction },
+  actions: { status: statusAction, metrics: metricsAction },
 } satisfies GatewayDefinition

@@ -1,0 +1,87 @@
+/*
+ * The worker pools' figures in a server's metrics registry (issue 16): php-fpm exporter's
+ * per-pool figures plus worker restarts by cause, read from the live pools when scraped.
+ */
+import { Counter, Gauge, type Registry } from 'prom-client'
+import { livePools } from '../../process/pool.js'
+
+const added = new WeakSet<Registry>()
+
+/** Add the pool metrics to `registry`, once. */
+export function addPoolMetrics(registry: Registry): void {
+  if (added.has(registry)) return
+  added.add(registry)
+  poolMetrics(registry)
+}
+
+/** Per pool, as php-fpm's exporter has them, plus worker restarts by cause. */
+function poolMetrics(registry: Registry): void {
+  const registers = [registry]
+  const pools = () => livePools().filter((p) => !p.isClosing)
+  const gauge = (name: string, help: string, labelNames: string[], set: (g: Gauge) => void) =>
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        this.reset()
+        set(this)
+      },
+    })
+  gauge('gatehouse_pool_processes', 'Worker processes of a pool, by state', ['pool', 'state'], (g) => {
+    for (const p of pools()) {
+      const s = p.status()
+      g.set({ pool: s.pool, state: 'idle' }, s.idleProcesses)
+      g.set({ pool: s.pool, state: 'active' }, s.activeProcesses)
+    }
+  })
+  gauge('gatehouse_pool_listen_queue', 'Requests waiting for a worker', ['pool'], (g) => {
+    for (const p of pools()) g.set({ pool: p.settings.name }, p.status().listenQueue)
+  })
+  gauge('gatehouse_pool_failed', '1 while the pool is failed (crash-loop guard), else 0', ['pool'], (g) => {
+    for (const p of pools()) g.set({ pool: p.settings.name }, p.failure ? 1 : 0)
+  })
+  // Totals read from the pools: counters whose value is set when scraped.
+  const total = (name: string, help: string, labelNames: string[], set: (c: Counter) => void) =>
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        this.reset()
+        set(this)
+      },
+    })
+  total('gatehouse_pool_accepted_requests_total', 'Requests a pool took', ['pool'], (c) => {
+    for (const p of pools()) c.inc({ pool: p.settings.name }, p.status().acceptedConn)
+  })
+  total(
+    'gatehouse_pool_max_children_reached_total',
+    'Times a pool was at max_children with requests waiting',
+    ['pool'],
+    (c) => {
+      for (const p of pools()) c.inc({ pool: p.settings.name }, p.status().maxChildrenReached)
+    },
+  )
+  total('gatehouse_pool_slow_requests_total', 'Requests past request_slowlog_timeout', ['pool'], (c) => {
+    for (const p of pools()) c.inc({ pool: p.settings.name }, p.status().slowRequests)
+  })
+  total(
+    'gatehouse_pool_worker_restarts_total',
+    'Workers replaced, by cause: max_requests, max_rss, timeout (killed past its request timeout), crash (died unexpectedly), reload',
+    ['pool', 'cause'],
+    (c) => {
+      for (const p of pools()) {
+        const s = p.status()
+        const pool = s.pool
+        c.inc({ pool, cause: 'max_requests' }, s.recycledMaxRequests)
+        c.inc({ pool, cause: 'max_rss' }, s.recycledMaxRss)
+        c.inc({ pool, cause: 'timeout' }, s.terminatedRequests)
+        c.inc({ pool, cause: 'crash' }, s.workerDeaths)
+        c.inc({ pool, cause: 'reload' }, s.reloadedWorkers)
+      }
+    },
+  )
+}
