@@ -17,6 +17,8 @@ export interface ServeFlags {
   logLevel?: string
   logFormat?: string
   accessLog?: string
+  accessLogFormat?: string
+  /** --access-format: the earlier name of --access-log-format. */
   accessFormat?: string
   errorLog?: string
   uwsgiPass?: string[]
@@ -116,7 +118,8 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   if (flags.logLevel !== undefined) log.level = flags.logLevel
   if (flags.logFormat !== undefined) log.format = flags.logFormat
   if (flags.accessLog !== undefined) log.access_log = fileOrStream(flags.accessLog, cwd)
-  if (flags.accessFormat !== undefined) log.access_format = flags.accessFormat
+  const accessFormat = flags.accessLogFormat ?? flags.accessFormat
+  if (accessFormat !== undefined) log.access_format = accessFormat
   if (flags.errorLog !== undefined) log.error_log = fileOrStream(flags.errorLog, cwd)
   if (Object.keys(log).length > 0) out.log = log
   // Health checks first: no route of the file or of other flags takes their paths.

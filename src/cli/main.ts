@@ -447,7 +447,11 @@ export function buildProgram(): Command {
     )
     .option('--error-log <target>', 'error log: stderr (default), stdout or a file')
     .option('--access-log <target>', 'access log: off (default), stdout ("-"), stderr or a file')
-    .addOption(new Option('--access-format <format>', 'access log format').choices(['combined', 'json']))
+    .option(
+      '--access-log-format <format>',
+      'access log format: combined (default), json, or a template of nginx variables ("$remote_addr $request $status $request_time")',
+    )
+    .option('--access-format <format>', 'the same as --access-log-format')
     .action(async (opts: ServeFlags & { config?: string }) => serve(opts))
 
   program

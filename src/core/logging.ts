@@ -1,13 +1,31 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerResponse } from 'node:http'
 import { mkdirSync, openSync, statSync } from 'node:fs'
 import { dirname } from 'node:path'
 import pino, { type DestinationStream, type Logger } from 'pino'
 import { z } from 'zod'
+import {
+  type AccessFormatter,
+  type AccessRecord,
+  type BodyCount,
+  bodyBytes,
+  combinedLine,
+  compileAccessFormat,
+} from './access-format.js'
 import { GatehouseError } from './errors.js'
 import { textSink } from './log-text.js'
 import { filePath } from './schema/paths.js'
 import { strictObject } from './schema/strict.js'
 import type { SchemaEnv } from './types.js'
+
+export {
+  type AccessRecord,
+  type BodyCount,
+  clfEscape,
+  clfQuote,
+  clfTime,
+  type UpstreamNote,
+  upstreamNote,
+} from './access-format.js'
 
 /** The config's `log` table. */
 export function logSchema(env: SchemaEnv) {
@@ -16,7 +34,21 @@ export function logSchema(env: SchemaEnv) {
     /** "stderr" (default), "stdout", a file path, or "off". */
     error_log: z.union([z.enum(['stderr', 'stdout']), filePath(env)]).default('stderr'),
     access_log: z.union([z.enum(['stderr', 'stdout', 'off']), filePath(env)]).default('off'),
-    access_format: z.enum(['combined', 'json']).default('combined'),
+    /**
+     * "combined" (nginx's), "json", or a template of nginx variables (`$remote_addr "$request"
+     * $status $request_time $pool`, docs/configuration.md), compiled once at start.
+     */
+    access_format: z
+      .string()
+      .superRefine((format, ctx) => {
+        if (format === 'combined' || format === 'json') return
+        try {
+          compileAccessFormat(format)
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message })
+        }
+      })
+      .default('combined'),
     /**
      * The error log's format: "text" (a line a person reads), "json" (pino's JSON lines), or
      * "auto" (default): text when error_log is stderr or stdout and that is a terminal, JSON
@@ -120,52 +152,6 @@ function destination(target: string): Sink {
   return sink
 }
 
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
-const pad = (n: number) => (n < 10 ? `0${n}` : String(n))
-
-/** `10/Oct/2000:13:55:36 +0000`, the time format of the combined log. */
-export function clfTime(d: Date): string {
-  return `${pad(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} +0000`
-}
-
-const HEX = '0123456789ABCDEF'
-const hexByte = (b: number) => `\\x${HEX[b >> 4]}${HEX[b & 15]}`
-
-/**
- * A field of the combined log, quoted and escaped as nginx escapes its access log: `"`, `\`,
- * control characters and bytes from 0x7f as `\xHH` (a `\` at the end of a value cannot
- * read as an escaped quote). Header values are latin1 (one byte a character); anything
- * wider is escaped byte by byte as UTF-8.
- */
-export function clfQuote(v: string | undefined): string {
-  if (v === undefined || v === '') return '"-"'
-  if (!/["\\\x00-\x1f\x7f-\uffff]/.test(v)) return `"${v}"`
-  let out = '"'
-  for (const ch of v) {
-    const c = ch.codePointAt(0)!
-    if (c === 0x22 || c === 0x5c || c < 0x20 || (c >= 0x7f && c <= 0xff)) out += hexByte(c)
-    else if (c > 0xff) for (const b of Buffer.from(ch, 'utf8')) out += hexByte(b)
-    else out += ch
-  }
-  return `${out}"`
-}
-
-export interface AccessRecord {
-  req: IncomingMessage
-  res: ServerResponse
-  remoteAddress: string
-  start: number
-  route: number | undefined
-  /** socket.bytesWritten when the request arrived, for responses written past `res`. */
-  written0: number
-  /** The body bytes handed to `res` (countBody), when counted. */
-  body?: BodyCount
-}
-
-export interface BodyCount {
-  bytes: number
-}
-
 /**
  * Counts the body bytes a response is given (res.write, res.end) for the access log: the
  * header block is node's business and is not read back.
@@ -189,19 +175,6 @@ export function countBody(res: ServerResponse): BodyCount {
     return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
   } as ServerResponse['end']
   return count
-}
-
-/**
- * Body bytes sent: what the response was given (without chunk framing); for a response cut
- * short, at most what the socket wrote. A response written past `res` (nph- CGI, a taken
- * upgrade) is what the socket wrote.
- */
-function bodyBytes(r: AccessRecord): number {
-  const { req, res } = r
-  if (req.method === 'HEAD' || res.statusCode === 304 || res.statusCode === 204) return 0
-  const socketBytes = Math.max(0, (req.socket?.bytesWritten ?? 0) - r.written0)
-  if (!r.body || !res.headersSent) return socketBytes
-  return res.writableFinished ? r.body.bytes : Math.min(r.body.bytes, socketBytes)
 }
 
 /** Is `target` (stderr, stdout or a file) a terminal? */
@@ -232,6 +205,8 @@ export class Logs {
   private readonly errorSink: Sink
   private readonly accessSink: Sink | null
   private readonly accessJson: Logger | null
+  /** log.access_format's template, compiled; null for combined and json. */
+  private readonly accessTemplate: AccessFormatter | null
 
   constructor(config: LogConfig) {
     const { text, colour } = errorLogFormat(config)
@@ -245,12 +220,15 @@ export class Logs {
     if (config.access_log === 'off') {
       this.accessSink = null
       this.accessJson = null
+      this.accessTemplate = null
     } else {
       this.accessSink = destination(config.access_log)
       this.accessJson =
         config.access_format === 'json'
           ? pino({ base: null, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' }, this.accessSink)
           : null
+      const { access_format: format } = config
+      this.accessTemplate = format === 'combined' || format === 'json' ? null : compileAccessFormat(format)
     }
   }
 
@@ -260,6 +238,10 @@ export class Logs {
 
   access(r: AccessRecord): void {
     if (!this.accessSink) return
+    if (this.accessTemplate) {
+      this.accessSink.write(`${this.accessTemplate(r)}\n`)
+      return
+    }
     const { req, res } = r
     const status = res.statusCode
     const bytes = bodyBytes(r)
@@ -280,8 +262,7 @@ export class Logs {
       })
       return
     }
-    const line = `${r.remoteAddress || '-'} - - [${clfTime(new Date())}] ${clfQuote(`${req.method} ${req.url} HTTP/${req.httpVersion}`)} ${status} ${bytes} ${clfQuote(req.headers.referer)} ${clfQuote(req.headers['user-agent'])}\n`
-    this.accessSink.write(line)
+    this.accessSink.write(`${combinedLine(r, bytes)}\n`)
   }
 
   /** SIGUSR1: reopen log files (after logrotate moved them). */

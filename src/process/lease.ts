@@ -3,6 +3,7 @@
  * pool may end it under the caller (request_terminate_timeout, the worker died): the
  * caller learns why through `signal`, `aborted` or `onAbort`.
  */
+import type { UpstreamNote } from '../core/access-format.js'
 import type { CancelSignal } from '../core/cancel.js'
 
 /** What a lease is for: named in the slow log, the terminate log and the status page. */
@@ -15,6 +16,8 @@ export interface RequestInfo {
   script?: string
   /** Which worker suits it, when more than the leases matter (ASGI WebSockets). */
   choice?: WorkerChoice
+  /** The request's note for the access log: the pool, the worker's pid, the lease's times. */
+  upstream?: UpstreamNote
 }
 
 /**
@@ -188,6 +191,9 @@ export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease
     if (this.released) return
     this.released = true
     for (const t of this.timers) clearTimeout(t)
+    // $upstream_response_time ends here (unless a later lease, a retry, has taken the note).
+    const note = this.info.upstream
+    if (note && note.start === this.start) note.end = performance.now()
     this.onRelease(this, outcome)
   }
 }

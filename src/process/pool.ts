@@ -593,6 +593,13 @@ export class WorkerPool {
     if (w.leases.size === 0) w.lastProgress = performance.now()
     w.leases.add(lease)
     info.choice?.taken(w.id)
+    const note = info.upstream
+    if (note) {
+      note.pool = s.name
+      note.pid = w.pid
+      note.start = lease.start
+      note.end = undefined
+    }
     if (pipelined && s.stall_timeout > 0 && s.queue_timeout > 0) {
       // The queue's promise holds on the worker too: a request still waiting there (not
       // started) at queue_timeout is taken back with 503, as it would be from the queue.

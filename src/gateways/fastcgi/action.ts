@@ -13,6 +13,7 @@ import type { FastCGIUpstream } from './managed-pool.js'
 import { fastcgiAddress, FastCGIPool, type FastCGIPoolOptions, fastcgiPoolShape } from './pool.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { routePrefix } from '../../core/types.js'
+import { upstreamNote } from '../../core/access-format.js'
 import { cancelOnClientClose } from '../../core/cancel.js'
 import { requestMeta, type ScriptLocation } from '../../cgi-vars/script.js'
 import { relayResponse } from '../../core/response-relay.js'
@@ -93,6 +94,7 @@ export class FastCGIGateway {
     const { cancel, done } = cancelOnClientClose(ctx.res)
     const tags = { upstream: this.pool.upstream, script: where.scriptFilename || where.scriptName || '/' }
     let body: RequestBody = NO_BODY
+    const note = upstreamNote(ctx.req)
     try {
       // Most requests have no body, or a Content-Length one that streams: known at once,
       // without a turn of the event loop. Only a body to spool is awaited.
@@ -110,8 +112,11 @@ export class FastCGIGateway {
         signal: cancel,
         maxBodyBytes: ctx.maxBodyBytes,
         onStderr: (line) => this.log.warn({ ...tags, stream: 'stderr' }, line),
+        upstream: note,
       }
       if (source !== undefined) request.body = source
+      // A managed pool's lease overwrites the start (and sets the end when it is released).
+      note.start = performance.now()
       const response = await this.pool.request(request)
       const relaying = relayResponse(ctx, response, this.log, tags, this.buffering)
       if (relaying) await relaying
@@ -119,6 +124,7 @@ export class FastCGIGateway {
       if (cancel.aborted) return
       throw err
     } finally {
+      if (note.start !== undefined) note.end ??= performance.now()
       done()
       if (body.kind === 'spooled') await releaseBody(body)
     }

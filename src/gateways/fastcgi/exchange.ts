@@ -22,6 +22,7 @@ import {
 } from './codec.js'
 import type { ConnectionSink, FastCGIConnection } from './connection.js'
 import { upstreamError } from './errors.js'
+import type { UpstreamNote } from '../../core/access-format.js'
 import type { CancelSignal } from '../../core/cancel.js'
 
 export type { CancelSignal } from '../../core/cancel.js'
@@ -56,6 +57,8 @@ export interface FastCGIRequest {
   maxBodyBytes?: number
   /** Each line the application wrote to FCGI_STDERR (PHP warnings and error_log() land here). */
   onStderr?: (line: string) => void
+  /** The request's note for the access log ($upstream_response_time, $pool, $worker_pid). */
+  upstream?: UpstreamNote
 }
 
 export interface FastCGIResponse {

@@ -74,6 +74,7 @@ export class ManagedFastCGI implements FastCGIUpstream {
   private async attempt(request: FastCGIRequest, mayRetry: boolean): Promise<FastCGIResponse | typeof AGAIN> {
     const signal = request.signal
     const info = requestInfo(request.params)
+    if (request.upstream) info.upstream = request.upstream
     const lease = await this.workers.acquire(info, signal)
     let conn: FastCGIConnection
     try {

@@ -13,6 +13,7 @@ import { duration, size } from '../../core/schema/units.js'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../../core/errors.js'
 import { IDEMPOTENT_METHODS } from '../../core/http-headers.js'
+import { upstreamNote } from '../../core/access-format.js'
 import { ClientCancel } from '../../core/cancel.js'
 import { sendError } from '../../core/respond.js'
 import type { WorkerLease } from '../../process/lease.js'
@@ -206,7 +207,12 @@ export async function admitRequest(
   res.once('close', onClose)
   try {
     const lease = await pool.acquire(
-      { method: ctx.method, uri: req.url ?? '', contentLength: contentLength ?? 0 },
+      {
+        method: ctx.method,
+        uri: req.url ?? '',
+        contentLength: contentLength ?? 0,
+        upstream: upstreamNote(req),
+      },
       abort,
     )
     return { lease, contentLength, hasBody }

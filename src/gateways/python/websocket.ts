@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { WebSocket, WebSocketServer } from 'ws'
+import { upstreamNote } from '../../core/access-format.js'
 import { GatehouseError } from '../../core/errors.js'
 import { sendError } from '../../core/respond.js'
 import { FrameType, type WorkerFrame } from './codec.js'
@@ -216,7 +217,12 @@ class WsSession implements SessionSink {
     this.socket.once('close', onClose)
     try {
       this.lease = await this.owner.pool.acquire(
-        { method: 'GET', uri: this.req.url ?? '', choice: this.owner.choice },
+        {
+          method: 'GET',
+          uri: this.req.url ?? '',
+          choice: this.owner.choice,
+          upstream: upstreamNote(this.req),
+        },
         abort.signal,
       )
       this.countedOn = this.lease.workerId
