@@ -173,10 +173,17 @@ export function formatStatus(
 function openMetrics(s: PoolStatus): string {
   const php = s.kind === 'php'
   const prefix = php ? 'phpfpm_' : 'gatehouse_pool_'
-  const metric = (name: string, type: string, help: string, value: number, typeFirst = false) =>
-    typeFirst && php
+  // php-fpm's names and types are kept for its exporters; our own follow Prometheus's rules
+  // (promtool): a counter's name ends in _total, and a maximum or an age is a gauge.
+  const metric = (name: string, type: string, help: string, value: number, typeFirst = false) => {
+    if (!php && type === 'counter') {
+      if (name.startsWith('max_') || name === 'start_since') type = 'gauge'
+      else name = `${name}_total`
+    }
+    return typeFirst && php
       ? `# TYPE ${prefix}${name} ${type}\n# HELP ${prefix}${name} ${help}\n${prefix}${name} ${value}\n`
       : `# HELP ${prefix}${name} ${help}\n# TYPE ${prefix}${name} ${type}\n${prefix}${name} ${value}\n`
+  }
   const since = php ? 'FPM' : 'the pool'
   return [
     metric(

@@ -406,7 +406,7 @@ describe('WSGI worker options', () => {
     const text = await r.text()
     assert.match(text, /^gatehouse_pool_up 1$/m)
     assert.match(text, /^# HELP gatehouse_pool_up Could pool wsgi be reached\?$/m)
-    assert.match(text, /^gatehouse_pool_accepted_connections [1-9]\d*$/m)
+    assert.match(text, /^gatehouse_pool_accepted_connections_total [1-9]\d*$/m)
     assert.doesNotMatch(text, /phpfpm/)
     assert.doesNotMatch(text, /PHP-FPM|FPM/)
     assert.match(text, /# EOF\n$/)
