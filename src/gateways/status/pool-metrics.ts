@@ -18,17 +18,24 @@ export function addPoolMetrics(registry: Registry): void {
 function poolMetrics(registry: Registry): void {
   const registers = [registry]
   const pools = () => livePools().filter((p) => !p.isClosing)
-  const gauge = (name: string, help: string, labelNames: string[], set: (g: Gauge) => void) =>
-    new Gauge({
-      name,
-      help,
-      labelNames,
-      registers,
-      collect() {
-        this.reset()
-        set(this)
-      },
-    })
+  // Every figure is read from the pools when scraped: the metric is reset and set again.
+  const collected = <M extends Gauge | Counter>(
+    name: string,
+    help: string,
+    labelNames: string[],
+    set: (m: M) => void,
+  ) => ({
+    name,
+    help,
+    labelNames,
+    registers,
+    collect(this: M) {
+      this.reset()
+      set(this)
+    },
+  })
+  const gauge = (...args: Parameters<typeof collected<Gauge>>) => new Gauge(collected<Gauge>(...args))
+  const total = (...args: Parameters<typeof collected<Counter>>) => new Counter(collected<Counter>(...args))
   gauge('gatehouse_pool_processes', 'Worker processes of a pool, by state', ['pool', 'state'], (g) => {
     for (const p of pools()) {
       const s = p.status()
@@ -42,18 +49,6 @@ function poolMetrics(registry: Registry): void {
   gauge('gatehouse_pool_failed', '1 while the pool is failed (crash-loop guard), else 0', ['pool'], (g) => {
     for (const p of pools()) g.set({ pool: p.settings.name }, p.failure ? 1 : 0)
   })
-  // Totals read from the pools: counters whose value is set when scraped.
-  const total = (name: string, help: string, labelNames: string[], set: (c: Counter) => void) =>
-    new Counter({
-      name,
-      help,
-      labelNames,
-      registers,
-      collect() {
-        this.reset()
-        set(this)
-      },
-    })
   total('gatehouse_pool_accepted_requests_total', 'Requests a pool took', ['pool'], (c) => {
     for (const p of pools()) c.inc({ pool: p.settings.name }, p.status().acceptedConn)
   })
