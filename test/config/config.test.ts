@@ -185,6 +185,7 @@ describe('gateways', () => {
       'fastcgi',
       'php',
       'status',
+      'metrics',
       'wsgi',
       'asgi',
     ])
