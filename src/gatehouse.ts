@@ -262,7 +262,7 @@ export class Gatehouse {
   }
 
   /**
-   * SIGUSR2: every managed pool starts a new generation of workers and drains the old one.
+   * SIGUSR2: every managed pool replaces its workers (rolling by default, docs/process-manager.md).
    * `actions` (`['wsgi', 'asgi']` for --reload) limits it to the routes of those actions.
    */
   async reloadWorkers(actions?: readonly string[]): Promise<void> {

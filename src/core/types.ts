@@ -66,7 +66,7 @@ export interface Handler {
   close?(): Promise<void>
   /** Resolves when the handler can serve (its managed workers are up); rejects when it cannot. */
   ready?(): Promise<void>
-  /** SIGUSR2: replace managed workers with a new generation, draining the old one. */
+  /** SIGUSR2: replace the managed workers (a rolling reload by default), without loss. */
   reloadWorkers?(): Promise<void>
   /** The handler sends `100 Continue` itself (when the app first reads the body), not the front. */
   deferContinue?: boolean
