@@ -416,8 +416,9 @@ export class WorkerPool {
     }
     // Old workers take no new requests; each stops once it has finished what it holds.
     for (const w of this.workers) {
-      if (w.generation < generation && !w.retiring) this.counters.reloadedWorkers++
-      if (w.generation < generation) this.retire(w)
+      if (w.generation >= generation) continue
+      if (!w.retiring) this.counters.reloadedWorkers++
+      this.retire(w)
     }
     this.dispatch()
     this.log.info({ pool: s.name, generation }, 'reloaded: old workers drained')
@@ -712,14 +713,13 @@ export class WorkerPool {
       this.maintain(false)
     } else if (w.retiring) this.retire(w)
     else if (w.requests >= w.limit) {
-      if (!w.due && !w.kept) {
+      if (this.replaceLater(w)) {
         this.counters.recycledMaxRequests++
         this.log.debug(
           { pool: this.settings.name, worker: w.pid, requests: w.requests },
           'max_requests reached: recycling',
         )
       }
-      this.replaceLater(w)
     } else if (
       this.settings.max_rss > 0 &&
       !w.due &&
@@ -737,14 +737,12 @@ export class WorkerPool {
     w.lastMeasured = performance.now()
     const rss = await readRss(w.pid)
     w.measuring = false
-    if (rss > this.settings.max_rss && w.phase === 'ready') {
-      if (!w.due && !w.kept) this.counters.recycledMaxRss++
-      if (!w.due)
-        this.log.info(
-          { pool: this.settings.name, worker: w.pid, rss, max_rss: this.settings.max_rss },
-          'worker above max_rss: recycling',
-        )
-      this.replaceLater(w)
+    if (rss > this.settings.max_rss && w.phase === 'ready' && this.replaceLater(w)) {
+      this.counters.recycledMaxRss++
+      this.log.info(
+        { pool: this.settings.name, worker: w.pid, rss, max_rss: this.settings.max_rss },
+        'worker above max_rss: recycling',
+      )
     }
     this.dispatch()
   }
@@ -964,11 +962,15 @@ export class WorkerPool {
     this.dispatch()
   }
 
-  /** A worker past max_requests or max_rss: it serves on until its replacement is ready. */
-  private replaceLater(w: Worker): void {
-    if (w.due || w.kept || w.retiring || w.phase === 'stopping') return
+  /**
+   * A worker past max_requests or max_rss: it serves on until its replacement is ready.
+   * False when it is already due, kept (its replacements could not start) or going.
+   */
+  private replaceLater(w: Worker): boolean {
+    if (w.due || w.kept || w.retiring || w.phase === 'stopping') return false
     w.due = true
     this.replaceDue()
+    return true
   }
 
   /**
