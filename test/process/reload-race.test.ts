@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process'
 import { existsSync, writeFileSync } from 'node:fs'
 import { Agent } from 'node:http'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
   agentGet,
@@ -55,38 +55,49 @@ function configText(port: number, dir: string, first: string[], poolKey: string)
   ].join('\n')
 }
 
+/**
+ * `gatehouse serve --config` with configText: `first(i)` and `poolKey(i)` for the i-th
+ * version, written by `write(i)` (version 0 before the start); resolves once both pools
+ * answer. Stopped after the test, with every process it was seen to start (`seen`).
+ */
+async function startServe(
+  t: TestContext,
+  prefix: string,
+  first: (i: number) => string[],
+  poolKey: (i: number) => string,
+) {
+  const dir = tempDir(t, prefix)
+  const port = await freePort()
+  const config = join(dir, 'gatehouse.toml')
+  const write = (i: number) => writeFileSync(config, configText(port, dir, first(i), poolKey(i)))
+  write(0)
+  const serve = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: 'ignore' })
+  const seen = new Set<number>()
+  const agent = new Agent({ keepAlive: true, maxSockets: 2 * CLIENTS_PER_POOL + 1 })
+  t.after(async () => {
+    agent.destroy()
+    await stopServe(serve)
+    for (const pid of seen) if (running(pid)) process.kill(pid, 'SIGKILL')
+  })
+  const paths = { wsgi: '/wsgi/', php: '/php/chaos.php' }
+  for (const path of Object.values(paths))
+    await eventually(async () => (await get(agent, port, `${path}?id=ready`)).status === 200, path, 30_000)
+  return { serve, agent, seen, port, dir, write, paths }
+}
+
 test(
   'SIGHUP every 0.2 s with a changed pool setting under load: every superseded pool is stopped, the workers are what the config says, no request fails',
   { skip: existsSync(PHP_CGI) ? false : `${PHP_CGI} not found (Debian package php-cgi)`, timeout: 180_000 },
   async (t) => {
-    const dir = tempDir(t, 'gh-reload-race-')
-    const port = await freePort()
-    const config = join(dir, 'gatehouse.toml')
-    const write = (i: number) =>
-      writeFileSync(
-        config,
-        configText(
-          port,
-          dir,
-          ['exact = "/pools"', 'status = { show = "pools" }'],
-          `max_requests = ${100_000 + i}`,
-        ),
-      )
-    write(0)
-    const serve = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: 'ignore' })
-    const seen = new Set<number>()
+    const { serve, agent, seen, port, dir, write, paths } = await startServe(
+      t,
+      'gh-reload-race-',
+      () => ['exact = "/pools"', 'status = { show = "pools" }'],
+      (i) => `max_requests = ${100_000 + i}`,
+    )
     const look = () => {
       for (const p of descendants(serve.pid!)) seen.add(p.pid)
     }
-    const agent = new Agent({ keepAlive: true, maxSockets: 2 * CLIENTS_PER_POOL + 1 })
-    t.after(async () => {
-      agent.destroy()
-      await stopServe(serve)
-      for (const pid of seen) if (running(pid)) process.kill(pid, 'SIGKILL')
-    })
-    const paths = { wsgi: '/wsgi/', php: '/php/chaos.php' }
-    for (const path of Object.values(paths))
-      await eventually(async () => (await get(agent, port, `${path}?id=ready`)).status === 200, path, 30_000)
 
     let loading = true
     let sent = 0
@@ -158,32 +169,13 @@ test(
   'SIGHUP with the pools unchanged under load: each pool is kept and rolled, never more than its workers + 1, no request fails',
   { skip: existsSync(PHP_CGI) ? false : `${PHP_CGI} not found (Debian package php-cgi)`, timeout: 180_000 },
   async (t) => {
-    const dir = tempDir(t, 'gh-reload-roll-')
-    const port = await freePort()
-    const config = join(dir, 'gatehouse.toml')
     // Only a `return` route changes between reloads: the pools' tables stay the same.
-    const write = (i: number) =>
-      writeFileSync(
-        config,
-        configText(
-          port,
-          dir,
-          ['exact = "/generation"', `return = { status = 200, body = "${i}" }`],
-          'max_requests = 0',
-        ),
-      )
-    write(0)
-    const serve = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: 'ignore' })
-    const seen = new Set<number>()
-    const agent = new Agent({ keepAlive: true, maxSockets: 2 * CLIENTS_PER_POOL + 1 })
-    t.after(async () => {
-      agent.destroy()
-      await stopServe(serve)
-      for (const pid of seen) if (running(pid)) process.kill(pid, 'SIGKILL')
-    })
-    const paths = { wsgi: '/wsgi/', php: '/php/chaos.php' }
-    for (const path of Object.values(paths))
-      await eventually(async () => (await get(agent, port, `${path}?id=ready`)).status === 200, path, 30_000)
+    const { serve, agent, seen, port, dir, write, paths } = await startServe(
+      t,
+      'gh-reload-roll-',
+      (i) => ['exact = "/generation"', `return = { status = 200, body = "${i}" }`],
+      () => 'max_requests = 0',
+    )
     const before = liveWorkers(serve.pid!)
 
     let loading = true
