@@ -5,6 +5,7 @@
  */
 import type { UpstreamNote } from '../core/access-format.js'
 import type { CancelSignal } from '../core/cancel.js'
+import type { Deadline } from './deadlines.js'
 
 /** What a lease is for: named in the slow log, the terminate log and the status page. */
 export interface RequestInfo {
@@ -102,7 +103,7 @@ export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease
   released = false
   aborted = false
   abortReason: unknown = undefined
-  timers: NodeJS.Timeout[] = []
+  timers: Deadline[] = []
   /** Created on first use of `signal`: most requests never need an EventTarget. */
   private controller: AbortController | undefined
   private listeners: ((reason: unknown) => void)[] = []
@@ -190,7 +191,7 @@ export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease
   release(outcome: ReleaseOutcome = {}): void {
     if (this.released) return
     this.released = true
-    for (const t of this.timers) clearTimeout(t)
+    for (const t of this.timers) t.cancel()
     // $upstream_response_time ends here (unless a later lease, a retry, has taken the note).
     const note = this.info.upstream
     if (note && note.start === this.start) note.end = performance.now()

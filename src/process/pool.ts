@@ -26,6 +26,7 @@ import { signalGroup } from './process-group.js'
 import { WaitQueue } from './wait-queue.js'
 import type { PoolMode, PoolSettings } from './settings.js'
 import { makeRunDir } from './run-dir.js'
+import { Deadlines } from './deadlines.js'
 import { escalate, probeSocket, spawnWorker, type WorkerCommand } from './spawn.js'
 
 /** One worker on the status page (`&full`). */
@@ -188,6 +189,10 @@ export class WorkerPool {
   private readonly releaseLease = (lease: Lease<Worker>, outcome: ReleaseOutcome) =>
     this.released(lease, outcome)
   private readonly waiters = new WaitQueue<WorkerLease, RequestInfo>()
+  /** The per-request time limits, one timer each (made on first use). */
+  private terminateDeadlines: Deadlines | undefined
+  private takeBackDeadlines: Deadlines | undefined
+  private slowlogDeadlines: Deadlines | undefined
   private readonly dir: string
   private generation = 1
   private nextWorkerId = 1
@@ -329,6 +334,20 @@ export class WorkerPool {
     if (this.waiters.length > this.counters.maxListenQueue) this.counters.maxListenQueue = this.waiters.length
     this.maintain(false)
     return leased
+  }
+
+  /**
+   * acquire() when it grants at once (the pool started, nobody waits, a worker has room):
+   * the lease, without a promise; undefined when acquire() is needed (issue 13: the common
+   * case under light load costs no promise). Never for a `choice` (WebSockets).
+   */
+  tryAcquire(info: RequestInfo): WorkerLease | undefined {
+    if (this.closing || this.failed || !this.started || this.waiters.length > 0 || info.choice)
+      return undefined
+    const worker = this.pick()
+    if (!worker) return undefined
+    this.atMaxChildren = false
+    return this.lease(worker, info)
   }
 
   /**
@@ -604,10 +623,11 @@ export class WorkerPool {
     if (pipelined && s.stall_timeout > 0 && s.queue_timeout > 0) {
       // The queue's promise holds on the worker too: a request still waiting there (not
       // started) at queue_timeout is taken back with 503, as it would be from the queue.
+      this.takeBackDeadlines ??= new Deadlines(s.queue_timeout)
       lease.timers.push(
-        setTimeout(() => {
+        this.takeBackDeadlines.add(() => {
           if (!lease.mayHaveStarted) lease.abort(this.queueTimeoutError())
-        }, s.queue_timeout),
+        }),
       )
     }
     w.requests++
@@ -624,8 +644,9 @@ export class WorkerPool {
     for (const x of this.workers) if (x.leases.size > 0) active++
     if (active > this.counters.maxActiveProcesses) this.counters.maxActiveProcesses = active
     if (s.request_slowlog_timeout > 0) {
+      this.slowlogDeadlines ??= new Deadlines(s.request_slowlog_timeout)
       lease.timers.push(
-        setTimeout(() => {
+        this.slowlogDeadlines.add(() => {
           this.counters.slowRequests++
           this.log.warn(
             {
@@ -637,11 +658,12 @@ export class WorkerPool {
             },
             `slow request: still running after ${s.request_slowlog_timeout} ms (request_slowlog_timeout)`,
           )
-        }, s.request_slowlog_timeout),
+        }),
       )
     }
     if (s.request_terminate_timeout > 0) {
-      lease.timers.push(setTimeout(() => this.terminate(lease), s.request_terminate_timeout))
+      this.terminateDeadlines ??= new Deadlines(s.request_terminate_timeout)
+      lease.timers.push(this.terminateDeadlines.add(() => this.terminate(lease)))
     }
     return lease
   }
@@ -1092,7 +1114,7 @@ export class WorkerPool {
         `pool ${s.name}: worker pid ${w.pid} exited (${signal ? `signal ${signal}` : `status ${code}`})`,
       )
     for (const lease of w.leases) {
-      for (const t of lease.timers) clearTimeout(t)
+      for (const t of lease.timers) t.cancel()
       lease.abort(reason)
     }
     w.leases.clear()

@@ -3,13 +3,14 @@
  * aborting: the ConcurrencyLimiter's queue for a slot and the WorkerPool's for a worker.
  * Bounding it is the caller's business (it knows `length` before it calls wait()).
  */
+import { type Deadline, Deadlines } from './deadlines.js'
 import type { CancelLike } from './lease.js'
 
 interface Waiter<T, D> {
   data: D
   resolve: (value: T) => void
   reject: (err: unknown) => void
-  timer: NodeJS.Timeout | undefined
+  timer: Deadline | undefined
   signal: CancelLike | undefined
   onAbort: (() => void) | undefined
 }
@@ -17,6 +18,8 @@ interface Waiter<T, D> {
 /** A queued wait for a `T`, carrying `data` for whoever grants it. */
 export class WaitQueue<T, D = undefined> {
   private readonly waiters: Waiter<T, D>[] = []
+  /** The time limits of waits, one timer per length (a queue nearly always has one length). */
+  private readonly deadlines = new Map<number, Deadlines>()
 
   get length(): number {
     return this.waiters.length
@@ -36,10 +39,12 @@ export class WaitQueue<T, D = undefined> {
     return new Promise((resolve, reject) => {
       const waiter: Waiter<T, D> = { data, resolve, reject, timer: undefined, signal, onAbort: undefined }
       if (timeoutMs > 0) {
-        waiter.timer = setTimeout(() => {
+        let deadlines = this.deadlines.get(timeoutMs)
+        if (!deadlines) this.deadlines.set(timeoutMs, (deadlines = new Deadlines(timeoutMs)))
+        waiter.timer = deadlines.add(() => {
           this.remove(waiter)
           reject(timeoutError())
-        }, timeoutMs)
+        })
       }
       if (signal) {
         waiter.onAbort = () => {
@@ -74,7 +79,7 @@ export class WaitQueue<T, D = undefined> {
   }
 
   private disarm(waiter: Waiter<T, D>): void {
-    if (waiter.timer) clearTimeout(waiter.timer)
+    waiter.timer?.cancel()
     if (waiter.signal && waiter.onAbort) waiter.signal.removeEventListener('abort', waiter.onAbort)
   }
 }

@@ -113,6 +113,8 @@ class Stream {
   reject!: (err: unknown) => void
   readonly done: Promise<ExchangeOutcome>
   bytesIn = 0
+  /** What exchange() set up for the request (a listener, a timer), undone when it settles. */
+  cleanup: (() => void) | null = null
 
   constructor(
     readonly id: number,
@@ -306,13 +308,14 @@ export class WorkerConnection {
       if (!stream.finished && !res.writableFinished) this.disconnect(stream)
     }
     res.once('close', onClose)
-    if (input.timeoutMs) {
-      const timer = setTimeout(() => this.cancel(stream), input.timeoutMs)
-      void stream.done.finally(() => clearTimeout(timer)).catch(() => {})
+    // Undone when the stream settles (settle()): no promise chain per request (issue 13).
+    const timer = input.timeoutMs ? setTimeout(() => this.cancel(stream), input.timeoutMs) : undefined
+    stream.cleanup = () => {
+      res.off('close', onClose)
+      if (timer) clearTimeout(timer)
     }
     input.onTakeBack?.(() => this.disconnect(stream))
     if (input.body) this.pumpBody(stream)
-    void stream.done.finally(() => res.off('close', onClose)).catch(() => {})
     return stream.done
   }
 
@@ -620,6 +623,7 @@ export class WorkerConnection {
       // so that the client's connection can carry its next request.
       if (!stream.bodyDone && !stream.body.destroyed && !stream.failure) stream.body.resume()
     }
+    stream.cleanup?.()
     if (stream.failure) stream.reject(stream.failure)
     else stream.resolve(stream.outcome ?? outcome)
   }
@@ -629,6 +633,7 @@ export class WorkerConnection {
     this.closedError = err
     for (const stream of this.streams.values()) {
       stream.finished = true
+      stream.cleanup?.()
       stream.reject(stream.started ? err : new RequestLostError('unanswered', err))
     }
     this.streams.clear()

@@ -16,7 +16,7 @@ import { IDEMPOTENT_METHODS } from '../../core/http-headers.js'
 import { upstreamNote } from '../../core/access-format.js'
 import { ClientCancel } from '../../core/cancel.js'
 import { sendError } from '../../core/respond.js'
-import type { WorkerLease } from '../../process/lease.js'
+import type { RequestInfo, WorkerLease } from '../../process/lease.js'
 import { type StartFailure, WorkerPool } from '../../process/pool.js'
 import { assertRunnable } from '../../process/spawn.js'
 import { poolSettings, reloadShape } from '../../process/settings.js'
@@ -98,6 +98,8 @@ export function readEnvFile(path: string): Record<string, string> {
 /** One bridge connection per worker, opened on its first request and dropped when it closes. */
 export class BridgeConnections {
   private readonly connections = new Map<number, Promise<WorkerConnection>>()
+  /** The connections that are open, by worker id: taken without awaiting (issue 13). */
+  private readonly open = new Map<number, WorkerConnection>()
 
   get(lease: WorkerLease): Promise<WorkerConnection> {
     let conn = this.connections.get(lease.workerId)
@@ -106,11 +108,23 @@ export class BridgeConnections {
       conn = WorkerConnection.connect(lease.socketPath)
       this.connections.set(id, conn)
       conn.then(
-        (c) => c.onClose(() => this.connections.delete(id)),
+        (c) => {
+          if (c.closed) return void this.connections.delete(id)
+          this.open.set(id, c)
+          c.onClose(() => {
+            this.connections.delete(id)
+            this.open.delete(id)
+          })
+        },
         () => this.connections.delete(id),
       )
     }
     return conn
+  }
+
+  /** The open connection to the lease's worker, when there is one. */
+  ready(lease: WorkerLease): WorkerConnection | undefined {
+    return this.open.get(lease.workerId)
   }
 
   closeAll(): void {
@@ -174,6 +188,33 @@ export interface AdmittedRequest {
   hasBody: boolean
 }
 
+function bodyOf(req: IncomingMessage): { contentLength: number | undefined; hasBody: boolean } {
+  const chunked = req.headers['transfer-encoding'] !== undefined
+  const declared = req.headers['content-length']
+  const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
+  return { contentLength, hasBody: chunked || (contentLength !== undefined && contentLength > 0) }
+}
+
+function requestInfo(ctx: RequestContext, contentLength: number | undefined): RequestInfo {
+  return {
+    method: ctx.method,
+    uri: ctx.req.url ?? '',
+    contentLength: contentLength ?? 0,
+    upstream: upstreamNote(ctx.req),
+  }
+}
+
+/**
+ * admitRequest without waiting, when it need not: the pool has started and grants a worker
+ * at once (nobody queued, a worker has room). Undefined otherwise. Saves the promises, the
+ * client-close listener and the cancel signal of a wait that does not happen (issue 13).
+ */
+export function admitNow(ctx: RequestContext, pool: WorkerPool): AdmittedRequest | undefined {
+  const { contentLength, hasBody } = bodyOf(ctx.req)
+  const lease = pool.tryAcquire(requestInfo(ctx, contentLength))
+  return lease && { lease, contentLength, hasBody }
+}
+
 /**
  * The first steps of every Python request (WSGI and ASGI): wait for the pool to start, then
  * for a worker, in the pool's bounded queue. null when the request is already answered: 503
@@ -196,25 +237,14 @@ export async function admitRequest(
       return null
     }
   }
-  const chunked = req.headers['transfer-encoding'] !== undefined
-  const declared = req.headers['content-length']
-  const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
-  const hasBody = chunked || (contentLength !== undefined && contentLength > 0)
+  const { contentLength, hasBody } = bodyOf(req)
   const abort = new ClientCancel()
   const onClose = () => {
     if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
   }
   res.once('close', onClose)
   try {
-    const lease = await pool.acquire(
-      {
-        method: ctx.method,
-        uri: req.url ?? '',
-        contentLength: contentLength ?? 0,
-        upstream: upstreamNote(req),
-      },
-      abort,
-    )
+    const lease = await pool.acquire(requestInfo(ctx, contentLength), abort)
     return { lease, contentLength, hasBody }
   } catch (err) {
     if (abort.aborted) return null
@@ -433,8 +463,14 @@ export abstract class PythonAppHandler {
     this.pool = pythonWorkerPool(app, spec, log)
     this.forwarded = new ForwardedResolver(app.forwarded_allow_ips)
     this.started = this.pool.start()
-    this.started.catch(() => {})
+    this.started.then(
+      () => (this.startedOk = true),
+      () => {},
+    )
   }
+
+  /** `started` has resolved: a request may be admitted without awaiting it. */
+  private startedOk = false
 
   /** Resolves once the workers are listening (ASGI: lifespan startup done); rejects with GH_ERR_WORKER_START. */
   ready(): Promise<void> {
@@ -488,20 +524,24 @@ export abstract class PythonAppHandler {
   ): Promise<boolean> {
     const { req, res } = ctx
     const tags = { method: ctx.method, uri: req.url }
-    const admitted = await admitRequest(ctx, this.pool, this.started, this.log)
+    const admitted =
+      (this.startedOk ? admitNow(ctx, this.pool) : undefined) ??
+      (await admitRequest(ctx, this.pool, this.started, this.log))
     if (admitted === null) return false
     const { lease } = admitted
     let failed = false
     // Answered 503 while it waited on a stalled worker (queue_timeout): nothing more to say.
     let takenBack = false
     try {
-      const connection = await this.connections.get(lease).catch((err: unknown) => {
-        // The worker's socket refused or vanished (it died a moment ago): nothing was sent.
-        throw new RequestLostError(
-          'unsent',
-          new GatehouseError('GH_ERR_WORKER_DIED', String(err), { cause: err }),
-        )
-      })
+      const connection =
+        this.connections.ready(lease) ??
+        (await this.connections.get(lease).catch((err: unknown) => {
+          // The worker's socket refused or vanished (it died a moment ago): nothing was sent.
+          throw new RequestLostError(
+            'unsent',
+            new GatehouseError('GH_ERR_WORKER_DIED', String(err), { cause: err }),
+          )
+        }))
       connection.onActivity(lease)
       const exchange = input(admitted)
       if (!lease.mayHaveStarted) {
