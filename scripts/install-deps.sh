@@ -12,6 +12,8 @@ PACKAGES=(
   gunicorn python3-uvicorn python3-uvloop python3-httptools python3-hypercorn python3-daphne
   # promtool checks the metrics exposition (test/http/metrics.test.ts)
   prometheus
+  # systemd-socket-activate and systemd-notify (test/cli/systemd.test.ts)
+  systemd
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -7,9 +7,11 @@ import { readConfigFile } from '../config/load.js'
 import { type GatehouseConfig, validateConfig } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 import { Gatehouse } from '../gatehouse.js'
+import { listenUrl } from '../core/bind.js'
 import { killAllWorkers } from '../process/pool.js'
 import { applyFlags, type ReloadFlags, reloadFlags, type ServeFlags } from './flags.js'
 import { DEFAULT_RELOAD_INCLUDE, latestReloads, SourceWatcher } from './reload.js'
+import { Notifier, socketActivation } from './systemd.js'
 
 const EXIT_USAGE = 2
 const DEFAULT_CONFIG = 'gatehouse.toml'
@@ -131,6 +133,12 @@ function writePidFile(file: string, log: Logger): void {
 }
 
 async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
+  // systemd passed the listening sockets: they replace `listen` (and --listen), now and on reload.
+  const activated = socketActivation()
+  if (activated) {
+    flags.listen = activated
+    flags.bind = undefined
+  }
   const { config, file } = resolveConfig(flags, true)
   let reloadOptions: ReloadFlags | null = null
   try {
@@ -150,6 +158,12 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     throw err
   }
   const log = gatehouse.logs.error
+  if (activated)
+    log.info(
+      { sockets: activated },
+      'socket activation: serving on the sockets systemd passed (listen is ignored)',
+    )
+  const notifier = new Notifier(log)
   // Watching before the listening line: an edit made once it is logged is seen.
   const watcher = reloadOptions ? startReloader(gatehouse, reloadOptions) : null
   await watcher?.ready
@@ -170,13 +184,14 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       process.exit(1)
     }
     stopping = true
+    notifier.stopping()
     void watcher?.close()
     const fast = signal === 'SIGINT'
     const grace = fast ? 0 : gatehouse.config.shutdown_grace
     log.info({ signal, grace_ms: grace }, fast ? 'shutting down now' : 'shutting down gracefully')
     // SIGINT: no shutdown_delay either.
     gatehouse.close(grace, fast ? 0 : undefined).then(
-      () => process.exit(0),
+      () => notifier.flushed().then(() => process.exit(0)),
       (err: unknown) => {
         log.error({ err }, 'error during shutdown')
         process.exit(1)
@@ -202,6 +217,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
 
   if (flags.pid !== undefined) writePidFile(resolve(flags.pid), log)
+  notifier.ready(`serving on ${gatehouse.addresses().map(listenUrl).join(', ')}`)
 
   // php-fpm's graceful reload: new workers for every managed pool, the old ones drained.
   process.on('SIGUSR2', () => {
@@ -213,6 +229,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   })
   process.on('SIGUSR1', () => gatehouse.reopenLogs())
   const reload = async (configFile: string) => {
+    notifier.reloading()
     try {
       const { input, baseDir } = readConfigFile(configFile)
       if (await gatehouse.reload(applyFlags(input, flags, process.cwd()), baseDir)) {
@@ -228,6 +245,9 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       } else {
         log.error({ err, config: configFile }, 'reload failed; keeping the old configuration')
       }
+    } finally {
+      // Serving again (the new configuration, or the old one kept).
+      notifier.ready(`serving on ${gatehouse.addresses().map(listenUrl).join(', ')}`)
     }
   }
   process.on('SIGHUP', () => {
@@ -267,7 +287,7 @@ export function buildProgram(): Command {
     .option('-c, --config <file>', 'TOML (or .json) config file')
     .option(
       '-l, --listen <address>',
-      'host:port, [v6]:port, port (loopback) or unix:/path; repeatable (default 127.0.0.1:8080)',
+      'host:port, [v6]:port, port (loopback), unix:/path or fd://N (an inherited socket); repeatable (default 127.0.0.1:8080)',
       collect,
     )
     .option('-b, --bind <address>', 'the same as --listen (gunicorn and uvicorn users type -b)', collect)

@@ -2,14 +2,24 @@ import { isIP } from 'node:net'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 
 export type ListenAddress =
-  { kind: 'tcp'; host: string; port: number; text: string } | { kind: 'unix'; path: string; text: string }
+  | { kind: 'tcp'; host: string; port: number; text: string }
+  | { kind: 'unix'; path: string; text: string }
+  | { kind: 'fd'; fd: number; text: string }
 
 /**
  * `host:port`, `[v6]:port`, `unix:/path`, or a bare `port` (loopback, like uvicorn's default).
- * Port 0 asks the OS for a free port.
+ * Port 0 asks the OS for a free port. `fd://N` (gunicorn's spelling; uvicorn's --fd) is a
+ * socket already listening on file descriptor N, inherited from whoever started the server
+ * (systemd's socket activation: see socket-activation.ts).
  */
 export function parseListenAddress(value: string): ListenAddress {
   const text = value.trim()
+  const fd = /^fd:\/\/(\d+)$/.exec(text)
+  if (fd) {
+    const n = Number(fd[1])
+    if (n < 3 || n > 65535) throw new Error(`fd://N needs a descriptor from 3 up (0-2 are stdio): ${value}`)
+    return { kind: 'fd', fd: n, text }
+  }
   if (text.startsWith('unix:')) {
     const path = text.slice(5)
     if (!path.startsWith('/') && !path.startsWith('.'))
@@ -60,6 +70,8 @@ export function resolveUpstreamAddress(address: UpstreamAddress, baseDir = proce
       : { host: address.host, port: address.port, text: `${address.host}:${address.port}` }
   }
   const spec = parseListenAddress(address)
+  if (spec.kind === 'fd')
+    throw new Error(`an upstream is connected to, not inherited: ${JSON.stringify(address)}`)
   if (spec.kind === 'unix') {
     const path = isAbsolute(spec.path) ? spec.path : resolvePath(baseDir, spec.path)
     return { path, text: `unix:${path}` }

@@ -41,11 +41,13 @@ export async function bindServer(
       resolve()
     }
     if (spec.kind === 'unix') server.listen({ path: spec.path, backlog }, done)
+    else if (spec.kind === 'fd') server.listen({ fd: spec.fd, backlog }, done)
     else server.listen({ host: spec.host, port: spec.port, backlog }, done)
   })
   const addr = server.address()
   if (spec.kind === 'unix' || typeof addr === 'string' || addr === null)
     return { address: spec.text, path: spec.kind === 'unix' ? spec.path : String(addr) }
+  // An inherited socket is named by what it listens on, as the log and the status page show.
   return {
     address: addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`,
     port: addr.port,

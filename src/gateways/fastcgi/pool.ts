@@ -89,7 +89,7 @@ const poolsByUpstream = new Map<string, Set<FastCGIPool>>()
 
 export class FastCGIPool {
   readonly upstream: string
-  private readonly address: ListenAddress
+  private readonly address: Exclude<ListenAddress, { kind: 'fd' }>
   private readonly limiter: ConcurrencyLimiter
   private readonly idle: FastCGIConnection[] = []
   private readonly busy = new Set<FastCGIConnection>()
@@ -105,7 +105,9 @@ export class FastCGIPool {
     private readonly options: FastCGIPoolOptions,
     private readonly log?: Logger,
   ) {
-    this.address = parseListenAddress(address)
+    const parsed = parseListenAddress(address)
+    if (parsed.kind === 'fd') throw new Error(`a FastCGI upstream is connected to, not inherited: ${address}`)
+    this.address = parsed
     this.upstream = this.address.kind === 'unix' ? `unix:${this.address.path}` : this.address.text
     this.limiter = new ConcurrencyLimiter({
       max: options.max_connections,
