@@ -19,12 +19,15 @@ import { buildContext, parseRequest, runHandler } from './http/context.js'
 import { type BoundAddress as ListeningAddress, bindServer, listenUrl } from './core/bind.js'
 import { type ListenAddress, parseListenAddress } from './core/address.js'
 import { upgradeResponse } from './http/upgrade.js'
+import { type EncodeSettings, encodeResponse, encodeSettings } from './http/encode.js'
 import { InboundListeners } from './inbound/listeners.js'
 import type { ActionDefinition, GatewayDefinition, Handler, ServerState } from './core/types.js'
 
 interface RouteEntry {
   handler: Handler
   maxBodyBytes: number
+  /** Compression on the fly (`encode`), or null. */
+  encode: EncodeSettings | null
 }
 
 /** Everything derived from one config; swapped as a whole on reload. */
@@ -90,7 +93,11 @@ function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, pr
       ...(route.exact !== undefined ? { exact: route.exact } : {}),
       ...(route.regex !== undefined ? { regex: route.regex } : {}),
       ...(methods ? { methods } : {}),
-      target: { handler, maxBodyBytes: route.max_body_bytes ?? config.limits.max_body_bytes },
+      target: {
+        handler,
+        maxBodyBytes: route.max_body_bytes ?? config.limits.max_body_bytes,
+        encode: encodeSettings(config.encode, route.encode),
+      },
     }
   })
   return {
@@ -482,6 +489,7 @@ export class Gatehouse {
         (res as ServerResponse & { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] = true
       else res.writeContinue()
     }
+    if (match.target.encode) encodeResponse(req, res, match.target.encode)
     const route = { index: match.index, prefix: match.prefix, params: match.params }
     runHandler(handler, buildContext(req, res, parsed, route, maxBodyBytes, this.logs.error))
   }
