@@ -17,9 +17,10 @@
  * ETag, Last-Modified and length are the file's (200, 206, 304, 412 or 416), as in nginx.
  */
 import type { IncomingMessage, OutgoingHttpHeader, ServerResponse } from 'node:http'
-import { isAbsolute, relative, resolve, sep } from 'node:path'
+import { stat } from 'node:fs/promises'
+import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import type { Logger } from 'pino'
-import { sendError } from '../core/respond.js'
+import { sendError, sendStatus } from '../core/respond.js'
 
 /** What a route with `sendfile` offers its app. */
 export interface OffloadOptions {
@@ -101,7 +102,14 @@ export function offloadResponse(
           sendError(res, 'GH_ERR_SENDFILE_PATH', { head: req.method === 'HEAD' })
           return
         }
-        options.serveFile!(`/${rel.split(sep).join('/')}`)
+        // A directory is not a file to send (the static code would redirect to its slash form).
+        stat(join(root, rel)).then(
+          (st) => {
+            if (st.isDirectory()) sendStatus(res, 404, { head: req.method === 'HEAD' })
+            else options.serveFile!(`/${rel.split(sep).join('/')}`)
+          },
+          () => options.serveFile!(`/${rel.split(sep).join('/')}`),
+        )
         return
       }
       if (!options.redirect!(accel!.trim())) {

@@ -74,8 +74,12 @@ test('PHP X-Sendfile: the file with Range and ETag, the app body dropped, Conten
   assert.equal(again.status, 304)
   assert.equal(again.body, '')
 
-  // A path relative to the root is under it.
+  // A path relative to the root is under it; a directory there is no file.
   assert.equal((await curl(`${origin}/offload.php?path=report.txt`)).body, REPORT)
+  mkdirSync(join(root, 'sub'))
+  const directory = await curl(`${origin}/offload.php?path=sub`)
+  assert.equal(directory.status, 404)
+  assert.equal(header(directory.head, 'location'), undefined)
 
   for (const outside of ['/etc/passwd', join(root, '../secret.txt'), '../secret.txt', root]) {
     const refused = await curl(`${origin}/offload.php?path=${encodeURIComponent(outside)}`)
