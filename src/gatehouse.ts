@@ -15,16 +15,25 @@ import { reasonPhrase } from './core/http-headers.js'
 import { countBody, Logs } from './core/logging.js'
 import { Router } from './router/router.js'
 import { CONTINUE_DEFERRED, connectionInfo } from './http/connection.js'
-import { buildContext, parseRequest, runHandler } from './http/context.js'
+import { buildContext, type ParsedRequest, parseRequest, runHandler } from './http/context.js'
 import { type BoundAddress as ListeningAddress, bindServer, listenUrl } from './core/bind.js'
 import { type ListenAddress, parseListenAddress } from './core/address.js'
 import { upgradeResponse } from './http/upgrade.js'
+import { type EncodeSettings, encodeResponse, encodeSettings } from './http/encode.js'
+import { offloadResponse } from './http/offload.js'
+import { parseTarget } from './http/request-target.js'
 import { InboundListeners } from './inbound/listeners.js'
-import type { ActionDefinition, GatewayDefinition, Handler, ServerState } from './core/types.js'
+import type { ActionDefinition, GatewayDefinition, Handler, RouteMatch, ServerState } from './core/types.js'
 
 interface RouteEntry {
   handler: Handler
   maxBodyBytes: number
+  /** Compression on the fly (`encode`), or null. */
+  encode: EncodeSettings | null
+  /** `sendfile`: X-Sendfile (a static handler on its root) and X-Accel-Redirect; or null. */
+  offload: { root?: string; files?: Handler; accel: boolean } | null
+  /** Reached only through X-Accel-Redirect (nginx's `internal`). */
+  internal: boolean
 }
 
 /** Everything derived from one config; swapped as a whole on reload. */
@@ -90,7 +99,13 @@ function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, pr
       ...(route.exact !== undefined ? { exact: route.exact } : {}),
       ...(route.regex !== undefined ? { regex: route.regex } : {}),
       ...(methods ? { methods } : {}),
-      target: { handler, maxBodyBytes: route.max_body_bytes ?? config.limits.max_body_bytes },
+      target: {
+        handler,
+        maxBodyBytes: route.max_body_bytes ?? config.limits.max_body_bytes,
+        encode: encodeSettings(config.encode, route.encode),
+        offload: route.sendfile ? offloadTarget(route.sendfile, logs) : null,
+        internal: route.internal === true,
+      },
     }
   })
   return {
@@ -106,6 +121,21 @@ function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, pr
     active: 0,
     onIdle: null,
     superseded: false,
+  }
+}
+
+/** A route's `sendfile`: X-Sendfile files are served by a static handler on its root. */
+function offloadTarget(sendfile: { root?: string | undefined; accel_redirect: boolean }, logs: Logs) {
+  if (sendfile.root === undefined) return { accel: sendfile.accel_redirect }
+  const def = ACTIONS.static as ActionDefinition<unknown>
+  // The app chose the file: no index, no listing, and a dotfile is its business.
+  const options = def
+    .schema({ baseDir: sendfile.root })
+    .parse({ root: sendfile.root, index: [], dotfiles: 'allow' })
+  return {
+    root: sendfile.root,
+    files: def.create(options, { log: logs.error }),
+    accel: sendfile.accel_redirect,
   }
 }
 
@@ -470,6 +500,10 @@ export class Gatehouse {
       sendStatus(res, 405, { headers: { allow: match.allow.join(', ') }, head: method === 'HEAD' })
       return
     }
+    if (match.target.internal) {
+      sendStatus(res, 404, { head: method === 'HEAD' })
+      return
+    }
     routeIndex = match.index
     const { handler, maxBodyBytes } = match.target
     const contentLength = req.headers['content-length']
@@ -482,8 +516,65 @@ export class Gatehouse {
         (res as ServerResponse & { [CONTINUE_DEFERRED]?: boolean })[CONTINUE_DEFERRED] = true
       else res.writeContinue()
     }
+    if (match.target.encode) encodeResponse(req, res, match.target.encode)
+    if (match.target.offload) this.offload(req, res, parsed, match.target.offload, state)
     const route = { index: match.index, prefix: match.prefix, params: match.params }
     runHandler(handler, buildContext(req, res, parsed, route, maxBodyBytes, this.logs.error))
+  }
+
+  /** X-Sendfile and X-Accel-Redirect in the app's head: the file served instead (http/offload.ts). */
+  private offload(
+    req: IncomingMessage,
+    res: ServerResponse,
+    parsed: ParsedRequest,
+    target: NonNullable<RouteEntry['offload']>,
+    state: State,
+  ): void {
+    const log = this.logs.error
+    // The file is fetched as nginx's internal redirect does: GET (HEAD stays HEAD).
+    const method = parsed.method === 'HEAD' ? 'HEAD' : 'GET'
+    const serve = (handler: Handler, path: ParsedRequest['target'], route: RouteMatch, maxBody: number) =>
+      runHandler(handler, buildContext(req, res, { ...parsed, method, target: path }, route, maxBody, log))
+    offloadResponse(
+      req,
+      res,
+      {
+        ...(target.files
+          ? {
+              root: target.root!,
+              serveFile: (rel: string) =>
+                serve(
+                  target.files!,
+                  { rawPath: rel, path: rel, query: '' },
+                  { index: -1, prefix: '', params: [] },
+                  0,
+                ),
+            }
+          : {}),
+        ...(target.accel
+          ? {
+              redirect: (uri: string) => {
+                let path: ParsedRequest['target']
+                try {
+                  path = parseTarget(uri)
+                } catch {
+                  return false
+                }
+                const m = state.router.match(parsed.host, path.path, method)
+                if (m.kind !== 'found' || !m.target.internal) return false
+                serve(
+                  m.target.handler,
+                  path,
+                  { index: m.index, prefix: m.prefix, params: m.params },
+                  m.target.maxBodyBytes,
+                )
+                return true
+              },
+            }
+          : {}),
+      },
+      log,
+    )
   }
 
   /**
@@ -501,7 +592,12 @@ export class Gatehouse {
     const parsed = parseRequest(req, state.config.limits.max_headers)
     const match =
       typeof parsed === 'string' ? null : state.router.match(parsed.host, parsed.target.path, parsed.method)
-    if (typeof parsed === 'string' || match?.kind !== 'found' || !match.target.handler.upgrade) {
+    if (
+      typeof parsed === 'string' ||
+      match?.kind !== 'found' ||
+      !match.target.handler.upgrade ||
+      match.target.internal
+    ) {
       if (head.length > 0) socket.unshift(head)
       this.handle(req, res)
       return

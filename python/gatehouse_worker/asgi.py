@@ -236,6 +236,14 @@ class HttpCycle(Cycle):
             self.started = True
             self.status = status
             self.headers = _latin1_headers(message.get("headers", ()), "http.response.start")
+        elif kind == "http.response.early_hint":
+            # Links for a 103 Early Hints; once the final head is decided they would come too late.
+            try:
+                links = tuple(bytes(link).decode("latin-1") for link in message.get("links", ()))
+            except (TypeError, ValueError):
+                raise AppError("http.response.early_hint links must be bytes, got %r" % (message.get("links"),))
+            if links and not self.started and not self.disconnected:
+                self.conn.write((P.EARLY_HINTS, self.id, links))
         else:
             raise AppError("unexpected ASGI message %r on an HTTP connection" % (kind,))
 
@@ -511,6 +519,8 @@ class NodeConnection(asyncio.Protocol):
                 _exclude_root_path(scope)
             scope["headers"] = list(scope["headers"])
             scope["state"] = self.state.copy()
+            # The Early Hints extension (as Hypercorn offers it): Node relays them as a 103.
+            scope["extensions"] = {"http.response.early_hint": {}}
             cycle = HttpCycle(self, f[1], scope, f[3], f[4], f[5], f[6])
             self.cycles[cycle.id] = cycle
             cycle.task = self.loop.create_task(cycle.run(self.app))

@@ -30,6 +30,7 @@ REQUEST_CREDIT = 68  # (68, id, bytes)
 REQUEST_ERROR = 69  # (69, id, message)
 FINISHED = 70  # (70, id)
 HEARTBEAT = 71  # (71, 0): the event loop is alive (ASGI, while it holds requests)
+EARLY_HINTS = 72  # (72, id, links): http.response.early_hint, before RESPONSE_START
 WS_ACCEPT = 80
 WS_SEND = 81
 WS_CLOSE = 82

@@ -8,6 +8,9 @@ export interface ServeFlags {
   /** -b/--bind: gunicorn's and uvicorn's spelling of --listen. */
   bind?: string[]
   maxBodySize?: string
+  /** --encode (Caddy's word) or --compress: the top-level `encode`. */
+  encode?: boolean
+  compress?: boolean
   static?: string[]
   cgi?: string[]
   cgiInterpreter?: string[]
@@ -112,6 +115,8 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   if (flags.keepAlive !== undefined) limits.keepalive_timeout = num(flags.keepAlive)
   if (flags.backlog !== undefined) limits.backlog = num(flags.backlog)
   if (Object.keys(limits).length > 0) out.limits = limits
+  if ((flags.encode || flags.compress) && (base.encode === undefined || base.encode === false))
+    out.encode = true
   if (flags.gracefulTimeout !== undefined) out.shutdown_grace = num(flags.gracefulTimeout)
   if (flags.shutdownDelay !== undefined) out.shutdown_delay = num(flags.shutdownDelay)
   const log = { ...((base.log as Record<string, unknown> | undefined) ?? {}) }

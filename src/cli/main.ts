@@ -296,6 +296,11 @@ export function buildProgram(): Command {
       'largest request body of every route without its own max_body_bytes: bytes, or 10MB, 1GiB (default 1GiB)',
     )
     .option(
+      '--encode',
+      'compress responses on the fly (gzip, br) for clients that accept it: the top-level `encode` (default off)',
+    )
+    .option('--compress', 'the same as --encode')
+    .option(
       '--static <[prefix=]dir>',
       'serve files from DIR under URL PREFIX (default /); repeatable',
       collect,

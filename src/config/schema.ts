@@ -11,6 +11,8 @@ import type {
   SchemaEnv,
 } from '../core/types.js'
 import { logSchema } from '../core/logging.js'
+import { encodeSchema } from '../core/schema/encode.js'
+import { existingDir } from '../core/schema/paths.js'
 import { strictObject } from '../core/schema/strict.js'
 import { DEFAULT_MAX_BODY_BYTES, duration, size } from '../core/schema/units.js'
 
@@ -113,6 +115,22 @@ function routeSchema<G extends GatewayDefinition>(env: SchemaEnv, gateways: read
       .optional(),
     methods: z.array(METHOD).min(1).optional(),
     max_body_bytes: size.optional(),
+    /** Compression on the fly for this route, over the top-level `encode` (src/http/encode.ts). */
+    encode: encodeSchema().optional(),
+    /**
+     * File offload from the app's response (src/http/offload.ts): `root` honours X-Sendfile
+     * for files under it, `accel_redirect` honours X-Accel-Redirect to `internal` routes.
+     */
+    sendfile: strictObject({
+      root: existingDir(env).optional(),
+      accel_redirect: z.boolean().default(false),
+    })
+      .refine((v) => v.root !== undefined || v.accel_redirect, {
+        message: 'give root (X-Sendfile), accel_redirect = true (X-Accel-Redirect), or both',
+      })
+      .optional(),
+    /** Only X-Accel-Redirect reaches this route (nginx's `internal`); a client's request gets 404. */
+    internal: z.boolean().optional(),
     ...actionShape,
   }).superRefine((route, ctx) => {
     const given = route as Record<string, unknown>
@@ -157,6 +175,8 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
     shutdown_delay: duration.prefault(0),
     log: logSchema(env).prefault({}),
     limits: limitsSchema().prefault({}),
+    /** Compression on the fly, server-wide: every route's default (off when absent, as in Caddy). */
+    encode: encodeSchema().optional(),
     routes: z.array(routeSchema<G[number]>(env, gateways)).default([]),
     ...listenerShape,
   })

@@ -41,6 +41,8 @@ export const ERROR_CODES = {
   GH_ERR_CGI_SPAWN: { status: 502, message: 'CGI script could not be started' },
   GH_ERR_CGI_RESPONSE: { status: 502, message: 'CGI script sent no valid response header block' },
   GH_ERR_CGI_REDIRECT: { status: 502, message: 'CGI local redirect failed (loop, or outside the route)' },
+  GH_ERR_SENDFILE_PATH: { status: 403, message: 'X-Sendfile names a file outside sendfile.root' },
+  GH_ERR_ACCEL_REDIRECT: { status: 404, message: 'X-Accel-Redirect names a URI no internal route serves' },
   GH_ERR_WORKER_PROTOCOL: { status: 502, message: 'Python worker broke the bridge protocol' },
   GH_ERR_WSGI_APP: { status: 500, message: 'the WSGI application failed' },
   GH_ERR_ASGI_APP: { status: 500, message: 'the ASGI application failed' },

@@ -49,3 +49,11 @@ test('--max-requests with --php and --wsgi applies to both; --timeout without --
       err instanceof GatehouseError && err.code === 'GH_ERR_USAGE' && /--timeout/.test(err.message),
   )
 })
+
+test('--encode and --compress turn on the top-level encode; a table from the file is kept', () => {
+  assert.equal(validateConfig(applyFlags({}, { encode: true }, cwd), cwd).encode, true)
+  assert.equal(validateConfig(applyFlags({ encode: false }, { compress: true }, cwd), cwd).encode, true)
+  const table = { gzip: true, br: false }
+  assert.deepEqual(validateConfig(applyFlags({ encode: table }, { encode: true }, cwd), cwd).encode, table)
+  assert.equal(validateConfig(applyFlags({}, {}, cwd), cwd).encode, undefined)
+})

@@ -85,6 +85,8 @@ export const FrameType = {
   FINISHED: 70,
   /** (71, 0): the worker's event loop is alive (ASGI, every 100 ms while it holds requests). */
   HEARTBEAT: 71,
+  /** (72, id, links: tuple of str): ASGI http.response.early_hint, before RESPONSE_START (a 103). */
+  EARLY_HINTS: 72,
   /** (80, id, subprotocol: str | None, headers: tuple): websocket.accept. */
   WS_ACCEPT: 80,
   /** (81, id, bytes | None, text | None): websocket.send. */
@@ -160,6 +162,7 @@ export type WorkerFrame =
   | { type: typeof FrameType.REQUEST_ERROR; id: number; message: string }
   | { type: typeof FrameType.FINISHED; id: number }
   | { type: typeof FrameType.HEARTBEAT; id: number }
+  | { type: typeof FrameType.EARLY_HINTS; id: number; links: readonly string[] }
   | { type: typeof FrameType.WS_ACCEPT; id: number; subprotocol: string | null; headers: Headers }
   | { type: typeof FrameType.WS_SEND; id: number; bytes: Buffer | null; text: string | null }
   | { type: typeof FrameType.WS_CLOSE; id: number; code: number; reason: string }
@@ -574,6 +577,8 @@ function tupleOf(frame: AnyFrame): MarshalValue[] {
       ]
     case FrameType.REQUEST_ERROR:
       return [frame.type, frame.id, frame.message]
+    case FrameType.EARLY_HINTS:
+      return [frame.type, frame.id, frame.links as MarshalValue]
     case FrameType.WS_ACCEPT:
       return [frame.type, frame.id, frame.subprotocol, frame.headers as MarshalValue]
     case FrameType.WS_CLOSE:
@@ -738,6 +743,9 @@ export function frameFromTuple(t: MarshalValue): AnyFrame {
     case FrameType.REQUEST_ERROR:
       want(3, isStr(f[2]!))
       return { type, id, message: f[2] as string }
+    case FrameType.EARLY_HINTS:
+      want(3, Array.isArray(f[2]) && (f[2] as readonly MarshalValue[]).every(isStr))
+      return { type, id, links: f[2] as readonly string[] }
     case FrameType.WS_ACCEPT:
       want(4, f[2] === null || isStr(f[2]!))
       return { type, id, subprotocol: f[2] as string | null, headers: headersOf(f[3]!) }

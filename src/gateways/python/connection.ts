@@ -14,6 +14,7 @@ import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { type ErrorCode, GatehouseError } from '../../core/errors.js'
 import { isFinalStatus, reasonPhrase } from '../../core/http-headers.js'
+import { relayEarlyHints } from '../../core/respond.js'
 import { type BodySink, ResponseBuffer, type ResponseBufferOptions } from '../../core/response-buffer.js'
 import {
   type AnyFrame,
@@ -506,6 +507,15 @@ export class WorkerConnection {
         this.onBody(stream, frame.body, frame.moreBody)
         return
       }
+      case FrameType.EARLY_HINTS:
+        if (stream.started)
+          throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', 'early hints after RESPONSE_START')
+        if (!stream.disconnectSent)
+          relayEarlyHints(
+            res,
+            frame.links.flatMap((link) => ['Link', link]),
+          )
+        return
       case FrameType.RESPONSE_BODY:
         if (!stream.started) throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', 'body before RESPONSE_START')
         this.onBody(stream, frame.body, frame.moreBody)

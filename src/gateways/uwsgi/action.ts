@@ -20,7 +20,7 @@ import {
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { cancelOnClientClose } from '../../core/cancel.js'
 import { relayResponse } from '../../core/response-relay.js'
-import { refuse } from '../../core/respond.js'
+import { refuse, relayEarlyHints } from '../../core/respond.js'
 import { HOP_BY_HOP } from '../../core/http-headers.js'
 import { type UwsgiAddress, uwsgiCall } from './client.js'
 import { resolveUpstreamAddress } from '../../core/address.js'
@@ -133,6 +133,7 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
         connectTimeout: options.connect_timeout,
         timeout: options.timeout,
         signal: cancel,
+        onEarlyHints: (rawHeaders) => relayEarlyHints(res, rawHeaders, ctx.log),
       })
       const relayed = relayHeaders(upstream.rawHeaders, upstream.framing)
       const headers: [string, string][] = []

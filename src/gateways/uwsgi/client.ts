@@ -44,6 +44,8 @@ export interface UwsgiCallOptions {
   maxHeaders?: number
   /** An AbortSignal, or anything with its `aborted`/`reason`/listener surface. */
   signal?: CancelSignal
+  /** A 103 Early Hints before the reply's head: its fields, flat. */
+  onEarlyHints?(rawHeaders: string[]): void
 }
 
 export interface UwsgiResponse {
@@ -249,6 +251,10 @@ class UwsgiCall {
   private handle(events: HttpResponseEvent[]): void {
     for (const event of events) {
       if (this.over) return
+      if (event.kind === 'early-hints') {
+        this.options.onEarlyHints?.(event.rawHeaders)
+        continue
+      }
       if (event.kind === 'head') {
         const { head } = event
         this.body = new Readable({

@@ -8,7 +8,8 @@
  *
  * Body framing follows RFC 9112 6.3: no body for HEAD, 1xx, 204 and 304; chunked when
  * Transfer-Encoding ends in chunked; otherwise Content-Length; otherwise until close.
- * Interim 1xx responses (other than 101) are skipped.
+ * Interim 1xx responses (other than 101) are skipped, except 103 Early Hints (RFC 8297),
+ * which is an event of its own for the client to relay.
  */
 import { ChunkedDecoder } from '../../core/chunked.js'
 import { ProtocolError } from '../../core/errors.js'
@@ -30,6 +31,8 @@ export interface HttpResponseHead {
 
 export type HttpResponseEvent =
   | { kind: 'head'; head: HttpResponseHead }
+  /** 103 Early Hints before the final head: its fields, flat. */
+  | { kind: 'early-hints'; rawHeaders: string[] }
   | { kind: 'body'; chunk: Buffer }
   /** The body is complete; rawTrailers from a chunked body (flat pairs, often empty). */
   | { kind: 'end'; rawTrailers: string[] }
@@ -171,6 +174,10 @@ export class HttpResponseParser {
     this.pendingBytes = 0
     const head = this.parseHeadText(all.toString('latin1', 0, end.headEnd))
     if (head === null) return all.subarray(end.bodyStart) // 1xx: parse the next head
+    if (head.status === 103) {
+      events.push({ kind: 'early-hints', rawHeaders: head.rawHeaders })
+      return all.subarray(end.bodyStart)
+    }
     events.push({ kind: 'head', head })
     if (head.framing === 'none' || (head.framing === 'length' && head.contentLength === 0)) this.end(events)
     else if (head.framing === 'length') {
@@ -208,7 +215,8 @@ export class HttpResponseParser {
     }
     if (status >= 100 && status < 200) {
       if (status === 101) throw httpError('HTTP_UPGRADE', '101 Switching Protocols is not supported')
-      return null
+      if (status !== 103) return null
+      return { httpVersion: `1.${m[1]}`, status, statusMessage: m[3] ?? '', rawHeaders, framing: 'none' }
     }
     const head: HttpResponseHead = {
       httpVersion: `1.${m[1]}`,

@@ -14,17 +14,22 @@ interface Result {
   body: string
   ended: boolean
   trailers: string[]
+  /** The fields of each 103 Early Hints, in order. */
+  hints: string[][]
 }
 
 /** Feed pieces, then (when `close`) signal the end of the connection. */
 function run(pieces: Buffer[], options: HttpResponseParserOptions = {}, close = true): Result {
   const parser = new HttpResponseParser(options)
-  const out: Result = { head: null, body: '', ended: false, trailers: [] }
+  const out: Result = { head: null, body: '', ended: false, trailers: [], hints: [] }
   const apply = (events: ReturnType<HttpResponseParser['push']>) => {
     for (const e of events) {
       if (e.kind === 'head') {
         assert.equal(out.head, null, 'one head')
         out.head = e.head
+      } else if (e.kind === 'early-hints') {
+        assert.equal(out.head, null, 'hints come before the head')
+        out.hints.push([...e.rawHeaders])
       } else if (e.kind === 'body') {
         assert.ok(!out.ended)
         out.body += e.chunk.toString('latin1')
@@ -136,12 +141,16 @@ test('no body for HEAD, 204 and 304, whatever the headers say', () => {
   }
 })
 
-test('interim 1xx responses are skipped', () => {
+test('interim 1xx responses are skipped; each 103 Early Hints is an event with its fields', () => {
   const r = everySplit(
-    'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx',
+    'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </b>; rel=preload\r\nLink: </c>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx',
   )
   assert.equal(r.head!.status, 201)
   assert.equal(r.body, 'x')
+  assert.deepEqual(r.hints, [
+    ['Link', '</a>'],
+    ['Link', '</b>; rel=preload', 'Link', '</c>'],
+  ])
 })
 
 test('Transfer-Encoding wins over Content-Length, which is then removed', () => {
