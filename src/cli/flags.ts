@@ -60,6 +60,9 @@ export interface ServeFlags {
   keepAlive?: string
   backlog?: string
   pid?: string
+  user?: string
+  group?: string
+  umask?: string
   maxRequestsJitter?: string
   /** --reload (uvicorn's): watch the Python apps' source, roll their workers on a change. */
   reload?: boolean
@@ -119,6 +122,9 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     out.encode = true
   if (flags.gracefulTimeout !== undefined) out.shutdown_grace = num(flags.gracefulTimeout)
   if (flags.shutdownDelay !== undefined) out.shutdown_delay = num(flags.shutdownDelay)
+  if (flags.user !== undefined) out.user = flags.user
+  if (flags.group !== undefined) out.group = flags.group
+  if (flags.umask !== undefined) out.umask = flags.umask
   const log = { ...((base.log as Record<string, unknown> | undefined) ?? {}) }
   if (flags.logLevel !== undefined) log.level = flags.logLevel
   if (flags.logFormat !== undefined) log.format = flags.logFormat

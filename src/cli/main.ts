@@ -11,6 +11,7 @@ import { listenUrl } from '../core/bind.js'
 import { killAllWorkers } from '../process/pool.js'
 import { applyFlags, type ReloadFlags, reloadFlags, type ServeFlags } from './flags.js'
 import { DEFAULT_RELOAD_INCLUDE, latestReloads, SourceWatcher } from './reload.js'
+import { dropPrivileges, prepare, type RunAs, resolveRunAs } from './privileges.js'
 import { Notifier, socketActivation } from './systemd.js'
 
 const EXIT_USAGE = 2
@@ -140,6 +141,13 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     flags.bind = undefined
   }
   const { config, file } = resolveConfig(flags, true)
+  let runAs: RunAs | null = null
+  if (config.user !== undefined) {
+    const resolved = resolveRunAs(config.user, config.group)
+    if (typeof resolved === 'string') fail([resolved], 1)
+    runAs = resolved
+  } else if (config.group !== undefined) fail(['group needs user (the group alone is not switched)'], 1)
+  prepare(runAs, config.umask)
   let reloadOptions: ReloadFlags | null = null
   try {
     reloadOptions = reloadFlags(flags, process.cwd())
@@ -217,6 +225,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
 
   if (flags.pid !== undefined) writePidFile(resolve(flags.pid), log)
+  dropPrivileges(runAs, log)
   notifier.ready(`serving on ${gatehouse.addresses().map(listenUrl).join(', ')}`)
 
   // php-fpm's graceful reload: new workers for every managed pool, the old ones drained.
@@ -390,6 +399,12 @@ export function buildProgram(): Command {
       'connections the kernel queues before they are accepted (limits.backlog, default 511)',
     )
     .option('--pid <file>', 'write the server process id to FILE once listening; removed on exit')
+    .option(
+      '--user <name>',
+      'started as root: run as this user (name or uid) after binding; workers and CGI scripts run as it from the start',
+    )
+    .option('--group <name>', "with --user: this group (name or gid) instead of the user's primary group")
+    .option('--umask <mask>', 'file mode creation mask of the server and its children, octal (e.g. 027)')
     .option('--health-path <path>', 'a liveness check at PATH: 200 while the server answers')
     .option(
       '--ready-path <path>',

@@ -173,6 +173,18 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
      * listeners close, so a load balancer stops sending first (Caddy's shutdown_delay).
      */
     shutdown_delay: duration.prefault(0),
+    /**
+     * Run as this user (a name or a uid) once the listeners are bound, when started as root;
+     * the workers and CGI scripts run as it from the start (gunicorn's --user, nginx's user).
+     */
+    user: z.union([z.string().min(1), z.number().int().min(0)]).optional(),
+    /** Its group (a name or a gid); default: the user's primary group. */
+    group: z.union([z.string().min(1), z.number().int().min(0)]).optional(),
+    /** The file mode creation mask of the server and its children, octal: "027" (gunicorn's --umask). */
+    umask: z
+      .string()
+      .regex(/^0?[0-7]{3}$/, 'an octal mask such as "027"')
+      .optional(),
     log: logSchema(env).prefault({}),
     limits: limitsSchema().prefault({}),
     /** Compression on the fly, server-wide: every route's default (off when absent, as in Caddy). */

@@ -24,6 +24,7 @@ import { constants } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, type Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
+import { childIdentity } from './identity.js'
 import { makeRunDir } from './run-dir.js'
 import type { Logger } from 'pino'
 
@@ -217,6 +218,7 @@ export class ForkServer {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: {},
       shell: false,
+      ...childIdentity(),
     })
     const control: Control = {
       child,

@@ -6,6 +6,7 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { ownForChildren } from './identity.js'
 
 const swept = new Set<string>()
 
@@ -53,5 +54,7 @@ export function makeRunDir(prefix: string): string {
     swept.add(prefix)
     removeLeftRunDirs(prefix)
   }
-  return mkdtempSync(join(tmpdir(), `${prefix}${process.pid}-`))
+  const dir = mkdtempSync(join(tmpdir(), `${prefix}${process.pid}-`))
+  ownForChildren(dir)
+  return dir
 }

@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline'
 import { isAbsolute, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { GatehouseError } from '../core/errors.js'
+import { childIdentity } from './identity.js'
 import { signalGroup } from './process-group.js'
 
 /** How a worker is started: execve semantics, no shell, an explicit environment. */
@@ -135,6 +136,7 @@ export function spawnWorker(command: WorkerCommand, socketPath: string, hooks: W
   try {
     const [file, ...argv] = workerArgv(command.command, command.args.map(sub), env, command.cwd)
     child = spawn(file!, argv, {
+      ...childIdentity(),
       env,
       ...(command.cwd ? { cwd: command.cwd } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],

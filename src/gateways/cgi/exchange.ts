@@ -21,6 +21,7 @@ import { type CgiResponseHead, CgiResponseParser } from '../../cgi-vars/response
 import { ForkedScript, ForkServer, ForkServerUnavailable } from '../../process/fork-server.js'
 import { terminateGroup } from '../../process/process-group.js'
 import type { ScriptTarget } from './resolve.js'
+import { childIdentity } from '../../process/identity.js'
 import { type HeadProblem, responseError } from './errors.js'
 
 /** How much of one request's stderr reaches the error log; the rest is counted and dropped. */
@@ -131,6 +132,7 @@ export class ScriptSpawner {
         // signalled as one; and never a shell in between.
         detached: true,
         shell: false,
+        ...childIdentity(),
       })
     } catch (err) {
       throw new GatehouseError('GH_ERR_CGI_SPAWN', `${target.filename}: ${(err as Error).message}`, {
