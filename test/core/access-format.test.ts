@@ -11,6 +11,7 @@ import { applyFlags } from '../../src/cli/flags.js'
 import { validateConfig } from '../../src/config.js'
 import { GatehouseError } from '../../src/core/errors.js'
 import { FIXTURES, PYTHON, startGatehouse, tempDir } from '../support/helpers.js'
+import { startUwsgi } from '../support/peer-uwsgi.js'
 
 /** The access log's lines once it has `count` of them (the file is written asynchronously). */
 async function logLines(file: string, count = 1): Promise<string[]> {
@@ -115,6 +116,27 @@ describe('access log template (log.access_format with $variables)', () => {
     assert.ok(m, lines[1])
     const [, upstream, total] = m.map(Number)
     assert.ok(upstream! >= 0.19 && upstream! <= total! + 0.001, lines[1])
+  })
+
+  test('$upstream_response_time for uwsgi (a real uWSGI) and CGI: the upstream time; "-" for a static file', async (t) => {
+    const dir = tempDir(t)
+    const log = join(dir, 'access.log')
+    const uwsgi = await startUwsgi(t, dir, { processes: 1 })
+    writeFileSync(join(dir, 'a.txt'), 'a')
+    const { origin } = await startGatehouse(t, {
+      log: { access_log: log, access_format: '$uri $status $upstream_response_time' },
+      routes: [
+        { path: '/u/', uwsgi: { pass: uwsgi.address } },
+        { path: '/cgi/', cgi: { root: join(FIXTURES, 'cgi') } },
+        { path: '/', static: { root: dir } },
+      ],
+    })
+    for (const path of ['/u/', '/cgi/cookies.sh', '/a.txt'])
+      await (await fetch(`${origin}${path}`)).arrayBuffer()
+    const lines = await logLines(log, 3)
+    assert.match(lines[0]!, /^\/u\/ \d{3} \d+\.\d{3}$/)
+    assert.match(lines[1]!, /^\/cgi\/cookies\.sh 299 \d+\.\d{3}$/)
+    assert.equal(lines[2], '/a.txt 200 -')
   })
 
   test('an unknown variable is a config error naming it and the known ones', () => {

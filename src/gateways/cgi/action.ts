@@ -5,6 +5,7 @@
  * library's cgi(). One run of a script is exchange.ts; the pure parts are cgi-vars/meta.ts
  * (environment) and cgi-vars/response.ts (header block). docs/cgi.md is the user's view.
  */
+import { upstreamNote } from '../../core/access-format.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { dirname } from 'node:path'
 import type { Logger } from 'pino'
@@ -187,6 +188,7 @@ export class CgiHandler implements Handler {
       body: { kind: 'none' },
     }
     const first = dispatch
+    const note = upstreamNote(ctx.req)
     try {
       for (let redirects = 0; ; redirects++) {
         const resolution = await this.resolver.resolve(routePrefix(ctx), dispatch)
@@ -199,6 +201,9 @@ export class CgiHandler implements Handler {
           dispatch.body = await this.requestBody(ctx, cancel)
           if (cancel.aborted) return
         }
+        // $upstream_response_time: from the script's start to the end of its output (the
+        // whole chain of local redirects).
+        note.start ??= performance.now()
         const outcome = await this.run(ctx, resolution.target, dispatch, cancel)
         if (outcome.kind === 'done') return
         if (redirects >= this.options.max_redirects) {
@@ -213,6 +218,7 @@ export class CgiHandler implements Handler {
       if (err instanceof ClientGone || cancel.aborted) return
       throw err
     } finally {
+      if (note.start !== undefined) note.end ??= performance.now()
       done()
       // Unless a script took it over (it is then disposed of when the script is done with it).
       if (first.body.kind === 'spooled') await first.body.spool.dispose()

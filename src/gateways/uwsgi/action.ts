@@ -3,6 +3,7 @@
  * protocol), like nginx's `uwsgi_pass` with `include uwsgi_params`. The reply is relayed as
  * it arrives, with backpressure both ways; hop-by-hop headers are dropped.
  */
+import { upstreamNote } from '../../core/access-format.js'
 import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration } from '../../core/schema/units.js'
@@ -123,6 +124,9 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
 
     // The client went away: stop the upstream request too.
     const { cancel, done } = cancelOnClientClose(res)
+    // $upstream_response_time: from the call to the uwsgi server to the end of its response.
+    const note = upstreamNote(req)
+    note.start = performance.now()
     try {
       const upstream = await uwsgiCall(address, {
         vars,
@@ -155,6 +159,7 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
       if (cancel.aborted) return
       throw err
     } finally {
+      note.end ??= performance.now()
       done()
       await releaseBody(requestBody)
     }
