@@ -8,7 +8,11 @@ import { type GatehouseConfig, validateConfig } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 import { Gatehouse } from '../gatehouse.js'
 import { killAllWorkers } from '../process/pool.js'
+import type { Json } from '../control/config-tree.js'
+import { ControlServer, controlSettings, type ControlSettings } from '../control/server.js'
+import { ConfigStore, fingerprint, type StartConfig, startConfig, stateFilePath } from '../control/state.js'
 import { applyFlags, type ReloadFlags, reloadFlags, type ServeFlags } from './flags.js'
+import { ctlCommand } from './ctl.js'
 import { DEFAULT_RELOAD_INCLUDE, latestReloads, SourceWatcher } from './reload.js'
 
 const EXIT_USAGE = 2
@@ -53,7 +57,12 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
         EXIT_USAGE,
       )
     }
-    return { config: validateConfig(merged, baseDir), file: file ? resolve(cwd, file) : undefined }
+    return {
+      config: validateConfig(merged, baseDir),
+      file: file ? resolve(cwd, file) : undefined,
+      input: merged as Record<string, Json>,
+      baseDir,
+    }
   } catch (err) {
     configProblems(err)
   }
@@ -130,11 +139,51 @@ function writePidFile(file: string, log: Logger): void {
   })
 }
 
+/**
+ * With a control API, the configuration to start with: the state file's (the changes made
+ * through the API) or the config file and flags (docs/control-api.md, "The state file").
+ */
+function chooseStart(resolved: ReturnType<typeof resolveConfig>): {
+  config: GatehouseConfig
+  input: Record<string, Json>
+  baseDir: string
+  stateFile: string | undefined
+  start: StartConfig | undefined
+} {
+  const { config, file, input, baseDir } = resolved
+  if (!config.control) return { config, input, baseDir, stateFile: undefined, start: undefined }
+  const stateFile = stateFilePath(config.control, file)
+  const start = startConfig(input, baseDir, stateFile, file)
+  if (start.from === 'config') return { config, input, baseDir, stateFile, start }
+  try {
+    return {
+      config: validateConfig(start.input, start.baseDir),
+      input: start.input,
+      baseDir: start.baseDir,
+      stateFile,
+      start,
+    }
+  } catch (err) {
+    const problems = err instanceof GatehouseError ? err.problems.join('; ') : String(err)
+    return {
+      config,
+      input,
+      baseDir,
+      stateFile,
+      start: { ...start, from: 'config', reason: `the state file's configuration is invalid (${problems})` },
+    }
+  }
+}
+
 async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
-  const { config, file } = resolveConfig(flags, true)
+  const resolved = resolveConfig(flags, true)
+  const { file } = resolved
+  const { config, input, baseDir, stateFile, start } = chooseStart(resolved)
   let reloadOptions: ReloadFlags | null = null
+  let control: ControlSettings | undefined
   try {
     reloadOptions = reloadFlags(flags, process.cwd())
+    if (config.control) control = controlSettings(config.control)
   } catch (err) {
     configProblems(err)
   }
@@ -150,6 +199,15 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     throw err
   }
   const log = gatehouse.logs.error
+  if (start)
+    log.info(
+      { config: file ?? '(flags)', state: stateFile, reason: start.reason },
+      start.from === 'state'
+        ? `configuration from the state file ${stateFile}: ${start.reason}`
+        : `configuration from ${file ? `the config file ${file}` : 'the flags'}: ${start.reason}`,
+    )
+  const store = new ConfigStore(gatehouse, input, baseDir, stateFile, fingerprint(resolved.input), log)
+  let controlServer: ControlServer | null = null
   // Watching before the listening line: an edit made once it is logged is seen.
   const watcher = reloadOptions ? startReloader(gatehouse, reloadOptions) : null
   await watcher?.ready
@@ -171,6 +229,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     }
     stopping = true
     void watcher?.close()
+    void controlServer?.close()
     const fast = signal === 'SIGINT'
     const grace = fast ? 0 : gatehouse.config.shutdown_grace
     log.info({ signal, grace_ms: grace }, fast ? 'shutting down now' : 'shutting down gracefully')
@@ -201,6 +260,19 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     throw err
   }
 
+  if (control) {
+    controlServer = new ControlServer(gatehouse, store, control, log)
+    try {
+      await controlServer.listen()
+    } catch (err) {
+      if (stopping) return
+      await gatehouse.close(0, 0)
+      if (err instanceof GatehouseError && err.code === 'GH_ERR_LISTEN')
+        fail([`control API: ${err.message}`], 1)
+      throw err
+    }
+  }
+
   if (flags.pid !== undefined) writePidFile(resolve(flags.pid), log)
 
   // php-fpm's graceful reload: new workers for every managed pool, the old ones drained.
@@ -214,8 +286,9 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   process.on('SIGUSR1', () => gatehouse.reopenLogs())
   const reload = async (configFile: string) => {
     try {
-      const { input, baseDir } = readConfigFile(configFile)
-      if (await gatehouse.reload(applyFlags(input, flags, process.cwd()), baseDir)) {
+      const { input } = readConfigFile(configFile)
+      // Through the store: the control API then shows it, and the state file keeps it.
+      if (await store.replace(applyFlags(input, flags, process.cwd()) as Record<string, Json>)) {
         log.info({ config: configFile }, 'configuration reloaded')
         watcher?.setDirs([...pythonAppDirs(gatehouse.config), ...(reloadOptions?.dirs ?? [])])
       }
@@ -364,6 +437,14 @@ export function buildProgram(): Command {
       '--backlog <n>',
       'connections the kernel queues before they are accepted (limits.backlog, default 511)',
     )
+    .option(
+      '--control <address>',
+      'the control API (docs/control-api.md) on unix:/path (mode 0600) or 127.0.0.1:port; another TCP address needs $GATEHOUSE_CONTROL_TOKEN',
+    )
+    .option(
+      '--control-state <file>',
+      'where the control API keeps the applied configuration (default: next to --config, else $STATE_DIRECTORY or ~/.local/state/gatehouse)',
+    )
     .option('--pid <file>', 'write the server process id to FILE once listening; removed on exit')
     .option('--health-path <path>', 'a liveness check at PATH: 200 while the server answers')
     .option(
@@ -453,6 +534,8 @@ export function buildProgram(): Command {
     )
     .option('--access-format <format>', 'the same as --access-log-format')
     .action(async (opts: ServeFlags & { config?: string }) => serve(opts))
+
+  ctlCommand(program)
 
   program
     .command('check')
