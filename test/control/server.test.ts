@@ -230,3 +230,49 @@ test('a restart comes back with the changes (the state file), unless the config 
   assert.equal((await get(third.port, '/kept')).status, 404)
   await eventually(async () => (await get(third.port, '/app/pid')).status === 200, 'the app')
 })
+
+test('started from flags, the state file ($STATE_DIRECTORY) brings the changes back with the same flags; other flags win', async (t) => {
+  const dir = tempDir(t, 'gh-control-')
+  const stateDir = tempDir(t, 'gh-control-state-')
+  const env = { STATE_DIRECTORY: stateDir }
+  const flags = (readyPath: string) => [
+    '--listen',
+    '127.0.0.1:0',
+    '--control',
+    'unix:./control.sock',
+    '--static',
+    dir,
+    '--ready-path',
+    readyPath,
+  ]
+  const first = await serveWithControl(t, dir, flags('/ready'), env)
+  assert.match(first.stderr(), /"msg":"configuration from the flags: no state file"/)
+  const added = await curl(first.control, 'POST', '/config/routes', {
+    body: JSON.stringify({ exact: '/kept', return: { status: 200, body: 'kept' } }),
+  })
+  assert.equal(added.status, 200, added.body)
+  // A route after the --static one at / would never match: put it first.
+  const routes = (await curl(first.control, 'GET', '/config/routes')).json as unknown[]
+  const put = await curl(first.control, 'PUT', '/config/routes', {
+    body: JSON.stringify([routes.at(-1), ...routes.slice(0, -1)]),
+  })
+  assert.equal(put.status, 200, put.body)
+  assert.deepEqual(await get(first.port, '/kept'), { status: 200, body: 'kept' })
+  await stopServe(first.child)
+  assert.equal(statSync(join(stateDir, 'gatehouse.state.json')).mode & 0o777, 0o600)
+
+  const again = await serveWithControl(t, dir, flags('/ready'), env)
+  assert.match(
+    again.stderr(),
+    /"msg":"configuration from the state file [^"]*: the state file was made with the same flags"/,
+  )
+  assert.deepEqual(await get(again.port, '/kept'), { status: 200, body: 'kept' })
+  await stopServe(again.child)
+
+  const other = await serveWithControl(t, dir, flags('/readyz'), env)
+  assert.match(
+    other.stderr(),
+    /"msg":"configuration from the flags: the flags differ from those the state file was made with"/,
+  )
+  assert.equal((await get(other.port, '/kept')).status, 404)
+})
