@@ -138,15 +138,20 @@ export class ControlServer {
     const { spec, mode } = this.settings
     let bound: BoundAddress
     if (spec.kind === 'unix') {
-      // The socket file is created by bind(2) with the umask's mode: narrowed for that one
-      // synchronous call (listen() binds before it returns), so no other user can connect
-      // in the moment before the chmod below sets the mode exactly.
-      const umask = process.umask(0o777 & ~mode)
-      try {
-        bound = await bindServer(this.server, spec, 'control')
-      } finally {
-        process.umask(umask)
-      }
+      // bind(2) creates the socket file with the umask's mode: the umask is narrowed around
+      // the listen() call alone (node binds a path before listen() returns), not across
+      // bindServer's awaits, where workers being spawned would inherit it. No other user can
+      // connect in the moment before the chmod below sets the mode exactly.
+      const listen = this.server.listen.bind(this.server)
+      this.server.listen = ((...args: Parameters<Server['listen']>) => {
+        const umask = process.umask(0o777 & ~mode)
+        try {
+          return listen(...args)
+        } finally {
+          process.umask(umask)
+        }
+      }) as Server['listen']
+      bound = await bindServer(this.server, spec, 'control')
       chmodSync(spec.path, mode)
     } else bound = await bindServer(this.server, spec, 'control')
     this.log.info({ control: bound.address }, 'control API listening')

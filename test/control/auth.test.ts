@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { childEnv, ctl, curl, serveWithControl } from '../support/control.js'
@@ -92,4 +92,16 @@ test('the token may come from $GATEHOUSE_CONTROL_TOKEN instead of the config fil
   assert.equal(ok.status, 200)
   // The token from the environment is not written into the configuration (nor the state file).
   assert.deepEqual(ok.json, { listen: '127.0.0.1:0', state: join(dir, 'state.json') })
+})
+
+test("control.mode sets the Unix socket file's mode (default 0600)", async (t) => {
+  const dir = tempDir(t, 'gh-control-auth-')
+  writeFileSync(
+    join(dir, 'gatehouse.toml'),
+    ['listen = ["127.0.0.1:0"]', 'control = { listen = "unix:./group.sock", mode = "0660" }', ''].join('\n'),
+  )
+  const { control } = await serveWithControl(t, dir, ['--config', 'gatehouse.toml'])
+  assert.equal(control, `unix:${join(dir, 'group.sock')}`)
+  assert.equal(statSync(join(dir, 'group.sock')).mode & 0o777, 0o660)
+  assert.equal((await curl(control, 'GET', '/config/control/mode')).json, '0660')
 })

@@ -276,3 +276,34 @@ test('started from flags, the state file ($STATE_DIRECTORY) brings the changes b
   )
   assert.equal((await get(other.port, '/kept')).status, 404)
 })
+
+test('a request in flight when its pool is replaced finishes on the old pool; SIGHUP puts the config file back through the same path (GET /config and the state file follow)', async (t) => {
+  const dir = tempDir(t, 'gh-control-')
+  writeFileSync(join(dir, 'gatehouse.toml'), configText())
+  const { control, port, child } = await serveWithControl(t, dir, ['--config', 'gatehouse.toml'])
+  const slow = get(port, '/app/sleep?1')
+  await eventually(
+    async () =>
+      ((await curl(control, 'GET', '/status')).json as { front: { in_flight: number } }).front.in_flight > 0,
+    'the slow request to be in flight',
+  )
+  const put = await curl(control, 'PUT', '/config/routes/1/wsgi/workers', { body: '1' })
+  assert.equal(put.status, 200, put.body)
+  assert.deepEqual(await slow, { status: 200, body: 'slept' })
+  const state = join(dir, 'gatehouse.state.json')
+  assert.match(readFileSync(state, 'utf8'), /"workers": 1/)
+
+  child.kill('SIGHUP')
+  await eventually(
+    async () => (await curl(control, 'GET', '/config/routes/1/wsgi/workers')).json === 2,
+    'the config file to be back',
+  )
+  await eventually(() => /"workers": 2/.test(readFileSync(state, 'utf8')), 'the state file to follow')
+  await eventually(
+    async () =>
+      ((await curl(control, 'GET', '/status')).json as { pools: { 'total processes': number }[] }).pools
+        .map((p) => p['total processes'])
+        .join() === '2',
+    'one pool of two workers',
+  )
+})
