@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { appendAt, configPath, deleteAt, getAt, type Json, putAt } from '../../src/control/config-tree.js'
-import { GatehouseError } from '../../src/core/errors.js'
+import type { GatehouseError } from '../../src/core/errors.js'
 
 const config = (): Json => ({
   listen: ['127.0.0.1:8080'],
