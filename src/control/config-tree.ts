@@ -4,6 +4,11 @@
  * values in, a new value out (the input is never changed, so a refused change leaves the
  * serving configuration as it was). Segments are object keys or array indices, as in NGINX
  * Unit's API: `/config/routes/2/wsgi/workers`.
+ *
+ * By hand rather than a JSON Pointer library (jsonpointer, fast-json-patch): those escape
+ * `/` as RFC 6901's `~1` where a URL path has `%2F`, change the document in place, and do
+ * not tell a missing parent (404) from an index past the end (400), which the API answers
+ * differently; what is needed here is four small functions.
  */
 import { GatehouseError } from '../core/errors.js'
 
