@@ -211,6 +211,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   // Watching before the listening line: an edit made once it is logged is seen.
   const watcher = reloadOptions ? startReloader(gatehouse, reloadOptions) : null
   await watcher?.ready
+  // A change (SIGHUP, the control API) may move an app: --reload watches where the apps are now.
+  if (watcher)
+    store.onApplied = () =>
+      watcher.setDirs([...pythonAppDirs(gatehouse.config), ...(reloadOptions?.dirs ?? [])])
   // Before listening: a stop signal right after the listening line is a graceful stop, not
   // the default action (death). One during start-up stops the start.
   let stopping = false
@@ -290,7 +294,6 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       // Through the store: the control API then shows it, and the state file keeps it.
       if (await store.replace(applyFlags(input, flags, process.cwd()) as Record<string, Json>)) {
         log.info({ config: configFile }, 'configuration reloaded')
-        watcher?.setDirs([...pythonAppDirs(gatehouse.config), ...(reloadOptions?.dirs ?? [])])
       }
     } catch (err) {
       if (err instanceof GatehouseError && err.code === 'GH_ERR_CONFIG') {

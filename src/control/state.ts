@@ -110,6 +110,8 @@ export type ConfigEdit = (current: Json) => Json
 export class ConfigStore {
   private current: Json
   private queue: Promise<unknown> = Promise.resolve()
+  /** Called after each change that serves (the CLI points --reload's watcher at the apps' new directories). */
+  onApplied: (() => void) | null = null
 
   constructor(
     private readonly gatehouse: Gatehouse,
@@ -163,6 +165,7 @@ export class ConfigStore {
       )
     this.current = next
     this.log.debug({ source }, 'configuration applied')
+    this.onApplied?.()
     this.save()
   }
 
@@ -176,6 +179,7 @@ export class ConfigStore {
     if (!(await this.gatehouse.reload(input as Parameters<Gatehouse['reload']>[0], this.baseDir)))
       return false
     this.current = structuredClone(input)
+    this.onApplied?.()
     this.save()
     return true
   }

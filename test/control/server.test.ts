@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -306,4 +306,44 @@ test('a request in flight when its pool is replaced finishes on the old pool; SI
         .join() === '2',
     'one pool of two workers',
   )
+})
+
+test("with --reload, a change through the API that moves an app's chdir moves the watch", async (t) => {
+  const dir = tempDir(t, 'gh-control-')
+  const writeApp = (where: string, version: string) =>
+    writeFileSync(
+      join(where, 'app.py'),
+      [
+        'def app(environ, start_response):',
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])",
+        `    return [b${JSON.stringify(version)}]`,
+        '',
+      ].join('\n'),
+    )
+  const a = join(dir, 'a')
+  const b = join(dir, 'b')
+  mkdirSync(a)
+  mkdirSync(b)
+  writeApp(a, 'from-a')
+  writeApp(b, 'from-b')
+  const route = (chdir: string) => ({
+    path: '/',
+    wsgi: { app: 'app:app', python: PYTHON, workers: 1, chdir },
+  })
+  writeFileSync(
+    join(dir, 'gatehouse.json'),
+    JSON.stringify({ listen: ['127.0.0.1:0'], control: 'unix:./control.sock', routes: [route(a)] }),
+  )
+  const { control, port, stderr } = await serveWithControl(t, dir, ['--config', 'gatehouse.json', '--reload'])
+  assert.equal((await get(port, '/')).body, 'from-a')
+  const put = await curl(control, 'PUT', '/config/routes/0', { body: JSON.stringify(route(b)) })
+  assert.equal(put.status, 200, put.body)
+  assert.equal((await get(port, '/')).body, 'from-b')
+  writeApp(b, 'from-b, edited')
+  await eventually(
+    async () => (await get(port, '/')).body === 'from-b, edited',
+    'the edit in b to reload',
+    30_000,
+  )
+  assert.match(stderr(), /detected changes in '[^']*b\/app\.py'/)
 })
