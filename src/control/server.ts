@@ -17,7 +17,8 @@ import type { Gatehouse } from '../gatehouse.js'
 import { allPoolsJson } from '../gateways/status/action.js'
 import { addPoolMetrics } from '../gateways/status/pool-metrics.js'
 import { appendAt, configPath, deleteAt, getAt, type Json, putAt } from './config-tree.js'
-import type { ConfigStore } from './state.js'
+import type { GatehouseConfigInput } from '../config.js'
+import { ConfigStore, fingerprint } from './state.js'
 
 /** The environment variable a token may come from (for `gatehouse serve` and `gatehouse ctl`). */
 export const TOKEN_ENV = 'GATEHOUSE_CONTROL_TOKEN'
@@ -342,4 +343,35 @@ export class ControlServer {
       pools: (JSON.parse(allPoolsJson()) as { pools: unknown[] }).pools,
     }
   }
+}
+
+/**
+ * The control API of a Gatehouse made with createGatehouse (`gatehouse serve` does this
+ * itself): it listens where the config's `control` says, and its changes apply to
+ * `gatehouse`. `input` is the configuration as given (what GET /config shows); the state
+ * file (`control.state`, or `options.stateFile`) is written after each change, and reading
+ * it at start is the caller's choice. Close it before or with the server.
+ */
+export async function startControl(
+  gatehouse: Gatehouse,
+  input: GatehouseConfigInput,
+  options: { baseDir?: string; stateFile?: string } = {},
+): Promise<{ address: string; close(): Promise<void> }> {
+  const config = gatehouse.config.control
+  if (!config) {
+    const problem = 'control: not set (give `control = "unix:/path"` to serve the control API)'
+    throw new GatehouseError('GH_ERR_CONFIG', problem, { problems: [problem] })
+  }
+  const log = gatehouse.logs.error
+  const store = new ConfigStore(
+    gatehouse,
+    input as Json,
+    options.baseDir ?? process.cwd(),
+    options.stateFile ?? config.state,
+    fingerprint(input),
+    log,
+  )
+  const server = new ControlServer(gatehouse, store, controlSettings(config), log)
+  const bound = await server.listen()
+  return { address: bound.address, close: () => server.close() }
 }

@@ -163,6 +163,7 @@ export class ConfigStore {
         'GH_ERR_CONTROL_APPLY',
         'a newer configuration or the server stopping came first',
       )
+    this.warnIfControlChanged(next)
     this.current = next
     this.log.debug({ source }, 'configuration applied')
     this.onApplied?.()
@@ -178,10 +179,18 @@ export class ConfigStore {
     validateConfig(input, this.baseDir)
     if (!(await this.gatehouse.reload(input as Parameters<Gatehouse['reload']>[0], this.baseDir)))
       return false
+    this.warnIfControlChanged(input)
     this.current = structuredClone(input)
     this.onApplied?.()
     this.save()
     return true
+  }
+
+  /** The control API keeps the address, token and mode it started with (as limits.max_header_bytes does). */
+  private warnIfControlChanged(next: Json): void {
+    const control = (config: Json) => JSON.stringify((config as { control?: Json }).control ?? null)
+    if (control(next) !== control(this.current))
+      this.log.warn('control changes take effect on restart; the control API listens as before')
   }
 
   /** Write the state file atomically: a temporary file (mode 0600: it may hold a token) renamed over it. */

@@ -12,7 +12,8 @@ import { request } from 'node:http'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { childEnv, curl, serveWithControl } from '../support/control.js'
-import { eventually, FIXTURES, PYTHON, stopServe, tempDir } from '../support/helpers.js'
+import { startControl } from '../../src/index.js'
+import { eventually, FIXTURES, PYTHON, startGatehouse, stopServe, tempDir } from '../support/helpers.js'
 
 const WSGI_DIR = join(FIXTURES, 'wsgi')
 
@@ -346,4 +347,29 @@ test("with --reload, a change through the API that moves an app's chdir moves th
     30_000,
   )
   assert.match(stderr(), /detected changes in '[^']*b\/app\.py'/)
+})
+
+test('startControl: the same API for a Gatehouse made with createGatehouse (library use)', async (t) => {
+  const dir = tempDir(t, 'gh-control-')
+  // The configuration the server was made with: what GET /config shows and changes apply to.
+  const input = {
+    listen: ['127.0.0.1:0'],
+    log: { level: 'silent' as const },
+    control: { listen: `unix:${join(dir, 'lib.sock')}`, state: join(dir, 'lib.state.json') },
+    routes: [{ exact: '/hello', return: { status: 200, body: 'hello' } }],
+  }
+  const { gatehouse, port } = await startGatehouse(t, input, dir)
+  const control = await startControl(gatehouse, input, { baseDir: dir })
+  t.after(() => control.close())
+  assert.equal(control.address, `unix:${join(dir, 'lib.sock')}`)
+  assert.deepEqual((await curl(control.address, 'GET', '/config/routes/0/return')).json, {
+    status: 200,
+    body: 'hello',
+  })
+  const put = await curl(control.address, 'PUT', '/config/routes/0/return/body', { body: '"changed"' })
+  assert.equal(put.status, 200, put.body)
+  assert.deepEqual(await get(port, '/hello'), { status: 200, body: 'changed' })
+  assert.match(readFileSync(join(dir, 'lib.state.json'), 'utf8'), /"body": "changed"/)
+  const { createGatehouse } = await import('../../src/index.js')
+  await assert.rejects(startControl(createGatehouse({}), {}), { code: 'GH_ERR_CONFIG' })
 })
