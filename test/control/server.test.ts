@@ -340,12 +340,18 @@ test("with --reload, a change through the API that moves an app's chdir moves th
   const put = await curl(control, 'PUT', '/config/routes/0', { body: JSON.stringify(route(b)) })
   assert.equal(put.status, 200, put.body)
   assert.equal((await get(port, '/')).body, 'from-b')
-  writeApp(b, 'from-b, edited')
-  await eventually(
-    async () => (await get(port, '/')).body === 'from-b, edited',
-    'the edit in b to reload',
-    30_000,
-  )
+  // The watcher adds b asynchronously (chokidar scans it first): an edit made before that is
+  // not seen, so edit again, a debounce apart, until one reloads. Without the move none would.
+  let reloaded = false
+  for (let i = 1; !reloaded && i <= 20; i++) {
+    writeApp(b, `from-b, edit ${'!'.repeat(i)}`)
+    reloaded = await eventually(
+      async () => (await get(port, '/')).body.startsWith('from-b, edit'),
+      'an edit in b to reload',
+      2_000,
+    ).catch(() => false)
+  }
+  assert.ok(reloaded, 'an edit in b reloaded the app')
   assert.match(stderr(), /detected changes in '[^']*b\/app\.py'/)
 })
 
