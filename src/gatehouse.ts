@@ -113,7 +113,8 @@ function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, pr
     router: new Router(specs),
     handlers,
     reused,
-    metricsOn: config.routes.some((r) => r.metrics !== undefined),
+    // The control API serves the same metrics (GET /metrics on its socket).
+    metricsOn: config.control !== undefined || config.routes.some((r) => r.metrics !== undefined),
     routeLabels: config.routes.map((r) => {
       const where = r.path ?? r.exact ?? r.regex ?? '/'
       return r.host ? `${[r.host].flat()[0]}${where}` : where
@@ -303,6 +304,44 @@ export class Gatehouse {
         actions.some((a) => (config.routes[i] as Record<string, unknown>)[a] !== undefined),
     )
     await Promise.all(chosen.map((h) => h.reloadWorkers?.()))
+  }
+
+  /**
+   * The rolling restart of one route's pool (the control API's `POST /control/pools/N/reload`):
+   * `false` when routes[index] does not exist or manages no workers.
+   */
+  async reloadRouteWorkers(index: number): Promise<boolean> {
+    const handler = this.state.handlers[index]
+    if (!handler?.reloadWorkers) return false
+    await handler.reloadWorkers()
+    return true
+  }
+
+  /** Whether routes[index] of the serving config manages workers (has a pool to reload). */
+  routeManagesWorkers(index: number): boolean {
+    return this.state.handlers[index]?.reloadWorkers !== undefined
+  }
+
+  /** The front's own figures now, for the control API's GET /status. */
+  async frontStatus(): Promise<{
+    in_flight: number
+    open_connections: number
+    websockets: number
+    draining: boolean
+    inbound: Record<string, { address: string; connections: number; requests: number }[]>
+  }> {
+    const counts = await Promise.all(
+      this.listeners.map(
+        (l) => new Promise<number>((resolve) => l.server.getConnections((err, n) => resolve(err ? 0 : n))),
+      ),
+    )
+    return {
+      in_flight: this.inFlight,
+      open_connections: counts.reduce((a, b) => a + b, 0),
+      websockets: this.upgraded.size,
+      draining: this.isDraining,
+      inbound: Object.fromEntries([...this.inboundListeners].map(([name, l]) => [name, l.stats()])),
+    }
   }
 
   /** The bound addresses of a gateway's app-side listeners (`uwsgi`: `uwsgi_listen`), in config order. */
@@ -642,8 +681,15 @@ export class Gatehouse {
    * its pools are stopped at once and it resolves `false`. Every replaced state is closed
    * once (issue 18: overlapping reloads left whole old pools running). Resolves `true` once
    * the new configuration serves.
+   *
+   * `rollKept: false` (the control API): a kept pool keeps its workers; by default (SIGHUP)
+   * they are replaced a few at a time, to pick up the app's new code.
    */
-  async reload(input: GatehouseConfigInput, baseDir?: string): Promise<boolean> {
+  async reload(
+    input: GatehouseConfigInput,
+    baseDir?: string,
+    options: { rollKept?: boolean } = {},
+  ): Promise<boolean> {
     const config = validateConfig(input, baseDir)
     if (this.closing) return false
     for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')
@@ -694,7 +740,7 @@ export class Gatehouse {
     const retired: Promise<void> = this.retire(old).finally(() => this.retiring.delete(retired))
     this.retiring.add(retired)
     // A kept pool serves on; its workers are replaced a few at a time (the app's new code).
-    for (const h of next.reused) {
+    for (const h of options.rollKept === false ? [] : next.reused) {
       h.reloadWorkers!().catch((err: unknown) =>
         this.logs.error.error(
           { err },

@@ -22,6 +22,9 @@ export {
 } from './config.js'
 export { readConfigFile } from './config/load.js'
 
+// The live control API (docs/control-api.md)
+export { startControl } from './control/server.js'
+
 // One action as a node:http listener, and the handler interface every action implements.
 export { type StandaloneOptions, toRequestListener } from './http/context.js'
 export { connectionInfo } from './http/connection.js'

@@ -46,6 +46,12 @@ const RULES: readonly { module: string; mayImport: readonly string[] }[] = [
   },
   // The configuration of this build: config/ applied to GATEWAYS.
   { module: 'config.ts', mayImport: ['core/', 'config/', 'gateways/index.ts'] },
+  // The control API: the server's configuration through Gatehouse.reload, and what the
+  // status gateway computes (the pools' JSON, the pool metrics) for /status and /metrics.
+  {
+    module: 'control/',
+    mayImport: ['own folder', 'core/', 'config/', 'config.ts', 'gatehouse.ts', 'gateways/status/'],
+  },
   { module: 'index.ts', mayImport: ['*'] },
   { module: 'cli/', mayImport: ['*'] },
 ]

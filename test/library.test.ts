@@ -173,6 +173,7 @@ test('the package exports the curated API and no internals', async () => {
     'poolSettingsSchema',
     'readConfigFile',
     'requestFromUwsgiVars',
+    'startControl',
     'toRequestListener',
     'uwsgiCall',
     'uwsgiRequest',

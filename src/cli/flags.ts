@@ -64,6 +64,9 @@ export interface ServeFlags {
   group?: string
   umask?: string
   maxRequestsJitter?: string
+  /** --control ADDR: the control API's socket (the `control` key); --control-state FILE its state file. */
+  control?: string
+  controlState?: string
   /** --reload (uvicorn's): watch the Python apps' source, roll their workers on a change. */
   reload?: boolean
   reloadDir?: string[]
@@ -133,6 +136,8 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   if (accessFormat !== undefined) log.access_format = accessFormat
   if (flags.errorLog !== undefined) log.error_log = fileOrStream(flags.errorLog, cwd)
   if (Object.keys(log).length > 0) out.log = log
+  const control = controlFlags(base.control, flags, cwd)
+  if (control !== undefined) out.control = control as Input['control']
   // Health checks first: no route of the file or of other flags takes their paths.
   const routes = [
     ...(flags.healthPath !== undefined ? [{ exact: flags.healthPath, status: { show: 'live' } }] : []),
@@ -167,6 +172,24 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   if (wsgi) routes.push(wsgi)
   if (routes.length > 0) out.routes = routes as Input['routes']
   return out
+}
+
+/**
+ * `--control ADDR` replaces the file's `control` address (its token, mode and state are
+ * kept); `--control-state FILE` sets its state file.
+ */
+function controlFlags(base: unknown, flags: ServeFlags, cwd: string): unknown {
+  if (flags.control === undefined && flags.controlState === undefined) return base
+  if (base === undefined && flags.control === undefined) {
+    const problem = '--control-state goes with --control ADDR (or a `control` key in the config file)'
+    throw new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
+  }
+  const table: Record<string, unknown> =
+    typeof base === 'string' ? { listen: base } : { ...(base as Record<string, unknown> | undefined) }
+  if (flags.control !== undefined) table.listen = unixPathFrom(flags.control, cwd)
+  if (flags.controlState !== undefined)
+    table.state = isAbsolute(flags.controlState) ? flags.controlState : resolve(cwd, flags.controlState)
+  return Object.keys(table).length === 1 ? table.listen : table
 }
 
 /** `unix:./x.sock` on the command line resolves against the working directory. */

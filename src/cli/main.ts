@@ -9,7 +9,11 @@ import { GatehouseError } from '../core/errors.js'
 import { Gatehouse } from '../gatehouse.js'
 import { listenUrl } from '../core/bind.js'
 import { killAllWorkers } from '../process/pool.js'
+import type { Json } from '../control/config-tree.js'
+import { ControlServer, controlSettings, type ControlSettings } from '../control/server.js'
+import { ConfigStore, fingerprint, type StartConfig, startConfig, stateFilePath } from '../control/state.js'
 import { applyFlags, type ReloadFlags, reloadFlags, type ServeFlags } from './flags.js'
+import { ctlCommand } from './ctl.js'
 import { DEFAULT_RELOAD_INCLUDE, latestReloads, SourceWatcher } from './reload.js'
 import { dropPrivileges, prepare, type RunAs, resolveRunAs } from './privileges.js'
 import { Notifier, socketActivation } from './systemd.js'
@@ -56,7 +60,12 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
         EXIT_USAGE,
       )
     }
-    return { config: validateConfig(merged, baseDir), file: file ? resolve(cwd, file) : undefined }
+    return {
+      config: validateConfig(merged, baseDir),
+      file: file ? resolve(cwd, file) : undefined,
+      input: merged as Record<string, Json>,
+      baseDir,
+    }
   } catch (err) {
     configProblems(err)
   }
@@ -133,6 +142,42 @@ function writePidFile(file: string, log: Logger): void {
   })
 }
 
+/**
+ * With a control API, the configuration to start with: the state file's (the changes made
+ * through the API) or the config file and flags (docs/control-api.md, "The state file").
+ */
+function chooseStart(resolved: ReturnType<typeof resolveConfig>): {
+  config: GatehouseConfig
+  input: Record<string, Json>
+  baseDir: string
+  stateFile: string | undefined
+  start: StartConfig | undefined
+} {
+  const { config, file, input, baseDir } = resolved
+  if (!config.control) return { config, input, baseDir, stateFile: undefined, start: undefined }
+  const stateFile = stateFilePath(config.control, file)
+  const start = startConfig(input, baseDir, stateFile, file)
+  if (start.from === 'config') return { config, input, baseDir, stateFile, start }
+  try {
+    return {
+      config: validateConfig(start.input, start.baseDir),
+      input: start.input,
+      baseDir: start.baseDir,
+      stateFile,
+      start,
+    }
+  } catch (err) {
+    const problems = err instanceof GatehouseError ? err.problems.join('; ') : String(err)
+    return {
+      config,
+      input,
+      baseDir,
+      stateFile,
+      start: { ...start, from: 'config', reason: `the state file's configuration is invalid (${problems})` },
+    }
+  }
+}
+
 async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   // systemd passed the listening sockets: they replace `listen` (and --listen), now and on reload.
   const activated = socketActivation()
@@ -140,17 +185,21 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     flags.listen = activated
     flags.bind = undefined
   }
-  const { config, file } = resolveConfig(flags, true)
+  const resolved = resolveConfig(flags, true)
+  const { file } = resolved
+  const { config, input, baseDir, stateFile, start } = chooseStart(resolved)
   let runAs: RunAs | null = null
   if (config.user !== undefined) {
-    const resolved = resolveRunAs(config.user, config.group)
-    if (typeof resolved === 'string') fail([resolved], 1)
-    runAs = resolved
+    const who = resolveRunAs(config.user, config.group)
+    if (typeof who === 'string') fail([who], 1)
+    runAs = who
   } else if (config.group !== undefined) fail(['group needs user (the group alone is not switched)'], 1)
   prepare(runAs, config.umask)
   let reloadOptions: ReloadFlags | null = null
+  let control: ControlSettings | undefined
   try {
     reloadOptions = reloadFlags(flags, process.cwd())
+    if (config.control) control = controlSettings(config.control)
   } catch (err) {
     configProblems(err)
   }
@@ -172,9 +221,22 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       'socket activation: serving on the sockets systemd passed (listen is ignored)',
     )
   const notifier = new Notifier(log)
+  if (start)
+    log.info(
+      { config: file ?? '(flags)', state: stateFile, reason: start.reason },
+      start.from === 'state'
+        ? `configuration from the state file ${stateFile}: ${start.reason}`
+        : `configuration from ${file ? `the config file ${file}` : 'the flags'}: ${start.reason}`,
+    )
+  const store = new ConfigStore(gatehouse, input, baseDir, stateFile, fingerprint(resolved.input), log)
+  let controlServer: ControlServer | null = null
   // Watching before the listening line: an edit made once it is logged is seen.
   const watcher = reloadOptions ? startReloader(gatehouse, reloadOptions) : null
   await watcher?.ready
+  // A change (SIGHUP, the control API) may move an app: --reload watches where the apps are now.
+  if (watcher)
+    store.onApplied = () =>
+      watcher.setDirs([...pythonAppDirs(gatehouse.config), ...(reloadOptions?.dirs ?? [])])
   // Before listening: a stop signal right after the listening line is a graceful stop, not
   // the default action (death). One during start-up stops the start.
   let stopping = false
@@ -194,6 +256,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     stopping = true
     notifier.stopping()
     void watcher?.close()
+    void controlServer?.close()
     const fast = signal === 'SIGINT'
     const grace = fast ? 0 : gatehouse.config.shutdown_grace
     log.info({ signal, grace_ms: grace }, fast ? 'shutting down now' : 'shutting down gracefully')
@@ -224,6 +287,19 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     throw err
   }
 
+  if (control) {
+    controlServer = new ControlServer(gatehouse, store, control, log)
+    try {
+      await controlServer.listen()
+    } catch (err) {
+      if (stopping) return
+      await gatehouse.close(0, 0)
+      if (err instanceof GatehouseError && err.code === 'GH_ERR_LISTEN')
+        fail([`control API: ${err.message}`], 1)
+      throw err
+    }
+  }
+
   if (flags.pid !== undefined) writePidFile(resolve(flags.pid), log)
   dropPrivileges(runAs, log)
   notifier.ready(`serving on ${gatehouse.addresses().map(listenUrl).join(', ')}`)
@@ -240,10 +316,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   const reload = async (configFile: string) => {
     notifier.reloading()
     try {
-      const { input, baseDir } = readConfigFile(configFile)
-      if (await gatehouse.reload(applyFlags(input, flags, process.cwd()), baseDir)) {
+      const { input } = readConfigFile(configFile)
+      // Through the store: the control API then shows it, and the state file keeps it.
+      if (await store.replace(applyFlags(input, flags, process.cwd()) as Record<string, Json>)) {
         log.info({ config: configFile }, 'configuration reloaded')
-        watcher?.setDirs([...pythonAppDirs(gatehouse.config), ...(reloadOptions?.dirs ?? [])])
       }
     } catch (err) {
       if (err instanceof GatehouseError && err.code === 'GH_ERR_CONFIG') {
@@ -398,6 +474,14 @@ export function buildProgram(): Command {
       '--backlog <n>',
       'connections the kernel queues before they are accepted (limits.backlog, default 511)',
     )
+    .option(
+      '--control <address>',
+      'the control API (docs/control-api.md) on unix:/path (mode 0600) or 127.0.0.1:port; another TCP address needs $GATEHOUSE_CONTROL_TOKEN',
+    )
+    .option(
+      '--control-state <file>',
+      'where the control API keeps the applied configuration (default: next to --config, else $STATE_DIRECTORY or ~/.local/state/gatehouse)',
+    )
     .option('--pid <file>', 'write the server process id to FILE once listening; removed on exit')
     .option(
       '--user <name>',
@@ -493,6 +577,8 @@ export function buildProgram(): Command {
     )
     .option('--access-format <format>', 'the same as --access-log-format')
     .action(async (opts: ServeFlags & { config?: string }) => serve(opts))
+
+  ctlCommand(program)
 
   program
     .command('check')

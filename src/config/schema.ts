@@ -1,4 +1,5 @@
 import { isIP } from 'node:net'
+import { resolve } from 'node:path'
 import { z } from 'zod'
 import { parseListenAddress } from '../core/address.js'
 import type {
@@ -12,7 +13,7 @@ import type {
 } from '../core/types.js'
 import { logSchema } from '../core/logging.js'
 import { encodeSchema } from '../core/schema/encode.js'
-import { existingDir } from '../core/schema/paths.js'
+import { existingDir, filePath } from '../core/schema/paths.js'
 import { strictObject } from '../core/schema/strict.js'
 import { DEFAULT_MAX_BODY_BYTES, duration, size } from '../core/schema/units.js'
 
@@ -43,6 +44,57 @@ const LISTEN = z.string().superRefine((value, ctx) => {
     ctx.addIssue({ code: 'custom', message: (err as Error).message })
   }
 })
+
+/** A Unix socket file mode: `"0600"` (octal text) or a number (TOML's `0o600`). */
+const FILE_MODE = z
+  .union([
+    z.number().int().min(0).max(0o777),
+    z.string().regex(/^0?[0-7]{3}$/, 'an octal file mode such as "0600"'),
+  ])
+  .transform((m) => (typeof m === 'number' ? m : parseInt(m, 8)))
+
+/** What `control` becomes: where the control API listens and how it is guarded (src/control/). */
+export interface ControlConfig {
+  /** `unix:/path` (relative paths resolved against the config's directory) or `host:port`. */
+  listen: string
+  /** Bearer token every request must carry; GATEHOUSE_CONTROL_TOKEN at start when absent. */
+  token?: string
+  /** The Unix socket file's mode (default 0600: the server's user only). */
+  mode: number
+  /** The state file (the applied configuration); default: next to the config file. */
+  state?: string
+}
+
+/**
+ * `control = "unix:/run/gatehouse/control.sock"` or `control = { listen, token, mode, state }`:
+ * the live control API (docs/control-api.md). Whether a TCP address may be used without a
+ * token is decided at start (the token may come from the environment).
+ */
+function controlSchema(env: SchemaEnv) {
+  const absolute = (listen: string) =>
+    listen.startsWith('unix:') && !listen.slice(5).startsWith('/')
+      ? `unix:${resolve(env.baseDir, listen.slice(5))}`
+      : listen
+  return z
+    .union([
+      LISTEN,
+      strictObject({
+        listen: LISTEN,
+        token: z.string().min(16, 'a token has at least 16 characters').optional(),
+        mode: FILE_MODE.default(0o600),
+        state: filePath(env).optional(),
+      }),
+    ])
+    .transform((c): ControlConfig => {
+      if (typeof c === 'string') return { listen: absolute(c), mode: 0o600 }
+      return {
+        listen: absolute(c.listen),
+        mode: c.mode,
+        ...(c.token !== undefined ? { token: c.token } : {}),
+        ...(c.state !== undefined ? { state: c.state } : {}),
+      }
+    })
+}
 
 const oneOrMany = <T extends z.ZodType>(item: T) =>
   z.union([item, z.array(item).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]) as z.output<T>[])
@@ -186,6 +238,7 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
       .regex(/^0?[0-7]{3}$/, 'an octal mask such as "027"')
       .optional(),
     log: logSchema(env).prefault({}),
+    control: controlSchema(env).optional(),
     limits: limitsSchema().prefault({}),
     /** Compression on the fly, server-wide: every route's default (off when absent, as in Caddy). */
     encode: encodeSchema().optional(),

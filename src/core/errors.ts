@@ -58,6 +58,14 @@ export const ERROR_CODES = {
   },
   GH_ERR_WORKER_DIED: { status: 502, message: 'worker died or closed its connection during the request' },
   GH_ERR_INTERNAL: { status: 500, message: 'internal server error' },
+  GH_ERR_CONTROL_AUTH: { status: 401, message: 'control API request without the right bearer token' },
+  GH_ERR_CONTROL_PATH: { status: 404, message: 'no such path in the configuration' },
+  GH_ERR_CONTROL_REQUEST: { status: 400, message: 'control API request cannot be applied as given' },
+  GH_ERR_CONTROL_APPLY: {
+    status: 409,
+    message: 'the new configuration was not applied; the old one still serves',
+  },
+  GH_ERR_CONTROL_STATE: { status: 500, message: 'cannot write the control state file' },
 } as const satisfies Record<string, { status: number | undefined; message: string }>
 
 export type ErrorCode = keyof typeof ERROR_CODES
