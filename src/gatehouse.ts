@@ -8,7 +8,7 @@ import {
   validateConfig,
 } from './config.js'
 import { ERROR_CODES, type ErrorCode } from './core/errors.js'
-import { ACTION_NAMES, ACTIONS, GATEWAYS } from './gateways/index.js'
+import { ACTION_NAMES, actionDefinition, loadedGateways, loadGatewaysFor } from './gateways/index.js'
 import { Metrics } from './core/metrics.js'
 import { BODY_REFUSED, refuse, sendError, sendStatus } from './core/respond.js'
 import { reasonPhrase } from './core/http-headers.js'
@@ -20,7 +20,7 @@ import { type BoundAddress as ListeningAddress, bindServer, listenUrl } from './
 import { type ListenAddress, parseListenAddress } from './core/address.js'
 import { upgradeResponse } from './http/upgrade.js'
 import { InboundListeners } from './inbound/listeners.js'
-import type { ActionDefinition, GatewayDefinition, Handler, ServerState } from './core/types.js'
+import type { Handler, ServerState } from './core/types.js'
 
 interface RouteEntry {
   handler: Handler
@@ -78,7 +78,7 @@ function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, pr
   const reused: Handler[] = []
   const specs = config.routes.map((route) => {
     const name = ACTION_NAMES.find((n) => route[n] !== undefined)!
-    const def = ACTIONS[name] as ActionDefinition<unknown>
+    const def = actionDefinition(name)
     const kept = reusable.get(`${name} ${JSON.stringify(route[name])}`)?.shift()
     const handler = kept ?? def.create(route[name], { log: logs.error, server })
     if (kept) reused.push(kept)
@@ -233,8 +233,13 @@ export class Gatehouse {
     this.logs = new Logs(config.log)
     this.state = buildState(config, this.logs, this)
     this.handler = (req, res) => this.handle(req, res)
-    for (const gateway of GATEWAYS as readonly GatewayDefinition[]) {
-      if (gateway.listener)
+    this.addInboundListeners()
+  }
+
+  /** The app-side listeners of the gateways loaded so far (a reload may load more). */
+  private addInboundListeners(): void {
+    for (const gateway of loadedGateways()) {
+      if (gateway.listener && !this.inboundListeners.has(gateway.name))
         this.inboundListeners.set(
           gateway.name,
           new InboundListeners(gateway.listener, this.handler, this.logs.error),
@@ -548,6 +553,10 @@ export class Gatehouse {
    * the new configuration serves.
    */
   async reload(input: GatehouseConfigInput, baseDir?: string): Promise<boolean> {
+    // A reloaded config may name a gateway the running one did not (the command line loads
+    // only those its config uses).
+    await loadGatewaysFor(input)
+    this.addInboundListeners()
     const config = validateConfig(input, baseDir)
     if (this.closing) return false
     for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')

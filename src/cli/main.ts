@@ -4,12 +4,12 @@ import { isAbsolute, relative, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import type { Logger } from 'pino'
 import { readConfigFile } from '../config/load.js'
-import { type GatehouseConfig, validateConfig } from '../config.js'
+import { type GatehouseConfig, loadConfigGateways, validateConfig } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 import { Gatehouse } from '../gatehouse.js'
 import { killAllWorkers } from '../process/pool.js'
 import { applyFlags, type ReloadFlags, reloadFlags, type ServeFlags } from './flags.js'
-import { DEFAULT_RELOAD_INCLUDE, latestReloads, SourceWatcher } from './reload.js'
+import type { SourceWatcher } from './reload.js'
 
 const EXIT_USAGE = 2
 const DEFAULT_CONFIG = 'gatehouse.toml'
@@ -37,8 +37,11 @@ function configProblems(err: unknown): never {
   throw err
 }
 
-/** Build the validated config from a config file (explicit or ./gatehouse.toml) and the flags. */
-function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething: boolean) {
+/**
+ * Build the validated config from a config file (explicit or ./gatehouse.toml) and the flags,
+ * loading the gateways it names (and only those: issue 13 item 4).
+ */
+async function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething: boolean) {
   const cwd = process.cwd()
   const file = flags.config ?? (existsSync(resolve(cwd, DEFAULT_CONFIG)) ? DEFAULT_CONFIG : undefined)
   try {
@@ -53,6 +56,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
         EXIT_USAGE,
       )
     }
+    await loadConfigGateways(merged)
     return { config: validateConfig(merged, baseDir), file: file ? resolve(cwd, file) : undefined }
   } catch (err) {
     configProblems(err)
@@ -77,7 +81,9 @@ function pythonAppDirs(config: GatehouseConfig): string[] {
  * generation that cannot start (the edited app no longer imports) is undone by the pool:
  * the old workers keep serving, and the next change tries again.
  */
-function startReloader(gatehouse: Gatehouse, options: ReloadFlags): SourceWatcher {
+async function startReloader(gatehouse: Gatehouse, options: ReloadFlags): Promise<SourceWatcher> {
+  // Loaded with --reload only: chokidar is of no use to a server that does not watch.
+  const { DEFAULT_RELOAD_INCLUDE, latestReloads, SourceWatcher } = await import('./reload.js')
   const log = gatehouse.logs.error
   const dirs = () => [...pythonAppDirs(gatehouse.config), ...options.dirs]
   if (pythonAppDirs(gatehouse.config).length === 0)
@@ -131,7 +137,7 @@ function writePidFile(file: string, log: Logger): void {
 }
 
 async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
-  const { config, file } = resolveConfig(flags, true)
+  const { config, file } = await resolveConfig(flags, true)
   let reloadOptions: ReloadFlags | null = null
   try {
     reloadOptions = reloadFlags(flags, process.cwd())
@@ -151,7 +157,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
   const log = gatehouse.logs.error
   // Watching before the listening line: an edit made once it is logged is seen.
-  const watcher = reloadOptions ? startReloader(gatehouse, reloadOptions) : null
+  const watcher = reloadOptions ? await startReloader(gatehouse, reloadOptions) : null
   await watcher?.ready
   // Before listening: a stop signal right after the listening line is a graceful stop, not
   // the default action (death). One during start-up stops the start.
@@ -239,10 +245,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   })
 }
 
-function check(flags: { config?: string }): void {
+async function check(flags: { config?: string }): Promise<void> {
   if (!flags.config && !existsSync(DEFAULT_CONFIG))
     fail(['check needs --config FILE (or a ./gatehouse.toml)'], EXIT_USAGE)
-  const { config, file } = resolveConfig({ ...flags, config: flags.config ?? DEFAULT_CONFIG }, false)
+  const { config, file } = await resolveConfig({ ...flags, config: flags.config ?? DEFAULT_CONFIG }, false)
   process.stdout.write(
     `${file}: ok (${config.routes.length} route${config.routes.length === 1 ? '' : 's'}, listen ${config.listen.join(', ')})\n`,
   )
@@ -458,7 +464,7 @@ export function buildProgram(): Command {
     .command('check')
     .description('validate a config file and print every problem (exit 2 when there is one)')
     .option('-c, --config <file>', 'TOML (or .json) config file')
-    .action((opts: { config?: string }) => check(opts))
+    .action(async (opts: { config?: string }) => check(opts))
 
   return program
 }
