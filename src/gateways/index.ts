@@ -77,6 +77,7 @@ export const CATALOG: readonly CatalogEntry[] = [
       'fastcgi_max_params_bytes',
       'fastcgi_idle_timeout',
       'fastcgi_body_timeout',
+      'fastcgi_max_connections',
     ],
     load: () => import('./fastcgi/index.js').then((m) => m.fastcgiGateway),
   },
