@@ -9,9 +9,11 @@ import { configSchema } from './config/schema.js'
 import { GatehouseError } from './core/errors.js'
 import type { SchemaEnv } from './core/types.js'
 import {
+  CATALOG,
   type Gateways,
   gatewaysNamedBy,
   loadedGateways,
+  loadGateways,
   loadGatewaysFor,
   missingGateways,
 } from './gateways/index.js'
@@ -46,9 +48,14 @@ export function validateConfig(input: unknown, baseDir: string = process.cwd()):
   return parseConfig(gatehouseSchema({ baseDir }), input)
 }
 
-/** Load the gateways a raw config object names, so that validateConfig can check it. */
-export function loadConfigGateways(input: unknown): Promise<void> {
-  return loadGatewaysFor(input)
+/**
+ * Load the gateways a raw config object names, so that validateConfig can check it. A config
+ * with a problem gets every gateway, so that its messages are those of the whole build (a
+ * misspelt action's hint, the list of actions a route may have).
+ */
+export async function loadConfigGateways(input: unknown, baseDir: string = process.cwd()): Promise<void> {
+  await loadGatewaysFor(input)
+  if (!gatehouseSchema({ baseDir }).safeParse(input).success) await loadGateways(CATALOG.map((g) => g.name))
 }
 
 /** Read and validate a config file. */

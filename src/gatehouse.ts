@@ -5,10 +5,11 @@ import {
   type GatehouseConfig,
   type GatehouseConfigInput,
   type LimitsConfig,
+  loadConfigGateways,
   validateConfig,
 } from './config.js'
 import { ERROR_CODES, type ErrorCode } from './core/errors.js'
-import { ACTION_NAMES, actionDefinition, loadedGateways, loadGatewaysFor } from './gateways/index.js'
+import { ACTION_NAMES, actionDefinition, loadedGateways } from './gateways/index.js'
 import { Metrics } from './core/metrics.js'
 import { BODY_REFUSED, refuse, sendError, sendStatus } from './core/respond.js'
 import { reasonPhrase } from './core/http-headers.js'
@@ -555,7 +556,7 @@ export class Gatehouse {
   async reload(input: GatehouseConfigInput, baseDir?: string): Promise<boolean> {
     // A reloaded config may name a gateway the running one did not (the command line loads
     // only those its config uses).
-    await loadGatewaysFor(input)
+    await loadConfigGateways(input, baseDir)
     this.addInboundListeners()
     const config = validateConfig(input, baseDir)
     if (this.closing) return false

@@ -56,7 +56,7 @@ async function resolveConfig(flags: ServeFlags & { config?: string }, requireSom
         EXIT_USAGE,
       )
     }
-    await loadConfigGateways(merged)
+    await loadConfigGateways(merged, baseDir)
     return { config: validateConfig(merged, baseDir), file: file ? resolve(cwd, file) : undefined }
   } catch (err) {
     configProblems(err)

@@ -4,7 +4,7 @@
  * records every ES module the process loads and, at exit, the CommonJS ones (require.cache).
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { get as httpGet } from 'node:http'
 import { join } from 'node:path'
@@ -117,4 +117,20 @@ test('a SIGHUP config that adds a metrics route and uwsgi_listen loads their gat
   assert.ok(loadedFrom(modules, '/dist/src/gateways/status/'), 'the status gateway is loaded')
   assert.ok(loadedFrom(modules, '/dist/src/gateways/uwsgi/'), 'the uwsgi gateway is loaded')
   assert.ok(loadedFrom(modules, '/node_modules/prom-client/'), 'prom-client is loaded')
+})
+
+test('a config with a problem is checked against every gateway: the hints name actions it did not load', (t) => {
+  const dir = tempDir(t)
+  const config = join(dir, 'gatehouse.toml')
+  writeFileSync(
+    config,
+    `[[routes]]\npath = "/"\nstatic = { root = ${JSON.stringify(dir)} }\n[[routes]]\npath = "/app"\nwsgii = { app = "x:y" }\n`,
+  )
+  const r = spawnSync(process.execPath, [CLI, 'check', '--config', config], { encoding: 'utf8' })
+  assert.equal(r.status, 2)
+  assert.match(r.stderr, /unknown key "wsgii" \(did you mean "wsgi"\?\)/)
+  assert.match(
+    r.stderr,
+    /a route needs one action: static, return, uwsgi, cgi, fastcgi, php, status, metrics, wsgi, asgi/,
+  )
 })
