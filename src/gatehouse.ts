@@ -5,10 +5,11 @@ import {
   type GatehouseConfig,
   type GatehouseConfigInput,
   type LimitsConfig,
+  loadConfigGateways,
   validateConfig,
 } from './config.js'
 import { ERROR_CODES, type ErrorCode } from './core/errors.js'
-import { ACTION_NAMES, ACTIONS, GATEWAYS } from './gateways/index.js'
+import { ACTION_NAMES, actionDefinition, loadedGateways } from './gateways/index.js'
 import { Metrics } from './core/metrics.js'
 import { BODY_REFUSED, refuse, sendError, sendStatus } from './core/respond.js'
 import { reasonPhrase } from './core/http-headers.js'
@@ -23,7 +24,7 @@ import { type EncodeSettings, encodeResponse, encodeSettings } from './http/enco
 import { offloadResponse } from './http/offload.js'
 import { parseTarget } from './http/request-target.js'
 import { InboundListeners } from './inbound/listeners.js'
-import type { ActionDefinition, GatewayDefinition, Handler, RouteMatch, ServerState } from './core/types.js'
+import type { Handler, RouteMatch, ServerState } from './core/types.js'
 
 interface RouteEntry {
   handler: Handler
@@ -87,7 +88,7 @@ function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, pr
   const reused: Handler[] = []
   const specs = config.routes.map((route) => {
     const name = ACTION_NAMES.find((n) => route[n] !== undefined)!
-    const def = ACTIONS[name] as ActionDefinition<unknown>
+    const def = actionDefinition(name)
     const kept = reusable.get(`${name} ${JSON.stringify(route[name])}`)?.shift()
     const handler = kept ?? def.create(route[name], { log: logs.error, server })
     if (kept) reused.push(kept)
@@ -128,7 +129,7 @@ function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, pr
 /** A route's `sendfile`: X-Sendfile files are served by a static handler on its root. */
 function offloadTarget(sendfile: { root?: string | undefined; accel_redirect: boolean }, logs: Logs) {
   if (sendfile.root === undefined) return { accel: sendfile.accel_redirect }
-  const def = ACTIONS.static as ActionDefinition<unknown>
+  const def = actionDefinition('static')
   // The app chose the file: no index, no listing, and a dotfile is its business.
   const options = def
     .schema({ baseDir: sendfile.root })
@@ -264,8 +265,13 @@ export class Gatehouse {
     this.logs = new Logs(config.log)
     this.state = buildState(config, this.logs, this)
     this.handler = (req, res) => this.handle(req, res)
-    for (const gateway of GATEWAYS as readonly GatewayDefinition[]) {
-      if (gateway.listener)
+    this.addInboundListeners()
+  }
+
+  /** The app-side listeners of the gateways loaded so far (a reload may load more). */
+  private addInboundListeners(): void {
+    for (const gateway of loadedGateways()) {
+      if (gateway.listener && !this.inboundListeners.has(gateway.name))
         this.inboundListeners.set(
           gateway.name,
           new InboundListeners(gateway.listener, this.handler, this.logs.error),
@@ -690,6 +696,10 @@ export class Gatehouse {
     baseDir?: string,
     options: { rollKept?: boolean } = {},
   ): Promise<boolean> {
+    // A reloaded config may name a gateway the running one did not (the command line loads
+    // only those its config uses).
+    await loadConfigGateways(input, baseDir)
+    this.addInboundListeners()
     const config = validateConfig(input, baseDir)
     if (this.closing) return false
     for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')

@@ -3,6 +3,10 @@
  * with what a library user needs (docs/*.md, "Library"). Anything else is internal.
  */
 
+// Every gateway, so that createGatehouse() and validateConfig() serve any config at once
+// (the command line loads only those its config uses: src/gateways/index.ts).
+import './gateways/all.js'
+
 // The server, its errors, its configuration.
 export { createGatehouse, Gatehouse, type ListeningAddress } from './gatehouse.js'
 export {

@@ -6,7 +6,7 @@
 import { accessSync, constants } from 'node:fs'
 import { join } from 'node:path'
 import { type ServerHandle, spawnServer, waitForUnixSocket } from '../processes.js'
-import { nginxPeer } from './nginx.js'
+import { nginxPeer, nginxProxyPeer } from './nginx.js'
 import type { PeerDefinition } from '../scenario.js'
 
 export const GUNICORN = process.env.GATEHOUSE_BENCH_GUNICORN ?? '/usr/bin/gunicorn'
@@ -21,31 +21,37 @@ function missing(path: string, packages: string): string | undefined {
   }
 }
 
-export function gunicornPeer(opts: {
+interface GunicornOptions {
   appDir: (tmpDir: string) => string
   app: string
   workers: number
-}): PeerDefinition {
+}
+
+/** gunicorn with sync workers (its default), bound to `bind` (`127.0.0.1:PORT` or `unix:PATH`). */
+function startGunicorn(opts: GunicornOptions, tmpDir: string, bind: string) {
+  return spawnServer(
+    GUNICORN,
+    ['-w', String(opts.workers), '-b', bind, '--chdir', opts.appDir(tmpDir), '--backlog', '1024', opts.app],
+    { graceMs: 5000 },
+  )
+}
+
+export function gunicornPeer(opts: GunicornOptions): PeerDefinition {
   return {
     name: 'gunicorn',
     unavailable: () => missing(GUNICORN, 'gunicorn'),
-    start: async (tmpDir, port) =>
-      spawnServer(
-        GUNICORN,
-        [
-          '-w',
-          String(opts.workers),
-          '-b',
-          `127.0.0.1:${port}`,
-          '--chdir',
-          opts.appDir(tmpDir),
-          '--backlog',
-          '1024',
-          opts.app,
-        ],
-        { graceMs: 5000 },
-      ),
+    start: async (tmpDir, port) => startGunicorn(opts, tmpDir, `127.0.0.1:${port}`),
   }
+}
+
+/** nginx + gunicorn, the production WSGI stack: sync workers on a Unix socket, nginx proxy_pass with keepalive. */
+export function nginxGunicornPeer(opts: GunicornOptions): PeerDefinition {
+  return nginxProxyPeer({
+    name: 'nginx+gunicorn',
+    backend: 'gunicorn',
+    unavailable: () => missing(GUNICORN, 'gunicorn'),
+    startBackend: (tmpDir, socket) => startGunicorn(opts, tmpDir, `unix:${socket}`),
+  })
 }
 
 export function uwsgiHttpPeer(opts: {

@@ -7,7 +7,7 @@
  */
 import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { type ServerHandle, spawnServer } from '../processes.js'
+import { type ServerHandle, spawnServer, waitForUnixSocket } from '../processes.js'
 import type { PeerDefinition } from '../scenario.js'
 
 export const NGINX = process.env.GATEHOUSE_BENCH_NGINX ?? '/usr/sbin/nginx'
@@ -82,6 +82,60 @@ export function nginxPeer(opts: NginxPeerOptions): PeerDefinition {
         '-g',
         'daemon off; master_process on; worker_processes 1;',
       ])
+    },
+  }
+}
+
+/**
+ * nginx in front of an HTTP app server on a Unix socket, as production deploys uvicorn and
+ * gunicorn: `proxy_pass` to an upstream with kept-alive connections (`keepalive 32`, which
+ * needs HTTP/1.1 and an empty Connection header towards the upstream). The backend's
+ * processes count on this side too (extraPids).
+ */
+export function nginxProxyPeer(opts: {
+  name: string
+  /** What the backend is, for messages ("uvicorn"). */
+  backend: string
+  unavailable(): string | undefined
+  /** Start the backend listening on the Unix socket `socket`. */
+  startBackend(tmpDir: string, socket: string): ServerHandle
+}): PeerDefinition {
+  const socket = (tmpDir: string) => join(tmpDir, 'nginx-upstream.sock')
+  const nginx = nginxPeer({
+    name: opts.name,
+    http: (tmpDir) => `  upstream app {
+    server unix:${socket(tmpDir)};
+    keepalive 32;
+  }`,
+    server: () => `    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+    }`,
+  })
+  return {
+    name: opts.name,
+    unavailable: () => opts.unavailable() ?? nginx.unavailable?.(),
+    async start(tmpDir, port): Promise<ServerHandle> {
+      const backend = opts.startBackend(tmpDir, socket(tmpDir))
+      try {
+        await waitForUnixSocket(socket(tmpDir), { server: backend, what: opts.backend })
+      } catch (err) {
+        await backend.stop()
+        throw err
+      }
+      const front = await nginx.start(tmpDir, port)
+      return {
+        pid: front.pid,
+        extraPids: [backend.pid],
+        stop: async () => {
+          await front.stop()
+          await backend.stop()
+        },
+        exitStatus: () => front.exitStatus?.() ?? backend.exitStatus?.(),
+        output: () => `${front.output?.() ?? ''}${backend.output?.() ?? ''}`,
+      }
     },
   }
 }

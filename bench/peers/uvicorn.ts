@@ -4,6 +4,7 @@
  */
 import { accessSync, constants } from 'node:fs'
 import { spawnServer } from '../processes.js'
+import { nginxProxyPeer } from './nginx.js'
 import type { PeerDefinition } from '../scenario.js'
 
 const PYTHON = '/usr/bin/python3'
@@ -27,45 +28,61 @@ function missingModule(module: string, packages: string): string | undefined {
   }
 }
 
-export function uvicornPeer(opts: {
+interface UvicornOptions {
   appDir: (tmpDir: string) => string
   app: string
   workers: number
-}): PeerDefinition {
+}
+
+const uvicornUnavailable = () =>
+  missingModule('uvicorn', 'python3-uvicorn python3-uvloop python3-httptools') ??
+  missingModule('uvloop', 'python3-uvloop') ??
+  missingModule('httptools', 'python3-httptools')
+
+/** uvicorn with uvloop and httptools, bound by `bind` (`--host H --port P` or `--uds PATH`). */
+function startUvicorn(opts: UvicornOptions, tmpDir: string, bind: readonly string[]) {
+  return spawnServer(
+    PYTHON,
+    [
+      '-m',
+      'uvicorn',
+      '--app-dir',
+      opts.appDir(tmpDir),
+      ...bind,
+      '--workers',
+      String(opts.workers),
+      '--loop',
+      'uvloop',
+      '--http',
+      'httptools',
+      '--no-access-log',
+      '--log-level',
+      'warning',
+      '--backlog',
+      '1024',
+      opts.app,
+    ],
+    { graceMs: 5000 },
+  )
+}
+
+export function uvicornPeer(opts: UvicornOptions): PeerDefinition {
   return {
     name: 'uvicorn',
-    unavailable: () =>
-      missingModule('uvicorn', 'python3-uvicorn python3-uvloop python3-httptools') ??
-      missingModule('uvloop', 'python3-uvloop') ??
-      missingModule('httptools', 'python3-httptools'),
+    unavailable: uvicornUnavailable,
     start: async (tmpDir, port) =>
-      spawnServer(
-        PYTHON,
-        [
-          '-m',
-          'uvicorn',
-          '--app-dir',
-          opts.appDir(tmpDir),
-          '--host',
-          '127.0.0.1',
-          '--port',
-          String(port),
-          '--workers',
-          String(opts.workers),
-          '--loop',
-          'uvloop',
-          '--http',
-          'httptools',
-          '--no-access-log',
-          '--log-level',
-          'warning',
-          '--backlog',
-          '1024',
-          opts.app,
-        ],
-        { graceMs: 5000 },
-      ),
+      startUvicorn(opts, tmpDir, ['--host', '127.0.0.1', '--port', String(port)]),
   }
+}
+
+/** nginx + uvicorn, the production ASGI stack: uvicorn on a Unix socket, nginx proxy_pass with keepalive. */
+export function nginxUvicornPeer(opts: UvicornOptions): PeerDefinition {
+  return nginxProxyPeer({
+    name: 'nginx+uvicorn',
+    backend: 'uvicorn',
+    unavailable: uvicornUnavailable,
+    startBackend: (tmpDir, socket) => startUvicorn(opts, tmpDir, ['--uds', socket]),
+  })
 }
 
 export function hypercornPeer(opts: {

@@ -1,12 +1,13 @@
 /*
  * ASGI: Gatehouse's asgi action (its own Python workers on asyncio/uvloop over the bridge)
- * against uvicorn (uvloop + httptools), hypercorn (uvloop worker) and daphne, on a
+ * against uvicorn (uvloop + httptools), nginx + uvicorn (the production stack: uvicorn on a
+ * Unix socket behind nginx proxy_pass), hypercorn (uvloop worker) and daphne, on a
  * hello-world ASGI app and a Starlette JSON route. The same number of worker processes
  * each (daphne: one process, it has no workers option).
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { daphnePeer, hypercornPeer, uvicornPeer } from '../peers/uvicorn.js'
+import { daphnePeer, hypercornPeer, nginxUvicornPeer, uvicornPeer } from '../peers/uvicorn.js'
 import type { Scenario } from '../scenario.js'
 
 const WORKERS = 2
@@ -51,6 +52,14 @@ export const asgiScenarios: Scenario[] = [
     prepare,
     gatehouse: gatehouse('hello:app'),
     peer: uvicornPeer({ appDir, app: 'hello:app', workers: WORKERS }),
+  },
+  {
+    name: 'asgi-hello-nginx-uvicorn',
+    description: `GET /: hello-world ASGI app, ${WORKERS} workers, Gatehouse asgi vs nginx + uvicorn (Unix socket, keepalive upstream)`,
+    path: '/',
+    prepare,
+    gatehouse: gatehouse('hello:app'),
+    peer: nginxUvicornPeer({ appDir, app: 'hello:app', workers: WORKERS }),
   },
   {
     name: 'asgi-hello-hypercorn',

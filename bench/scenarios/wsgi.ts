@@ -1,11 +1,12 @@
 /*
  * WSGI: Gatehouse's wsgi action (its own Python workers over the bridge) against gunicorn
- * (sync workers) and uWSGI (--http-socket), the same number of worker processes each, on
+ * (sync workers), uWSGI (--http-socket), and the production stacks nginx + uWSGI (uwsgi_pass)
+ * and nginx + gunicorn (proxy_pass to a Unix socket), the same number of worker processes each, on
  * a hello-world WSGI app and a Flask hello route.
  */
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { gunicornPeer, nginxUwsgiPeer, uwsgiHttpPeer } from '../peers/gunicorn.js'
+import { gunicornPeer, nginxGunicornPeer, nginxUwsgiPeer, uwsgiHttpPeer } from '../peers/gunicorn.js'
 import type { Scenario } from '../scenario.js'
 
 const WORKERS = 2
@@ -52,6 +53,14 @@ export const wsgiScenarios: Scenario[] = [
     prepare,
     gatehouse: gatehouse('hello:application'),
     peer: nginxUwsgiPeer({ appDir, module: 'hello:application', processes: WORKERS }),
+  },
+  {
+    name: 'wsgi-hello-nginx-gunicorn',
+    description: `GET /: hello-world WSGI app, ${WORKERS} workers, Gatehouse wsgi vs nginx + gunicorn (sync workers on a Unix socket, keepalive upstream)`,
+    path: '/',
+    prepare,
+    gatehouse: gatehouse('hello:application'),
+    peer: nginxGunicornPeer({ appDir, app: 'hello:application', workers: WORKERS }),
   },
   {
     name: 'wsgi-flask',

@@ -9,7 +9,8 @@ import { extname } from 'node:path'
 import type { Command } from 'commander'
 import { parse as parseToml } from 'smol-toml'
 import { parseListenAddress } from '../core/address.js'
-import { TOKEN_ENV } from '../control/server.js'
+// From state.js, not server.js: `gatehouse serve` loads the server (and the status gateway) only when configured.
+import { TOKEN_ENV } from '../control/state.js'
 
 /** Where `gatehouse ctl` looks without --control: $GATEHOUSE_CONTROL, else this. */
 export const DEFAULT_CONTROL = 'unix:/run/gatehouse/control.sock'

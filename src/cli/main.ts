@@ -4,17 +4,17 @@ import { isAbsolute, relative, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import type { Logger } from 'pino'
 import { readConfigFile } from '../config/load.js'
-import { type GatehouseConfig, validateConfig } from '../config.js'
+import { type GatehouseConfig, loadConfigGateways, validateConfig } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 import { Gatehouse } from '../gatehouse.js'
 import { listenUrl } from '../core/bind.js'
 import { killAllWorkers } from '../process/pool.js'
 import type { Json } from '../control/config-tree.js'
-import { ControlServer, controlSettings, type ControlSettings } from '../control/server.js'
+import type { ControlServer, ControlSettings } from '../control/server.js'
 import { ConfigStore, fingerprint, type StartConfig, startConfig, stateFilePath } from '../control/state.js'
 import { applyFlags, type ReloadFlags, reloadFlags, type ServeFlags } from './flags.js'
 import { ctlCommand } from './ctl.js'
-import { DEFAULT_RELOAD_INCLUDE, latestReloads, SourceWatcher } from './reload.js'
+import type { SourceWatcher } from './reload.js'
 import { dropPrivileges, prepare, type RunAs, resolveRunAs } from './privileges.js'
 import { Notifier, socketActivation } from './systemd.js'
 
@@ -44,8 +44,11 @@ function configProblems(err: unknown): never {
   throw err
 }
 
-/** Build the validated config from a config file (explicit or ./gatehouse.toml) and the flags. */
-function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething: boolean) {
+/**
+ * Build the validated config from a config file (explicit or ./gatehouse.toml) and the flags,
+ * loading the gateways it names (and only those: issue 13 item 4).
+ */
+async function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething: boolean) {
   const cwd = process.cwd()
   const file = flags.config ?? (existsSync(resolve(cwd, DEFAULT_CONFIG)) ? DEFAULT_CONFIG : undefined)
   try {
@@ -60,6 +63,7 @@ function resolveConfig(flags: ServeFlags & { config?: string }, requireSomething
         EXIT_USAGE,
       )
     }
+    await loadConfigGateways(merged, baseDir)
     return {
       config: validateConfig(merged, baseDir),
       file: file ? resolve(cwd, file) : undefined,
@@ -89,7 +93,9 @@ function pythonAppDirs(config: GatehouseConfig): string[] {
  * generation that cannot start (the edited app no longer imports) is undone by the pool:
  * the old workers keep serving, and the next change tries again.
  */
-function startReloader(gatehouse: Gatehouse, options: ReloadFlags): SourceWatcher {
+async function startReloader(gatehouse: Gatehouse, options: ReloadFlags): Promise<SourceWatcher> {
+  // Loaded with --reload only: chokidar is of no use to a server that does not watch.
+  const { DEFAULT_RELOAD_INCLUDE, latestReloads, SourceWatcher } = await import('./reload.js')
   const log = gatehouse.logs.error
   const dirs = () => [...pythonAppDirs(gatehouse.config), ...options.dirs]
   if (pythonAppDirs(gatehouse.config).length === 0)
@@ -146,19 +152,21 @@ function writePidFile(file: string, log: Logger): void {
  * With a control API, the configuration to start with: the state file's (the changes made
  * through the API) or the config file and flags (docs/control-api.md, "The state file").
  */
-function chooseStart(resolved: ReturnType<typeof resolveConfig>): {
+async function chooseStart(resolved: Awaited<ReturnType<typeof resolveConfig>>): Promise<{
   config: GatehouseConfig
   input: Record<string, Json>
   baseDir: string
   stateFile: string | undefined
   start: StartConfig | undefined
-} {
+}> {
   const { config, file, input, baseDir } = resolved
   if (!config.control) return { config, input, baseDir, stateFile: undefined, start: undefined }
   const stateFile = stateFilePath(config.control, file)
   const start = startConfig(input, baseDir, stateFile, file)
   if (start.from === 'config') return { config, input, baseDir, stateFile, start }
   try {
+    // The state file may name gateways the config file did not.
+    await loadConfigGateways(start.input, start.baseDir)
     return {
       config: validateConfig(start.input, start.baseDir),
       input: start.input,
@@ -185,9 +193,9 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     flags.listen = activated
     flags.bind = undefined
   }
-  const resolved = resolveConfig(flags, true)
+  const resolved = await resolveConfig(flags, true)
   const { file } = resolved
-  const { config, input, baseDir, stateFile, start } = chooseStart(resolved)
+  const { config, input, baseDir, stateFile, start } = await chooseStart(resolved)
   let runAs: RunAs | null = null
   if (config.user !== undefined) {
     const who = resolveRunAs(config.user, config.group)
@@ -199,7 +207,8 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   let control: ControlSettings | undefined
   try {
     reloadOptions = reloadFlags(flags, process.cwd())
-    if (config.control) control = controlSettings(config.control)
+    // Loaded only when configured: it brings the status gateway (its pools JSON) with it.
+    if (config.control) control = (await import('../control/server.js')).controlSettings(config.control)
   } catch (err) {
     configProblems(err)
   }
@@ -231,7 +240,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   const store = new ConfigStore(gatehouse, input, baseDir, stateFile, fingerprint(resolved.input), log)
   let controlServer: ControlServer | null = null
   // Watching before the listening line: an edit made once it is logged is seen.
-  const watcher = reloadOptions ? startReloader(gatehouse, reloadOptions) : null
+  const watcher = reloadOptions ? await startReloader(gatehouse, reloadOptions) : null
   await watcher?.ready
   // A change (SIGHUP, the control API) may move an app: --reload watches where the apps are now.
   if (watcher)
@@ -288,6 +297,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
 
   if (control) {
+    const { ControlServer } = await import('../control/server.js')
     controlServer = new ControlServer(gatehouse, store, control, log)
     try {
       await controlServer.listen()
@@ -344,10 +354,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   })
 }
 
-function check(flags: { config?: string }): void {
+async function check(flags: { config?: string }): Promise<void> {
   if (!flags.config && !existsSync(DEFAULT_CONFIG))
     fail(['check needs --config FILE (or a ./gatehouse.toml)'], EXIT_USAGE)
-  const { config, file } = resolveConfig({ ...flags, config: flags.config ?? DEFAULT_CONFIG }, false)
+  const { config, file } = await resolveConfig({ ...flags, config: flags.config ?? DEFAULT_CONFIG }, false)
   process.stdout.write(
     `${file}: ok (${config.routes.length} route${config.routes.length === 1 ? '' : 's'}, listen ${config.listen.join(', ')})\n`,
   )
@@ -584,7 +594,7 @@ export function buildProgram(): Command {
     .command('check')
     .description('validate a config file and print every problem (exit 2 when there is one)')
     .option('-c, --config <file>', 'TOML (or .json) config file')
-    .action((opts: { config?: string }) => check(opts))
+    .action(async (opts: { config?: string }) => check(opts))
 
   return program
 }

@@ -207,7 +207,7 @@ function routeSchema<G extends GatewayDefinition>(env: SchemaEnv, gateways: read
 }
 
 /**
- * The config schema for a set of gateways (GATEWAYS, src/gateways/index.ts): the top-level
+ * The config schema for a set of gateways (those loaded, src/gateways/index.ts): the top-level
  * keys, a route's keys with one per action, and the gateways' listener keys. The config's
  * types are this schema's output and input (src/config.ts).
  */

@@ -18,10 +18,10 @@ import { allPoolsJson } from '../gateways/status/action.js'
 import { addPoolMetrics } from '../gateways/status/pool-metrics.js'
 import { appendAt, configPath, deleteAt, getAt, type Json, putAt } from './config-tree.js'
 import type { GatehouseConfigInput } from '../config.js'
-import { ConfigStore, fingerprint } from './state.js'
+import { ConfigStore, fingerprint, TOKEN_ENV } from './state.js'
 
 /** The environment variable a token may come from (for `gatehouse serve` and `gatehouse ctl`). */
-export const TOKEN_ENV = 'GATEHOUSE_CONTROL_TOKEN'
+export { TOKEN_ENV }
 
 /** A configuration is a few kilobytes; this bounds what one request may make us buffer. */
 const MAX_BODY_BYTES = 16 * 1024 * 1024

@@ -8,10 +8,13 @@ import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSyn
 import { homedir } from 'node:os'
 import { basename, dirname, extname, join } from 'node:path'
 import type { Logger } from 'pino'
-import { validateConfig } from '../config.js'
+import { loadConfigGateways, validateConfig } from '../config.js'
 import { GatehouseError } from '../core/errors.js'
 import type { Gatehouse } from '../gatehouse.js'
 import type { Json } from './config-tree.js'
+
+/** The environment variable that holds the control API's bearer token (kept out of the config). */
+export const TOKEN_ENV = 'GATEHOUSE_CONTROL_TOKEN'
 
 /** What the state file holds (JSON). */
 interface StateFile {
@@ -140,7 +143,9 @@ export class ConfigStore {
 
   private async applyNow(edit: ConfigEdit, source: string): Promise<void> {
     const next = edit(this.current)
-    // Validated here first: a refused change never reaches the server.
+    // Validated here first: a refused change never reaches the server. A change may name a
+    // gateway the server has not loaded yet (a wsgi route added to a static-only server).
+    await loadConfigGateways(next, this.baseDir)
     validateConfig(next, this.baseDir)
     const before = this.gatehouse.config
     let applied: boolean
@@ -176,6 +181,7 @@ export class ConfigStore {
    * superseded). Resolves false when a newer reload superseded it.
    */
   async replace(input: Json): Promise<boolean> {
+    await loadConfigGateways(input, this.baseDir)
     validateConfig(input, this.baseDir)
     if (!(await this.gatehouse.reload(input as Parameters<Gatehouse['reload']>[0], this.baseDir)))
       return false

@@ -144,7 +144,7 @@ export interface ListenerDefinition<
 
 /**
  * A gateway: one folder under src/gateways/ whose index.ts exports one of these, listed in
- * GATEWAYS (src/gateways/index.ts). The config schema, the router and the server pick up
+ * the catalog of src/gateways/index.ts. The config schema, the router and the server pick up
  * its actions and listeners from there.
  */
 export interface GatewayDefinition {

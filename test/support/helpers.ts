@@ -7,6 +7,9 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { GatehouseConfigInput } from '../../src/config.js'
 import { createGatehouse, type Gatehouse } from '../../src/gatehouse.js'
+// Every gateway, as the library entry loads them: tests build servers and check configs
+// synchronously (the command line loads only the gateways its config names).
+import '../../src/gateways/all.js'
 
 /** test/ in the source tree (tests run from dist/test/). */
 export const TEST_DIR = fileURLToPath(new URL('../../../test/', import.meta.url))

@@ -2,7 +2,8 @@
  * The worker pools' figures in a server's metrics registry (issue 16): php-fpm exporter's
  * per-pool figures plus worker restarts by cause, read from the live pools when scraped.
  */
-import { Counter, Gauge, type Registry } from 'prom-client'
+import type { Counter, Gauge, Registry } from 'prom-client'
+import { promClient } from '../../core/metrics.js'
 import { livePools } from '../../process/pool.js'
 
 const added = new WeakSet<Registry>()
@@ -16,6 +17,8 @@ export function addPoolMetrics(registry: Registry): void {
 
 /** Per pool, as php-fpm's exporter has them, plus worker restarts by cause. */
 function poolMetrics(registry: Registry): void {
+  // Loaded here, when a `metrics` route is made, not with the status gateway (core/metrics.ts).
+  const { Counter, Gauge } = promClient()
   const registers = [registry]
   const pools = () => livePools().filter((p) => !p.isClosing)
   // Every figure is read from the pools when scraped: the metric is reset and set again.
