@@ -88,6 +88,12 @@ export interface PoolStatus {
   recycledMaxRequests: number
   recycledMaxRss: number
   reloadedWorkers: number
+  /** Requests that waited in the queue for a worker and got one, and their total wait (ms). */
+  queuedRequests: number
+  queueWaitMs: number
+  /** Frames over the Python bridge (WSGI/ASGI pools; 0 for others): sent to workers, received. */
+  framesSent: number
+  framesReceived: number
   workers: WorkerStatus[]
 }
 
@@ -248,7 +254,11 @@ export class WorkerPool {
     recycledMaxRequests: 0,
     recycledMaxRss: 0,
     reloadedWorkers: 0,
+    queuedRequests: 0,
+    queueWaitMs: 0,
   }
+  /** Counted by whoever talks to the workers (the Python bridge's connections). */
+  readonly traffic = { framesSent: 0, framesReceived: 0 }
 
   constructor(
     readonly command: WorkerCommand,
@@ -546,6 +556,10 @@ export class WorkerPool {
       recycledMaxRequests: this.counters.recycledMaxRequests,
       recycledMaxRss: this.counters.recycledMaxRss,
       reloadedWorkers: this.counters.reloadedWorkers,
+      queuedRequests: this.counters.queuedRequests,
+      queueWaitMs: this.counters.queueWaitMs,
+      framesSent: this.traffic.framesSent,
+      framesReceived: this.traffic.framesReceived,
       workers: workers.sort((a, b) => a.workerId - b.workerId),
     }
   }
@@ -714,6 +728,8 @@ export class WorkerPool {
       const w = this.pick(this.waiters.first?.choice)
       if (!w) break
       const waiter = this.waiters.shift()!
+      this.counters.queuedRequests++
+      this.counters.queueWaitMs += performance.now() - waiter.since
       waiter.resolve(this.lease(w, waiter.data))
     }
     if (this.waiters.length === 0) this.atMaxChildren = false

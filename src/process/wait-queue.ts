@@ -11,6 +11,8 @@ interface Waiter<T, D> {
   resolve: (value: T) => void
   reject: (err: unknown) => void
   timer: Deadline | undefined
+  /** performance.now() when it joined the queue. */
+  since: number
   signal: CancelLike | undefined
   onAbort: (() => void) | undefined
 }
@@ -37,7 +39,15 @@ export class WaitQueue<T, D = undefined> {
    */
   wait(data: D, signal: CancelLike | undefined, timeoutMs: number, timeoutError: () => unknown): Promise<T> {
     return new Promise((resolve, reject) => {
-      const waiter: Waiter<T, D> = { data, resolve, reject, timer: undefined, signal, onAbort: undefined }
+      const waiter: Waiter<T, D> = {
+        data,
+        resolve,
+        reject,
+        timer: undefined,
+        since: performance.now(),
+        signal,
+        onAbort: undefined,
+      }
       if (timeoutMs > 0) {
         let deadlines = this.deadlines.get(timeoutMs)
         if (!deadlines) this.deadlines.set(timeoutMs, (deadlines = new Deadlines(timeoutMs)))
@@ -58,7 +68,7 @@ export class WaitQueue<T, D = undefined> {
   }
 
   /** The first wait, out of the queue (its timer and signal let go): grant it with `resolve`. */
-  shift(): { readonly data: D; readonly resolve: (value: T) => void } | undefined {
+  shift(): { readonly data: D; readonly since: number; readonly resolve: (value: T) => void } | undefined {
     const waiter = this.waiters.shift()
     if (waiter) this.disarm(waiter)
     return waiter

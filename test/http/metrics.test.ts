@@ -62,6 +62,15 @@ test('metrics: requests by route, method and status class, the latency histogram
   assert.ok(sample(text, 'gatehouse_http_open_connections')! >= 1, 'this scrape is on an open connection')
   assert.equal(sample(text, 'gatehouse_websockets_open'), 0)
   assert.equal(sample(text, 'gatehouse_pool_accepted_requests_total{pool="wsgi"}'), 5)
+  // A request and at least its response's start cross the bridge for each of the 5.
+  assert.ok(sample(text, 'gatehouse_bridge_frames_total{pool="wsgi",direction="sent"}')! >= 5)
+  assert.ok(sample(text, 'gatehouse_bridge_frames_total{pool="wsgi",direction="received"}')! >= 5)
+  assert.equal(
+    sample(text, 'gatehouse_pool_queued_requests_total{pool="wsgi"}'),
+    0,
+    'one at a time: none waited',
+  )
+  assert.equal(sample(text, 'gatehouse_pool_queue_wait_seconds_total{pool="wsgi"}'), 0)
   // max_requests = 2: the worker is due for replacement after its second request.
   assert.ok(sample(text, 'gatehouse_pool_worker_restarts_total{pool="wsgi",cause="max_requests"}')! >= 1)
   assert.equal(sample(text, 'gatehouse_pool_worker_restarts_total{pool="wsgi",cause="crash"}'), 0)

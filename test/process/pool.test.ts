@@ -62,6 +62,9 @@ describe('WorkerPool with a generic worker', () => {
     assert.equal(s.acceptedConn, 7)
     assert.equal(s.activeProcesses, 0)
     assert.equal(s.maxActiveProcesses, 2)
+    // The seventh waited (at least the 50 ms slept above) and is counted with its wait.
+    assert.equal(s.queuedRequests, 1)
+    assert.ok(s.queueWaitMs >= 45, `waited ${s.queueWaitMs} ms`)
   })
 
   test('a choice (ASGI WebSockets): its load counts first, full workers are passed over, all full is 503 at once', async (t) => {

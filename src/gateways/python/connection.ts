@@ -147,6 +147,12 @@ export class RequestLostError extends Error {
   }
 }
 
+/** Frames over a pool's bridge connections, for its metrics (WorkerPool.traffic). */
+export interface BridgeTraffic {
+  framesSent: number
+  framesReceived: number
+}
+
 export class WorkerConnection {
   readonly hello: WorkerHello
   private readonly decoder = new FrameDecoder()
@@ -160,6 +166,7 @@ export class WorkerConnection {
     private readonly socket: Socket,
     hello: WorkerHello,
     pending: Buffer,
+    private readonly traffic: BridgeTraffic,
   ) {
     this.hello = hello
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
@@ -171,7 +178,11 @@ export class WorkerConnection {
   }
 
   /** Connect and read the worker's HELLO. */
-  static async connect(path: string, timeoutMs = 10_000): Promise<WorkerConnection> {
+  static async connect(
+    path: string,
+    timeoutMs = 10_000,
+    traffic: BridgeTraffic = { framesSent: 0, framesReceived: 0 },
+  ): Promise<WorkerConnection> {
     const socket = connect({ path })
     socket.setNoDelay?.(true)
     const timer = setTimeout(() => socket.destroy(new Error('no HELLO from the worker in time')), timeoutMs)
@@ -199,6 +210,7 @@ export class WorkerConnection {
           socket,
           { pid: frame.pid, requestWindow: frame.requestWindow, capacity: frame.capacity },
           all.subarray(4 + n),
+          traffic,
         )
         socket.resume()
         return conn
@@ -275,6 +287,7 @@ export class WorkerConnection {
    */
   private write(data: Buffer): void {
     if (this.closed) return
+    this.traffic.framesSent++
     if (!this.corked) {
       this.corked = true
       this.socket.cork()
@@ -413,6 +426,7 @@ export class WorkerConnection {
     let frames: AnyFrame[]
     try {
       frames = this.decoder.push(chunk)
+      this.traffic.framesReceived += frames.length
     } catch (caught) {
       const err = workerError(caught)
       this.fail(

@@ -24,6 +24,7 @@ import type { RequestContext, SchemaEnv } from '../../core/types.js'
 import { parseAllowList } from '../../core/allow-list.js'
 import { defaultPython, logInterpreter, PYTHON_PACKAGE_DIR } from './locate.js'
 import {
+  type BridgeTraffic,
   type ExchangeInput,
   type ExchangeOutcome,
   expectsContinue,
@@ -97,6 +98,9 @@ export function readEnvFile(path: string): Record<string, string> {
 
 /** One bridge connection per worker, opened on its first request and dropped when it closes. */
 export class BridgeConnections {
+  /** `traffic`: where the frames its connections carry are counted (the pool's). */
+  constructor(private readonly traffic?: BridgeTraffic) {}
+
   private readonly connections = new Map<number, Promise<WorkerConnection>>()
   /** The connections that are open, by worker id: taken without awaiting (issue 13). */
   private readonly open = new Map<number, WorkerConnection>()
@@ -105,7 +109,7 @@ export class BridgeConnections {
     let conn = this.connections.get(lease.workerId)
     if (!conn) {
       const id = lease.workerId
-      conn = WorkerConnection.connect(lease.socketPath)
+      conn = WorkerConnection.connect(lease.socketPath, undefined, this.traffic)
       this.connections.set(id, conn)
       conn.then(
         (c) => {
@@ -451,7 +455,7 @@ export abstract class PythonAppHandler {
   protected readonly started: Promise<void>
   protected readonly forwarded: ForwardedResolver
   /** One bridge connection per worker, opened on its first request. */
-  protected readonly connections = new BridgeConnections()
+  protected readonly connections: BridgeConnections
   private readonly names: (typeof INTERFACE_NAMES)[PythonPoolSpec['interface']]
 
   constructor(
@@ -461,6 +465,7 @@ export abstract class PythonAppHandler {
   ) {
     this.names = INTERFACE_NAMES[spec.interface]
     this.pool = pythonWorkerPool(app, spec, log)
+    this.connections = new BridgeConnections(this.pool.traffic)
     this.forwarded = new ForwardedResolver(app.forwarded_allow_ips)
     this.started = this.pool.start()
     this.started.then(

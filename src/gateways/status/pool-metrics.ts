@@ -67,6 +67,34 @@ function poolMetrics(registry: Registry): void {
     for (const p of pools()) c.inc({ pool: p.settings.name }, p.status().slowRequests)
   })
   total(
+    'gatehouse_pool_queued_requests_total',
+    'Requests that waited in the queue for a worker',
+    ['pool'],
+    (c) => {
+      for (const p of pools()) c.inc({ pool: p.settings.name }, p.status().queuedRequests)
+    },
+  )
+  total(
+    'gatehouse_pool_queue_wait_seconds_total',
+    'Time the queued requests waited for a worker, in all (divide by gatehouse_pool_queued_requests_total)',
+    ['pool'],
+    (c) => {
+      for (const p of pools()) c.inc({ pool: p.settings.name }, p.status().queueWaitMs / 1000)
+    },
+  )
+  total(
+    'gatehouse_bridge_frames_total',
+    'Frames over the Python bridge of a pool, by direction (sent to the workers, received)',
+    ['pool', 'direction'],
+    (c) => {
+      for (const p of pools()) {
+        if (p.traffic.framesSent === 0 && p.traffic.framesReceived === 0) continue
+        c.inc({ pool: p.settings.name, direction: 'sent' }, p.traffic.framesSent)
+        c.inc({ pool: p.settings.name, direction: 'received' }, p.traffic.framesReceived)
+      }
+    },
+  )
+  total(
     'gatehouse_pool_worker_restarts_total',
     'Workers replaced, by cause: max_requests, max_rss, timeout (killed past its request timeout), crash (died unexpectedly), reload',
     ['pool', 'cause'],
