@@ -20,6 +20,11 @@ export interface ServeFlags {
   logLevel?: string
   logFormat?: string
   accessLog?: string
+  /**
+   * Not a flag: set by `serve` when stdout is a terminal. The access log then goes to stdout
+   * unless --access-log or the file says otherwise (uvicorn's default; development).
+   */
+  terminalAccessLog?: boolean
   accessLogFormat?: string
   /** --access-format: the earlier name of --access-log-format. */
   accessFormat?: string
@@ -132,6 +137,7 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   if (flags.logLevel !== undefined) log.level = flags.logLevel
   if (flags.logFormat !== undefined) log.format = flags.logFormat
   if (flags.accessLog !== undefined) log.access_log = fileOrStream(flags.accessLog, cwd)
+  else if (flags.terminalAccessLog && log.access_log === undefined) log.access_log = 'stdout'
   const accessFormat = flags.accessLogFormat ?? flags.accessFormat
   if (accessFormat !== undefined) log.access_format = accessFormat
   if (flags.errorLog !== undefined) log.error_log = fileOrStream(flags.errorLog, cwd)

@@ -188,6 +188,8 @@ async function chooseStart(resolved: Awaited<ReturnType<typeof resolveConfig>>):
 
 async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   // systemd passed the listening sockets: they replace `listen` (and --listen), now and on reload.
+  // Someone watches the terminal: show them the requests (uvicorn does); --access-log off stops it.
+  flags.terminalAccessLog = process.stdout.isTTY === true
   const activated = socketActivation()
   if (activated) {
     flags.listen = activated
@@ -580,7 +582,10 @@ export function buildProgram(): Command {
       ).choices(['auto', 'text', 'json']),
     )
     .option('--error-log <target>', 'error log: stderr (default), stdout or a file')
-    .option('--access-log <target>', 'access log: off (default), stdout ("-"), stderr or a file')
+    .option(
+      '--access-log <target>',
+      'access log: off, stdout ("-"), stderr or a file (default: stdout when it is a terminal, else off)',
+    )
     .option(
       '--access-log-format <format>',
       'access log format: combined (default), json, or a template of nginx variables ("$remote_addr $request $status $request_time")',
