@@ -3,24 +3,13 @@
  * nginx and gunicorn do them: started as root, the server binds its listeners (ports below
  * 1024) and then becomes `user`; its children (workers, the CGI fork server, CGI scripts)
  * are started as `user` from the beginning (process/identity.ts), so no request is ever
- * served by root code. Names are looked up with `getent` (the system's NSS: /etc/passwd,
- * LDAP, ...), which Node has no call for.
+ * served by root code. Names are looked up with `getent` (process/identity.ts).
  */
-import { execFileSync } from 'node:child_process'
 import type { Logger } from 'pino'
-import { type Identity, setChildIdentity } from '../process/identity.js'
+import { type Identity, lookupIdentity, setChildIdentity } from '../process/identity.js'
 
 export interface RunAs extends Identity {
   user: string
-}
-
-function lookup(db: 'passwd' | 'group', key: string | number): string[] | null {
-  try {
-    const line = execFileSync('getent', [db, String(key)], { encoding: 'utf8' }).split('\n')[0]!
-    return line ? line.split(':') : null
-  } catch {
-    return null
-  }
 }
 
 /**
@@ -28,19 +17,12 @@ function lookup(db: 'passwd' | 'group', key: string | number): string[] | null {
  * cannot be used (no such user; not root and asked to become someone else).
  */
 export function resolveRunAs(user: string | number, group: string | number | undefined): RunAs | string {
-  const pw = lookup('passwd', user)
-  if (!pw) return `user = ${JSON.stringify(user)}: no such user`
-  const uid = Number(pw[2])
-  let gid = Number(pw[3])
-  if (group !== undefined) {
-    const gr = lookup('group', group)
-    if (!gr) return `group = ${JSON.stringify(group)}: no such group`
-    gid = Number(gr[2])
-  }
+  const found = lookupIdentity(user, group)
+  if (typeof found === 'string') return found
   const self = process.getuid!()
-  if (self !== 0 && (uid !== self || gid !== process.getgid!()))
+  if (self !== 0 && (found.uid !== self || found.gid !== process.getgid!()))
     return `user = ${JSON.stringify(user)}: only a server started as root can become another user (running as uid ${self})`
-  return { user: pw[0]!, uid, gid }
+  return found
 }
 
 /** Before anything is started: the umask, and the identity every child is spawned with. */

@@ -266,7 +266,7 @@ export class WorkerPool {
     readonly log: Logger,
     private readonly hooks: WorkerPoolHooks = {},
   ) {
-    this.dir = makeRunDir('gh-pool-')
+    this.dir = makeRunDir('gh-pool-', command.identity)
     this.retryDelay = settings.crash_retry
   }
 

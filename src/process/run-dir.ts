@@ -3,10 +3,10 @@
  * fork server's), named after its pid so that a later start can tell which ones a dead
  * Gatehouse left behind (SIGKILL, the OOM killer: no exit hook ran) and remove them.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { chownSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ownForChildren } from './identity.js'
+import { type Identity, ownForChildren } from './identity.js'
 
 const swept = new Set<string>()
 
@@ -49,12 +49,13 @@ export function removeLeftRunDirs(prefix: string, dir = tmpdir()): string[] {
  * A new private directory `<tmpdir>/<prefix><our pid>-XXXXXX`; the first call for a prefix
  * also removes what dead Gatehouse processes left under it.
  */
-export function makeRunDir(prefix: string): string {
+export function makeRunDir(prefix: string, owner?: Identity): string {
   if (!swept.has(prefix)) {
     swept.add(prefix)
     removeLeftRunDirs(prefix)
   }
   const dir = mkdtempSync(join(tmpdir(), `${prefix}${process.pid}-`))
-  ownForChildren(dir)
+  if (owner) chownSync(dir, owner.uid, owner.gid)
+  else ownForChildren(dir)
   return dir
 }

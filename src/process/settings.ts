@@ -95,6 +95,12 @@ export type ReloadStrategy = 'rolling' | 'generation'
 
 /** The config keys every pool shares with a Python app's: how a reload replaces workers. */
 export const reloadShape = {
+  /**
+   * The workers' user and group (php-fpm's per-pool `user`/`group`), a name or an id; needs
+   * a server started as root unless it is the server's own. Default: the server's `user`.
+   */
+  user: z.union([z.string().min(1), z.number().int().min(0)]).optional(),
+  group: z.union([z.string().min(1), z.number().int().min(0)]).optional(),
   reload_strategy: z.enum(['rolling', 'generation']).default('rolling'),
   reload_surge: z.number().int().min(1).max(10_000).default(1),
 }

@@ -10,7 +10,7 @@ import { createInterface } from 'node:readline'
 import { isAbsolute, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { GatehouseError } from '../core/errors.js'
-import { childIdentity } from './identity.js'
+import { childIdentity, type Identity } from './identity.js'
 import { signalGroup } from './process-group.js'
 
 /** How a worker is started: execve semantics, no shell, an explicit environment. */
@@ -22,6 +22,8 @@ export interface WorkerCommand {
   /** The whole environment of the worker (nothing is inherited); `{socket}` is replaced too. */
   env: Record<string, string>
   cwd?: string
+  /** Run as this user and group (a pool's own `user`); default: the server's children identity. */
+  identity?: Identity
 }
 
 /**
@@ -136,7 +138,7 @@ export function spawnWorker(command: WorkerCommand, socketPath: string, hooks: W
   try {
     const [file, ...argv] = workerArgv(command.command, command.args.map(sub), env, command.cwd)
     child = spawn(file!, argv, {
-      ...childIdentity(),
+      ...(command.identity ? { uid: command.identity.uid, gid: command.identity.gid } : childIdentity()),
       env,
       ...(command.cwd ? { cwd: command.cwd } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],

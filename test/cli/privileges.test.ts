@@ -85,6 +85,37 @@ test(
 )
 
 test(
+  'a pool with its own user (the per-pool user of php-fpm): its workers run as it, the server stays root',
+  { skip: !isRoot && 'needs root' },
+  async (t) => {
+    const uid = execFileSync('getent', ['passwd', 'nobody'], { encoding: 'utf8' }).split(':')[2]!
+    const dir = tempDir(t)
+    chmodSync(dir, 0o755)
+    writeFileSync(
+      join(dir, 'whoami_app.py'),
+      `import os\ndef application(environ, start_response):\n    start_response("200 OK", [("Content-Type", "text/plain")])\n    return [str(os.getuid()).encode()]\n`,
+    )
+    const docroot = join(dir, 'php')
+    execFileSync('mkdir', ['-m', '755', docroot])
+    writeFileSync(join(docroot, 'id.php'), '<?php echo posix_geteuid();')
+    const config = join(dir, 'gatehouse.toml')
+    writeFileSync(
+      config,
+      `listen = ["127.0.0.1:0"]\n[[routes]]\npath = "/app/"\nwsgi = { app = "whoami_app:application", chdir = ${JSON.stringify(dir)}, workers = 1, user = "nobody" }\n[[routes]]\npath = "/"\nphp = { root = ${JSON.stringify(docroot)}, workers = { user = "nobody", group = "nogroup", pm = "static", max_children = 1 } }\n`,
+    )
+    const serve = spawn(process.execPath, [CLI, 'serve', '--config', config], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    t.after(() => stopServe(serve))
+    const { address } = await listeningAddress(serve)
+    assert.equal(await (await fetch(`http://${address}/app/`)).text(), uid)
+    assert.equal(statusOf(serve.pid!).Uid!.split('\t')[0], '0', 'the server itself stays root')
+    const php = await fetch(`http://${address}/id.php`)
+    assert.equal(await php.text(), uid)
+  },
+)
+
+test(
   'user = another user without root: one line, exit 1',
   { skip: !isRoot && 'needs root to start as someone else' },
   () => {

@@ -25,6 +25,7 @@ import { strictObject } from '../../core/schema/strict.js'
 import { duration } from '../../core/schema/units.js'
 import { ManagedFastCGI } from '../fastcgi/managed-pool.js'
 import { fastcgiAddress } from '../fastcgi/pool.js'
+import { poolIdentity } from '../../process/identity.js'
 import { WorkerPool } from '../../process/pool.js'
 import { assertRunnable } from '../../process/spawn.js'
 import { poolSettings, poolSettingsSchema } from '../../process/settings.js'
@@ -136,6 +137,7 @@ export function phpWorkerPool(options: PhpOptions, log: Logger): WorkerPool {
       PHP_FCGI_MAX_REQUESTS: '0',
     },
     cwd: options.root,
+    identity: poolIdentity(options.workers.name ?? 'php', options.workers.user, options.workers.group),
   }
   assertRunnable('php-cgi', command)
   return new WorkerPool(

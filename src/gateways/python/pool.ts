@@ -18,6 +18,7 @@ import { ClientCancel } from '../../core/cancel.js'
 import { sendError } from '../../core/respond.js'
 import type { RequestInfo, WorkerLease } from '../../process/lease.js'
 import { type StartFailure, WorkerPool } from '../../process/pool.js'
+import { poolIdentity } from '../../process/identity.js'
 import { assertRunnable } from '../../process/spawn.js'
 import { poolSettings, reloadShape } from '../../process/settings.js'
 import type { RequestContext, SchemaEnv } from '../../core/types.js'
@@ -376,6 +377,7 @@ export function pythonWorkerPool(options: PythonAppOptions, spec: PythonPoolSpec
       ],
       env,
       cwd: options.chdir,
+      identity: poolIdentity(spec.interface, options.user, options.group),
     },
     poolSettings(
       spec.interface,
