@@ -8,11 +8,10 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { globToRegExp, latestReloads, SourceWatcher } from '../../src/cli/reload.js'
-import { CLI, eventually, listeningAddress, PYTHON, stopServe, tempDir } from '../support/helpers.js'
+import { CLI, eventually, listeningAddress, PYTHON, stopServe, tempDir, getOnce } from '../support/helpers.js'
 
 /** A WSGI app answering `version`. Versions differ in length: a .pyc is trusted on mtime (s) and size. */
 function writeApp(dir: string, version: string): void {
@@ -68,18 +67,7 @@ async function serve(
   return { child, port: Number(address.slice(address.lastIndexOf(':') + 1)), stderr }
 }
 
-function get(port: number): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/', headers: { connection: 'close' } }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => (body += d))
-      res.on('end', () => resolve({ status: res.statusCode!, body }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = getOnce
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 

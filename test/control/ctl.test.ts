@@ -5,26 +5,14 @@
  */
 import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { ctl, serveWithControl } from '../support/control.js'
-import { FIXTURES, PYTHON, tempDir } from '../support/helpers.js'
+import { FIXTURES, PYTHON, tempDir, getOnce } from '../support/helpers.js'
 
 const WSGI_DIR = join(FIXTURES, 'wsgi')
 
-function get(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, headers: { connection: 'close' } }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => (body += d))
-      res.on('end', () => resolve({ status: res.statusCode!, body }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = getOnce
 
 test('gatehouse ctl get, put (file and stdin), post, delete, status, reload; exit 1 and the error on stderr for a 4xx', async (t) => {
   const dir = tempDir(t, 'gh-ctl-')

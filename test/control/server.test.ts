@@ -8,12 +8,19 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { childEnv, curl, serveWithControl } from '../support/control.js'
 import { startControl } from '../../src/index.js'
-import { eventually, FIXTURES, PYTHON, startGatehouse, stopServe, tempDir } from '../support/helpers.js'
+import {
+  eventually,
+  FIXTURES,
+  PYTHON,
+  startGatehouse,
+  stopServe,
+  tempDir,
+  getOnce,
+} from '../support/helpers.js'
 
 const WSGI_DIR = join(FIXTURES, 'wsgi')
 
@@ -31,18 +38,7 @@ function configText(): string {
   ].join('\n')
 }
 
-function get(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, headers: { connection: 'close' } }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => (body += d))
-      res.on('end', () => resolve({ status: res.statusCode!, body }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = getOnce
 
 test('GET /config and any sub-path answer the configuration as the config file has it; a missing path is 404 with a JSON error', async (t) => {
   const dir = tempDir(t, 'gh-control-')

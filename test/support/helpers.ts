@@ -194,3 +194,17 @@ export function listeningAddress(child: ChildProcess): Promise<{ address: string
     child.on('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)))
   })
 }
+
+/** GET path on 127.0.0.1:port on a connection of its own (closed after): status and body text. */
+export function getOnce(port: number, path = '/'): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, headers: { connection: 'close' } }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => (body += d))
+      res.on('end', () => resolve({ status: res.statusCode!, body }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
