@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import {
@@ -23,6 +24,7 @@ import { type EncodeSettings, encodeResponse, encodeSettings } from './http/enco
 import { offloadResponse } from './http/offload.js'
 import { parseTarget } from './http/request-target.js'
 import { InboundListeners } from './inbound/listeners.js'
+import { chooseCertificate, listenEntry, type LoadedTls, loadListenTls } from './core/tls.js'
 import type { ActionDefinition, GatewayDefinition, Handler, RouteMatch, ServerState } from './core/types.js'
 
 interface RouteEntry {
@@ -60,6 +62,8 @@ interface Listener {
   spec: ListenAddress
   server: Server
   bound: ListeningAddress
+  /** An HTTPS listener's certificates, replaced on reload (SNI reads them per handshake). */
+  tls: { loaded: LoadedTls } | undefined
 }
 
 /**
@@ -280,8 +284,12 @@ export class Gatehouse {
   async listen(): Promise<ListeningAddress[]> {
     // Managed workers (php-cgi pools) are up before the first request can arrive; a pool
     // that cannot start fails here with GH_ERR_WORKER_START.
+    const certificates = loadListenTls(this.state.config.listen)
     await this.ready()
-    for (const text of this.state.config.listen) await this.openListener(parseListenAddress(text))
+    for (const entry of this.state.config.listen) {
+      const { address } = listenEntry(entry)
+      await this.openListener(parseListenAddress(address), certificates.get(address))
+    }
     for (const listeners of this.inboundListeners.values()) await listeners.reconcile(this.state.config)
     return this.addresses()
   }
@@ -334,11 +342,23 @@ export class Gatehouse {
     return this.listeners.map((l) => l.bound)
   }
 
-  private async openListener(spec: ListenAddress): Promise<void> {
+  private async openListener(spec: ListenAddress, certificates?: LoadedTls): Promise<void> {
     const limits = this.state.config.limits
-    const server = createServer(serverOptions(limits), this.handler)
+    // node:https shares node:http's request handling: every listener below works on a TLSSocket.
+    const tls = certificates ? { loaded: certificates } : undefined
+    const server: Server = tls
+      ? (createTlsServer(
+          {
+            ...serverOptions(limits),
+            ...tls.loaded.defaults,
+            SNICallback: (name, cb) => cb(null, chooseCertificate(tls.loaded, name)),
+          },
+          this.handler,
+        ) as TlsServer as unknown as Server)
+      : createServer(serverOptions(limits), this.handler)
     applyLimits(server, limits)
-    server.on('connection', (socket: Socket) => this.countConnection(socket))
+    // The per-connection bookkeeping keys on the socket requests arrive on: the TLSSocket.
+    server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => this.countConnection(socket))
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket))
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res, true))
     const keepAlive = exactKeepAlive(server)
@@ -359,13 +379,14 @@ export class Gatehouse {
       undefined,
       this.state.config.limits.backlog,
     )
+    if (tls) bound.tls = true
     server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
-    this.listeners.push({ spec, server, bound })
+    this.listeners.push({ spec, server, bound, tls })
     // JSON keeps msg "listening" and `listen` last (tools and tests match on them) and adds
     // `url`; text says where to click.
     const url = listenUrl(bound)
     if (!this.logs.text) this.logs.error.info({ url, listen: bound.address }, 'listening')
-    else if (url === bound.address || url === `http://${bound.address}`)
+    else if (url === bound.address || url === `http://${bound.address}` || url === `https://${bound.address}`)
       this.logs.error.info(`listening on ${url}`)
     else this.logs.error.info({ listen: bound.address }, `listening on ${url}`)
   }
@@ -645,6 +666,8 @@ export class Gatehouse {
    */
   async reload(input: GatehouseConfigInput, baseDir?: string): Promise<boolean> {
     const config = validateConfig(input, baseDir)
+    // Certificates re-read (renewed ones on disk are served); a bad one keeps the old configuration.
+    const certificates = loadListenTls(config.listen)
     if (this.closing) return false
     for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')
     const next = buildState(config, this.logs, this, this.state)
@@ -675,17 +698,26 @@ export class Gatehouse {
     }
     for (const l of this.listeners) applyLimits(l.server, config.limits)
     if (this.listeners.length > 0) {
-      const wanted = config.listen.map(parseListenAddress)
-      const keep = (spec: ListenAddress) => wanted.some((w) => w.text === spec.text)
+      const wanted = config.listen
+        .map(listenEntry)
+        .map((e) => ({ spec: parseListenAddress(e.address), tls: certificates.get(e.address) }))
+      // Kept: same address, and TLS on both or neither (a switch reopens the listener).
+      const keep = (l: Listener) => wanted.some((w) => w.spec.text === l.spec.text && !w.tls === !l.tls)
       for (const l of [...this.listeners]) {
-        if (!keep(l.spec)) {
+        if (!keep(l)) {
           this.listeners.splice(this.listeners.indexOf(l), 1)
           l.server.close()
           l.server.closeIdleConnections()
         }
       }
       for (const w of wanted) {
-        if (!this.listeners.some((l) => l.spec.text === w.text)) await this.openListener(w)
+        const kept = this.listeners.find((l) => l.spec.text === w.spec.text)
+        if (!kept) await this.openListener(w.spec, w.tls)
+        else if (kept.tls && w.tls) {
+          // New handshakes get the certificates read above; open connections keep theirs.
+          ;(kept.server as unknown as TlsServer).setSecureContext(w.tls.defaults)
+          kept.tls.loaded = w.tls
+        }
       }
       for (const listeners of this.inboundListeners.values()) await listeners.reconcile(config)
     }

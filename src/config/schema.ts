@@ -14,6 +14,7 @@ import { logSchema } from '../core/logging.js'
 import { encodeSchema } from '../core/schema/encode.js'
 import { existingDir } from '../core/schema/paths.js'
 import { strictObject } from '../core/schema/strict.js'
+import { tlsSchema } from '../core/tls.js'
 import { DEFAULT_MAX_BODY_BYTES, duration, size } from '../core/schema/units.js'
 
 const METHOD = z
@@ -43,6 +44,13 @@ const LISTEN = z.string().superRefine((value, ctx) => {
     ctx.addIssue({ code: 'custom', message: (err as Error).message })
   }
 })
+
+/**
+ * A `listen` entry: an address string (plain HTTP), or `{ address, tls }` (HTTPS when `tls`
+ * is given, src/core/tls.ts). A plain entry stays a string after parsing.
+ */
+const listenEntry = (env: SchemaEnv) =>
+  z.union([LISTEN, strictObject({ address: LISTEN, tls: tlsSchema(env).optional() })])
 
 const oneOrMany = <T extends z.ZodType>(item: T) =>
   z.union([item, z.array(item).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]) as z.output<T>[])
@@ -165,7 +173,7 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
     ...gateways.map((g) => g.listener?.shape() ?? {}),
   ) as ListenersShape<G[number]>
   return strictObject({
-    listen: oneOrMany(LISTEN).default(['127.0.0.1:8080']),
+    listen: oneOrMany(listenEntry(env)).default(['127.0.0.1:8080']),
     server_name: z.string().optional(),
     shutdown_grace: duration.prefault(10),
     /**
