@@ -50,7 +50,30 @@ const LISTEN = z.string().superRefine((value, ctx) => {
  * is given, src/core/tls.ts). A plain entry stays a string after parsing.
  */
 const listenEntry = (env: SchemaEnv) =>
-  z.union([LISTEN, strictObject({ address: LISTEN, tls: tlsSchema(env).optional() })])
+  z.union([
+    LISTEN,
+    strictObject({
+      address: LISTEN,
+      tls: tlsSchema(env).optional(),
+      /** A plain listener that answers every request with a redirect to HTTPS (src/http/redirect.ts). */
+      redirect_http: z.union([z.literal(true), z.number().int().min(1).max(65_535)]).optional(),
+    }).refine((e) => !(e.tls && e.redirect_http !== undefined), {
+      message: 'redirect_http is for a plain listener: give tls or redirect_http, not both',
+    }),
+  ])
+
+/** `redirect_http = true` sends to the first TLS listener: there must be one. */
+function checkRedirects(list: z.output<ReturnType<typeof listenEntry>>[], ctx: z.RefinementCtx): void {
+  const hasTls = list.some((e) => typeof e !== 'string' && e.tls)
+  list.forEach((e, i) => {
+    if (typeof e !== 'string' && e.redirect_http === true && !hasTls)
+      ctx.addIssue({
+        code: 'custom',
+        path: [i, 'redirect_http'],
+        message: 'no listen entry has tls: give the HTTPS port (redirect_http = 443)',
+      })
+  })
+}
 
 const oneOrMany = <T extends z.ZodType>(item: T) =>
   z.union([item, z.array(item).min(1)]).transform((v) => (Array.isArray(v) ? v : [v]) as z.output<T>[])
@@ -173,7 +196,7 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
     ...gateways.map((g) => g.listener?.shape() ?? {}),
   ) as ListenersShape<G[number]>
   return strictObject({
-    listen: oneOrMany(listenEntry(env)).default(['127.0.0.1:8080']),
+    listen: oneOrMany(listenEntry(env)).superRefine(checkRedirects).default(['127.0.0.1:8080']),
     server_name: z.string().optional(),
     shutdown_grace: duration.prefault(10),
     /**

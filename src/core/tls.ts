@@ -44,6 +44,8 @@ export interface TlsSettings {
   min_version: 'TLSv1.2' | 'TLSv1.3'
   /** An OpenSSL cipher list for TLS 1.2; absent: TLS12_CIPHERS. */
   ciphers?: string | undefined
+  /** Strict-Transport-Security sent with every response of the listener (RFC 6797), or none. */
+  hsts?: string | undefined
 }
 
 const path = (env: SchemaEnv) =>
@@ -66,6 +68,13 @@ export function tlsSchema(env: SchemaEnv) {
     certificates: z.array(pair).min(1).optional(),
     min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
     ciphers: z.string().min(1).optional(),
+    hsts: z
+      .string()
+      .regex(
+        /^max-age=\d+(\s*;\s*(includeSubDomains|preload))*$/i,
+        'a Strict-Transport-Security value: "max-age=SECONDS", then "; includeSubDomains" and "; preload" if wanted',
+      )
+      .optional(),
   }).transform((value, ctx): TlsSettings => {
     const certificates: CertificatePair[] = []
     if (value.cert !== undefined || value.key !== undefined) {
@@ -84,6 +93,7 @@ export function tlsSchema(env: SchemaEnv) {
       certificates,
       min_version: value.min_version,
       ...(value.ciphers !== undefined ? { ciphers: value.ciphers } : {}),
+      ...(value.hsts !== undefined ? { hsts: value.hsts } : {}),
     }
   })
 }
@@ -100,6 +110,8 @@ export interface LoadedTls {
   /** For https.createServer and server.setSecureContext: the default (first) certificate. */
   defaults: SecureContextOptions
   certificates: LoadedCertificate[]
+  /** The listener's Strict-Transport-Security value, or undefined. */
+  hsts: string | undefined
 }
 
 function readPem(file: string, what: string): Buffer {
@@ -170,7 +182,7 @@ export function loadTls(settings: TlsSettings): LoadedTls {
     }
     return { options, context, names: certificateNames(x509) }
   })
-  return { defaults: certificates[0]!.options, certificates }
+  return { defaults: certificates[0]!.options, certificates, hsts: settings.hsts }
 }
 
 /** `name` matches `pattern`: equal, or `*.example.com` covering one label (RFC 6125 6.4.3). */
@@ -193,26 +205,33 @@ export function chooseCertificate(loaded: LoadedTls, servername: string): Secure
   return (wildcard ?? loaded.certificates[0]!).context
 }
 
-/** A `listen` entry as the config holds it: an address, or an address with `tls`. */
-export type ListenEntry = string | { address: string; tls?: TlsSettings | undefined }
+/** A `listen` entry as the config holds it: an address, or an address with `tls` or `redirect_http`. */
+export type ListenEntry =
+  string | { address: string; tls?: TlsSettings | undefined; redirect_http?: true | number | undefined }
 
-/** The address text and TLS settings (undefined: plain HTTP) of a `listen` entry. */
-export function listenEntry(entry: ListenEntry): { address: string; tls: TlsSettings | undefined } {
+/**
+ * The address text, TLS settings (undefined: plain HTTP) and `redirect_http` (a plain
+ * listener sending every request to HTTPS: `true` for the first TLS listener's port, or a port).
+ */
+export function listenEntry(entry: ListenEntry): {
+  address: string
+  tls: TlsSettings | undefined
+  redirect: true | number | undefined
+} {
   return typeof entry === 'string'
-    ? { address: entry, tls: undefined }
-    : { address: entry.address, tls: entry.tls }
+    ? { address: entry, tls: undefined, redirect: undefined }
+    : { address: entry.address, tls: entry.tls, redirect: entry.redirect_http }
 }
 
 /**
  * The certificates of every TLS `listen` entry, read now, by address text: at start and on
  * reload, before anything switches, so a bad file fails the start or leaves the old
- * configuration serving. Throws GH_ERR_TLS.
+ * configuration serving; in `listen` order (undefined for a plain entry). Throws GH_ERR_TLS.
  */
-export function loadListenTls(listen: readonly ListenEntry[]): Map<string, LoadedTls> {
-  const loaded = new Map<string, LoadedTls>()
-  for (const entry of listen) {
-    const { address, tls } = listenEntry(entry)
-    if (tls) loaded.set(address, loadTls(tls))
-  }
-  return loaded
+export function loadListenTls(listen: readonly ListenEntry[]): (LoadedTls | undefined)[] {
+  // By position: two entries may share an address text (`127.0.0.1:0` twice).
+  return listen.map((entry) => {
+    const { tls } = listenEntry(entry)
+    return tls ? loadTls(tls) : undefined
+  })
 }

@@ -437,3 +437,69 @@ test('SIGHUP re-reads the certificate files of an unchanged config', async (t) =
   await eventually(() => /configuration reloaded/.test(stderr()), 'the reload')
   assert.equal((await servedCertificate(bound, 'localhost')).serial, second.serial)
 })
+
+test('redirect_http: a plain listener sends every request to HTTPS (301, 308 keeping the method); hsts on the TLS listener only', async (t) => {
+  const { ca, pub } = site(t)
+  const leaf = makeCert(ca, 'localhost', ['localhost', 'IP:127.0.0.1'])
+  const hsts = 'max-age=63072000; includeSubDomains'
+  const { gatehouse } = await startGatehouse(t, {
+    listen: [
+      { address: '127.0.0.1:0', tls: { cert: leaf.cert, key: leaf.key, hsts } },
+      { address: '127.0.0.1:0', redirect_http: true },
+      { address: '127.0.0.1:0', redirect_http: 8443 },
+    ],
+    routes: [{ path: '/', static: { root: pub } }],
+  })
+  const [tlsPort, plainPort, fixedPort] = gatehouse.addresses().map((a) => a.port!)
+  const resolveTo = (port: number) => ['--resolve', `localhost:${port}:127.0.0.1`]
+
+  const get = await curl(ca, [
+    '-i',
+    ...resolveTo(plainPort!),
+    `http://localhost:${plainPort}/hello.txt?a=1&b=2`,
+  ])
+  assert.match(get.stdout, /^HTTP\/1\.1 301 /, get.stderr)
+  assert.match(
+    get.stdout,
+    new RegExp(`\\r\\nlocation: https://localhost:${tlsPort}/hello\\.txt\\?a=1&b=2\\r\\n`, 'i'),
+  )
+  assert.doesNotMatch(get.stdout, /strict-transport-security/i, 'no HSTS over plain HTTP (RFC 6797 7.2)')
+
+  // curl follows to the TLS listener: the file, with HSTS.
+  const followed = await curl(ca, [
+    '-i',
+    '-L',
+    ...resolveTo(plainPort!),
+    ...resolveTo(tlsPort!),
+    `http://localhost:${plainPort}/hello.txt`,
+  ])
+  assert.equal(followed.code, 0, followed.stderr)
+  assert.match(
+    followed.stdout,
+    /HTTP\/1\.1 200 OK[\s\S]*strict-transport-security: max-age=63072000; includeSubDomains\r\n/i,
+  )
+  assert.match(followed.stdout, /hello over tls\n$/)
+  const missing = await curl(ca, ['-i', `https://127.0.0.1:${tlsPort}/nope`])
+  assert.match(missing.stdout, /^HTTP\/1\.1 404 [\s\S]*strict-transport-security: max-age=63072000/i)
+
+  for (const extra of [[], ['-H', 'Expect: 100-continue']]) {
+    const post = await curl(ca, ['-i', '-d', 'x=1', ...extra, `http://127.0.0.1:${plainPort}/form`])
+    assert.match(post.stdout, /^HTTP\/1\.1 308 /)
+    assert.doesNotMatch(post.stdout, /100 Continue/)
+    assert.match(post.stdout, new RegExp(`location: https://127\\.0\\.0\\.1:${tlsPort}/form\\r\\n`, 'i'))
+  }
+  const fixed = await curl(ca, ['-i', `http://127.0.0.1:${fixedPort}/x`])
+  assert.match(fixed.stdout, /location: https:\/\/127\.0\.0\.1:8443\/x\r\n/i)
+
+  assert.throws(
+    () => createGatehouse({ listen: [{ address: '127.0.0.1:0', redirect_http: true }] }),
+    /no listen entry has tls/,
+  )
+  assert.throws(
+    () =>
+      createGatehouse({
+        listen: [{ address: '127.0.0.1:0', tls: { cert: leaf.cert, key: leaf.key, hsts: 'one year' } }],
+      }),
+    /Strict-Transport-Security value/,
+  )
+})
