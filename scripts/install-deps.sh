@@ -4,6 +4,8 @@
 set -euo pipefail
 PACKAGES=(
   nginx-light wrk curl procps iproute2 git perl python3
+  # TLS: the tests make their CA and certificates, and probe old protocols, with openssl
+  openssl
   fcgiwrap spawn-fcgi php-cgi
   uwsgi uwsgi-plugin-python3 python3-flask
   php-fpm libfcgi-bin

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import {
@@ -24,6 +25,8 @@ import { type EncodeSettings, encodeResponse, encodeSettings } from './http/enco
 import { offloadResponse } from './http/offload.js'
 import { parseTarget } from './http/request-target.js'
 import { InboundListeners } from './inbound/listeners.js'
+import { redirectToHttps } from './http/redirect.js'
+import { chooseCertificate, listenEntry, type LoadedTls, loadListenTls } from './core/tls.js'
 import type { Handler, RouteMatch, ServerState } from './core/types.js'
 
 interface RouteEntry {
@@ -61,7 +64,15 @@ interface Listener {
   spec: ListenAddress
   server: Server
   bound: ListeningAddress
+  /** An HTTPS listener's certificates, replaced on reload (SNI reads them per handshake). */
+  tls: { loaded: LoadedTls } | undefined
+  /** A `redirect_http` listener: where it sends (true: the first TLS listener's port). */
+  redirect: { to: true | number } | undefined
 }
+
+/** What a listener serves: kept across a reload only when this stays the same. */
+const listenerKind = (l: { tls: unknown; redirect: unknown }) =>
+  l.tls ? 'https' : l.redirect ? 'redirect' : 'http'
 
 /**
  * The handlers of `previous` that `config` can keep: a route whose action manages workers
@@ -287,8 +298,12 @@ export class Gatehouse {
   async listen(): Promise<ListeningAddress[]> {
     // Managed workers (php-cgi pools) are up before the first request can arrive; a pool
     // that cannot start fails here with GH_ERR_WORKER_START.
+    const certificates = loadListenTls(this.state.config.listen)
     await this.ready()
-    for (const text of this.state.config.listen) await this.openListener(parseListenAddress(text))
+    for (const [i, entry] of this.state.config.listen.entries()) {
+      const { address, redirect } = listenEntry(entry)
+      await this.openListener(parseListenAddress(address), certificates[i], redirect)
+    }
     for (const listeners of this.inboundListeners.values()) await listeners.reconcile(this.state.config)
     return this.addresses()
   }
@@ -379,13 +394,46 @@ export class Gatehouse {
     return this.listeners.map((l) => l.bound)
   }
 
-  private async openListener(spec: ListenAddress): Promise<void> {
+  private async openListener(
+    spec: ListenAddress,
+    certificates?: LoadedTls,
+    redirectTo?: true | number,
+  ): Promise<void> {
     const limits = this.state.config.limits
-    const server = createServer(serverOptions(limits), this.handler)
+    // node:https shares node:http's request handling: every listener below works on a TLSSocket.
+    const tls = certificates ? { loaded: certificates } : undefined
+    const redirect = !tls && redirectTo !== undefined ? { to: redirectTo } : undefined
+    const handler = redirect
+      ? redirectToHttps(() =>
+          redirect.to === true ? (this.listeners.find((l) => l.tls)?.bound.port ?? 443) : redirect.to,
+        )
+      : this.handler
+    const server: Server = tls
+      ? (createTlsServer(
+          {
+            ...serverOptions(limits),
+            ...tls.loaded.defaults,
+            SNICallback: (name, cb) => cb(null, chooseCertificate(tls.loaded, name)),
+          },
+          handler,
+        ) as TlsServer as unknown as Server)
+      : createServer(serverOptions(limits), handler)
     applyLimits(server, limits)
-    server.on('connection', (socket: Socket) => this.countConnection(socket))
+    if (tls) {
+      // HSTS (RFC 6797 7.2: only over TLS) on every response of this listener, set before any handler runs.
+      const hsts = (_req: IncomingMessage, res: ServerResponse) => {
+        if (tls.loaded.hsts) res.setHeader('strict-transport-security', tls.loaded.hsts)
+      }
+      server.prependListener('request', hsts)
+      server.prependListener('checkContinue', hsts)
+    }
+    // The per-connection bookkeeping keys on the socket requests arrive on: the TLSSocket.
+    server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => this.countConnection(socket))
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket))
-    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.handle(req, res, true))
+    // A redirect listener answers everything itself (no 100 Continue: the body is not wanted).
+    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
+      redirect ? handler(req, res) : this.handle(req, res, true),
+    )
     const keepAlive = exactKeepAlive(server)
     server.on('request', keepAlive)
     server.on('checkContinue', keepAlive)
@@ -395,22 +443,27 @@ export class Gatehouse {
       socket.on('error', () => socket.destroy())
       endWithStatus(socket, 501)
     })
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
-      this.handleUpgrade(req, socket, head),
-    )
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (!redirect) this.handleUpgrade(req, socket, head)
+      else {
+        if (head.length > 0) socket.unshift(head)
+        handler(req, upgradeResponse(req, socket))
+      }
+    })
     const bound: ListeningAddress = await bindServer(
       server,
       spec,
       undefined,
       this.state.config.limits.backlog,
     )
+    if (tls) bound.tls = true
     server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
-    this.listeners.push({ spec, server, bound })
+    this.listeners.push({ spec, server, bound, tls, redirect })
     // JSON keeps msg "listening" and `listen` last (tools and tests match on them) and adds
     // `url`; text says where to click.
     const url = listenUrl(bound)
     if (!this.logs.text) this.logs.error.info({ url, listen: bound.address }, 'listening')
-    else if (url === bound.address || url === `http://${bound.address}`)
+    else if (url === bound.address || url === `http://${bound.address}` || url === `https://${bound.address}`)
       this.logs.error.info(`listening on ${url}`)
     else this.logs.error.info({ listen: bound.address }, `listening on ${url}`)
   }
@@ -701,6 +754,8 @@ export class Gatehouse {
     await loadConfigGateways(input, baseDir)
     this.addInboundListeners()
     const config = validateConfig(input, baseDir)
+    // Certificates re-read (renewed ones on disk are served); a bad one keeps the old configuration.
+    const certificates = loadListenTls(config.listen)
     if (this.closing) return false
     for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')
     const next = buildState(config, this.logs, this, this.state)
@@ -731,17 +786,30 @@ export class Gatehouse {
     }
     for (const l of this.listeners) applyLimits(l.server, config.limits)
     if (this.listeners.length > 0) {
-      const wanted = config.listen.map(parseListenAddress)
-      const keep = (spec: ListenAddress) => wanted.some((w) => w.text === spec.text)
+      const wanted = config.listen.map(listenEntry).map((e, i) => ({
+        spec: parseListenAddress(e.address),
+        tls: certificates[i],
+        redirect: e.redirect,
+      }))
+      // Kept: same address, and TLS on both or neither (a switch reopens the listener).
+      const keep = (l: Listener) =>
+        wanted.some((w) => w.spec.text === l.spec.text && listenerKind(w) === listenerKind(l))
       for (const l of [...this.listeners]) {
-        if (!keep(l.spec)) {
+        if (!keep(l)) {
           this.listeners.splice(this.listeners.indexOf(l), 1)
           l.server.close()
           l.server.closeIdleConnections()
         }
       }
       for (const w of wanted) {
-        if (!this.listeners.some((l) => l.spec.text === w.text)) await this.openListener(w)
+        const kept = this.listeners.find((l) => l.spec.text === w.spec.text)
+        if (!kept) await this.openListener(w.spec, w.tls, w.redirect)
+        else if (kept.redirect && w.redirect !== undefined) kept.redirect.to = w.redirect
+        else if (kept.tls && w.tls) {
+          // New handshakes get the certificates read above; open connections keep theirs.
+          ;(kept.server as unknown as TlsServer).setSecureContext(w.tls.defaults)
+          kept.tls.loaded = w.tls
+        }
       }
       for (const listeners of this.inboundListeners.values()) await listeners.reconcile(config)
     }

@@ -7,6 +7,9 @@ export interface ServeFlags {
   listen?: string[]
   /** -b/--bind: gunicorn's and uvicorn's spelling of --listen. */
   bind?: string[]
+  /** --tls-cert/--tls-key: every --listen (or the file's plain listens) serves HTTPS. */
+  tlsCert?: string
+  tlsKey?: string
   maxBodySize?: string
   /** --encode (Caddy's word) or --compress: the top-level `encode`. */
   encode?: boolean
@@ -104,6 +107,20 @@ function workerFlags(flags: ServeFlags): Record<string, unknown> {
 
 type Input = Record<string, unknown> & GatehouseConfigInput
 
+/**
+ * --tls-cert and --tls-key: the listen entries (the flags' or the file's; the default if
+ * neither) become HTTPS; an entry of the file with its own `tls` keeps it.
+ */
+function withTls(listen: Input['listen'], flags: ServeFlags, cwd: string): NonNullable<Input['listen']> {
+  if (flags.tlsCert === undefined || flags.tlsKey === undefined) {
+    const problem = '--tls-cert and --tls-key go together'
+    throw new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
+  }
+  const tls = { cert: resolve(cwd, flags.tlsCert), key: resolve(cwd, flags.tlsKey) }
+  const entries = listen === undefined ? ['127.0.0.1:8080'] : Array.isArray(listen) ? listen : [listen]
+  return entries.map((e) => (typeof e === 'string' ? { address: e, tls } : e))
+}
+
 /** `[PREFIX=]DIR` -> [prefix, absolute dir]. */
 export function splitMount(value: string, cwd: string): [string, string] {
   const eq = value.indexOf('=')
@@ -121,6 +138,7 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   const out: Input = { ...base }
   const listen = [...(flags.listen ?? []), ...(flags.bind ?? [])]
   if (listen.length > 0) out.listen = listen
+  if (flags.tlsCert !== undefined || flags.tlsKey !== undefined) out.listen = withTls(out.listen, flags, cwd)
   const limits = { ...((base.limits as Record<string, unknown> | undefined) ?? {}) }
   if (flags.maxBodySize !== undefined) limits.max_body_bytes = num(flags.maxBodySize)
   if (flags.keepAlive !== undefined) limits.keepalive_timeout = num(flags.keepAlive)

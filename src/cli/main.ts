@@ -8,6 +8,7 @@ import { type GatehouseConfig, loadConfigGateways, validateConfig } from '../con
 import { GatehouseError } from '../core/errors.js'
 import { Gatehouse } from '../gatehouse.js'
 import { listenUrl } from '../core/bind.js'
+import { loadListenTls } from '../core/tls.js'
 import { killAllWorkers } from '../process/pool.js'
 import type { Json } from '../control/config-tree.js'
 import type { ControlServer, ControlSettings } from '../control/server.js'
@@ -291,7 +292,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       await gatehouse.close(0, 0)
       fail([`cannot listen on ${err.message.replace(/^cannot listen on the address: /, '')}`], 1)
     }
-    if (err instanceof GatehouseError && err.code === 'GH_ERR_WORKER_START') {
+    if (err instanceof GatehouseError && (err.code === 'GH_ERR_WORKER_START' || err.code === 'GH_ERR_TLS')) {
       await gatehouse.close(0, 0)
       fail([err.message], 1)
     }
@@ -360,8 +361,14 @@ async function check(flags: { config?: string }): Promise<void> {
   if (!flags.config && !existsSync(DEFAULT_CONFIG))
     fail(['check needs --config FILE (or a ./gatehouse.toml)'], EXIT_USAGE)
   const { config, file } = await resolveConfig({ ...flags, config: flags.config ?? DEFAULT_CONFIG }, false)
+  try {
+    loadListenTls(config.listen)
+  } catch (err) {
+    if (err instanceof GatehouseError) fail([err.message], 1)
+    throw err
+  }
   process.stdout.write(
-    `${file}: ok (${config.routes.length} route${config.routes.length === 1 ? '' : 's'}, listen ${config.listen.join(', ')})\n`,
+    `${file}: ok (${config.routes.length} route${config.routes.length === 1 ? '' : 's'}, listen ${config.listen.map((e) => (typeof e === 'string' ? e : `${e.address}${e.tls ? ' (tls)' : ''}`)).join(', ')})\n`,
   )
 }
 
@@ -388,6 +395,11 @@ export function buildProgram(): Command {
       collect,
     )
     .option('-b, --bind <address>', 'the same as --listen (gunicorn and uvicorn users type -b)', collect)
+    .option(
+      '--tls-cert <file>',
+      'PEM certificate (chain): every --listen serves HTTPS with it (needs --tls-key)',
+    )
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option(
       '--max-body-size <size>',
       'largest request body of every route without its own max_body_bytes: bytes, or 10MB, 1GiB (default 1GiB)',

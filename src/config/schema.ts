@@ -15,6 +15,7 @@ import { logSchema } from '../core/logging.js'
 import { encodeSchema } from '../core/schema/encode.js'
 import { existingDir, filePath } from '../core/schema/paths.js'
 import { strictObject } from '../core/schema/strict.js'
+import { tlsSchema } from '../core/tls.js'
 import { DEFAULT_MAX_BODY_BYTES, duration, size } from '../core/schema/units.js'
 
 const METHOD = z
@@ -94,6 +95,36 @@ function controlSchema(env: SchemaEnv) {
         ...(c.state !== undefined ? { state: c.state } : {}),
       }
     })
+}
+
+/**
+ * A `listen` entry: an address string (plain HTTP), or `{ address, tls }` (HTTPS when `tls`
+ * is given, src/core/tls.ts). A plain entry stays a string after parsing.
+ */
+const listenEntry = (env: SchemaEnv) =>
+  z.union([
+    LISTEN,
+    strictObject({
+      address: LISTEN,
+      tls: tlsSchema(env).optional(),
+      /** A plain listener that answers every request with a redirect to HTTPS (src/http/redirect.ts). */
+      redirect_http: z.union([z.literal(true), z.number().int().min(1).max(65_535)]).optional(),
+    }).refine((e) => !(e.tls && e.redirect_http !== undefined), {
+      message: 'redirect_http is for a plain listener: give tls or redirect_http, not both',
+    }),
+  ])
+
+/** `redirect_http = true` sends to the first TLS listener: there must be one. */
+function checkRedirects(list: z.output<ReturnType<typeof listenEntry>>[], ctx: z.RefinementCtx): void {
+  const hasTls = list.some((e) => typeof e !== 'string' && e.tls)
+  list.forEach((e, i) => {
+    if (typeof e !== 'string' && e.redirect_http === true && !hasTls)
+      ctx.addIssue({
+        code: 'custom',
+        path: [i, 'redirect_http'],
+        message: 'no listen entry has tls: give the HTTPS port (redirect_http = 443)',
+      })
+  })
 }
 
 const oneOrMany = <T extends z.ZodType>(item: T) =>
@@ -217,7 +248,7 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
     ...gateways.map((g) => g.listener?.shape() ?? {}),
   ) as ListenersShape<G[number]>
   return strictObject({
-    listen: oneOrMany(LISTEN).default(['127.0.0.1:8080']),
+    listen: oneOrMany(listenEntry(env)).superRefine(checkRedirects).default(['127.0.0.1:8080']),
     server_name: z.string().optional(),
     shutdown_grace: duration.prefault(10),
     /**

@@ -9,6 +9,8 @@ export interface BoundAddress {
   port?: number
   /** For Unix listeners: the socket path. */
   path?: string
+  /** An HTTPS listener. */
+  tls?: boolean
 }
 
 /**
@@ -75,7 +77,8 @@ async function removeStaleSocket(path: string): Promise<void> {
 }
 
 /**
- * A listener's address as a URL a person can click: `http://127.0.0.1:8000`; the wildcard
+ * A listener's address as a URL a person can click: `http://127.0.0.1:8000` (`https://` for a
+ * TLS listener); the wildcard
  * addresses (0.0.0.0, [::]) as the loopback address of their family, which reaches them from
  * this machine; a Unix socket as `unix:/path`.
  */
@@ -84,5 +87,5 @@ export function listenUrl(bound: BoundAddress): string {
   const m = /^(.*):(\d+)$/.exec(bound.address)
   if (!m) return bound.address
   const host = m[1] === '0.0.0.0' ? '127.0.0.1' : m[1] === '[::]' ? '[::1]' : m[1]!
-  return `http://${host}:${m[2]}`
+  return `${bound.tls ? 'https' : 'http'}://${host}:${m[2]}`
 }
