@@ -39,7 +39,13 @@ export function removeLeftRunDirs(prefix: string, dir = tmpdir()): string[] {
     if (!m) continue
     const pid = Number(m[1])
     if (pid === process.pid || alive(pid)) continue
-    rmSync(join(dir, name), { recursive: true, force: true })
+    try {
+      rmSync(join(dir, name), { recursive: true, force: true })
+    } catch {
+      // Not ours to remove (left by a server running as another user, e.g. root before
+      // --user): it stays, and our own directory is made beside it.
+      continue
+    }
     removed.push(name)
   }
   return removed

@@ -144,3 +144,28 @@ test(
     assert.match(missing.stderr, /no such user/)
   },
 )
+
+test(
+  'a run directory left by a dead server of another user does not stop one running as nobody',
+  { skip: !isRoot && 'needs root' },
+  (t) => {
+    // A dead pid's leftover (root's, not writable by nobody), as a root server killed earlier leaves.
+    const left = join('/tmp', `gh-test-left-999999-${process.pid}`)
+    execFileSync('mkdir', ['-p', join(left, 'sub')])
+    writeFileSync(join(left, 'sub', 's'), '')
+    t.after(() => execFileSync('rm', ['-rf', left]))
+    const nobody = Number(execFileSync('getent', ['passwd', 'nobody'], { encoding: 'utf8' }).split(':')[2])
+    const runDir = new URL('../../src/process/run-dir.js', import.meta.url).href
+    const run = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const m = await import(${JSON.stringify(runDir)}); console.log(JSON.stringify(m.removeLeftRunDirs('gh-test-left-')))`,
+      ],
+      { uid: nobody, gid: nobody, encoding: 'utf8', timeout: 20_000 },
+    )
+    assert.equal(run.status, 0, run.stderr)
+    assert.equal(run.stdout.trim(), '[]', 'left in place, no exception')
+  },
+)
