@@ -9,21 +9,9 @@ import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { get as httpGet } from 'node:http'
-import { CLI, eventually, listeningAddress, stopServe, tempDir } from '../support/helpers.js'
+import { CLI, eventually, listeningAddress, stopServe, tempDir, getOnce } from '../support/helpers.js'
 
-/** One request on its own connection (closed after it, so no socket outlives the server). */
-function get(origin: string, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    httpGet(`${origin}${path}`, { agent: false, headers: { connection: 'close' } }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => (body += d))
-      res.on('end', () => resolve({ status: res.statusCode!, body }))
-      res.on('error', reject)
-    }).on('error', reject)
-  })
-}
+const get = getOnce
 
 test('--health-path and --ready-path answer; SIGTERM with --shutdown-delay: readiness 503 while every route still serves, then the server stops', async (t) => {
   const dir = tempDir(t)

@@ -6,11 +6,10 @@
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { get as httpGet } from 'node:http'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { pathToFileURL } from 'node:url'
-import { CLI, eventually, listeningAddress, tempDir } from '../support/helpers.js'
+import { CLI, eventually, listeningAddress, tempDir, getOnce } from '../support/helpers.js'
 
 /** Loader hooks appending each loaded module's URL to $GH_TEST_MODULES_LOG. */
 const HOOKS = `
@@ -31,17 +30,7 @@ process.on('exit', () => {
 })
 `
 
-function get(origin: string, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    httpGet(`${origin}${path}`, { agent: false, headers: { connection: 'close' } }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (d: string) => (body += d))
-      res.on('end', () => resolve({ status: res.statusCode!, body }))
-      res.on('error', reject)
-    }).on('error', reject)
-  })
-}
+const get = getOnce
 
 /** Start `gatehouse serve ARGS` with the module log; stop() ends it and returns the modules loaded. */
 async function serveRecording(t: { after: (fn: () => void) => void }, dir: string, args: string[]) {

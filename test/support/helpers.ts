@@ -195,14 +195,19 @@ export function listeningAddress(child: ChildProcess): Promise<{ address: string
   })
 }
 
-/** GET path on 127.0.0.1:port on a connection of its own (closed after): status and body text. */
-export function getOnce(port: number, path = '/'): Promise<{ status: number; body: string }> {
+/**
+ * GET `path` on a connection of its own (closed after it, so no socket outlives the server):
+ * status and body text. `at` is a port on 127.0.0.1 or an origin (`http://127.0.0.1:8080`).
+ */
+export function getOnce(at: number | string, path = '/'): Promise<{ status: number; body: string }> {
+  const target = typeof at === 'number' ? new URL(`http://127.0.0.1:${at}${path}`) : new URL(`${at}${path}`)
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, headers: { connection: 'close' } }, (res) => {
+    const req = request(target, { agent: false, headers: { connection: 'close' } }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (d: string) => (body += d))
       res.on('end', () => resolve({ status: res.statusCode!, body }))
+      res.on('error', reject)
     })
     req.on('error', reject)
     req.end()
