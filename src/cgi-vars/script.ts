@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { buildCgiMeta } from './meta.js'
+import type { TLSSocket } from 'node:tls'
 import type { RequestContext } from '../core/types.js'
 
 /** SERVER_SOFTWARE: `Gatehouse/<version>`. */
@@ -28,6 +29,21 @@ export interface ScriptLocation {
   scriptFilename: string
   /** DOCUMENT_ROOT, and the base of PATH_TRANSLATED ('' for none). */
   documentRoot: string
+}
+
+/**
+ * The TLS connection's facts, under Apache mod_ssl's names (StdEnvVars), which PHP and WSGI
+ * apps read: SSL_PROTOCOL (`TLSv1.3`), SSL_CIPHER (OpenSSL's name of the suite), SSL_TLS_SNI
+ * (the name the client asked for, when it sent one). Only for a connection that is TLS
+ * itself, not for one a proxy says was (X-Forwarded-Proto).
+ */
+function addTlsMeta(meta: Record<string, string>, socket: TLSSocket): void {
+  const protocol = socket.getProtocol()
+  if (protocol) meta.SSL_PROTOCOL = protocol
+  const cipher = socket.getCipher()
+  if (cipher) meta.SSL_CIPHER = cipher.name
+  const sni = (socket as TLSSocket & { servername?: string | false }).servername
+  if (sni) meta.SSL_TLS_SNI = sni
 }
 
 export function requestMeta(
@@ -64,6 +80,7 @@ export function requestMeta(
     passAuthorization: options.passAuthorization,
     applicationOnly: options.applicationOnly,
   })
+  if ((ctx.req.socket as Partial<TLSSocket>).encrypted) addTlsMeta(meta, ctx.req.socket as TLSSocket)
   if (options.applicationOnly) return meta
   if (where.scriptFilename === '') delete meta.SCRIPT_FILENAME
   if (where.documentRoot === '') {

@@ -196,6 +196,10 @@ cgi = { root = ${JSON.stringify(join(FIXTURES, 'cgi'))}, interpreters = { ".py" 
   assert.equal(environ['wsgi.url_scheme'], 'https')
   assert.equal(environ.HTTPS, 'on')
   assert.equal(environ.SERVER_PORT, String(port))
+  // mod_ssl's names for the connection.
+  assert.match(environ.SSL_PROTOCOL!, /^TLSv1\.[23]$/)
+  assert.ok((environ.SSL_CIPHER ?? '').length > 0)
+  assert.equal(environ.SSL_TLS_SNI, 'localhost')
 
   const asgi = await curl(ca, ['--resolve', `localhost:${port}:127.0.0.1`, `${origin}/asgi/scope`])
   assert.equal(asgi.code, 0, asgi.stderr)
@@ -217,6 +221,9 @@ cgi = { root = ${JSON.stringify(join(FIXTURES, 'cgi'))}, interpreters = { ".py" 
   assert.equal(env.HTTPS, 'on')
   assert.equal(env.REQUEST_SCHEME, 'https')
   assert.equal(env.SERVER_PORT, String(port))
+  assert.match(env.SSL_PROTOCOL!, /^TLSv1\.[23]$/)
+  assert.ok((env.SSL_CIPHER ?? '').length > 0)
+  assert.equal(env.SSL_TLS_SNI, 'localhost', 'curl --resolve sends the name it was given')
 })
 
 test('a missing, unreadable or mismatched certificate or key: one line naming the file, exit 1 (check and serve)', async (t) => {
