@@ -185,15 +185,19 @@ export class ForwardedResolver {
   }
 }
 
-/** A request that has a worker: its lease, and what it says of its body. */
-export interface AdmittedRequest {
-  lease: WorkerLease
+/** What the request's headers say of its body. */
+export interface RequestBodyInfo {
   /** From Content-Length; undefined for a chunked body. */
   contentLength: number | undefined
   hasBody: boolean
 }
 
-function bodyOf(req: IncomingMessage): { contentLength: number | undefined; hasBody: boolean } {
+/** A request that has a worker: its lease, and what it says of its body. */
+export interface AdmittedRequest extends RequestBodyInfo {
+  lease: WorkerLease
+}
+
+function bodyOf(req: IncomingMessage): RequestBodyInfo {
   const chunked = req.headers['transfer-encoding'] !== undefined
   const declared = req.headers['content-length']
   const contentLength = chunked ? undefined : declared !== undefined ? Number(declared) : undefined
@@ -214,10 +218,13 @@ function requestInfo(ctx: RequestContext, contentLength: number | undefined): Re
  * at once (nobody queued, a worker has room). Undefined otherwise. Saves the promises, the
  * client-close listener and the cancel signal of a wait that does not happen (issue 13).
  */
-export function admitNow(ctx: RequestContext, pool: WorkerPool): AdmittedRequest | undefined {
-  const { contentLength, hasBody } = bodyOf(ctx.req)
-  const lease = pool.tryAcquire(requestInfo(ctx, contentLength))
-  return lease && { lease, contentLength, hasBody }
+export function admitNow(
+  pool: WorkerPool,
+  body: RequestBodyInfo,
+  info: RequestInfo,
+): AdmittedRequest | undefined {
+  const lease = pool.tryAcquire(info)
+  return lease && { lease, ...body }
 }
 
 /**
@@ -231,6 +238,8 @@ export async function admitRequest(
   pool: WorkerPool,
   started: Promise<unknown>,
   log: Logger,
+  body: RequestBodyInfo,
+  info: RequestInfo,
 ): Promise<AdmittedRequest | null> {
   const { req, res } = ctx
   try {
@@ -242,14 +251,14 @@ export async function admitRequest(
       return null
     }
   }
-  const { contentLength, hasBody } = bodyOf(req)
+  const { contentLength, hasBody } = body
   const abort = new ClientCancel()
   const onClose = () => {
     if (!res.writableFinished) abort.abort(new Error('client closed the connection'))
   }
   res.once('close', onClose)
   try {
-    const lease = await pool.acquire(requestInfo(ctx, contentLength), abort)
+    const lease = await pool.acquire(info, abort)
     return { lease, contentLength, hasBody }
   } catch (err) {
     if (abort.aborted) return null
@@ -531,9 +540,12 @@ export abstract class PythonAppHandler {
   ): Promise<boolean> {
     const { req, res } = ctx
     const tags = { method: ctx.method, uri: req.url }
+    // Read once for both ways in: at once (admitNow) or after a wait (admitRequest).
+    const body = bodyOf(req)
+    const info = requestInfo(ctx, body.contentLength)
     const admitted =
-      (this.startedOk ? admitNow(ctx, this.pool) : undefined) ??
-      (await admitRequest(ctx, this.pool, this.started, this.log))
+      (this.startedOk ? admitNow(this.pool, body, info) : undefined) ??
+      (await admitRequest(ctx, this.pool, this.started, this.log, body, info))
     if (admitted === null) return false
     const { lease } = admitted
     let failed = false
