@@ -520,7 +520,11 @@ class NodeConnection(asyncio.Protocol):
             scope["headers"] = list(scope["headers"])
             scope["state"] = self.state.copy()
             # The Early Hints extension (as Hypercorn offers it): Node relays them as a 103.
-            scope["extensions"] = {"http.response.early_hint": {}}
+            extensions = {"http.response.early_hint": {}}
+            tls = scope.pop("tls", None)
+            if tls is not None:
+                extensions["tls"] = tls
+            scope["extensions"] = extensions
             cycle = HttpCycle(self, f[1], scope, f[3], f[4], f[5], f[6])
             self.cycles[cycle.id] = cycle
             cycle.task = self.loop.create_task(cycle.run(self.app))
@@ -559,6 +563,9 @@ class NodeConnection(asyncio.Protocol):
             _exclude_root_path(scope)
         scope["headers"] = list(scope["headers"])
         scope["subprotocols"] = list(scope.get("subprotocols", ()))
+        tls = scope.pop("tls", None)
+        if tls is not None:
+            scope["extensions"]["tls"] = tls
         scope["state"] = self.state.copy()
         cycle = WsCycle(self, f[1], scope)
         self.cycles[cycle.id] = cycle

@@ -37,13 +37,19 @@ export interface ScriptLocation {
  * (the name the client asked for, when it sent one). Only for a connection that is TLS
  * itself, not for one a proxy says was (X-Forwarded-Proto).
  */
-function addTlsMeta(meta: Record<string, string>, socket: TLSSocket): void {
+export function addTlsMeta(meta: Record<string, string>, socket: TLSSocket): void {
   const protocol = socket.getProtocol()
   if (protocol) meta.SSL_PROTOCOL = protocol
   const cipher = socket.getCipher()
   if (cipher) meta.SSL_CIPHER = cipher.name
   const sni = (socket as TLSSocket & { servername?: string | false }).servername
   if (sni) meta.SSL_TLS_SNI = sni
+}
+
+/** The request's TLS socket, when the connection itself is TLS. */
+export function tlsSocket(ctx: RequestContext): TLSSocket | undefined {
+  const socket = ctx.req.socket as Partial<TLSSocket> | null
+  return socket?.encrypted ? (socket as TLSSocket) : undefined
 }
 
 export function requestMeta(
@@ -80,7 +86,8 @@ export function requestMeta(
     passAuthorization: options.passAuthorization,
     applicationOnly: options.applicationOnly,
   })
-  if ((ctx.req.socket as Partial<TLSSocket>).encrypted) addTlsMeta(meta, ctx.req.socket as TLSSocket)
+  const tls = tlsSocket(ctx)
+  if (tls) addTlsMeta(meta, tls)
   if (options.applicationOnly) return meta
   if (where.scriptFilename === '') delete meta.SCRIPT_FILENAME
   if (where.documentRoot === '') {

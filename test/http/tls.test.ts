@@ -23,6 +23,7 @@ import {
   tempDir,
 } from '../support/helpers.js'
 import { makeCa, makeCert, type TestCa } from '../support/tls-certs.js'
+import { startUwsgi } from '../support/peer-uwsgi.js'
 
 const ENV = { PATH: '/usr/bin:/bin' }
 
@@ -144,8 +145,9 @@ test('--tls-cert/--tls-key: every --listen serves HTTPS; curl with the CA gets t
   assert.equal(tls11.code, 35, tls11.stderr)
 })
 
-test('listen = [{ address, tls }] from a config file with relative paths: WSGI, ASGI (http and websocket) and CGI see HTTPS', async (t) => {
+test('listen = [{ address, tls }] from a config file with relative paths: WSGI, ASGI (http and websocket), uwsgi and CGI see HTTPS', async (t) => {
   const { dir, ca } = site(t)
+  const uwsgi = await startUwsgi(t, dir)
   const leaf = makeCert(ca, 'site', ['localhost', 'IP:127.0.0.1'])
   mkdirSync(join(dir, 'certs'))
   writeFileSync(join(dir, 'certs', 'site.pem'), readFileSync(leaf.cert))
@@ -163,6 +165,10 @@ wsgi = { app = "apps:application", chdir = ${JSON.stringify(join(FIXTURES, 'wsgi
 [[routes]]
 path = "/asgi"
 asgi = { app = "apps:app", chdir = ${JSON.stringify(join(FIXTURES, 'asgi'))}, ${common.replace('\n', ', ')} }
+
+[[routes]]
+path = "/environ"
+uwsgi = { pass = ${JSON.stringify(uwsgi.address)} }
 
 [[routes]]
 path = "/cgi-bin"
@@ -203,17 +209,39 @@ cgi = { root = ${JSON.stringify(join(FIXTURES, 'cgi'))}, interpreters = { ".py" 
 
   const asgi = await curl(ca, ['--resolve', `localhost:${port}:127.0.0.1`, `${origin}/asgi/scope`])
   assert.equal(asgi.code, 0, asgi.stderr)
-  const scope = JSON.parse(asgi.stdout) as { scheme: string; server: [string, number] }
+  const scope = JSON.parse(asgi.stdout) as {
+    scheme: string
+    server: [string, number]
+    extensions: { tls?: Record<string, unknown> }
+  }
   assert.equal(scope.scheme, 'https')
   assert.equal(scope.server[1], port)
+  // The ASGI TLS extension: TLS 1.3 is 0x0304; curl and Node agree on a TLS 1.3 suite (0x13xx).
+  const tls = scope.extensions.tls!
+  assert.equal(tls.tls_version, 0x0304)
+  assert.equal((tls.cipher_suite as number) >> 8, 0x13, JSON.stringify(tls))
+  assert.deepEqual(tls.client_cert_chain, [])
+  assert.equal(tls.server_cert, null)
+
+  const uw = await curl(ca, ['--resolve', `localhost:${port}:127.0.0.1`, `${origin}/environ`])
+  assert.equal(uw.code, 0, uw.stderr)
+  const uwEnv = JSON.parse(uw.stdout) as Record<string, string>
+  assert.equal(uwEnv.HTTPS, 'on')
+  assert.equal(uwEnv.REQUEST_SCHEME, 'https')
+  assert.match(uwEnv.SSL_PROTOCOL!, /^TLSv1\.3$/)
+  assert.ok((uwEnv.SSL_CIPHER ?? '').startsWith('TLS_'), uwEnv.SSL_CIPHER)
+  assert.equal(uwEnv.SSL_TLS_SNI, 'localhost')
 
   const ws = new WebSocket(`wss://127.0.0.1:${port}/asgi/ws/scope`, { ca: readFileSync(ca.cert) })
-  const wsScope = await new Promise<{ scheme: string }>((resolve, reject) => {
-    ws.once('message', (data: Buffer) => resolve(JSON.parse(data.toString()) as { scheme: string }))
-    ws.once('error', reject)
-  })
+  const wsScope = await new Promise<{ scheme: string; extensions: { tls?: { tls_version: number } } }>(
+    (resolve, reject) => {
+      ws.once('message', (data: Buffer) => resolve(JSON.parse(data.toString()) as never))
+      ws.once('error', reject)
+    },
+  )
   ws.terminate()
   assert.equal(wsScope.scheme, 'wss')
+  assert.equal(wsScope.extensions.tls?.tls_version, 0x0304)
 
   const cgi = await curl(ca, ['--resolve', `localhost:${port}:127.0.0.1`, `${origin}/cgi-bin/env.py`])
   assert.equal(cgi.code, 0, cgi.stderr)

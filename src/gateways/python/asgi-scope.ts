@@ -25,6 +25,67 @@ export interface AsgiScopeParts {
   server: readonly [string, number | null] | null
   /** websocket: the offered subprotocols. */
   subprotocols?: readonly string[]
+  /** The connection's TLS facts, when it is TLS itself: the scope's `tls` extension. */
+  tls?: AsgiTls
+}
+
+/** The ASGI TLS extension's numbers: tls_version (0x0303 for TLS 1.2) and cipher_suite (IANA's). */
+export interface AsgiTls {
+  version: number | null
+  cipherSuite: number | null
+}
+
+const TLS_VERSIONS: Readonly<Record<string, number>> = { 'TLSv1.2': 0x0303, 'TLSv1.3': 0x0304 }
+
+/**
+ * IANA's numbers of the suites the TLS defaults allow (src/core/tls.ts): Node names a
+ * suite but does not number it. A suite outside these (a `ciphers` setting) is None.
+ */
+const CIPHER_SUITES: Readonly<Record<string, number>> = {
+  TLS_AES_128_GCM_SHA256: 0x1301,
+  TLS_AES_256_GCM_SHA384: 0x1302,
+  TLS_CHACHA20_POLY1305_SHA256: 0x1303,
+  TLS_DHE_RSA_WITH_AES_128_GCM_SHA256: 0x009e,
+  TLS_DHE_RSA_WITH_AES_256_GCM_SHA384: 0x009f,
+  TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: 0xc02b,
+  TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384: 0xc02c,
+  TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: 0xc02f,
+  TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384: 0xc030,
+  TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256: 0xcca8,
+  TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: 0xcca9,
+  TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256: 0xccaa,
+}
+
+/** The TLS extension's numbers for a TLS socket's protocol and suite. */
+export function asgiTls(protocol: string | null, standardName: string | undefined): AsgiTls {
+  return {
+    version: (protocol && TLS_VERSIONS[protocol]) || null,
+    cipherSuite: (standardName && CIPHER_SUITES[standardName]) || null,
+  }
+}
+
+function nullableInt(w: Writer, value: number | null): void {
+  if (value === null) w.byte(NONE)
+  else w.int(value)
+}
+
+/** `tls`: the ASGI TLS extension's dict (no certificates: server_cert and the client's are None). */
+function writeTls(w: Writer, tls: AsgiTls): void {
+  constStr(w, 'tls')
+  w.byte(DICT)
+  constStr(w, 'server_cert')
+  w.byte(NONE)
+  constStr(w, 'client_cert_chain')
+  w.tuple(0)
+  constStr(w, 'client_cert_name')
+  w.byte(NONE)
+  constStr(w, 'client_cert_error')
+  w.byte(NONE)
+  constStr(w, 'tls_version')
+  nullableInt(w, tls.version)
+  constStr(w, 'cipher_suite')
+  nullableInt(w, tls.cipherSuite)
+  w.byte(NULL)
 }
 
 /**
@@ -134,6 +195,8 @@ function writeScope(w: Writer, s: AsgiScopeParts): void {
   address(w, s.client)
   constStr(w, 'server')
   address(w, s.server, true)
+  // Python moves it into the scope's `extensions`.
+  if (s.tls) writeTls(w, s.tls)
   if (s.type === 'websocket') {
     constStr(w, 'subprotocols')
     const subs = s.subprotocols ?? []

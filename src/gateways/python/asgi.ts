@@ -10,7 +10,8 @@ import { z } from 'zod'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration, size } from '../../core/schema/units.js'
 import type { WorkerLease } from '../../process/lease.js'
-import { type AsgiScopeParts, encodeAsgiRequest } from './asgi-scope.js'
+import { type AsgiScopeParts, asgiTls, encodeAsgiRequest } from './asgi-scope.js'
+import { tlsSocket } from '../../cgi-vars/script.js'
 import { exchangeInput, PythonAppHandler, pythonAppShape } from './pool.js'
 import { AsgiWebSockets, isWebSocketUpgrade } from './websocket.js'
 import type { ExchangeOutcome } from './connection.js'
@@ -127,6 +128,7 @@ export class AsgiHandler extends PythonAppHandler implements Handler {
           ? [conn.remoteAddress, conn.remotePort]
           : null,
       server: conn.localAddress ? [conn.localAddress, conn.localPort] : null,
+      ...scopeTls(ctx),
     }
   }
 
@@ -209,4 +211,10 @@ export function asgi(options: AsgiOptionsInput & ListenerOptions): AsgiListener 
     })
   }
   return Object.assign(listener, { upgrade })
+}
+
+/** The TLS extension of a request whose connection is TLS itself (not one a proxy says was). */
+function scopeTls(ctx: RequestContext): Pick<AsgiScopeParts, 'tls'> {
+  const socket = tlsSocket(ctx)
+  return socket ? { tls: asgiTls(socket.getProtocol(), socket.getCipher()?.standardName) } : {}
 }

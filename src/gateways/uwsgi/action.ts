@@ -10,6 +10,7 @@ import { duration } from '../../core/schema/units.js'
 import { bufferingShape, responseBuffering } from '../../core/schema/buffering.js'
 import type { BodyFraming } from './http-response.js'
 import { buildUwsgiVars } from './vars.js'
+import { addTlsMeta, tlsSocket } from '../../cgi-vars/script.js'
 import {
   bodyLength,
   bodySource,
@@ -72,6 +73,15 @@ export function relayHeaders(raw: readonly string[], framing: BodyFraming): stri
   return out
 }
 
+/** mod_ssl's SSL_* vars of a request that came over TLS (docs/http-front.md#tls), as `tls`. */
+function tlsVars(ctx: RequestContext): { tls?: Record<string, string> } {
+  const socket = tlsSocket(ctx)
+  if (!socket) return {}
+  const tls: Record<string, string> = {}
+  addTlsMeta(tls, socket)
+  return { tls }
+}
+
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)/i
 
 export function createUwsgiHandler(options: UwsgiOptions): Handler {
@@ -119,6 +129,7 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
       serverPort: ctx.conn.localPort || ctx.port,
       serverName: options.server_name ?? ctx.host,
       documentRoot: options.document_root,
+      ...tlsVars(ctx),
       params,
     })
 

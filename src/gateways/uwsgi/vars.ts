@@ -39,6 +39,8 @@ export interface UwsgiVarsInput {
   serverPort: number
   serverName: string
   documentRoot: string
+  /** SSL_PROTOCOL, SSL_CIPHER, SSL_TLS_SNI of a TLS connection (cgi-vars/script.ts addTlsMeta). */
+  tls?: Readonly<Record<string, string>>
   /** Extra vars from configuration (`uwsgi_param`); they replace built-in vars of the same name. */
   params?: Iterable<readonly [string, UwsgiVarValue]>
 }
@@ -65,6 +67,7 @@ export function buildUwsgiVars(input: UwsgiVarsInput): [string, UwsgiVarValue][]
     ['REQUEST_SCHEME', input.scheme],
   ])
   if (input.scheme === 'https') vars.set('HTTPS', 'on')
+  if (input.tls) for (const name in input.tls) vars.set(name, input.tls[name]!)
   vars.set('REMOTE_ADDR', input.remoteAddress)
   vars.set('REMOTE_PORT', String(input.remotePort))
   vars.set('SERVER_PORT', String(input.serverPort))
