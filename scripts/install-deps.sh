@@ -6,6 +6,8 @@ PACKAGES=(
   nginx-light wrk curl procps iproute2 git perl python3
   # TLS: the tests make their CA and certificates, and probe old protocols, with openssl
   openssl
+  # testssl.sh scans the TLS defaults (test/http/testssl.test.ts)
+  testssl.sh
   fcgiwrap spawn-fcgi php-cgi
   uwsgi uwsgi-plugin-python3 python3-flask
   php-fpm libfcgi-bin
