@@ -332,10 +332,11 @@ def make_server(app, threads):
     def serve_request(conn, req):
         if req.disconnected:
             # Node took it back before it started (it waited behind a stalled request and was
-            # answered 503), or its client left while it waited: the app never sees it.
+            # answered 503, or moved to another worker), or its client left while it waited:
+            # the app never sees it, and Node is told so (started: False).
             conn.finish(req)
             try:
-                conn.send((P.FINISHED, req.id))
+                conn.send((P.FINISHED, req.id, False))
             except Closed:
                 pass
             return

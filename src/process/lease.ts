@@ -19,6 +19,24 @@ export interface RequestInfo {
   choice?: WorkerChoice
   /** The request's note for the access log: the pool, the worker's pid, the lease's times. */
   upstream?: UpstreamNote
+  /**
+   * The holder can send the request to another worker if this one has not started it (no
+   * body, or a body it can send again): a lease pipelined onto a worker that stalls is then
+   * ended with LeaseMoved instead of waiting for queue_timeout's 503.
+   */
+  movable?: boolean
+}
+
+/**
+ * Why a pipelined lease was ended: its worker stalled (sent nothing for stall_timeout)
+ * while the request still waited on it unstarted, and the holder said it can go elsewhere
+ * (RequestInfo.movable). The holder takes it back from the worker and, once the worker
+ * confirms it never started it, asks the pool again.
+ */
+export class LeaseMoved extends Error {
+  constructor(readonly workerPid: number) {
+    super(`its worker (pid ${workerPid}) stalled before starting it`)
+  }
 }
 
 /**

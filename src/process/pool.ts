@@ -16,6 +16,7 @@ import { GatehouseError } from '../core/errors.js'
 import {
   type CancelLike,
   Lease,
+  LeaseMoved,
   type ReleaseOutcome,
   type RequestInfo,
   type WorkerChoice,
@@ -91,6 +92,8 @@ export interface PoolStatus {
   /** Requests that waited in the queue for a worker and got one, and their total wait (ms). */
   queuedRequests: number
   queueWaitMs: number
+  /** Pipelined requests moved to another worker because theirs stalled before starting them. */
+  movedRequests: number
   /** Frames over the Python bridge (WSGI/ASGI pools; 0 for others): sent to workers, received. */
   framesSent: number
   framesReceived: number
@@ -198,6 +201,7 @@ export class WorkerPool {
   /** The per-request time limits, one timer each (made on first use). */
   private terminateDeadlines: Deadlines | undefined
   private takeBackDeadlines: Deadlines | undefined
+  private stallDeadlines: Deadlines | undefined
   private slowlogDeadlines: Deadlines | undefined
   private readonly dir: string
   private generation = 1
@@ -255,6 +259,7 @@ export class WorkerPool {
     recycledMaxRss: 0,
     reloadedWorkers: 0,
     queuedRequests: 0,
+    movedRequests: 0,
     queueWaitMs: 0,
   }
   /** Counted by whoever talks to the workers (the Python bridge's connections). */
@@ -557,6 +562,7 @@ export class WorkerPool {
       recycledMaxRss: this.counters.recycledMaxRss,
       reloadedWorkers: this.counters.reloadedWorkers,
       queuedRequests: this.counters.queuedRequests,
+      movedRequests: this.counters.movedRequests,
       queueWaitMs: this.counters.queueWaitMs,
       framesSent: this.traffic.framesSent,
       framesReceived: this.traffic.framesReceived,
@@ -634,6 +640,7 @@ export class WorkerPool {
       note.start = lease.start
       note.end = undefined
     }
+    if (pipelined && s.stall_timeout > 0 && info.movable) this.moveIfStalled(lease, s.stall_timeout)
     if (pipelined && s.stall_timeout > 0 && s.queue_timeout > 0) {
       // The queue's promise holds on the worker too: a request still waiting there (not
       // started) at queue_timeout is taken back with 503, as it would be from the queue.
@@ -680,6 +687,27 @@ export class WorkerPool {
       lease.timers.push(this.terminateDeadlines.add(() => this.terminate(lease)))
     }
     return lease
+  }
+
+  /**
+   * A movable request pipelined onto a worker: checked every stall_timeout while it waits
+   * there unstarted; once the worker has sent nothing for stall_timeout (stuck behind a slow
+   * request), the lease ends with LeaseMoved and the holder sends it to another worker. So a
+   * deep pipeline costs a request behind a stuck one about stall_timeout, not queue_timeout
+   * and a 503.
+   */
+  private moveIfStalled(lease: Lease<Worker>, stallTimeout: number): void {
+    this.stallDeadlines ??= new Deadlines(stallTimeout)
+    const slot = lease.timers.length
+    const check = (): void => {
+      if (lease.released || lease.aborted || lease.mayHaveStarted) return
+      const w = lease.worker
+      if (performance.now() - w.lastProgress >= stallTimeout) {
+        this.counters.movedRequests++
+        lease.abort(new LeaseMoved(w.pid))
+      } else lease.timers[slot] = this.stallDeadlines!.add(check)
+    }
+    lease.timers.push(this.stallDeadlines.add(check))
   }
 
   private terminate(lease: Lease<Worker>): void {

@@ -160,7 +160,8 @@ export type WorkerFrame =
     }
   | { type: typeof FrameType.REQUEST_CREDIT; id: number; bytes: number }
   | { type: typeof FrameType.REQUEST_ERROR; id: number; message: string }
-  | { type: typeof FrameType.FINISHED; id: number }
+  /** `started` false: the worker dropped it without starting the app (it was taken back first). */
+  | { type: typeof FrameType.FINISHED; id: number; started?: boolean }
   | { type: typeof FrameType.HEARTBEAT; id: number }
   | { type: typeof FrameType.EARLY_HINTS; id: number; links: readonly string[] }
   | { type: typeof FrameType.WS_ACCEPT; id: number; subprotocol: string | null; headers: Headers }
@@ -524,8 +525,9 @@ function tupleOf(frame: AnyFrame): MarshalValue[] {
     case FrameType.HTTP_BODY:
     case FrameType.RESPONSE_BODY:
       return [frame.type, frame.id, frame.body, frame.moreBody]
-    case FrameType.HTTP_DISCONNECT:
     case FrameType.FINISHED:
+      return frame.started === undefined ? [frame.type, frame.id] : [frame.type, frame.id, frame.started]
+    case FrameType.HTTP_DISCONNECT:
     case FrameType.HEARTBEAT:
     case FrameType.LIFESPAN_SHUTDOWN:
     case FrameType.CANCEL:
@@ -668,8 +670,14 @@ export function frameFromTuple(t: MarshalValue): AnyFrame {
     case FrameType.RESPONSE_BODY:
       want(4, isBytes(f[2]!) && isBool(f[3]!))
       return { type, id, body: f[2] as Buffer, moreBody: f[3] as boolean }
-    case FrameType.HTTP_DISCONNECT:
     case FrameType.FINISHED:
+      if (f.length === 3) {
+        want(3, isBool(f[2]!))
+        return { type, id, started: f[2] as boolean }
+      }
+      want(2, true)
+      return { type, id }
+    case FrameType.HTTP_DISCONNECT:
     case FrameType.HEARTBEAT:
     case FrameType.CANCEL:
       want(2, true)

@@ -82,6 +82,8 @@ export type ExchangeOutcome =
   | { kind: 'app-error'; message: string; code?: ErrorCode }
   /** The request ran past `timeoutMs`; the worker cancelled it. */
   | { kind: 'timeout' }
+  /** Taken back before the worker started it: the app never saw it (it may go to another worker). */
+  | { kind: 'not-started' }
 
 /**
  * A WebSocket session (or anything else carried by id besides exchanges) on a connection:
@@ -547,7 +549,7 @@ export class WorkerConnection {
       case FrameType.FINISHED:
         if (!stream.disconnectSent)
           throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', 'FINISHED without a disconnect')
-        this.end(stream, { kind: 'disconnected' })
+        this.end(stream, frame.started === false ? { kind: 'not-started' } : { kind: 'disconnected' })
         return
       default:
         throw new GatehouseError('GH_ERR_WORKER_PROTOCOL', `unexpected frame type ${frame.type}`)

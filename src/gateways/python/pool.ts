@@ -16,7 +16,7 @@ import { IDEMPOTENT_METHODS } from '../../core/http-headers.js'
 import { upstreamNote } from '../../core/access-format.js'
 import { ClientCancel } from '../../core/cancel.js'
 import { sendError } from '../../core/respond.js'
-import type { RequestInfo, WorkerLease } from '../../process/lease.js'
+import { LeaseMoved, type RequestInfo, type WorkerLease } from '../../process/lease.js'
 import { type StartFailure, WorkerPool } from '../../process/pool.js'
 import { poolIdentity } from '../../process/identity.js'
 import { assertRunnable } from '../../process/spawn.js'
@@ -543,6 +543,13 @@ export abstract class PythonAppHandler {
     // Read once for both ways in: at once (admitNow) or after a wait (admitRequest).
     const body = bodyOf(req)
     const info = requestInfo(ctx, body.contentLength)
+    // Pipelined onto a worker that then stalls, it may go to another one (LeaseMoved): an
+    // idempotent request with nothing of its body lost. The stalled worker (one thread,
+    // running the app) cannot confirm in time that it has not started it, and in the
+    // moment its stuck request ends it might: idempotent requests only, as nginx's
+    // proxy_next_upstream.
+    if (mayRequeue && IDEMPOTENT_METHODS.has(ctx.method) && (replayableBody || !body.hasBody))
+      info.movable = true
     const admitted =
       (this.startedOk ? admitNow(this.pool, body, info) : undefined) ??
       (await admitRequest(ctx, this.pool, this.started, this.log, body, info))
@@ -551,6 +558,9 @@ export abstract class PythonAppHandler {
     let failed = false
     // Answered 503 while it waited on a stalled worker (queue_timeout): nothing more to say.
     let takenBack = false
+    // Taken back from a stalled worker to go to another one (LeaseMoved).
+    let moved: LeaseMoved | undefined
+    let onMoved: ((value: 'moved') => void) | undefined
     try {
       const connection =
         this.connections.ready(lease) ??
@@ -568,6 +578,12 @@ export abstract class PythonAppHandler {
         // at queue_timeout if the worker has not started it by then.
         exchange.onTakeBack = (takeBack) =>
           lease.onAbort((reason) => {
+            if (reason instanceof LeaseMoved) {
+              moved = reason
+              takeBack()
+              onMoved?.('moved')
+              return
+            }
             if (!(reason instanceof GatehouseError) || reason.code !== 'GH_ERR_OVERLOADED') return
             takenBack = true
             this.log.warn(
@@ -578,8 +594,33 @@ export abstract class PythonAppHandler {
             if (!res.headersSent) sendError(res, 'GH_ERR_OVERLOADED', { headers: { 'retry-after': '1' } })
           })
       }
-      const outcome = await connection.exchange(exchange)
+      // Made before the exchange starts: a lease ended already is taken back within it.
+      const movedAway =
+        info.movable && !lease.mayHaveStarted
+          ? new Promise<'moved'>((resolve) => (onMoved = resolve))
+          : undefined
+      const pending = connection.exchange(exchange)
+      const outcome = movedAway ? await Promise.race([pending, movedAway]) : await pending
       if (takenBack) return false
+      if (moved) {
+        // Sent again at once; the stalled worker drops it when it gets there (FINISHED,
+        // started: false), or, if its stuck request ended as it was taken back, runs it
+        // for a client that has left (logged: an idempotent request ran twice).
+        const pid = lease.pid
+        pending.then(
+          (o) => {
+            if (o.kind !== 'not-started')
+              this.log.warn(
+                { ...tags, worker: pid },
+                `${moved!.message}, but it had started: it ran on two workers`,
+              )
+          },
+          () => {},
+        )
+        this.log.debug({ ...tags, worker: pid }, `${this.names.name} request moved: ${moved.message}`)
+        return true
+      }
+      if (outcome === 'moved') return true
       if (outcome.kind === 'app-error') {
         const code = outcome.code ?? this.names.appError
         this.log.error({ ...tags, worker: lease.pid, code }, outcome.message.trimEnd())
@@ -597,7 +638,8 @@ export abstract class PythonAppHandler {
         return true
       }
       // The pool ended the lease (timeout: 504, worker died: 502): its reason names why.
-      const why = lease.aborted ? lease.abortReason : err instanceof RequestLostError ? err.reason : err
+      const ended = lease.aborted && !(lease.abortReason instanceof LeaseMoved)
+      const why = ended ? lease.abortReason : err instanceof RequestLostError ? err.reason : err
       const code = why instanceof GatehouseError ? why.code : 'GH_ERR_WORKER_PROTOCOL'
       if (code !== 'GH_ERR_BODY_TOO_LARGE') {
         failed = true

@@ -27,11 +27,12 @@ export function wsgiSchema(env: SchemaEnv) {
      * Requests queued on a worker's connection while all its threads are busy (and every
      * other worker's too): they run back to back without a wake-up of Node in between.
      */
-    pipeline: z.number().int().min(0).max(64).default(4),
+    pipeline: z.number().int().min(0).max(64).default(64),
     /**
      * A worker whose threads are all busy and that has sent nothing for this long is
-     * stalled: nothing more is pipelined onto it, and what waits on it unstarted is answered
-     * 503 at queue_timeout (0: pipeline regardless, the old behaviour).
+     * stalled: nothing more is pipelined onto it; what waits on it unstarted goes to another
+     * worker (idempotent requests whose body can be sent again) or is answered 503 at
+     * queue_timeout (0: pipeline regardless, the old behaviour).
      */
     pipeline_stall: duration.prefault('200ms'),
     /** Request and response buffering (docs/reliability.md): on by default, as nginx's. */

@@ -75,6 +75,14 @@ function poolMetrics(registry: Registry): void {
     },
   )
   total(
+    'gatehouse_pool_moved_requests_total',
+    'Pipelined requests sent to another worker because theirs stalled before starting them',
+    ['pool'],
+    (c) => {
+      for (const p of pools()) c.inc({ pool: p.settings.name }, p.status().movedRequests)
+    },
+  )
+  total(
     'gatehouse_pool_queue_wait_seconds_total',
     'Time the queued requests waited for a worker, in all (divide by gatehouse_pool_queued_requests_total)',
     ['pool'],

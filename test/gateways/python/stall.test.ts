@@ -19,7 +19,10 @@ async function start(
   t: TestContext,
   workers: number,
   kind: 'wsgi' | 'asgi' = 'wsgi',
-  limits: { timeout: number; queue_timeout: number } = { timeout: 0, queue_timeout: 2 },
+  limits: { timeout: number; queue_timeout: number; pipeline?: number; pipeline_stall?: string } = {
+    timeout: 0,
+    queue_timeout: 2,
+  },
 ) {
   const dir = tempDir(t, 'gh-stall-')
   const app = {
@@ -30,6 +33,7 @@ async function start(
   }
   const running = await startGatehouse(t, {
     routes: [
+      { exact: '/metrics', metrics: {} },
       kind === 'wsgi'
         ? { path: '/', wsgi: { ...app, app: 'stall:application', chdir: join(FIXTURES, 'wsgi') } }
         : { path: '/', asgi: { ...app, app: 'stall:app', chdir: join(FIXTURES, 'asgi') } },
@@ -53,8 +57,10 @@ async function start(
       .filter((f) => f.startsWith('hung-'))
       .map((f) => f.slice(5))
   const started = () => (existsSync(join(dir, 'started')) ? readFileSync(join(dir, 'started'), 'utf8') : '')
+  const moved = async () =>
+    Number(/^gatehouse_pool_moved_requests_total\{[^}]*\} (\d+)$/m.exec((await get('/metrics')).body)?.[1])
   await eventually(async () => (await get('/fast')).status === 200, 'the pool')
-  return { dir, get, hang, hung, started }
+  return { dir, get, hang, hung, started, moved }
 }
 
 function withinDeadline<T>(what: string, p: Promise<T>): Promise<T> {
@@ -131,6 +137,44 @@ test('a request pipelined behind a request that then hangs gets 503 at queue_tim
   const ran = app.started()
   assert.ok(!ran.includes('/fastone') && !ran.includes('/fasttwo'), `the app never ran them:\n${ran}`)
   assert.ok(ran.includes('/fastthree'))
+})
+
+test('GETs pipelined onto a worker that then hangs move to the other worker at pipeline_stall, and run once', async (t) => {
+  // queue_timeout 60 and no timeout: without the move they would wait for the hung request.
+  // pipeline_stall 1s: a window in which the pool still pipelines onto the hung worker.
+  const app = await start(t, 2, 'wsgi', { timeout: 0, queue_timeout: 60, pipeline: 8, pipeline_stall: '1s' })
+  const hanging = app.hang()
+  const [hangPid] = await eventually(() => app.hung().length === 1 && app.hung(), 'the hung request')
+  // Sent at once, before the hung worker has been silent for pipeline_stall: the pool
+  // spreads them over both workers, pipelining some behind /hang. Repeated until some were.
+  let round = 0
+  const pids: string[] = []
+  while ((await app.moved()) === 0 && round < 20) {
+    round++
+    const answers = await withinDeadline(
+      'the GETs behind the hung request',
+      Promise.all(Array.from({ length: 12 }, (_, i) => app.get(`/fast?r${round}n${i}`))),
+    )
+    for (const a of answers) {
+      assert.equal(a.status, 200)
+      pids.push(a.body)
+    }
+  }
+  assert.ok((await app.moved()) > 0, 'some GETs were pipelined onto the hung worker and moved')
+  assert.ok(!pids.includes(hangPid!), 'the hung worker served none of them')
+  writeFileSync(join(app.dir, 'release'), '')
+  assert.equal((await hanging).status, 200)
+  // The hung worker, released, drops what was moved away instead of running it again.
+  await eventually(
+    async () => (await app.get('/fast?after')).body === hangPid,
+    'the released worker serving again',
+  )
+  const ran = app
+    .started()
+    .split('\n')
+    .filter((l) => l.startsWith('/fastr'))
+  assert.equal(ran.length, round * 12, 'each GET ran exactly once')
+  assert.equal(new Set(ran).size, ran.length)
 })
 
 test('requests waiting behind one killed by the timeout are served by the replacement worker', async (t) => {
