@@ -6,7 +6,7 @@
  * starts over (every server up). The status page and the metrics read the list from here.
  */
 import type { Logger } from 'pino'
-import { type HealthProbe, UpstreamGroup, type UpstreamGroupSpec } from './group.js'
+import { type HealthProbe, UpstreamGroup, type UpstreamGroupSpec, type UpstreamGroupStats } from './group.js'
 
 interface Entry {
   group: UpstreamGroup
@@ -47,4 +47,14 @@ export function releaseGroup(group: UpstreamGroup): void {
 /** The groups in use, in the order they were first taken. */
 export function liveGroups(): UpstreamGroup[] {
   return [...live.values()].map((e) => e.group)
+}
+
+/**
+ * The figures of the groups in use, one per name: after a reload that changed a group, the
+ * old group lives on while the old handlers drain, and the new one is shown.
+ */
+export function upstreamStats(): UpstreamGroupStats[] {
+  const byName = new Map<string, UpstreamGroupStats>()
+  for (const g of liveGroups()) byName.set(g.name, g.stats())
+  return [...byName.values()]
 }

@@ -129,7 +129,7 @@ export function fastcgiProbe(
     })
     try {
       const res = await pool.request({ params, signal })
-      res.takeWhole?.() ?? res.body.resume()
+      if (!res.takeWhole?.()) res.body.resume()
       const ok = accepted.length > 0 ? accepted.includes(res.status) : res.status >= 200 && res.status < 400
       if (!ok) throw new Error(`health check ${path} answered ${res.status}`)
     } finally {
