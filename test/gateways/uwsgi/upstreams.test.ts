@@ -1,0 +1,194 @@
+/*
+ * The `uwsgi` action over an upstream group of two real uWSGI servers (issue 15 item 2):
+ * each answers with its own name; one is stopped under load and started again; health
+ * checks over the uwsgi protocol; a list of addresses given in place.
+ */
+import assert from 'node:assert/strict'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { Agent, request } from 'undici'
+import type { GatehouseConfigInput } from '../../../src/config.js'
+import { eventually, startGatehouse, tempDir } from '../../support/helpers.js'
+import { startUwsgi, type UwsgiPeer } from '../../support/peer-uwsgi.js'
+
+type GroupInput = NonNullable<GatehouseConfigInput['upstreams']>[string]
+
+interface Setup {
+  dir: string
+  address(name: 'a' | 'b'): string
+  start(name: 'a' | 'b'): Promise<UwsgiPeer>
+}
+
+function setup(t: { after: (fn: () => Promise<void> | void) => void }): Setup {
+  const dir = tempDir(t, 'gh-upstreams-uwsgi-')
+  return {
+    dir,
+    address: (name) => `unix:${join(dir, `${name}.sock`)}`,
+    start: (name) =>
+      startUwsgi(t, dir, {
+        name,
+        module: 'who:application',
+        processes: 2,
+        env: { POOL: name, HEALTH_FILE: join(dir, `${name}.sick`) },
+      }),
+  }
+}
+
+function config(group: GroupInput | string[]): GatehouseConfigInput {
+  const named = !Array.isArray(group)
+  return {
+    ...(named ? { upstreams: { app: group } } : {}),
+    routes: [
+      { exact: '/upstreams', status: { show: 'upstreams' } },
+      { path: '/', uwsgi: { upstream: named ? 'app' : group } },
+    ],
+  }
+}
+
+async function get(origin: string, path: string, dispatcher?: Agent) {
+  const res = await request(`${origin}${path}`, dispatcher ? { dispatcher } : {})
+  return { status: res.statusCode, body: await res.body.text() }
+}
+
+interface ServerView {
+  address: string
+  state: string
+  requests: number
+  failures: number
+  checks: number
+}
+
+async function servers(origin: string): Promise<ServerView[]> {
+  const page = JSON.parse((await get(origin, '/upstreams')).body) as {
+    upstreams: { servers: ServerView[] }[]
+  }
+  return page.upstreams[0]!.servers
+}
+
+test('a group of two uWSGI servers: one stopped under load loses no GET, is marked down, and is back once restarted', async (t) => {
+  const s = setup(t)
+  const a = await s.start('a')
+  await s.start('b')
+  const { origin } = await startGatehouse(
+    t,
+    config({
+      servers: [s.address('a'), s.address('b')],
+      health: { interval: '200ms', timeout: '1s', path: '/health' },
+    }),
+  )
+  const agent = new Agent({ connections: 8, pipelining: 1 })
+  t.after(() => agent.close())
+  const seen = new Set<string>()
+  for (let i = 0; i < 4; i++) seen.add((await get(origin, '/', agent)).body)
+  assert.deepEqual([...seen].sort(), ['a', 'b'])
+
+  const statuses = new Map<number, number>()
+  let stopped = false
+  let sent = 0
+  const client = async () => {
+    while (!stopped && sent < 3000) {
+      sent++
+      const r = await get(origin, '/?ms=5', agent)
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1)
+    }
+  }
+  const clients = Array.from({ length: 6 }, client)
+  await eventually(() => sent > 60, 'requests under way')
+  await a.stop()
+  const afterStop = sent
+  await eventually(() => sent > afterStop + 100, 'requests after the stop')
+  stopped = true
+  await Promise.all(clients)
+  assert.deepEqual([...statuses.keys()], [200], `every GET answered 200: ${JSON.stringify([...statuses])}`)
+  await eventually(async () => (await servers(origin))[0]!.state === 'down', 'server a marked down')
+  for (let i = 0; i < 4; i++) assert.equal((await get(origin, '/', agent)).body, 'b')
+
+  await s.start('a')
+  await eventually(
+    async () => (await get(origin, '/', agent)).body === 'a',
+    'server a back in rotation',
+    20_000,
+  )
+  assert.equal((await servers(origin))[0]!.state, 'up')
+})
+
+test('a health check that answers 503 takes a uWSGI server out until it answers 200 again', async (t) => {
+  const s = setup(t)
+  await s.start('a')
+  await s.start('b')
+  const { origin } = await startGatehouse(
+    t,
+    config({
+      servers: [s.address('a'), s.address('b')],
+      health: { interval: '100ms', timeout: '1s', path: '/health', fails: 2, passes: 2 },
+    }),
+  )
+  writeFileSync(join(s.dir, 'a.sick'), '')
+  await eventually(async () => (await servers(origin))[0]!.state === 'down', 'a marked down by its checks')
+  for (let i = 0; i < 4; i++) assert.equal((await get(origin, '/')).body, 'b')
+  const { rmSync } = await import('node:fs')
+  rmSync(join(s.dir, 'a.sick'))
+  await eventually(async () => (await servers(origin))[0]!.state === 'up', 'a up after two passing checks')
+  const seen = new Set<string>()
+  for (let i = 0; i < 4; i++) seen.add((await get(origin, '/')).body)
+  assert.deepEqual([...seen].sort(), ['a', 'b'])
+})
+
+test('a list of addresses in place of one: a POST on the stopped server gets 502, a GET is retried', async (t) => {
+  const s = setup(t)
+  await s.start('b')
+  const { origin } = await startGatehouse(t, config([s.address('a'), s.address('b')]))
+  const post = await request(`${origin}/`, { method: 'POST', body: 'x=1' })
+  assert.equal(post.statusCode, 502)
+  await post.body.text()
+  const view = await servers(origin)
+  assert.equal(view[0]!.state, 'down')
+  const r = await get(origin, '/')
+  assert.deepEqual([r.status, r.body], [200, 'b'])
+})
+
+test('weights over uWSGI servers', async (t) => {
+  const s = setup(t)
+  await s.start('a')
+  await s.start('b')
+  const weighted = await startGatehouse(
+    t,
+    config({ servers: [{ address: s.address('a'), weight: 4 }, s.address('b')] }),
+  )
+  const counts: Record<string, number> = { a: 0, b: 0 }
+  for (let i = 0; i < 50; i++) counts[(await get(weighted.origin, '/')).body]!++
+  assert.ok(counts.a! >= 30 && counts.b! >= 5, JSON.stringify(counts))
+})
+
+test('a reload keeps the state of a group whose table did not change, and starts a changed group over', async (t) => {
+  const s = setup(t)
+  await s.start('b')
+  const input = config({ servers: [s.address('a'), s.address('b')] })
+  const { gatehouse, origin } = await startGatehouse(t, input)
+  assert.equal((await get(origin, '/')).body, 'b')
+  assert.equal((await servers(origin))[0]!.state, 'down')
+  // The same table: the group (its counters, a down) is kept.
+  assert.equal(
+    await gatehouse.reload({ ...input, listen: gatehouse.config.listen, log: { level: 'silent' } }),
+    true,
+  )
+  assert.deepEqual(
+    (await servers(origin)).map((v) => [v.state, v.requests]),
+    [
+      ['down', 1],
+      ['up', 1],
+    ],
+  )
+  // A changed table (a weight): a new group, every server up again.
+  const changed = config({ servers: [s.address('a'), { address: s.address('b'), weight: 2 }] })
+  assert.equal(
+    await gatehouse.reload({ ...changed, listen: gatehouse.config.listen, log: { level: 'silent' } }),
+    true,
+  )
+  await eventually(
+    async () => (await servers(origin)).every((v) => v.state === 'up' && v.requests === 0),
+    'the new group',
+  )
+  assert.equal((await get(origin, '/')).status, 200)
+})
