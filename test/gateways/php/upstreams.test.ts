@@ -280,3 +280,27 @@ test(
     await eventually(async () => (await servers(origin))[1]!.state === 'up', 'b up after passing a check')
   },
 )
+
+test('the upstream figures as Prometheus metrics and as an HTML page', { skip }, async (t) => {
+  const s = setup(t)
+  await s.start('a')
+  const base = config(s, { servers: [`unix:${s.sockets.a}`, `unix:${s.sockets.b}`] })
+  const { origin } = await startGatehouse(t, {
+    ...base,
+    routes: [{ exact: '/metrics', metrics: {} }, ...(base.routes ?? [])],
+  })
+  for (let i = 0; i < 3; i++) assert.equal((await get(origin, '/who.php')).status, 200)
+  const metrics = (await get(origin, '/metrics')).body
+  const a = `upstream="php",server="unix:${s.sockets.a}"`
+  const b = `upstream="php",server="unix:${s.sockets.b}"`
+  assert.match(metrics, new RegExp(`gatehouse_upstream_requests_total\\{${a}\\} 3`))
+  assert.match(metrics, new RegExp(`gatehouse_upstream_failures_total\\{${b}\\} 1`))
+  assert.match(metrics, new RegExp(`gatehouse_upstream_server_state\\{${b},state="down"\\} 1`))
+  assert.match(metrics, new RegExp(`gatehouse_upstream_server_state\\{${a},state="up"\\} 1`))
+  assert.match(metrics, new RegExp(`gatehouse_upstream_active_requests\\{${a}\\} 0`))
+  const html = await request(`${origin}/upstreams?html`)
+  assert.equal(html.headers['content-type'], 'text/html;charset=UTF-8')
+  const page = await html.body.text()
+  assert.match(page, /<h2>php \(round_robin\)<\/h2>/)
+  assert.match(page, /<tr class="down"><td>unix:[^<]*b\.sock<\/td>/)
+})

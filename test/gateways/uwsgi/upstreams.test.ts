@@ -192,3 +192,39 @@ test('a reload keeps the state of a group whose table did not change, and starts
   )
   assert.equal((await get(origin, '/')).status, 200)
 })
+
+test('next_upstream http_503: a GET answered 503 by one server is tried on the other; without it the 503 is relayed', async (t) => {
+  const s = setup(t)
+  await s.start('a')
+  await s.start('b')
+  writeFileSync(join(s.dir, 'a.sick'), '')
+  const servers2 = [s.address('a'), s.address('b')]
+  const retrying = await startGatehouse(
+    t,
+    config({ servers: servers2, next_upstream: ['error', 'timeout', 'http_503'] }),
+  )
+  // Round robin starts at a, which answers /health with 503: the client sees b's 200.
+  for (let i = 0; i < 3; i++)
+    assert.deepEqual(Object.values(await get(retrying.origin, '/health')), [200, 'ok'])
+  const view = await servers(retrying.origin)
+  assert.equal(view[0]!.failures, 1)
+  assert.equal(view[0]!.state, 'down')
+})
+
+test('the 503 of a server is relayed as it is when next_upstream does not name it', async (t) => {
+  const s = setup(t)
+  await s.start('a')
+  await s.start('b')
+  writeFileSync(join(s.dir, 'a.sick'), '')
+  const { origin } = await startGatehouse(t, config({ servers: [s.address('a'), s.address('b')] }))
+  const answers = new Set<string>()
+  for (let i = 0; i < 4; i++) answers.add(Object.values(await get(origin, '/health')).join(' '))
+  assert.deepEqual([...answers].sort(), ['200 ok', '503 sick'])
+  assert.deepEqual(
+    (await servers(origin)).map((v) => [v.state, v.failures]),
+    [
+      ['up', 0],
+      ['up', 0],
+    ],
+  )
+})
