@@ -159,6 +159,7 @@ export class FastCGIGateway {
       } else {
         const source = bodySource(body, ctx.req)
         if (source !== undefined) request.body = source
+        if (this.pool instanceof FastCGIPool) note.addr = [this.pool.upstream]
         response = await (this.pool as FastCGIUpstream).request(request)
       }
       const relaying = relayResponse(ctx, response, this.log, tags, this.buffering)

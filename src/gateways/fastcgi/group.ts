@@ -62,6 +62,7 @@ export class FastCGIGroupUpstream {
       retryable,
       signal: request.signal,
       attempt: (server) => {
+        if (request.upstream) (request.upstream.addr ??= []).push(server.address)
         const b = body()
         const req: FastCGIRequest = { ...request }
         if (b !== undefined) req.body = b

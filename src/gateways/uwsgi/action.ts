@@ -178,13 +178,19 @@ export function createUwsgiHandler(options: UwsgiOptions, log?: Logger): Handler
           group,
           retryable: isIdempotent(ctx.method) && requestBody.kind !== 'stream',
           signal: cancel,
-          attempt: (server) => call(server.address),
+          attempt: (server) => {
+            ;(note.addr ??= []).push(server.address)
+            return call(server.address)
+          },
           status: (r) => r.status,
           discard: (r) => r.body.destroy(),
         })
         lease = taken.lease
         upstream = taken.result
-      } else upstream = await call(address)
+      } else {
+        note.addr = [tags.upstream]
+        upstream = await call(address)
+      }
       const relayed = relayHeaders(upstream.rawHeaders, upstream.framing)
       const headers: [string, string][] = []
       for (let i = 0; i + 1 < relayed.length; i += 2) headers.push([relayed[i]!, relayed[i + 1]!])

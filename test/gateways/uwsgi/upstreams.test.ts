@@ -4,7 +4,7 @@
  * checks over the uwsgi protocol; a list of addresses given in place.
  */
 import assert from 'node:assert/strict'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { Agent, request } from 'undici'
@@ -227,4 +227,21 @@ test('the 503 of a server is relayed as it is when next_upstream does not name i
       ['up', 0],
     ],
   )
+})
+
+test('$upstream_addr lists every server a retried request was sent to', async (t) => {
+  const s = setup(t)
+  await s.start('b')
+  const log = join(s.dir, 'access.log')
+  const { origin } = await startGatehouse(t, {
+    ...config([s.address('a'), s.address('b')]),
+    log: { access_log: log, access_format: '$uri $status $upstream_addr' },
+  })
+  assert.equal((await get(origin, '/x')).body, 'b')
+  assert.equal((await get(origin, '/y')).body, 'b')
+  const lines = await eventually(() => {
+    const l = readFileSync(log, 'utf8').split('\n').filter(Boolean)
+    return l.length >= 2 ? l : undefined
+  }, 'two access log lines')
+  assert.deepEqual(lines, [`/x 200 ${s.address('a')}, ${s.address('b')}`, `/y 200 ${s.address('b')}`])
 })
