@@ -85,9 +85,21 @@ export type UpstreamGroupConfig = z.output<ReturnType<typeof upstreamGroupSchema
 
 /** The top-level `upstreams` table: groups by name. */
 export function upstreamsSchema(env: SchemaEnv) {
-  return z.record(
-    z.string().regex(GROUP_NAME, 'a group name is letters, digits, `_`, `.`, `-` (no `:` or `/`)'),
-    upstreamGroupSchema(env),
+  // Names checked here rather than as the record's key schema, whose message would be zod's "Invalid key in record".
+  return z.record(z.string(), upstreamGroupSchema(env)).superRefine(
+    (groups, ctx) => {
+      if (typeof groups !== 'object' || groups === null) return
+      for (const name of Object.keys(groups))
+        if (!GROUP_NAME.test(name) || /^\d+$/.test(name))
+          ctx.addIssue({
+            code: 'custom',
+            path: [name],
+            message:
+              'a group name is letters, digits, `_`, `.`, `-`, starting with a letter or `_` (no `:` or `/`)',
+          })
+    },
+    // Names are checked even when a group has problems of its own.
+    { when: () => true },
   )
 }
 

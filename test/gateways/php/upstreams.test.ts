@@ -304,3 +304,25 @@ test('the upstream figures as Prometheus metrics and as an HTML page', { skip },
   assert.match(page, /<h2>php \(round_robin\)<\/h2>/)
   assert.match(page, /<tr class="down"><td>unix:[^<]*b\.sock<\/td>/)
 })
+
+test(
+  'a php-fpm stopped with requests in flight: the GET is retried on the backup, the POST gets 502',
+  { skip },
+  async (t) => {
+    const s = setup(t)
+    const a = await s.start('a')
+    await s.start('b')
+    const { origin } = await startGatehouse(
+      t,
+      config(s, { servers: [`unix:${s.sockets.a}`, { address: `unix:${s.sockets.b}`, backup: true }] }),
+    )
+    const getting = get(origin, '/slow.php?ms=3000')
+    const posting = request(`${origin}/slow.php?ms=3000`, { method: 'POST', body: 'x=1' })
+    await eventually(async () => (await servers(origin))[0]!.active === 2, 'both requests in flight on a')
+    await a.stop()
+    const [got, posted] = await Promise.all([getting, posting])
+    assert.deepEqual([got.status, got.body], [200, 'b'])
+    assert.equal(posted.statusCode, 502)
+    await posted.body.text()
+  },
+)
