@@ -15,8 +15,12 @@ import type { UpstreamGroupSpec, UpstreamServerSpec } from './group.js'
 /** A group's name: what `fastcgi = "php"` names; a bare word (no `:` or `/`) in an upstream key. */
 const GROUP_NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/
 
-/** An address for a group's server: the same rules as a single upstream address. */
-function serverAddress(env: SchemaEnv) {
+/**
+ * An upstream address in the config, a group's server or a single one: `unix:/path` (a
+ * relative path resolves against the config's directory), `host:port`, `[v6]:port` or a
+ * bare port (127.0.0.1); parsed to its text form.
+ */
+export function upstreamAddress(env: SchemaEnv) {
   return z.string().transform((value, ctx) => {
     try {
       return resolveUpstreamAddress(value, env.baseDir).text
@@ -31,9 +35,9 @@ const serverDefaults = { weight: 1, max_fails: 1, fail_timeout: 10_000, max_conn
 
 function serverSchema(env: SchemaEnv) {
   return z.union([
-    serverAddress(env).transform((address): UpstreamServerSpec => ({ address, ...serverDefaults })),
+    upstreamAddress(env).transform((address): UpstreamServerSpec => ({ address, ...serverDefaults })),
     strictObject({
-      address: serverAddress(env),
+      address: upstreamAddress(env),
       weight: z.number().int().min(1).max(1000).default(1),
       max_fails: z.number().int().min(0).max(1000).default(1),
       fail_timeout: duration.prefault(10),
@@ -142,7 +146,7 @@ export function groupSpec(name: string, config: UpstreamGroupConfig): UpstreamGr
  * `"php"` (a bare name: the `[upstreams.php]` group).
  */
 export function upstreamTargetSchema(env: SchemaEnv) {
-  const address = serverAddress(env)
+  const address = upstreamAddress(env)
   return z.union([
     z.string().transform((value, ctx): UpstreamTarget => {
       if (GROUP_NAME.test(value) && !/^\d+$/.test(value)) return { kind: 'upstream-group', name: value }

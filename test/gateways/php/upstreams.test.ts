@@ -10,6 +10,7 @@ import { test } from 'node:test'
 import { Agent, request } from 'undici'
 import type { GatehouseConfigInput } from '../../../src/config.js'
 import { eventually, startGatehouse, tempDir } from '../../support/helpers.js'
+import { get, loadWhile, upstreamServers } from '../../support/upstreams.js'
 import { type PhpFpm, phpFpmUnavailable, startPhpFpm } from '../../support/php-fpm.js'
 
 const skip = phpFpmUnavailable()
@@ -45,6 +46,19 @@ function setup(t: { after: (fn: () => Promise<void> | void) => void }): Setup {
 
 type GroupInput = NonNullable<GatehouseConfigInput['upstreams']>[string]
 
+/** Start the pools in `running`, then a Gatehouse whose group is `group(a, b)` (the two pools' addresses). */
+async function serve(
+  t: { after: (fn: () => Promise<void> | void) => void },
+  running: ('a' | 'b')[],
+  group: (a: string, b: string) => GroupInput,
+) {
+  const s = setup(t)
+  const pools: Partial<Record<'a' | 'b', PhpFpm>> = {}
+  for (const name of running) pools[name] = await s.start(name)
+  const { origin } = await startGatehouse(t, config(s, group(`unix:${s.sockets.a}`, `unix:${s.sockets.b}`)))
+  return { origin, pools, s }
+}
+
 function config(s: Setup, group: GroupInput): GatehouseConfigInput {
   return {
     upstreams: { php: group },
@@ -55,41 +69,17 @@ function config(s: Setup, group: GroupInput): GatehouseConfigInput {
   }
 }
 
-async function get(origin: string, path: string, dispatcher?: Agent) {
-  const res = await request(`${origin}${path}`, dispatcher ? { dispatcher } : {})
-  return { status: res.statusCode, body: await res.body.text(), headers: res.headers }
-}
-
-interface ServerView {
-  checks: number
-  address: string
-  state: string
-  active: number
-  requests: number
-  failures: number
-}
-
-async function servers(origin: string): Promise<ServerView[]> {
-  const page = JSON.parse((await get(origin, '/upstreams')).body) as {
-    upstreams: { name: string; servers: ServerView[] }[]
-  }
-  return page.upstreams.find((g) => g.name === 'php')!.servers
-}
+const servers = (origin: string) => upstreamServers(origin, 'php')
 
 test(
   'a group of two php-fpm pools: one stopped under load loses no GET, is marked down, and is back in rotation once restarted',
   { skip },
   async (t) => {
-    const s = setup(t)
-    const a = await s.start('a')
-    await s.start('b')
-    const { origin } = await startGatehouse(
-      t,
-      config(s, {
-        servers: [`unix:${s.sockets.a}`, `unix:${s.sockets.b}`],
-        health: { interval: '200ms', timeout: '1s', path: '/ping' },
-      }),
-    )
+    const { origin, pools, s } = await serve(t, ['a', 'b'], (a, b) => ({
+      servers: [a, b],
+      health: { interval: '200ms', timeout: '1s', path: '/ping' },
+    }))
+    const a = pools.a!
     const agent = new Agent({ connections: 8, pipelining: 1 })
     t.after(() => agent.close())
 
@@ -99,23 +89,7 @@ test(
 
     // Load: 6 clients in keep-alive loops of GETs (each request waits a little in php, so
     // some are in flight on pool a when it stops); bounded by count and by the stop below.
-    const statuses = new Map<number, number>()
-    let stopped = false
-    let sent = 0
-    const client = async () => {
-      while (!stopped && sent < 3000) {
-        sent++
-        const r = await get(origin, '/slow.php?ms=5', agent)
-        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1)
-      }
-    }
-    const clients = Array.from({ length: 6 }, client)
-    await eventually(() => sent > 60, 'requests under way')
-    await a.stop()
-    const afterStop = sent
-    await eventually(() => sent > afterStop + 100, 'requests after the stop')
-    stopped = true
-    await Promise.all(clients)
+    const statuses = await loadWhile(origin, '/slow.php?ms=5', agent, () => a.stop())
     assert.deepEqual([...statuses.keys()], [200], `every GET answered 200: ${JSON.stringify([...statuses])}`)
 
     await eventually(
@@ -137,13 +111,8 @@ test(
 )
 
 test('a POST is not retried on another server (it may have run), a GET is', { skip }, async (t) => {
-  const s = setup(t)
-  await s.start('b')
   // Server a is not running: its socket does not exist.
-  const { origin } = await startGatehouse(
-    t,
-    config(s, { servers: [`unix:${s.sockets.a}`, `unix:${s.sockets.b}`] }),
-  )
+  const { origin } = await serve(t, ['b'], (a, b) => ({ servers: [a, b] }))
   // Equal weights: the first request goes to a, the first server.
   const post = await request(`${origin}/who.php`, { method: 'POST', body: 'x=1' })
   assert.equal(post.statusCode, 502)
@@ -159,12 +128,7 @@ test(
   'a GET finds a working server when the first one is refused, and is answered by it',
   { skip },
   async (t) => {
-    const s = setup(t)
-    await s.start('b')
-    const { origin } = await startGatehouse(
-      t,
-      config(s, { servers: [`unix:${s.sockets.a}`, `unix:${s.sockets.b}`] }),
-    )
+    const { origin } = await serve(t, ['b'], (a, b) => ({ servers: [a, b] }))
     const r = await get(origin, '/who.php')
     assert.equal(r.status, 200)
     assert.equal(r.body, 'b')
@@ -180,13 +144,7 @@ test(
 )
 
 test('weights: requests follow the weights of the servers', { skip }, async (t) => {
-  const s = setup(t)
-  await s.start('a')
-  await s.start('b')
-  const { origin } = await startGatehouse(
-    t,
-    config(s, { servers: [{ address: `unix:${s.sockets.a}`, weight: 3 }, `unix:${s.sockets.b}`] }),
-  )
+  const { origin } = await serve(t, ['a', 'b'], (a, b) => ({ servers: [{ address: a, weight: 3 }, b] }))
   const counts = { a: 0, b: 0 } as Record<string, number>
   for (let i = 0; i < 40; i++) counts[(await get(origin, '/who.php')).body]!++
   // Smooth round robin gives exactly 30 and 10 when every request succeeds; the bound is loose.
@@ -194,13 +152,7 @@ test('weights: requests follow the weights of the servers', { skip }, async (t) 
 })
 
 test('least_conn sends requests away from the server that is busy', { skip }, async (t) => {
-  const s = setup(t)
-  await s.start('a')
-  await s.start('b')
-  const { origin } = await startGatehouse(
-    t,
-    config(s, { balance: 'least_conn', servers: [`unix:${s.sockets.a}`, `unix:${s.sockets.b}`] }),
-  )
+  const { origin } = await serve(t, ['a', 'b'], (a, b) => ({ balance: 'least_conn', servers: [a, b] }))
   const long = get(origin, '/slow.php?ms=3000')
   const busy = await eventually(
     async () => (await servers(origin)).find((v) => v.active === 1)?.address,
@@ -215,12 +167,7 @@ test(
   'max_conns: a group whose servers are all at max_conns answers 503 with Retry-After; all down answers 502',
   { skip },
   async (t) => {
-    const s = setup(t)
-    await s.start('a')
-    const { origin } = await startGatehouse(
-      t,
-      config(s, { servers: [{ address: `unix:${s.sockets.a}`, max_conns: 1 }] }),
-    )
+    const { origin } = await serve(t, ['a'], (a) => ({ servers: [{ address: a, max_conns: 1 }] }))
     const long = get(origin, '/slow.php?ms=2000')
     await eventually(async () => (await servers(origin))[0]!.active === 1, 'the long request in flight')
     const busy = await get(origin, '/who.php')
@@ -232,11 +179,7 @@ test(
 )
 
 test('a group whose servers are all down answers 502', { skip }, async (t) => {
-  const s = setup(t)
-  const { origin } = await startGatehouse(
-    t,
-    config(s, { servers: [`unix:${s.sockets.a}`, `unix:${s.sockets.b}`] }),
-  )
+  const { origin } = await serve(t, [], (a, b) => ({ servers: [a, b] }))
   // Both refused (each tried once), then both marked down: 502 either way.
   assert.equal((await get(origin, '/who.php')).status, 502)
   assert.deepEqual(
@@ -259,15 +202,10 @@ test(
   'active health checks with FCGI_GET_VALUES: a server that is not running is marked down before any request reaches it',
   { skip },
   async (t) => {
-    const s = setup(t)
-    await s.start('a')
-    const { origin } = await startGatehouse(
-      t,
-      config(s, {
-        servers: [`unix:${s.sockets.a}`, `unix:${s.sockets.b}`],
-        health: { interval: '100ms', timeout: '1s' },
-      }),
-    )
+    const { origin, s } = await serve(t, ['a'], (a, b) => ({
+      servers: [a, b],
+      health: { interval: '100ms', timeout: '1s' },
+    }))
     const view = await eventually(async () => {
       const v = await servers(origin)
       return v[1]!.state === 'down' && v[0]!.checks >= 2 ? v : undefined
@@ -309,13 +247,10 @@ test(
   'a php-fpm stopped with requests in flight: the GET is retried on the backup, the POST gets 502',
   { skip },
   async (t) => {
-    const s = setup(t)
-    const a = await s.start('a')
-    await s.start('b')
-    const { origin } = await startGatehouse(
-      t,
-      config(s, { servers: [`unix:${s.sockets.a}`, { address: `unix:${s.sockets.b}`, backup: true }] }),
-    )
+    const { origin, pools } = await serve(t, ['a', 'b'], (a, b) => ({
+      servers: [a, { address: b, backup: true }],
+    }))
+    const a = pools.a!
     const getting = get(origin, '/slow.php?ms=3000')
     const posting = request(`${origin}/slow.php?ms=3000`, { method: 'POST', body: 'x=1' })
     await eventually(async () => (await servers(origin))[0]!.active === 2, 'both requests in flight on a')

@@ -10,6 +10,7 @@ import { test } from 'node:test'
 import { Agent, request } from 'undici'
 import type { GatehouseConfigInput } from '../../../src/config.js'
 import { eventually, startGatehouse, tempDir } from '../../support/helpers.js'
+import { get, loadWhile, upstreamServers } from '../../support/upstreams.js'
 import { startUwsgi, type UwsgiPeer } from '../../support/peer-uwsgi.js'
 
 type GroupInput = NonNullable<GatehouseConfigInput['upstreams']>[string]
@@ -46,25 +47,8 @@ function config(group: GroupInput | string[]): GatehouseConfigInput {
   }
 }
 
-async function get(origin: string, path: string, dispatcher?: Agent) {
-  const res = await request(`${origin}${path}`, dispatcher ? { dispatcher } : {})
-  return { status: res.statusCode, body: await res.body.text() }
-}
-
-interface ServerView {
-  address: string
-  state: string
-  requests: number
-  failures: number
-  checks: number
-}
-
-async function servers(origin: string): Promise<ServerView[]> {
-  const page = JSON.parse((await get(origin, '/upstreams')).body) as {
-    upstreams: { servers: ServerView[] }[]
-  }
-  return page.upstreams[0]!.servers
-}
+const servers = (origin: string) => upstreamServers(origin)
+const statusAndBody = (r: { status: number; body: string }) => [r.status, r.body]
 
 test('a group of two uWSGI servers: one stopped under load loses no GET, is marked down, and is back once restarted', async (t) => {
   const s = setup(t)
@@ -83,23 +67,7 @@ test('a group of two uWSGI servers: one stopped under load loses no GET, is mark
   for (let i = 0; i < 4; i++) seen.add((await get(origin, '/', agent)).body)
   assert.deepEqual([...seen].sort(), ['a', 'b'])
 
-  const statuses = new Map<number, number>()
-  let stopped = false
-  let sent = 0
-  const client = async () => {
-    while (!stopped && sent < 3000) {
-      sent++
-      const r = await get(origin, '/?ms=5', agent)
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1)
-    }
-  }
-  const clients = Array.from({ length: 6 }, client)
-  await eventually(() => sent > 60, 'requests under way')
-  await a.stop()
-  const afterStop = sent
-  await eventually(() => sent > afterStop + 100, 'requests after the stop')
-  stopped = true
-  await Promise.all(clients)
+  const statuses = await loadWhile(origin, '/?ms=5', agent, () => a.stop())
   assert.deepEqual([...statuses.keys()], [200], `every GET answered 200: ${JSON.stringify([...statuses])}`)
   await eventually(async () => (await servers(origin))[0]!.state === 'down', 'server a marked down')
   for (let i = 0; i < 4; i++) assert.equal((await get(origin, '/', agent)).body, 'b')
@@ -205,7 +173,7 @@ test('next_upstream http_503: a GET answered 503 by one server is tried on the o
   )
   // Round robin starts at a, which answers /health with 503: the client sees b's 200.
   for (let i = 0; i < 3; i++)
-    assert.deepEqual(Object.values(await get(retrying.origin, '/health')), [200, 'ok'])
+    assert.deepEqual(statusAndBody(await get(retrying.origin, '/health')), [200, 'ok'])
   const view = await servers(retrying.origin)
   assert.equal(view[0]!.failures, 1)
   assert.equal(view[0]!.state, 'down')
@@ -218,7 +186,7 @@ test('the 503 of a server is relayed as it is when next_upstream does not name i
   writeFileSync(join(s.dir, 'a.sick'), '')
   const { origin } = await startGatehouse(t, config({ servers: [s.address('a'), s.address('b')] }))
   const answers = new Set<string>()
-  for (let i = 0; i < 4; i++) answers.add(Object.values(await get(origin, '/health')).join(' '))
+  for (let i = 0; i < 4; i++) answers.add(statusAndBody(await get(origin, '/health')).join(' '))
   assert.deepEqual([...answers].sort(), ['200 ok', '503 sick'])
   assert.deepEqual(
     (await servers(origin)).map((v) => [v.state, v.failures]),
