@@ -141,6 +141,9 @@ export function fastcgiProbe(
 
 function getValues(address: string, signal: AbortSignal): Promise<void> {
   const target = resolveUpstreamAddress(address)
+  // php-fpm gives each connection a worker: one held by an idle kept-alive connection of
+  // ours would leave the probe waiting in its listen queue, and the server seen down.
+  FastCGIPool.dropIdleTo(address)
   return new Promise((resolve, reject) => {
     const socket = 'path' in target ? connect(target.path) : connect({ host: target.host, port: target.port })
     const done = (err?: Error) => {

@@ -256,6 +256,14 @@ export class FastCGIPool {
     for (const pool of poolsByUpstream.get(this.upstream) ?? []) if (pool !== this) pool.dropIdle()
   }
 
+  /**
+   * Close the idle connections every pool in this process holds to `upstream` (a health
+   * probe about to open a connection of its own: see releaseSiblingWorkers).
+   */
+  static dropIdleTo(upstream: string): void {
+    for (const pool of poolsByUpstream.get(upstream) ?? []) pool.dropIdle()
+  }
+
   /** Close the idle connections (the server's workers they hold are freed). */
   dropIdle(): void {
     for (const conn of this.idle.splice(0)) {

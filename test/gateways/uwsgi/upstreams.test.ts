@@ -9,6 +9,8 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { Agent, request } from 'undici'
 import type { GatehouseConfigInput } from '../../../src/config.js'
+import { startControl } from '../../../src/index.js'
+import { curl } from '../../support/control.js'
 import { eventually, startGatehouse, tempDir } from '../../support/helpers.js'
 import { get, loadWhile, upstreamServers } from '../../support/upstreams.js'
 import { startUwsgi, type UwsgiPeer } from '../../support/peer-uwsgi.js'
@@ -212,4 +214,41 @@ test('$upstream_addr lists every server a retried request was sent to', async (t
     return l.length >= 2 ? l : undefined
   }, 'two access log lines')
   assert.deepEqual(lines, [`/x 200 ${s.address('a')}, ${s.address('b')}`, `/y 200 ${s.address('b')}`])
+})
+
+test('the control API: GET /status lists the groups, and a PUT of a server weight applies as a new group', async (t) => {
+  const s = setup(t)
+  await s.start('a')
+  await s.start('b')
+  const input = {
+    ...config({ servers: [s.address('a'), s.address('b')] }),
+    listen: ['127.0.0.1:0'],
+    log: { level: 'silent' as const },
+    control: { listen: `unix:${join(s.dir, 'control.sock')}`, state: join(s.dir, 'state.json') },
+  }
+  const { gatehouse, origin } = await startGatehouse(t, input, s.dir)
+  const control = await startControl(gatehouse, input, { baseDir: s.dir })
+  t.after(() => control.close())
+  await get(origin, '/')
+  const status = (await curl(control.address, 'GET', '/status')).json as {
+    upstreams: { name: string; servers: { address: string; requests: number }[] }[]
+    routes: { upstream?: string }[]
+  }
+  assert.equal(status.upstreams[0]!.name, 'app')
+  assert.deepEqual(
+    status.upstreams[0]!.servers.map((v) => [v.address, v.requests]),
+    [
+      [s.address('a'), 1],
+      [s.address('b'), 0],
+    ],
+  )
+  assert.equal(status.routes[1]!.upstream, 'app')
+  const put = await curl(control.address, 'PUT', '/config/upstreams/app/servers/1', {
+    body: JSON.stringify({ address: s.address('b'), weight: 3 }),
+  })
+  assert.equal(put.status, 200, put.body)
+  const counts: Record<string, number> = { a: 0, b: 0 }
+  for (let i = 0; i < 8; i++) counts[(await get(origin, '/')).body]!++
+  // Weights 1 and 3: 2 and 6 when every request succeeds; the bound is loose.
+  assert.ok(counts.b! >= 5, JSON.stringify(counts))
 })
