@@ -1,20 +1,22 @@
 /*
- * One request through an undici Pool, with undici's low-level handler (dispatch): the
- * response is written to the client as it arrives, no stream in between. Backpressure both
- * ways: the request body is a stream undici reads only as fast as the upstream socket takes
- * it, and a response chunk the client cannot take yet pauses undici's parser (onData returns
- * false) until the client's 'drain', so a slow client stops the upstream's socket, not our
- * memory.
+ * One request through an undici Pool, with undici's low-level handler (dispatch), in two
+ * steps: send() resolves at the response head (undici's parser paused there), so that an
+ * upstream group can still try another server (nothing has reached the client yet); then
+ * relay() writes the body to the client as it arrives, with no stream in between.
+ *
+ * Backpressure both ways: the request body is a stream undici reads only as fast as the
+ * upstream socket takes it, and a response chunk the client cannot take yet pauses undici's
+ * parser (onData returns false) until the client's 'drain', so a slow client stops the
+ * upstream's socket, not our memory.
  */
 import type { ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import type { CancelSignal } from '../../core/cancel.js'
-import { GatehouseError } from '../../core/errors.js'
 import { relayEarlyHints } from '../../core/respond.js'
-import { type BodySink, ResponseBuffer, type ResponseBufferOptions } from '../../core/response-buffer.js'
-import { latin1Headers, responseHeaders } from './headers.js'
+import type { BodySink } from '../../core/response-buffer.js'
+import { latin1Headers } from './headers.js'
 
 export interface ExchangeRequest {
   method: string
@@ -24,32 +26,45 @@ export interface ExchangeRequest {
   signal: CancelSignal
 }
 
-/**
- * Resolves when the response was relayed (or cut short after its head went out: the
- * client's connection is destroyed then, as its framing cannot be finished); rejects with
- * undici's error when nothing was written to the client yet.
- */
-export function exchange(
+export interface UpstreamHead {
+  status: number
+  statusText: string
+  /** The response's fields as received (flat name/value pairs). */
+  fields: string[]
+  /**
+   * Stream the body into `sink` (the head is the caller's to write first); `null`: a
+   * response without a body (HEAD, 204, 304), whose end is awaited. Resolves true when the
+   * body was relayed whole, false when it broke (the client's connection is then destroyed,
+   * as its framing cannot be finished).
+   */
+  relay(sink: BodySink | null): Promise<boolean>
+  /** Drop the response unread (a retried 502): its connection is closed. */
+  discard(): void
+}
+
+class Discarded extends Error {}
+
+/** Send the request; resolves at the final response head, rejects with undici's error before it. */
+export function send(
   pool: Dispatcher,
   request: ExchangeRequest,
   res: ServerResponse,
-  buffering: ResponseBufferOptions | undefined,
   log: Logger,
   upstream: string,
-): Promise<void> {
+): Promise<UpstreamHead> {
   return new Promise((resolve, reject) => {
     const { signal } = request
     let abort: ((reason?: Error) => void) | undefined
-    let sink: BodySink | null = null
-    let bodyless = request.method === 'HEAD'
-    let settled = false
+    let sink: BodySink | null | undefined
+    let headSeen = false
+    let finished: ((whole: boolean) => void) | undefined
+    let outcome: boolean | undefined
     const onCancel = () => abort?.(signal.reason as Error)
-    const settle = (err?: unknown) => {
-      if (settled) return
-      settled = true
+    const end = (whole: boolean) => {
       signal.removeEventListener('abort', onCancel)
-      if (err === undefined) resolve()
-      else reject(err)
+      if (outcome !== undefined) return
+      outcome = whole
+      finished?.(whole)
     }
     signal.addEventListener('abort', onCancel)
     const handler: Dispatcher.DispatchHandlers = {
@@ -57,43 +72,56 @@ export function exchange(
         abort = a
         if (signal.aborted) a(signal.reason as Error)
       },
-      onHeaders(status, raw, resume, statusText) {
+      onHeaders(status, raw, resumeParser, statusText) {
         const fields = latin1Headers(raw as unknown as Buffer[])
         if (status < 200) {
           if (status === 103) relayEarlyHints(res, fields, log)
           return true
         }
-        try {
-          const flat = responseHeaders(fields)
-          if (statusText) res.writeHead(status, statusText, flat)
-          else res.writeHead(status, flat)
-        } catch (err) {
-          abort?.(new GatehouseError('GH_ERR_UPSTREAM', `response head refused: ${(err as Error).message}`))
-          return false
-        }
-        if (status === 204 || status === 304) bodyless = true
-        const out: BodySink = buffering ? new ResponseBuffer(res, buffering) : res
-        sink = out
-        out.on('drain', resume)
-        return true
+        headSeen = true
+        resolve({
+          status,
+          statusText,
+          fields,
+          relay(out) {
+            sink = out
+            // Ended already (HEAD, or a body undici read with the head): nothing to wait for.
+            if (outcome !== undefined) {
+              if (outcome) (out ?? res).end()
+              else res.destroy()
+              return Promise.resolve(outcome)
+            }
+            out?.on('drain', resumeParser)
+            return new Promise<boolean>((done) => {
+              finished = done
+              resumeParser()
+            })
+          },
+          discard() {
+            abort?.(new Discarded('response discarded'))
+          },
+        })
+        // Paused until relay(): the body waits in the socket.
+        return false
       },
       onData(chunk) {
-        if (bodyless || sink === null) return true
+        if (!sink) return true
         return sink.write(chunk)
       },
       onComplete() {
-        if (sink === null || bodyless) res.end()
-        else sink.end()
-        settle()
+        if (sink !== undefined) (sink ?? res).end()
+        end(true)
       },
       onError(err) {
-        if (sink === null && !res.headersSent) {
-          settle(err)
+        if (!headSeen) {
+          signal.removeEventListener('abort', onCancel)
+          reject(err)
           return
         }
-        if (!signal.aborted) log.warn({ upstream, err }, 'response cut short: upstream failed mid-body')
-        res.destroy()
-        settle()
+        if (!signal.aborted && !(err instanceof Discarded) && sink !== undefined)
+          log.warn({ upstream, err }, 'response cut short: upstream failed mid-body')
+        if (sink !== undefined) res.destroy()
+        end(false)
       },
     }
     pool.dispatch(

@@ -1,11 +1,12 @@
 /*
  * The upstream servers of one proxy route and the connections kept to them: one undici Pool
- * per server (kept-alive HTTP/1.1 connections, one request at a time on each). pick() is
- * the one place a server is chosen for a request: one server today; an upstream group
- * (balancing, health) plugs in here.
+ * per server (kept-alive HTTP/1.1 connections, one request at a time on each). A route
+ * names one server (a URL), or an upstream group (core/upstream: a list in place or an
+ * `[upstreams.NAME]` table), whose servers are `host:port` or `unix:/path` (spoken to in
+ * plain HTTP) or http:// URLs.
  */
 import { Pool } from 'undici'
-import type { UpstreamUrl } from './target.js'
+import { parseUpstreamUrl, type UpstreamUrl } from './target.js'
 
 export interface ServerTimeouts {
   connectMs: number
@@ -33,16 +34,8 @@ export function createServer(url: UpstreamUrl, t: ServerTimeouts): UpstreamServe
   return { url, pool }
 }
 
-export class UpstreamSet {
-  constructor(private readonly servers: readonly UpstreamServer[]) {}
-
-  /** The server for this try (`tried`: those already tried for this request). */
-  pick(tried: readonly UpstreamServer[] = []): UpstreamServer | undefined {
-    const fresh = this.servers.find((s) => !tried.includes(s))
-    return fresh ?? this.servers[0]
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => s.pool.close().catch(() => undefined)))
-  }
+/** A group server's address (`host:port`, `unix:/path`, or a URL) as an upstream URL. */
+export function groupServerUrl(address: string, baseDir: string): UpstreamUrl {
+  if (/^https?:\/\//i.test(address) || address.startsWith('unix:')) return parseUpstreamUrl(address, baseDir)
+  return parseUpstreamUrl(`http://${address}`, baseDir)
 }

@@ -4,7 +4,7 @@
  * sockets are piped to each other, with backpressure (pipe pauses the faster side) and
  * without any timeout of ours, until either side closes. When it answers anything else, the
  * upgrade is refused: that answer is relayed to the client as a plain response, and the
- * connection closes after it (http/upgrade.ts).
+ * connection closes after it (http/upgrade.ts). Resolves false when the upstream failed.
  */
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
@@ -46,16 +46,16 @@ export function tunnel(
   request: { path: string; headers: string[]; protocol: string },
   log: Logger,
   upstream: string,
-): Promise<void> {
+): Promise<boolean> {
   const { res } = ctx
   return new Promise((resolve) => {
     let abort: ((reason?: Error) => void) | undefined
     let resumeUpstream: (() => void) | undefined
     const onClientClose = () => abort?.(new ClientGone('client closed the connection'))
     socket.once('close', onClientClose)
-    const done = () => {
+    const done = (ok: boolean) => {
       socket.off('close', onClientClose)
-      resolve()
+      resolve(ok)
     }
     const handler: Dispatcher.DispatchHandlers = {
       onConnect(a) {
@@ -70,7 +70,7 @@ export function tunnel(
         socket.write(`${text}\r\n`, 'latin1')
         if (head.length > 0) upSocket.write(head)
         join(socket, upSocket as Socket)
-        done()
+        done(true)
       },
       onHeaders(status, raw, resume, statusText) {
         if (status < 200) return true
@@ -91,7 +91,7 @@ export function tunnel(
       },
       onComplete() {
         res.end()
-        done()
+        done(true)
       },
       onError(err) {
         if (err instanceof ClientGone) {
@@ -103,7 +103,7 @@ export function tunnel(
         } else {
           socket.destroy()
         }
-        done()
+        done(err instanceof ClientGone)
       },
     }
     pool.dispatch(
