@@ -151,19 +151,6 @@ export function upstreamTargetSchema(env: SchemaEnv) {
 }
 
 /**
- * The action's upstream key under two names: its own (`pass`, `fastcgi`) and `upstream`
- * (issue 15's name). Given both, the config is in error; the value ends up under `key`.
- */
-export function upstreamAlias<K extends string>(
-  key: K,
-  options: Record<string, unknown>,
-  ctx: z.RefinementCtx,
-) {
-  if (options[key] !== undefined && options.upstream !== undefined)
-    ctx.addIssue({ code: 'custom', path: ['upstream'], message: `give ${key} or upstream, not both` })
-}
-
-/**
  * Fill in the spec of every named group an action refers to (a route's options, walked to
  * any depth), or report a config issue at its path when there is no such group.
  */
@@ -192,4 +179,43 @@ export function resolveUpstreamRefs(
       for (const [k, v] of Object.entries(value)) visit(v, [...path, k])
   }
   routes.forEach((r, i) => visit(r, ['routes', i]))
+}
+
+/** An action's upstream key `key` and its alias `upstream`, both optional (withUpstreamAlias checks them). */
+export function upstreamTargetShape<K extends string>(env: SchemaEnv, key: K) {
+  const target = () => upstreamTargetSchema(env).optional()
+  return { [key]: target(), upstream: target() } as { [P in K | 'upstream']: ReturnType<typeof target> }
+}
+
+type WithTarget<O, K extends string, Required extends boolean> = Omit<O, 'upstream' | K> &
+  (Required extends true ? { [P in K]: UpstreamTarget } : { [P in K]?: UpstreamTarget })
+
+/**
+ * The action's upstream key under two names: its own (`pass`, `fastcgi`) and `upstream`
+ * (issue 15's name); given both, the config is in error. The value ends up under `key`.
+ */
+export function withUpstreamAlias<
+  K extends string,
+  R extends boolean,
+  S extends z.ZodType<{ [P in K | 'upstream']?: UpstreamTarget | undefined }>,
+>(key: K, schema: S, required: R) {
+  return schema
+    .superRefine((options, ctx) => {
+      const o = options as Record<string, unknown>
+      if (o[key] !== undefined && o.upstream !== undefined)
+        ctx.addIssue({ code: 'custom', path: ['upstream'], message: `give ${key} or upstream, not both` })
+      else if (required && o[key] === undefined && o.upstream === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: [key],
+          message: `give ${key} (or upstream): an address, a list, or a group name`,
+        })
+    })
+    .transform((options) => {
+      const { upstream, ...rest } = options as Record<string, unknown>
+      const target = rest[key] ?? upstream
+      if (target !== undefined) rest[key] = target
+      else delete rest[key]
+      return rest as WithTarget<z.output<S>, K, R>
+    })
 }
