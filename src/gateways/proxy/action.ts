@@ -45,6 +45,8 @@ import { createServer, groupServerUrl, type UpstreamServer } from './servers.js'
 import { parseUpstreamUrl, type UpstreamUrl, upstreamPath } from './target.js'
 import { tunnel } from './tunnel.js'
 
+/** An `[upstreams.NAME]` name (core/upstream/schema.ts): no `:` or `/`. */
+const GROUP_NAME = /^[A-Za-z_][A-Za-z0-9_.-]*$/
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const fieldName = z.string().regex(TOKEN, 'a header name is a token (letters, digits, -)')
 
@@ -59,12 +61,20 @@ const proxySchema = (env: SchemaEnv) =>
      * or the name of an `[upstreams.NAME]` table.
      */
     upstream: z.union([z.string(), z.array(z.unknown())]).transform((value, ctx): ProxyUpstream => {
-      try {
-        if (typeof value === 'string' && (/^https?:\/\//i.test(value) || value.startsWith('unix:')))
-          return parseUpstreamUrl(value, env.baseDir)
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', message: (err as Error).message })
-        return z.NEVER
+      if (typeof value === 'string') {
+        // A bare word names an [upstreams.NAME] group (resolved with the whole config).
+        if (GROUP_NAME.test(value) && !/^\d+$/.test(value)) return { kind: 'upstream-group', name: value }
+        try {
+          return value.includes('://') || value.startsWith('unix:')
+            ? parseUpstreamUrl(value, env.baseDir)
+            : groupServerUrl(value, env.baseDir)
+        } catch (err) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `${(err as Error).message} (give http://host:port[/path], unix:/path, host:port, or a group name)`,
+          })
+          return z.NEVER
+        }
       }
       const parsed = upstreamTargetSchema(env).safeParse(value)
       if (!parsed.success) {
