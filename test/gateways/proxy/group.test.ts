@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { createServer, type Server } from 'node:http'
-import { after, before, describe, test } from 'node:test'
+import { before, describe, test } from 'node:test'
 import { request } from 'undici'
 import { liveGroups } from '../../../src/core/upstream/index.js'
-import { type Running, startGatehouse } from '../../support/helpers.js'
+import { type Running, startGatehouse, suiteCleanups } from '../../support/helpers.js'
 
 describe('proxy action: an upstream group of two Node servers', () => {
   const health = { a: 200, b: 200 }
@@ -18,11 +18,7 @@ describe('proxy action: an upstream group of two Node servers', () => {
   }
   const addr: Record<string, string> = {}
   let gh: Running
-  const cleanups: (() => unknown)[] = []
-  const hooks = { after: (fn: () => unknown) => void cleanups.push(fn) }
-  after(async () => {
-    for (const fn of cleanups.reverse()) await fn()
-  })
+  const hooks = suiteCleanups()
 
   before(async () => {
     for (const name of ['a', 'b'] as const) {
@@ -30,7 +26,7 @@ describe('proxy action: an upstream group of two Node servers', () => {
       s.listen(0, '127.0.0.1')
       await once(s, 'listening')
       addr[name] = `127.0.0.1:${(s.address() as { port: number }).port}`
-      cleanups.push(() => {
+      hooks.after(() => {
         s.closeAllConnections()
         return new Promise((r) => s.close(r))
       })

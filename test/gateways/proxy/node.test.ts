@@ -10,9 +10,16 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import { after, before, describe, test } from 'node:test'
+import { before, describe, test } from 'node:test'
 import { request } from 'undici'
-import { freePort, rawRequest, type Running, startGatehouse, tempDir } from '../../support/helpers.js'
+import {
+  freePort,
+  rawRequest,
+  type Running,
+  startGatehouse,
+  tempDir,
+  suiteCleanups,
+} from '../../support/helpers.js'
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 
@@ -130,16 +137,12 @@ describe('proxy action: Gatehouse -> a Node HTTP server', () => {
   let unixUpstream: Server
   let up: string
   let gh: Running
-  const cleanups: (() => unknown)[] = []
-  const hooks = { after: (fn: () => unknown) => void cleanups.push(fn) }
-  after(async () => {
-    for (const fn of cleanups.reverse()) await fn()
-  })
+  const hooks = suiteCleanups()
 
   before(async () => {
     upstream = createServer(upstreamHandler)
     await listen(upstream, 0)
-    cleanups.push(() => {
+    hooks.after(() => {
       upstream.closeAllConnections()
       return new Promise((r) => upstream.close(r))
     })
@@ -147,7 +150,7 @@ describe('proxy action: Gatehouse -> a Node HTTP server', () => {
     const dir = tempDir(hooks)
     unixUpstream = createServer(upstreamHandler)
     await listen(unixUpstream, join(dir, 'up.sock'))
-    cleanups.push(() => {
+    hooks.after(() => {
       unixUpstream.closeAllConnections()
       return new Promise((r) => unixUpstream.close(r))
     })

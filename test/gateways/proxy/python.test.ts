@@ -9,9 +9,17 @@ import { writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import { after, before, describe, test } from 'node:test'
+import { before, describe, test } from 'node:test'
 import { request } from 'undici'
-import { freePort, PYTHON, type Running, startGatehouse, stopServe, tempDir } from '../../support/helpers.js'
+import {
+  freePort,
+  PYTHON,
+  type Running,
+  startGatehouse,
+  stopServe,
+  tempDir,
+  suiteCleanups,
+} from '../../support/helpers.js'
 import { closed, nextMessage, openWs } from '../../support/ws-helpers.js'
 
 const ASGI_APP = `
@@ -79,7 +87,10 @@ def application(environ, start_response):
 `
 
 /** Start a Python server on a free port and wait until it accepts connections. */
-async function startPython(args: (port: number) => string[], cleanups: (() => unknown)[]): Promise<string> {
+async function startPython(
+  args: (port: number) => string[],
+  hooks: { after: (fn: () => unknown) => void },
+): Promise<string> {
   const port = await freePort()
   const child: ChildProcess = spawn(PYTHON, args(port), {
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -87,7 +98,7 @@ async function startPython(args: (port: number) => string[], cleanups: (() => un
   })
   let stderr = ''
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  cleanups.push(() => stopServe(child))
+  hooks.after(() => stopServe(child))
   const end = Date.now() + 30_000
   for (;;) {
     if (child.exitCode !== null) throw new Error(`exited ${child.exitCode}: ${stderr}`)
@@ -107,11 +118,7 @@ async function startPython(args: (port: number) => string[], cleanups: (() => un
 
 describe('proxy action: Gatehouse -> uvicorn and gunicorn', () => {
   let gh: Running
-  const cleanups: (() => unknown)[] = []
-  const hooks = { after: (fn: () => unknown) => void cleanups.push(fn) }
-  after(async () => {
-    for (const fn of cleanups.reverse()) await fn()
-  })
+  const hooks = suiteCleanups()
 
   before(async () => {
     const dir = tempDir(hooks)
@@ -130,7 +137,7 @@ describe('proxy action: Gatehouse -> uvicorn and gunicorn', () => {
           String(port),
           'asgiapp:app',
         ],
-        cleanups,
+        hooks,
       ),
       startPython(
         (port) => [
@@ -144,7 +151,7 @@ describe('proxy action: Gatehouse -> uvicorn and gunicorn', () => {
           dir,
           'wsgiapp:application',
         ],
-        cleanups,
+        hooks,
       ),
     ])
     gh = await startGatehouse(hooks, {
