@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { existsSync, readFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
@@ -387,3 +388,22 @@ async function waitFor(check: () => boolean, limitMs = 20_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 20))
   }
 }
+
+test('the access log names the upstream: $upstream_addr and $upstream_response_time', async (t) => {
+  const upstream = createServer((_req, res) => res.end('ok'))
+  await listen(upstream, 0)
+  t.after(() => {
+    upstream.closeAllConnections()
+    return new Promise<void>((r) => upstream.close(() => r()))
+  })
+  const origin = `http://127.0.0.1:${(upstream.address() as { port: number }).port}`
+  const log = join(tempDir(t), 'access.log')
+  const gh = await startGatehouse(t, {
+    log: { access_log: log, access_format: '$upstream_addr $upstream_response_time $status' },
+    routes: [{ path: '/', proxy: { upstream: origin } }],
+  })
+  const res = await request(`${gh.origin}/logged`)
+  await res.body.dump()
+  await waitFor(() => existsSync(log) && readFileSync(log, 'utf8').includes('\n'))
+  assert.match(readFileSync(log, 'utf8'), new RegExp(`^${origin} \\d+\\.\\d{3} 200\\n`))
+})
