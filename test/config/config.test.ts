@@ -189,6 +189,7 @@ describe('gateways', () => {
       'metrics',
       'wsgi',
       'asgi',
+      'proxy',
     ])
     const topLevel = Object.keys(gatehouseSchema({ baseDir: '/' }).shape)
     for (const key of listenerKeys) assert.ok(topLevel.includes(key), key)
