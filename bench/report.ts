@@ -16,9 +16,10 @@ export interface RunSample {
   rssSamples: number
   /**
    * CPU microseconds per request while wrk ran (user + system, /proc): the root process
-   * (Node, nginx's master) and its descendants (workers) apart. Absent in older results.
+   * (Node, nginx's master) and its descendants (workers) apart, and the scenario's shared
+   * backend (the proxied server), when it has one. Absent in older results.
    */
-  cpuUsPerRequest?: { root: number; others: number }
+  cpuUsPerRequest?: { root: number; others: number; backend?: number }
   /** wrk's report as printed. */
   rawOutput: string
 }
@@ -36,6 +37,8 @@ export interface SideSummary {
   /** Medians over the repetitions that measured it (NaN when none did). */
   cpuUsRoot: number
   cpuUsOthers: number
+  /** The shared backend's, while this side ran (NaN without one). */
+  cpuUsBackend: number
 }
 
 export interface SideResult {
@@ -121,6 +124,9 @@ export function summarize(runs: readonly RunSample[]): SideSummary {
     peakRssMB: Math.max(0, ...runs.map((r) => r.peakRssBytes)) / (1024 * 1024),
     cpuUsRoot: median(runs.flatMap((r) => (r.cpuUsPerRequest ? [r.cpuUsPerRequest.root] : []))),
     cpuUsOthers: median(runs.flatMap((r) => (r.cpuUsPerRequest ? [r.cpuUsPerRequest.others] : []))),
+    cpuUsBackend: median(
+      runs.flatMap((r) => (r.cpuUsPerRequest?.backend !== undefined ? [r.cpuUsPerRequest.backend] : [])),
+    ),
   }
 }
 
@@ -166,6 +172,7 @@ export function markdownTable(scenarios: readonly ScenarioResult[]): string {
     'peak RSS MB',
     'CPU µs/req main',
     'CPU µs/req workers',
+    'CPU µs/req backend',
   ]
   const right = header.map((_, i) => i >= 2)
   const rows: string[][] = []
@@ -189,6 +196,7 @@ export function markdownTable(scenarios: readonly ScenarioResult[]): string {
         m.peakRssMB.toFixed(1),
         fmtUs(m.cpuUsRoot),
         fmtUs(m.cpuUsOthers),
+        fmtUs(m.cpuUsBackend),
       ])
     }
   }

@@ -242,14 +242,22 @@ interface Side {
   runs: RunSample[]
 }
 
-async function wrkRun(side: Side, scenario: Scenario, opts: BenchOptions, durationSeconds: number) {
+async function wrkRun(
+  side: Side,
+  scenario: Scenario,
+  opts: BenchOptions,
+  durationSeconds: number,
+  backend?: ServerHandle,
+) {
   const url = `http://${HOST}:${side.port}${scenario.path}`
   const sampler = new RssSampler([side.handle.pid, ...(side.handle.extraPids ?? [])])
   const cpu = new CpuMeter(side.handle.pid, side.handle.extraPids)
+  const backendCpu = backend ? new CpuMeter(backend.pid, backend.extraPids) : undefined
   const startedAt = new Date().toISOString()
   let raw: string
   let rss: ReturnType<RssSampler['stop']>
   let used: ReturnType<CpuMeter['stop']>
+  let backendUsed: ReturnType<CpuMeter['stop']> | undefined
   try {
     raw = await runWrk({
       wrk: WRK,
@@ -265,6 +273,7 @@ async function wrkRun(side: Side, scenario: Scenario, opts: BenchOptions, durati
     stopWrk = undefined
     rss = sampler.stop()
     used = cpu.stop()
+    backendUsed = backendCpu?.stop()
   }
   checkInterrupted()
   const status = side.handle.exitStatus?.()
@@ -276,7 +285,11 @@ async function wrkRun(side: Side, scenario: Scenario, opts: BenchOptions, durati
     raw,
     wrk,
     rss,
-    cpuUsPerRequest: { root: perRequest(used.rootSeconds), others: perRequest(used.othersSeconds) },
+    cpuUsPerRequest: {
+      root: perRequest(used.rootSeconds),
+      others: perRequest(used.othersSeconds),
+      ...(backendUsed ? { backend: perRequest(backendUsed.rootSeconds + backendUsed.othersSeconds) } : {}),
+    },
   }
 }
 
@@ -340,7 +353,7 @@ async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<Scen
     if (opts.warmupSeconds > 0) {
       for (const side of sides) {
         log(`${scenario.name}: warm-up ${side.server} ${opts.warmupSeconds}s`)
-        await wrkRun(side, scenario, opts, opts.warmupSeconds)
+        await wrkRun(side, scenario, opts, opts.warmupSeconds, backend)
       }
     }
     for (let rep = 0; rep < opts.repeat; rep++) {
@@ -348,7 +361,7 @@ async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<Scen
       // does not favour one side.
       const order = rep % 2 === 0 ? [g, p] : [p, g]
       for (const [i, side] of order.entries()) {
-        const r = await wrkRun(side, scenario, opts, opts.durationSeconds)
+        const r = await wrkRun(side, scenario, opts, opts.durationSeconds, backend)
         side.runs.push({
           repetition: rep,
           order: i,

@@ -8,6 +8,7 @@ import { asgiScenarios } from './asgi.js'
 import { cgiScenarios } from './cgi.js'
 import { phpScenarios } from './php.js'
 import { phpPoolScenarios } from './php-pool.js'
+import { proxyScenarios } from './proxy.js'
 import { returnScenarios } from './return.js'
 import { staticScenarios } from './static.js'
 import { uwsgiScenarios } from './uwsgi.js'
@@ -22,4 +23,5 @@ export const SCENARIOS: readonly Scenario[] = [
   ...uwsgiScenarios,
   ...wsgiScenarios,
   ...asgiScenarios,
+  ...proxyScenarios,
 ]

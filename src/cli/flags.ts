@@ -33,6 +33,7 @@ export interface ServeFlags {
   accessFormat?: string
   errorLog?: string
   uwsgiPass?: string[]
+  proxy?: string[]
   uwsgiListen?: string[]
   uwsgiAllow?: string[]
   fastcgiListen?: string[]
@@ -176,6 +177,10 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     const [path, pass] = splitPrefixed(value, cwd)
     routes.push({ path, uwsgi: { pass } })
   }
+  for (const value of flags.proxy ?? []) {
+    const [path, upstream] = splitPrefixed(value, cwd)
+    routes.push({ path, proxy: { upstream } })
+  }
   if (flags.uwsgiListen && flags.uwsgiListen.length > 0)
     out.uwsgi_listen = flags.uwsgiListen.map((a) => unixPathFrom(a, cwd))
   if (flags.uwsgiAllow && flags.uwsgiAllow.length > 0) out.uwsgi_allow = flags.uwsgiAllow
@@ -222,7 +227,7 @@ function unixPathFrom(address: string, cwd: string): string {
   return `unix:${resolve(cwd, address.slice(5))}`
 }
 
-/** `[PREFIX=]ADDR` (`--uwsgi-pass`, `--fastcgi-pass`) -> [prefix, address]; PREFIX defaults to `/`. */
+/** `[PREFIX=]ADDR` (`--uwsgi-pass`, `--fastcgi-pass`, `--proxy`) -> [prefix, address]; PREFIX defaults to `/`. */
 export function splitPrefixed(value: string, cwd: string): [string, string] {
   const eq = value.indexOf('=')
   const [prefix, address] =

@@ -58,7 +58,7 @@ async function resolveConfig(flags: ServeFlags & { config?: string }, requireSom
     if (requireSomething && !file && (merged.routes as unknown[] | undefined)?.length === undefined) {
       fail(
         [
-          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT [--fastcgi ADDR], --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, --wsgi MODULE:CALLABLE, --asgi MODULE:APP, or --config FILE, or put a gatehouse.toml in this directory.',
+          'nothing to serve: give --static [PREFIX=]DIR, --cgi [PREFIX=]DIR, --php DOCROOT [--fastcgi ADDR], --fastcgi-pass or --uwsgi-pass [PREFIX=]ADDR, --proxy [PREFIX=]URL, --wsgi MODULE:CALLABLE, --asgi MODULE:APP, or --config FILE, or put a gatehouse.toml in this directory.',
           'Try `gatehouse serve --help`.',
         ],
         EXIT_USAGE,
@@ -417,6 +417,11 @@ export function buildProgram(): Command {
     .option(
       '--uwsgi-pass <[prefix=]address>',
       'pass requests under URL PREFIX (default /) to a uwsgi server at unix:/path or host:port; repeatable',
+      collect,
+    )
+    .option(
+      '--proxy <[prefix=]url>',
+      'pass requests under URL PREFIX (default /) to an HTTP server at http://host:port[/path] or unix:/path; repeatable',
       collect,
     )
     .option(

@@ -40,6 +40,13 @@ export function readConfigFile(file: string): { input: Record<string, unknown>; 
       ],
     })
   }
+  // An empty file is refused rather than read as "every default" (a server on
+  // 127.0.0.1:8080 with no routes): a reload that catches the file truncated by an editor
+  // or a deploy script writing it in place would otherwise drop every listener and route.
+  if (text.trim() === '') {
+    const message = `${file}: the file is empty (being written?); nothing was changed`
+    throw new GatehouseError('GH_ERR_CONFIG', message, { problems: [message] })
+  }
   let input: unknown
   try {
     input = extname(abs).toLowerCase() === '.json' ? JSON.parse(text) : parseToml(text)

@@ -17,6 +17,7 @@ import { existingDir, filePath } from '../core/schema/paths.js'
 import { strictObject } from '../core/schema/strict.js'
 import { tlsSchema } from '../core/tls.js'
 import { DEFAULT_MAX_BODY_BYTES, duration, size } from '../core/schema/units.js'
+import { resolveUpstreamRefs, upstreamsSchema } from '../core/upstream/schema.js'
 
 const METHOD = z
   .string()
@@ -273,7 +274,20 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
     limits: limitsSchema().prefault({}),
     /** Compression on the fly, server-wide: every route's default (off when absent, as in Caddy). */
     encode: encodeSchema().optional(),
+    /** Upstream groups by name (`[upstreams.php]`), for the actions' upstream keys (src/core/upstream/). */
+    upstreams: upstreamsSchema(env).optional(),
     routes: z.array(routeSchema<G[number]>(env, gateways)).default([]),
     ...listenerShape,
-  })
+  }).superRefine(
+    (config, ctx) => {
+      // Generic over the gateways, the object's keys are not known to TypeScript here.
+      const { routes, upstreams } = config as unknown as {
+        routes: unknown
+        upstreams?: Parameters<typeof resolveUpstreamRefs>[1]
+      }
+      if (Array.isArray(routes)) resolveUpstreamRefs(routes, upstreams, ctx)
+      // Run when other keys have problems too, so that every problem is reported at once.
+    },
+    { when: () => true },
+  )
 }

@@ -15,6 +15,7 @@ import { type BoundAddress, bindServer } from '../core/bind.js'
 import { ERROR_CODES, GatehouseError, isGatehouseError } from '../core/errors.js'
 import type { Gatehouse } from '../gatehouse.js'
 import { allPoolsJson } from '../gateways/status/action.js'
+import { upstreamStats } from '../core/upstream/registry.js'
 import { addPoolMetrics } from '../gateways/status/pool-metrics.js'
 import { appendAt, configPath, deleteAt, getAt, type Json, putAt } from './config-tree.js'
 import type { GatehouseConfigInput } from '../config.js'
@@ -330,7 +331,7 @@ export class ControlServer {
         const table = action ? given?.[action] : undefined
         const upstream =
           table && typeof table === 'object' && !Array.isArray(table)
-            ? (table.pass ?? table.fastcgi)
+            ? (table.pass ?? table.fastcgi ?? table.upstream)
             : undefined
         return {
           index,
@@ -341,6 +342,7 @@ export class ControlServer {
         }
       }),
       pools: (JSON.parse(allPoolsJson()) as { pools: unknown[] }).pools,
+      upstreams: upstreamStats(),
     }
   }
 }

@@ -32,6 +32,8 @@ export interface UpstreamNote {
   pool?: string
   /** The leased worker's pid. */
   pid?: number
+  /** The upstream servers the request was sent to, in order (several when it was retried): $upstream_addr. */
+  addr?: string[]
   /** performance.now() when the upstream was given the request, and when it was done with it. */
   start?: number
   end?: number
@@ -180,6 +182,7 @@ const VARIABLES: Record<string, Getter> = {
     const note = NOTES.get(l.r.req)
     return note?.start === undefined ? undefined : seconds((note.end ?? performance.now()) - note.start)
   },
+  upstream_addr: (l) => NOTES.get(l.r.req)?.addr?.join(', '),
   pool: (l) => NOTES.get(l.r.req)?.pool,
   worker_pid: (l) => NOTES.get(l.r.req)?.pid,
   route: (l) => l.r.route,

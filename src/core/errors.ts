@@ -30,6 +30,11 @@ export const ERROR_CODES = {
   },
   GH_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'upstream did not answer in time' },
   GH_ERR_UPSTREAM_CONNECT: { status: 502, message: 'cannot connect to the upstream' },
+  GH_ERR_UPSTREAM_DOWN: { status: 502, message: 'no server of the upstream group is up' },
+  GH_ERR_UPSTREAM_BUSY: {
+    status: 503,
+    message: 'every server of the upstream group that is up is at max_conns',
+  },
   GH_ERR_UWSGI_PACKET: { status: 400, message: 'malformed uwsgi packet' },
   GH_ERR_UWSGI_PLAIN_HTTP: { status: 400, message: 'plain HTTP sent to a uwsgi socket' },
   GH_ERR_UWSGI_VARS_TOO_LARGE: { status: 431, message: 'uwsgi vars block exceeds the limit' },

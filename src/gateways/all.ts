@@ -7,6 +7,7 @@ import { cgiGateway } from './cgi/index.js'
 import { fastcgiGateway } from './fastcgi/index.js'
 import { type Gateways, registerGateways } from './index.js'
 import { phpGateway } from './php/index.js'
+import { proxyGateway } from './proxy/index.js'
 import { pythonGateway } from './python/index.js'
 import { returnGateway } from './return/index.js'
 import { staticGateway } from './static/index.js'
@@ -22,6 +23,7 @@ export const GATEWAYS: Gateways = [
   phpGateway,
   statusGateway,
   pythonGateway,
+  proxyGateway,
 ]
 
 registerGateways(GATEWAYS)

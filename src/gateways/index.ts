@@ -16,6 +16,7 @@ import type { ActionAt, ActionDefinition, ActionKey, GatewayDefinition } from '.
 import type { cgiGateway } from './cgi/index.js'
 import type { fastcgiGateway } from './fastcgi/index.js'
 import type { phpGateway } from './php/index.js'
+import type { proxyGateway } from './proxy/index.js'
 import type { pythonGateway } from './python/index.js'
 import type { returnGateway } from './return/index.js'
 import type { staticGateway } from './static/index.js'
@@ -32,6 +33,7 @@ export type Gateways = readonly [
   typeof phpGateway,
   typeof statusGateway,
   typeof pythonGateway,
+  typeof proxyGateway,
 ]
 
 type Gateway = Gateways[number]
@@ -93,6 +95,12 @@ export const CATALOG: readonly CatalogEntry[] = [
     actions: ['wsgi', 'asgi'],
     keys: [],
     load: () => import('./python/index.js').then((m) => m.pythonGateway),
+  },
+  {
+    name: 'proxy',
+    actions: ['proxy'],
+    keys: [],
+    load: () => import('./proxy/index.js').then((m) => m.proxyGateway),
   },
 ]
 

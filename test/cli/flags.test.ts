@@ -57,3 +57,27 @@ test('--encode and --compress turn on the top-level encode; a table from the fil
   assert.deepEqual(validateConfig(applyFlags({ encode: table }, { encode: true }, cwd), cwd).encode, table)
   assert.equal(validateConfig(applyFlags({}, {}, cwd), cwd).encode, undefined)
 })
+
+test('--proxy [PREFIX=]URL (repeatable) adds proxy routes; a bad URL is a config error at its route', () => {
+  const c = validateConfig(
+    applyFlags(
+      {},
+      { proxy: ['http://127.0.0.1:9000', '/api=http://127.0.0.1:9001/v1/', '/s=unix:./app.sock'] },
+      cwd,
+    ),
+    cwd,
+  )
+  const routes = c.routes.map((r) => [
+    r.path,
+    (r as { proxy?: { upstream: { label: string } } }).proxy?.upstream.label,
+  ])
+  assert.deepEqual(routes, [
+    ['/', 'http://127.0.0.1:9000'],
+    ['/api', 'http://127.0.0.1:9001/v1/'],
+    ['/s', `unix:${cwd}/app.sock`],
+  ])
+  assert.throws(
+    () => validateConfig(applyFlags({}, { proxy: ['ftp://x'] }, cwd), cwd),
+    /routes\[0\]\.proxy\.upstream: not an http/,
+  )
+})

@@ -155,6 +155,18 @@ describe('config schema', () => {
     assert.equal(loadConfigFile(join(dir, 'c.json')).routes.length, 1)
   })
 
+  test('an empty config file is a config error, not a server with every default (a reload catching a file mid-write)', (t) => {
+    const dir = tempDir(t)
+    for (const text of ['', '  \n\n']) {
+      writeFileSync(join(dir, 'empty.toml'), text)
+      assert.throws(
+        () => loadConfigFile(join(dir, 'empty.toml')),
+        (err: unknown) =>
+          err instanceof GatehouseError && /empty\.toml: the file is empty/.test(err.problems[0] ?? ''),
+      )
+    }
+  })
+
   test('a missing config file is a config error naming it', () => {
     assert.throws(
       () => loadConfigFile('/nonexistent/gatehouse.toml'),
@@ -189,6 +201,7 @@ describe('gateways', () => {
       'metrics',
       'wsgi',
       'asgi',
+      'proxy',
     ])
     const topLevel = Object.keys(gatehouseSchema({ baseDir: '/' }).shape)
     for (const key of listenerKeys) assert.ok(topLevel.includes(key), key)

@@ -124,7 +124,7 @@ describe('access log template (log.access_format with $variables)', () => {
     const uwsgi = await startUwsgi(t, dir, { processes: 1 })
     writeFileSync(join(dir, 'a.txt'), 'a')
     const { origin } = await startGatehouse(t, {
-      log: { access_log: log, access_format: '$uri $status $upstream_response_time' },
+      log: { access_log: log, access_format: '$uri $status $upstream_response_time $upstream_addr' },
       routes: [
         { path: '/u/', uwsgi: { pass: uwsgi.address } },
         { path: '/cgi/', cgi: { root: join(FIXTURES, 'cgi') } },
@@ -134,9 +134,9 @@ describe('access log template (log.access_format with $variables)', () => {
     for (const path of ['/u/', '/cgi/cookies.sh', '/a.txt'])
       await (await fetch(`${origin}${path}`)).arrayBuffer()
     const lines = await logLines(log, 3)
-    assert.match(lines[0]!, /^\/u\/ \d{3} \d+\.\d{3}$/)
-    assert.match(lines[1]!, /^\/cgi\/cookies\.sh 299 \d+\.\d{3}$/)
-    assert.equal(lines[2], '/a.txt 200 -')
+    assert.match(lines[0]!, /^\/u\/ \d{3} \d+\.\d{3} unix:\/\S+\/uwsgi\.sock$/)
+    assert.match(lines[1]!, /^\/cgi\/cookies\.sh 299 \d+\.\d{3} -$/)
+    assert.equal(lines[2], '/a.txt 200 - -')
   })
 
   test('an unknown variable is a config error naming it and the known ones', () => {

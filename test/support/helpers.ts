@@ -4,6 +4,7 @@ import { type Agent, createServer, request } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { after } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import type { GatehouseConfigInput } from '../../src/config.js'
 import { createGatehouse, type Gatehouse } from '../../src/gatehouse.js'
@@ -18,6 +19,18 @@ export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 export const CLI = join(REPO_ROOT, 'dist/src/cli/main.js')
 /** The interpreter that has Debian's Python packages (not the first python3 on PATH). */
 export const PYTHON = '/usr/bin/python3'
+
+/**
+ * Cleanups of a describe() suite, for its before() to register what it started: `after(fn)`
+ * adds one; they run last first when the suite ends. Call it in the describe body.
+ */
+export function suiteCleanups(): { after: (fn: () => unknown) => void } {
+  const fns: (() => unknown)[] = []
+  after(async () => {
+    for (const fn of fns.splice(0).reverse()) await fn()
+  })
+  return { after: (fn) => void fns.push(fn) }
+}
 
 /** A fresh temporary directory, removed when the test ends. */
 export function tempDir(t: { after: (fn: () => void) => void }, prefix = 'gh-test-'): string {

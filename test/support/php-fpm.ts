@@ -38,12 +38,14 @@ export interface PhpFpmOptions {
   maxChildren?: number
   /** Extra pool lines, e.g. `php_admin_value[post_max_size] = 32M`. */
   pool?: string[]
+  /** Listen on this socket path (to start a server again where it was) instead of one in its own directory. */
+  socket?: string
 }
 
 /** Start php-fpm and wait until its socket accepts connections. */
 export async function startPhpFpm(options: PhpFpmOptions = {}): Promise<PhpFpm> {
   const dir = mkdtempSync(join(tmpdir(), 'gh-fpm-'))
-  const socket = join(dir, 'fpm.sock')
+  const socket = options.socket ?? join(dir, 'fpm.sock')
   const errorLog = join(dir, 'fpm.log')
   const conf = join(dir, 'pool.conf')
   writeFileSync(

@@ -8,9 +8,19 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { existingDir } from '../../core/schema/paths.js'
 import { strictObject } from '../../core/schema/strict.js'
-import type { FastCGIRequest } from './exchange.js'
+import type { FastCGIRequest, FastCGIResponse } from './exchange.js'
 import type { FastCGIUpstream } from './managed-pool.js'
-import { fastcgiAddress, FastCGIPool, type FastCGIPoolOptions, fastcgiPoolShape } from './pool.js'
+import { FastCGIPool, type FastCGIPoolOptions, fastcgiPoolShape } from './pool.js'
+import { FastCGIGroupUpstream, type FastCGIProbeBase } from './group.js'
+import { GatehouseError } from '../../core/errors.js'
+import {
+  isGroupRef,
+  isIdempotent,
+  type UpstreamGroupRef,
+  type UpstreamLease,
+  upstreamTargetShape,
+  withUpstreamAlias,
+} from '../../core/upstream/index.js'
 import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
 import { routePrefix } from '../../core/types.js'
 import { upstreamNote } from '../../core/access-format.js'
@@ -55,13 +65,20 @@ export const fastcgiGatewayShape = {
 }
 
 export function fastcgiSchema(env: SchemaEnv) {
-  return strictObject({
-    /** `unix:/path`, `host:port` or `[v6]:port` of the FastCGI server. */
-    pass: fastcgiAddress(env),
-    /** DOCUMENT_ROOT and the base of PATH_TRANSLATED (unset when not given). */
-    document_root: existingDir(env).optional(),
-    ...fastcgiGatewayShape,
-  })
+  return withUpstreamAlias(
+    'pass',
+    strictObject({
+      /**
+       * `unix:/path`, `host:port` or `[v6]:port` of the FastCGI server; or a list of them, or
+       * the name of an `[upstreams.NAME]` group (`upstream` is the same key).
+       */
+      ...upstreamTargetShape(env, 'pass'),
+      /** DOCUMENT_ROOT and the base of PATH_TRANSLATED (unset when not given). */
+      document_root: existingDir(env).optional(),
+      ...fastcgiGatewayShape,
+    }),
+    true,
+  )
 }
 
 export type FastCGIOptions = z.output<ReturnType<typeof fastcgiSchema>>
@@ -73,19 +90,34 @@ export type FastCGIGatewayOptions = FastCGIPoolOptions &
     pass_authorization: boolean
   }
 
-/** A pool to one upstream and the request path through it: body, parameters, response. */
+/** A pool to one upstream (or one per server of a group) and the request path through it: body, parameters, response. */
 export class FastCGIGateway {
-  readonly pool: FastCGIUpstream
+  /** The upstream: one server's pool, a managed pool, or a group of servers. */
+  readonly pool: FastCGIUpstream | FastCGIGroupUpstream
+  /** When the upstream is a group: its servers' pools, the balancing and the retries. */
+  readonly group: FastCGIGroupUpstream | undefined
   private readonly params: [string, string][]
   private readonly buffering: ResponseBufferOptions | undefined
 
-  /** `address`: a FastCGI server's address, or an upstream of its own (a managed pool). */
+  /**
+   * `address`: a FastCGI server's address, an upstream of its own (a managed pool), or an
+   * upstream group (`probe`: what its health checks send besides the path).
+   */
   constructor(
-    address: string | FastCGIUpstream,
+    address: string | FastCGIUpstream | UpstreamGroupRef,
     private readonly options: FastCGIGatewayOptions,
     private readonly log: Logger,
+    probe: FastCGIProbeBase = { params: {}, root: '' },
   ) {
-    this.pool = typeof address === 'string' ? new FastCGIPool(address, options, log) : address
+    if (isGroupRef(address)) {
+      if (!address.spec)
+        throw new GatehouseError(
+          'GH_ERR_CONFIG',
+          `upstream group ${JSON.stringify(address.name)} is named outside a config that defines it`,
+        )
+      this.group = new FastCGIGroupUpstream(address.spec, options, log, probe)
+      this.pool = this.group
+    } else this.pool = typeof address === 'string' ? new FastCGIPool(address, options, log) : address
     this.params = Object.entries(options.params)
     this.buffering = responseBuffering(options, 'gatehouse-fastcgi-')
   }
@@ -95,6 +127,7 @@ export class FastCGIGateway {
     const tags = { upstream: this.pool.upstream, script: where.scriptFilename || where.scriptName || '/' }
     let body: RequestBody = NO_BODY
     const note = upstreamNote(ctx.req)
+    let lease: UpstreamLease | undefined
     try {
       // Most requests have no body, or a Content-Length one that streams: known at once,
       // without a turn of the event loop. Only a body to spool is awaited.
@@ -106,7 +139,6 @@ export class FastCGIGateway {
         passAuthorization: this.options.pass_authorization,
       })
       for (const [name, value] of this.params) params[name] = value
-      const source = bodySource(body, ctx.req)
       const request: FastCGIRequest = {
         params,
         signal: cancel,
@@ -114,16 +146,31 @@ export class FastCGIGateway {
         onStderr: (line) => this.log.warn({ ...tags, stream: 'stderr' }, line),
         upstream: note,
       }
-      if (source !== undefined) request.body = source
       // A managed pool's lease overwrites the start (and sets the end when it is released).
       note.start = performance.now()
-      const response = await this.pool.request(request)
+      let response: FastCGIResponse
+      if (this.group) {
+        // A body read from the client as it arrives cannot be sent twice; none, or a spooled one, can.
+        const retryable = isIdempotent(ctx.method) && body.kind !== 'stream'
+        const taken = await this.group.send(request, () => bodySource(body, ctx.req), retryable)
+        lease = taken.lease
+        response = taken.response
+        tags.upstream = taken.server
+      } else {
+        const source = bodySource(body, ctx.req)
+        if (source !== undefined) request.body = source
+        if (this.pool instanceof FastCGIPool) note.addr = [this.pool.upstream]
+        response = await (this.pool as FastCGIUpstream).request(request)
+      }
       const relaying = relayResponse(ctx, response, this.log, tags, this.buffering)
       if (relaying) await relaying
     } catch (err) {
+      // The response broke after its head (the server died mid-body): a failure of the server.
+      if (lease) lease.release(cancel.aborted ? 'neutral' : 'failure')
       if (cancel.aborted) return
       throw err
     } finally {
+      lease?.release()
       if (note.start !== undefined) note.end ??= performance.now()
       done()
       if (body.kind === 'spooled') await releaseBody(body)
@@ -142,7 +189,10 @@ export class FastCGIHandler implements Handler {
     private readonly options: FastCGIOptions,
     log: Logger,
   ) {
-    this.gateway = new FastCGIGateway(options.pass, options, log)
+    this.gateway = new FastCGIGateway(options.pass, options, log, {
+      params: options.params,
+      root: options.document_root ?? '',
+    })
   }
 
   handle(ctx: RequestContext): Promise<void> {

@@ -12,8 +12,8 @@ import { strictObject } from '../../core/schema/strict.js'
 import { duration, size } from '../../core/schema/units.js'
 import { GatehouseError } from '../../core/errors.js'
 import { ConcurrencyLimiter } from '../../process/limiter.js'
-import { type ListenAddress, parseListenAddress, resolveUpstreamAddress } from '../../core/address.js'
-import type { SchemaEnv } from '../../core/types.js'
+import { type ListenAddress, parseListenAddress } from '../../core/address.js'
+import { upstreamAddress } from '../../core/upstream/schema.js'
 import { FastCGIConnection } from './connection.js'
 import { type CancelSignal, FastCGIExchange, type FastCGIRequest, type FastCGIResponse } from './exchange.js'
 
@@ -22,21 +22,8 @@ export type { CancelSignal, FastCGIRequest, FastCGIResponse } from './exchange.j
 /** How long a new connection may wait for its first byte before it counts as starved (see starving()). */
 const STARVING_MS = 25
 
-/**
- * An upstream address in the config: `unix:/path` (a relative path resolves against the
- * config's directory), `host:port`, `[v6]:port` or a bare port (127.0.0.1); the same
- * rules as the uwsgi action's `pass`.
- */
-export function fastcgiAddress(env: SchemaEnv) {
-  return z.string().transform((value, ctx) => {
-    try {
-      return resolveUpstreamAddress(value, env.baseDir).text
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message })
-      return z.NEVER
-    }
-  })
-}
+/** A FastCGI server's address in the config: the rules of every upstream address. */
+export const fastcgiAddress = upstreamAddress
 
 /** The pool keys, shared by the `fastcgi` and `php` actions and the library. */
 export const fastcgiPoolShape = {
@@ -267,6 +254,14 @@ export class FastCGIPool {
    */
   private releaseSiblingWorkers(): void {
     for (const pool of poolsByUpstream.get(this.upstream) ?? []) if (pool !== this) pool.dropIdle()
+  }
+
+  /**
+   * Close the idle connections every pool in this process holds to `upstream` (a health
+   * probe about to open a connection of its own: see releaseSiblingWorkers).
+   */
+  static dropIdleTo(upstream: string): void {
+    for (const pool of poolsByUpstream.get(upstream) ?? []) pool.dropIdle()
   }
 
   /** Close the idle connections (the server's workers they hold are freed). */

@@ -24,7 +24,7 @@ import { existingDir, existingFile } from '../../core/schema/paths.js'
 import { strictObject } from '../../core/schema/strict.js'
 import { duration } from '../../core/schema/units.js'
 import { ManagedFastCGI } from '../fastcgi/managed-pool.js'
-import { fastcgiAddress } from '../fastcgi/pool.js'
+import { upstreamTargetShape, withUpstreamAlias } from '../../core/upstream/schema.js'
 import { poolIdentity } from '../../process/identity.js'
 import { WorkerPool } from '../../process/pool.js'
 import { assertRunnable } from '../../process/spawn.js'
@@ -38,14 +38,19 @@ import { sendStatus } from '../../core/respond.js'
 import { createStaticHandler, staticAction } from '../static/action.js'
 
 export function phpSchema(env: SchemaEnv) {
+  return withUpstreamAlias('fastcgi', phpShape(env), false)
+}
+
+function phpShape(env: SchemaEnv) {
   return strictObject({
     /** Document root: scripts and static files live under it. */
     root: existingDir(env),
     /**
-     * The PHP FastCGI server (php-fpm's `listen`): `unix:/path` or `host:port`. Without it,
-     * Gatehouse runs a pool of php-cgi workers itself (`workers`).
+     * The PHP FastCGI server (php-fpm's `listen`): `unix:/path` or `host:port`; or a list of
+     * them, or the name of an `[upstreams.NAME]` group (`upstream` is the same key). Without
+     * it, Gatehouse runs a pool of php-cgi workers itself (`workers`).
      */
-    fastcgi: fastcgiAddress(env).optional(),
+    ...upstreamTargetShape(env, 'fastcgi'),
     /** The php-cgi executable for the managed pool (Debian: php-cgi). */
     php_cgi: z.string().min(1).default('/usr/bin/php-cgi'),
     /** A php.ini for the managed workers (`php-cgi -c FILE`); default: php-cgi's own. */
@@ -164,7 +169,11 @@ export class PhpHandler implements Handler {
     if (options.fastcgi === undefined) {
       this.workers = phpWorkerPool(options, log)
       this.gateway = new FastCGIGateway(new ManagedFastCGI(this.workers, options), options, log)
-    } else this.gateway = new FastCGIGateway(options.fastcgi, options, log)
+    } else
+      this.gateway = new FastCGIGateway(options.fastcgi, options, log, {
+        params: options.params,
+        root: options.root,
+      })
     this.realRoot = realpathSync(options.root)
     const staticOptions = staticAction.schema({ baseDir: options.root }).parse({ root: options.root })
     this.staticFiles = createStaticHandler(staticOptions)

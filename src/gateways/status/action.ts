@@ -12,6 +12,8 @@ import { sendStatus } from '../../core/respond.js'
 import { clfTime } from '../../core/logging.js'
 import { addPoolMetrics } from './pool-metrics.js'
 import { livePools, type PoolStatus, type WorkerStatus } from '../../process/pool.js'
+import type { UpstreamGroupStats } from '../../core/upstream/group.js'
+import { upstreamStats } from '../../core/upstream/registry.js'
 import type { ActionDefinition, Handler, RequestContext, ServerState } from '../../core/types.js'
 
 export function statusSchema() {
@@ -20,9 +22,11 @@ export function statusSchema() {
      * What the route shows: `pool` (php-fpm's status page of one pool), `ping` (php-fpm's
      * ping page), `pools` (every pool of the server as one JSON document), `ready` (a
      * readiness check: 200 while no pool is failed and the server is not draining, 503
-     * naming why), `live` (a liveness check: 200 while the server answers at all).
+     * naming why), `live` (a liveness check: 200 while the server answers at all),
+     * `upstreams` (every upstream group's servers: state, connections, requests, failures;
+     * JSON, or an HTML table with `?html`).
      */
-    show: z.enum(['pool', 'ping', 'pools', 'ready', 'live']).default('pool'),
+    show: z.enum(['pool', 'ping', 'pools', 'ready', 'live', 'upstreams']).default('pool'),
     /** The pool's name (its `workers.name`); default: the first pool's name. */
     pool: z.string().min(1).optional(),
     /** The ping page's answer (php-fpm's ping.response). */
@@ -262,6 +266,48 @@ export function allPoolsJson(): string {
   return `{"pools":[${pools.join(',')}]}\n`
 }
 
+/** Every upstream group with its servers, as JSON (`show = "upstreams"`, the control API's /status). */
+export function upstreamsJson(): string {
+  return `${JSON.stringify({ upstreams: upstreamStats() })}\n`
+}
+
+/** The same as an HTML page: one table per group. */
+export function upstreamsHtml(groups: UpstreamGroupStats[] = upstreamStats()): string {
+  const columns = [
+    'server',
+    'weight',
+    'backup',
+    'state',
+    'active',
+    'max conns',
+    'requests',
+    'failures',
+    'checks',
+    'check failures',
+    'last error',
+  ]
+  const tables = groups.map((g) => {
+    const rows = g.servers.map((s) => {
+      const cells = [
+        s.address,
+        s.weight,
+        s.backup ? 'yes' : '',
+        s.state,
+        s.active,
+        s.max_conns || '-',
+        s.requests,
+        s.failures,
+        s.checks,
+        s.check_failures,
+        s.last_error ?? '',
+      ]
+      return `<tr class="${s.state}">${cells.map((c) => `<td>${escapeHtml(String(c))}</td>`).join('')}</tr>`
+    })
+    return `<h2>${escapeHtml(g.name)} (${g.balance})</h2>\n<table>\n<tr>${columns.map((c) => `<th>${c}</th>`).join('')}</tr>\n${rows.join('\n')}\n</table>`
+  })
+  return `<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8"><title>upstreams</title></head>\n<body>\n${tables.join('\n') || '<p>no upstream group</p>'}\n</body></html>\n`
+}
+
 /** The query's format (`json`, `openmetrics`, `html`, `xml` as php-fpm reads them) and `full`. */
 export function statusQuery(query: string): { format: StatusFormat; full: boolean } {
   const keys = new Set(query.split('&').map((p) => p.split('=')[0]))
@@ -321,6 +367,15 @@ export class StatusHandler implements Handler {
       sendStatus(ctx.res, 200, {
         headers: { 'content-type': 'application/json', ...NO_CACHE },
         body: allPoolsJson(),
+        head,
+      })
+      return
+    }
+    if (o.show === 'upstreams') {
+      const html = statusQuery(ctx.query).format === 'html'
+      sendStatus(ctx.res, 200, {
+        headers: { 'content-type': html ? 'text/html;charset=UTF-8' : 'application/json', ...NO_CACHE },
+        body: html ? upstreamsHtml() : upstreamsJson(),
         head,
       })
       return

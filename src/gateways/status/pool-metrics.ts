@@ -5,6 +5,7 @@
 import type { Counter, Gauge, Registry } from 'prom-client'
 import { promClient } from '../../core/metrics.js'
 import { livePools } from '../../process/pool.js'
+import { upstreamStats } from '../../core/upstream/registry.js'
 
 const added = new WeakSet<Registry>()
 
@@ -116,6 +117,60 @@ function poolMetrics(registry: Registry): void {
         c.inc({ pool, cause: 'crash' }, s.workerDeaths)
         c.inc({ pool, cause: 'reload' }, s.reloadedWorkers)
       }
+    },
+  )
+  // Upstream groups (src/core/upstream/): per server of each group.
+  const servers = function* () {
+    for (const g of upstreamStats())
+      for (const s of g.servers) yield { labels: { upstream: g.name, server: s.address }, s }
+  }
+  gauge(
+    'gatehouse_upstream_server_state',
+    'An upstream server: 1 for its state now (up, down, checking), 0 for the others',
+    ['upstream', 'server', 'state'],
+    (g) => {
+      for (const { labels, s } of servers())
+        for (const state of ['up', 'down', 'checking']) g.set({ ...labels, state }, s.state === state ? 1 : 0)
+    },
+  )
+  gauge(
+    'gatehouse_upstream_active_requests',
+    'Requests in flight on an upstream server',
+    ['upstream', 'server'],
+    (g) => {
+      for (const { labels, s } of servers()) g.set(labels, s.active)
+    },
+  )
+  total(
+    'gatehouse_upstream_requests_total',
+    'Requests (tries) given to an upstream server',
+    ['upstream', 'server'],
+    (c) => {
+      for (const { labels, s } of servers()) c.inc(labels, s.requests)
+    },
+  )
+  total(
+    'gatehouse_upstream_failures_total',
+    'Tries that failed on an upstream server (connect error, timeout, a next_upstream status)',
+    ['upstream', 'server'],
+    (c) => {
+      for (const { labels, s } of servers()) c.inc(labels, s.failures)
+    },
+  )
+  total(
+    'gatehouse_upstream_health_checks_total',
+    'Active health probes of an upstream server',
+    ['upstream', 'server'],
+    (c) => {
+      for (const { labels, s } of servers()) c.inc(labels, s.checks)
+    },
+  )
+  total(
+    'gatehouse_upstream_health_check_failures_total',
+    'Active health probes of an upstream server that failed',
+    ['upstream', 'server'],
+    (c) => {
+      for (const { labels, s } of servers()) c.inc(labels, s.check_failures)
     },
   )
 }

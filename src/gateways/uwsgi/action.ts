@@ -24,21 +24,38 @@ import { cancelOnClientClose } from '../../core/cancel.js'
 import { relayResponse } from '../../core/response-relay.js'
 import { refuse, relayEarlyHints } from '../../core/respond.js'
 import { HOP_BY_HOP } from '../../core/http-headers.js'
-import { type UwsgiAddress, uwsgiCall } from './client.js'
+import { type UwsgiAddress, uwsgiCall, type UwsgiResponse } from './client.js'
+import type { Logger } from 'pino'
 import { resolveUpstreamAddress } from '../../core/address.js'
+import { GatehouseError } from '../../core/errors.js'
+import {
+  isGroupRef,
+  isIdempotent,
+  releaseGroup,
+  takeGroup,
+  tryUpstreams,
+  type UpstreamGroup,
+  type UpstreamLease,
+  upstreamTargetShape,
+  withUpstreamAlias,
+} from '../../core/upstream/index.js'
+import { uwsgiProbe } from './health.js'
 
 const uwsgiSchema = (env: SchemaEnv) =>
+  withUpstreamAlias('pass', uwsgiShape(env), true).transform((o) => {
+    if (typeof o.pass !== 'string') return o
+    // One server, parsed as it always was: { path } or { host, port }.
+    const addr = resolveUpstreamAddress(o.pass)
+    return { ...o, pass: 'path' in addr ? { path: addr.path } : { host: addr.host, port: addr.port } }
+  })
+
+const uwsgiShape = (env: SchemaEnv) =>
   strictObject({
-    /** `unix:/path` (relative paths resolve against the config file), `host:port`, `[v6]:port`. */
-    pass: z.string().transform((value, ctx) => {
-      try {
-        const addr = resolveUpstreamAddress(value, env.baseDir)
-        return 'path' in addr ? { path: addr.path } : { host: addr.host, port: addr.port }
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', message: (err as Error).message })
-        return z.NEVER
-      }
-    }),
+    /**
+     * `unix:/path` (relative paths resolve against the config file), `host:port`, `[v6]:port`;
+     * or a list of them, or the name of an `[upstreams.NAME]` group (`upstream` is the same key).
+     */
+    ...upstreamTargetShape(env, 'pass'),
     connect_timeout: duration.prefault(5),
     timeout: duration.prefault(60),
     modifier1: z.number().int().min(0).max(255).default(0),
@@ -84,10 +101,24 @@ function tlsVars(ctx: RequestContext): { tls?: Record<string, string> } {
 
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]+)/i
 
-export function createUwsgiHandler(options: UwsgiOptions): Handler {
-  const address: UwsgiAddress = options.pass
+export function createUwsgiHandler(options: UwsgiOptions, log?: Logger): Handler {
+  const target = options.pass
+  let group: UpstreamGroup | undefined
+  let address: UwsgiAddress = ''
+  if (isGroupRef(target)) {
+    if (!target.spec)
+      throw new GatehouseError(
+        'GH_ERR_CONFIG',
+        `upstream group ${JSON.stringify(target.name)} is named outside a config that defines it`,
+      )
+    group = takeGroup(
+      target.spec,
+      target.spec.health ? uwsgiProbe(target.spec.health, options) : undefined,
+      log,
+    )
+  } else address = target
   const params = Object.entries(options.params).map(([k, v]) => [k, Buffer.from(v, 'utf8')] as const)
-  const tags = { upstream: resolveUpstreamAddress(address).text }
+  const tags = { upstream: group ? `upstream:${group.name}` : resolveUpstreamAddress(address).text }
   const buffering = responseBuffering(options, 'gatehouse-uwsgi-')
   const bufferRequest = options.request_buffering
 
@@ -112,7 +143,6 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
       throw err
     }
     const contentLength = bodyLength(requestBody)
-    const body = contentLength ? (bodySource(requestBody, req) ?? null) : null
     const authority = ABSOLUTE_FORM.exec(req.url ?? '')?.[1]
     const vars = buildUwsgiVars({
       method: ctx.method,
@@ -138,10 +168,12 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
     // $upstream_response_time: from the call to the uwsgi server to the end of its response.
     const note = upstreamNote(req)
     note.start = performance.now()
-    try {
-      const upstream = await uwsgiCall(address, {
+    let lease: UpstreamLease | undefined
+    // Made afresh for each try: a spooled body can be read again, a streamed one cannot.
+    const call = (to: UwsgiAddress) =>
+      uwsgiCall(to, {
         vars,
-        body,
+        body: contentLength ? (bodySource(requestBody, req) ?? null) : null,
         head: ctx.method === 'HEAD',
         modifier1: options.modifier1,
         modifier2: options.modifier2,
@@ -150,6 +182,26 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
         signal: cancel,
         onEarlyHints: (rawHeaders) => relayEarlyHints(res, rawHeaders, ctx.log),
       })
+    try {
+      let upstream: UwsgiResponse
+      if (group) {
+        const taken = await tryUpstreams({
+          group,
+          retryable: isIdempotent(ctx.method) && requestBody.kind !== 'stream',
+          signal: cancel,
+          attempt: (server) => {
+            ;(note.addr ??= []).push(server.address)
+            return call(server.address)
+          },
+          status: (r) => r.status,
+          discard: (r) => r.body.destroy(),
+        })
+        lease = taken.lease
+        upstream = taken.result
+      } else {
+        note.addr = [tags.upstream]
+        upstream = await call(address)
+      }
       const relayed = relayHeaders(upstream.rawHeaders, upstream.framing)
       const headers: [string, string][] = []
       for (let i = 0; i + 1 < relayed.length; i += 2) headers.push([relayed[i]!, relayed[i + 1]!])
@@ -163,25 +215,33 @@ export function createUwsgiHandler(options: UwsgiOptions): Handler {
           complete: upstream.complete,
         },
         ctx.log,
-        tags,
+        lease ? { upstream: lease.server.address } : tags,
         buffering,
       )
     } catch (err) {
+      // The reply broke after its head (the server died mid-body): a failure of the server.
+      lease?.release(cancel.aborted ? 'neutral' : 'failure')
       if (cancel.aborted) return
       throw err
     } finally {
+      lease?.release()
       note.end ??= performance.now()
       done()
       await releaseBody(requestBody)
     }
   }
 
-  return { handle }
+  return {
+    handle,
+    close: async () => {
+      if (group) releaseGroup(group)
+    },
+  }
 }
 
 export const uwsgiAction: ActionDefinition<UwsgiOptions> = {
   name: 'uwsgi',
   summary: 'pass requests to a uwsgi server such as uWSGI (nginx `uwsgi_pass` with uwsgi_params)',
   schema: uwsgiSchema,
-  create: (options) => createUwsgiHandler(options),
+  create: (options, services) => createUwsgiHandler(options, services.log),
 }

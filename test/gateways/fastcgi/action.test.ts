@@ -279,7 +279,8 @@ describe('fastcgi and php configuration', () => {
       (err) => {
         assert.ok(err instanceof GatehouseError)
         const text = err.problems.join('\n')
-        assert.match(text, /routes\[0\]\.fastcgi\.pass: expected host:port/)
+        // A bare word is the name of an upstream group, and there is none.
+        assert.match(text, /routes\[0\]\.fastcgi\.pass: no upstream group "localhost"/)
         assert.match(
           text,
           /routes\[0\]\.fastcgi: unknown key "max_conections" \(did you mean "max_connections"\?\)/,

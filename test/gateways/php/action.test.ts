@@ -607,7 +607,7 @@ describe('php() as a library request listener', { skip: phpFpmUnavailable() }, (
 
   test('invalid options throw GH_ERR_CONFIG listing every problem', () => {
     assert.throws(
-      () => php({ root: '/nonexistent-gatehouse', fastcgi: 'nowhere', prefix: 'blog' }),
+      () => php({ root: '/nonexistent-gatehouse', fastcgi: 'nowhere:x', prefix: 'blog' }),
       (err: { code?: string; problems?: string[] }) => {
         assert.equal(err.code, 'GH_ERR_CONFIG')
         assert.equal(err.problems?.length, 3)
