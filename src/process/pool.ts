@@ -692,9 +692,9 @@ export class WorkerPool {
   /**
    * A movable request pipelined onto a worker: checked every stall_timeout while it waits
    * there unstarted; once the worker has sent nothing for stall_timeout (stuck behind a slow
-   * request), the lease ends with LeaseMoved and the holder sends it to another worker. So a
-   * deep pipeline costs a request behind a stuck one about stall_timeout, not queue_timeout
-   * and a 503.
+   * request) and another worker has a thread free, the lease ends with LeaseMoved and the
+   * holder sends it to another worker. So a deep pipeline costs a request behind a stuck one
+   * about stall_timeout, not queue_timeout and a 503.
    */
   private moveIfStalled(lease: Lease<Worker>, stallTimeout: number): void {
     this.stallDeadlines ??= new Deadlines(stallTimeout)
@@ -702,12 +702,26 @@ export class WorkerPool {
     const check = (): void => {
       if (lease.released || lease.aborted || lease.mayHaveStarted) return
       const w = lease.worker
-      if (performance.now() - w.lastProgress >= stallTimeout) {
+      if (performance.now() - w.lastProgress >= stallTimeout && this.freeBesides(w)) {
         this.counters.movedRequests++
         lease.abort(new LeaseMoved(w.pid))
       } else lease.timers[slot] = this.stallDeadlines!.add(check)
     }
     lease.timers.push(this.stallDeadlines.add(check))
+  }
+
+  /**
+   * Another worker has a thread free now: a moved request would start at once. Under
+   * overload (none free) nothing is moved: a worker slowed by a busy machine is not stuck,
+   * and moving its queue would only add work (and, at the instant it catches up, a second
+   * run of a request).
+   */
+  private freeBesides(stalled: Worker): boolean {
+    const { parallel } = this.settings
+    for (const w of this.workers)
+      if (w !== stalled && w.phase === 'ready' && !w.retiring && !w.measuring && w.leases.size < parallel)
+        return true
+    return false
   }
 
   private terminate(lease: Lease<Worker>): void {
