@@ -15,7 +15,9 @@ import { logSchema } from '../core/logging.js'
 import { encodeSchema } from '../core/schema/encode.js'
 import { existingDir, filePath } from '../core/schema/paths.js'
 import { strictObject } from '../core/schema/strict.js'
-import { tlsSchema } from '../core/tls.js'
+import { type ListenEntry, tlsSchema } from '../core/tls.js'
+import { acmeProblems } from '../acme/hosts.js'
+import { type AcmeSettings, acmeSchema, CHALLENGE_TYPES } from '../acme/settings.js'
 import { DEFAULT_MAX_BODY_BYTES, duration, size } from '../core/schema/units.js'
 
 const METHOD = z
@@ -274,6 +276,18 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
     /** Compression on the fly, server-wide: every route's default (off when absent, as in Caddy). */
     encode: encodeSchema().optional(),
     routes: z.array(routeSchema<G[number]>(env, gateways)).default([]),
+    /** Automatic certificates for the listeners' `tls = { acme = [...] }` hosts (src/acme/). */
+    acme: acmeSchema(env).prefault({}),
     ...listenerShape,
+  }).superRefine((value, ctx) => {
+    // The generic shape (gateways' keys) hides these three from the type checker.
+    const config = value as unknown as {
+      listen: ListenEntry | ListenEntry[]
+      routes: { host?: string | string[] | undefined }[]
+      acme?: AcmeSettings | undefined
+    }
+    const challenges = config.acme?.challenges ?? [...CHALLENGE_TYPES]
+    for (const { path, message } of acmeProblems([config.listen].flat(), config.routes, challenges))
+      ctx.addIssue({ code: 'custom', path, message })
   })
 }
