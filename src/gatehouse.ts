@@ -30,7 +30,7 @@ import { redirectToHttps } from './http/redirect.js'
 import { chooseCertificate, listenEntry, type LoadedTls, loadListenTls } from './core/tls.js'
 import type { Handler, RouteMatch, ServerState } from './core/types.js'
 import { AcmeCertificates, acmeAlpnCallback, acmeSniCallback } from './acme/certificates.js'
-import { allAcmeHosts, listenAcmeHosts } from './acme/hosts.js'
+import { allAcmeHosts, listenAcmeHosts, usableChallenges } from './acme/hosts.js'
 
 interface RouteEntry {
   handler: Handler
@@ -290,12 +290,14 @@ export class Gatehouse {
 
   /** The ACME hosts of `config` managed from now on (their certificates read from storage). */
   private syncAcme(config: GatehouseConfig): void {
-    const hosts = allAcmeHosts(listenAcmeHosts([config.listen].flat(), config.routes))
+    const listen = [config.listen].flat()
+    const hosts = allAcmeHosts(listenAcmeHosts(listen, config.routes))
+    const settings = { ...config.acme, challenges: usableChallenges(listen, config.acme.challenges) }
     if (hosts.length === 0) {
       this.acme?.close()
       this.acme = undefined
-    } else if (this.acme) this.acme.update(config.acme, hosts)
-    else this.acme = new AcmeCertificates(config.acme, hosts, this.logs.error)
+    } else if (this.acme) this.acme.update(settings, hosts)
+    else this.acme = new AcmeCertificates(settings, hosts, this.logs.error)
   }
 
   /** The ACME hosts' state (the control API's status): names, expiry, failures in a row. */

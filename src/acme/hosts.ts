@@ -33,6 +33,18 @@ export function allAcmeHosts(perListener: readonly string[][]): string[] {
 }
 
 /**
+ * The challenges that can be answered: HTTP-01 needs a plain listener (the CA fetches
+ * http://HOST/.well-known/...); TLS-ALPN-01 is answered on the TLS listener of the host.
+ */
+export function usableChallenges(
+  listen: readonly ListenEntry[],
+  challenges: readonly ChallengeType[],
+): ChallengeType[] {
+  const plain = listen.some((e) => listenEntry(e).tls === undefined)
+  return challenges.filter((c) => c !== 'http-01' || plain)
+}
+
+/**
  * What is wrong with the ACME part of a config, one message per problem with its path:
  * `acme = true` with no route naming a host, or only HTTP-01 allowed and no plain listener
  * to answer it.
@@ -52,8 +64,7 @@ export function acmeProblems(
           'acme = true takes the host names of the routes (`host = "example.com"`), and no route names one: list the names, acme = ["example.com"]',
       })
   })
-  const plain = listen.some((e) => listenEntry(e).tls === undefined)
-  if (allAcmeHosts(perListener).length > 0 && !challenges.includes('tls-alpn-01') && !plain)
+  if (allAcmeHosts(perListener).length > 0 && usableChallenges(listen, challenges).length === 0)
     problems.push({
       path: ['acme', 'challenges'],
       message:

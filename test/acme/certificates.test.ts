@@ -15,7 +15,17 @@ import { createGatehouse, type Gatehouse } from '../../src/gatehouse.js'
 import type { GatehouseConfigInput } from '../../src/config.js'
 import { validateConfig } from '../../src/config.js'
 import { caFolderName } from '../../src/acme/store.js'
-import { eventually, freePort, logLines, tempDir } from '../support/helpers.js'
+import { spawn } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import {
+  CLI,
+  eventually,
+  freePort,
+  listeningAddress,
+  logLines,
+  stopServe,
+  tempDir,
+} from '../support/helpers.js'
 import { type Pebble, startPebble } from '../support/pebble.js'
 
 /** The one name Pebble's resolver (the system's) takes to 127.0.0.1: `*.localhost` does not resolve there. */
@@ -193,6 +203,43 @@ test('renewal ahead of expiry swaps the certificate without a restart; a failed 
     .filter((l) => l.msg === 'acme: certificate renewed')
     .map((l) => l.serial)
   assert.equal(last.serial, served.at(-1))
+})
+
+test('gatehouse serve --acme-domain: the certificate is obtained over TLS-ALPN-01 and stored beside the working directory', async (t) => {
+  const s = await setup(t)
+  const site = join(s.dir, 'site')
+  mkdirSync(site)
+  writeFileSync(join(site, 'index.html'), 'from the command line\n')
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      'serve',
+      '--listen',
+      `127.0.0.1:${s.tlsPort}`,
+      '--acme-domain',
+      HOST,
+      '--acme-email',
+      'ops@example.com',
+      '--acme-directory',
+      s.pebble.directory,
+      '--acme-ca-root',
+      s.pebble.caRoot,
+      '--static',
+      site,
+      '--log-format',
+      'json',
+    ],
+    { cwd: s.dir, env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'ignore', 'pipe'] },
+  )
+  t.after(() => stopServe(child))
+  const { stderr } = await listeningAddress(child)
+  const served = await issued(s.tlsPort, s.root, 'the certificate from pebble')
+  assert.equal(served.body, 'from the command line\n')
+  assert.equal(served.san, `DNS:${HOST}`)
+  assert.match(stderr(), /"challenge":"tls-alpn-01"/)
+  const stored = join(s.dir, 'gatehouse-acme', caFolderName(s.pebble.directory), 'certificates', HOST)
+  assert.equal(mode(join(stored, `${HOST}.key`)), 0o600)
 })
 
 test('config: acme hosts that no listener can validate, acme = true without route hosts, wildcards', () => {
