@@ -341,6 +341,8 @@ export class ControlServer {
         }
       }),
       pools: (JSON.parse(allPoolsJson()) as { pools: unknown[] }).pools,
+      // Automatic certificates, when some listener names ACME hosts.
+      ...(g.acmeStatus().length > 0 ? { acme: g.acmeStatus() } : {}),
     }
   }
 }
