@@ -18,6 +18,8 @@ PACKAGES=(
   prometheus
   # systemd-socket-activate and systemd-notify (test/cli/systemd.test.ts)
   systemd
+  # Let's Encrypt's ACME test server: automatic certificates (test/acme/certificates.test.ts)
+  pebble
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

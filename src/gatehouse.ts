@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https'
 import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import {
   type GatehouseConfig,
@@ -28,6 +29,8 @@ import { InboundListeners } from './inbound/listeners.js'
 import { redirectToHttps } from './http/redirect.js'
 import { chooseCertificate, listenEntry, type LoadedTls, loadListenTls } from './core/tls.js'
 import type { Handler, RouteMatch, ServerState } from './core/types.js'
+import { AcmeCertificates, acmeAlpnCallback, acmeSniCallback } from './acme/certificates.js'
+import { allAcmeHosts, listenAcmeHosts, usableChallenges } from './acme/hosts.js'
 
 interface RouteEntry {
   handler: Handler
@@ -64,15 +67,18 @@ interface Listener {
   spec: ListenAddress
   server: Server
   bound: ListeningAddress
-  /** An HTTPS listener's certificates, replaced on reload (SNI reads them per handshake). */
-  tls: { loaded: LoadedTls } | undefined
+  /**
+   * An HTTPS listener's certificates, replaced on reload (SNI reads them per handshake), and
+   * the host names whose certificates ACME manages (src/acme/): those go first.
+   */
+  tls: { loaded: LoadedTls; acme: string[] } | undefined
   /** A `redirect_http` listener: where it sends (true: the first TLS listener's port). */
   redirect: { to: true | number } | undefined
 }
 
 /** What a listener serves: kept across a reload only when this stays the same. */
-const listenerKind = (l: { tls: unknown; redirect: unknown }) =>
-  l.tls ? 'https' : l.redirect ? 'redirect' : 'http'
+const listenerKind = (l: { tls: unknown; acme: readonly string[]; redirect: unknown }) =>
+  l.tls ? (l.acme.length > 0 ? 'https+acme' : 'https') : l.redirect ? 'redirect' : 'http'
 
 /**
  * The handlers of `previous` that `config` can keep: a route whose action manages workers
@@ -268,6 +274,8 @@ export class Gatehouse {
    * requests arriving over those protocols take the same path as HTTP ones.
    */
   private readonly inboundListeners = new Map<string, InboundListeners>()
+  /** Automatic certificates, while some listener names ACME hosts. */
+  private acme: AcmeCertificates | undefined
 
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
@@ -277,6 +285,24 @@ export class Gatehouse {
     this.state = buildState(config, this.logs, this)
     this.handler = (req, res) => this.handle(req, res)
     this.addInboundListeners()
+    this.syncAcme(config)
+  }
+
+  /** The ACME hosts of `config` managed from now on (their certificates read from storage). */
+  private syncAcme(config: GatehouseConfig): void {
+    const listen = [config.listen].flat()
+    const hosts = allAcmeHosts(listenAcmeHosts(listen, config.routes))
+    const settings = { ...config.acme, challenges: usableChallenges(listen, config.acme.challenges) }
+    if (hosts.length === 0) {
+      this.acme?.close()
+      this.acme = undefined
+    } else if (this.acme) this.acme.update(settings, hosts)
+    else this.acme = new AcmeCertificates(settings, hosts, this.logs.error)
+  }
+
+  /** The ACME hosts' state (the control API's status): names, expiry, failures in a row. */
+  acmeStatus() {
+    return this.acme?.status() ?? []
   }
 
   /** The app-side listeners of the gateways loaded so far (a reload may load more). */
@@ -299,12 +325,15 @@ export class Gatehouse {
     // Managed workers (php-cgi pools) are up before the first request can arrive; a pool
     // that cannot start fails here with GH_ERR_WORKER_START.
     const certificates = loadListenTls(this.state.config.listen)
+    const acmeHosts = listenAcmeHosts(this.state.config.listen, this.state.config.routes)
     await this.ready()
     for (const [i, entry] of this.state.config.listen.entries()) {
       const { address, redirect } = listenEntry(entry)
-      await this.openListener(parseListenAddress(address), certificates[i], redirect)
+      await this.openListener(parseListenAddress(address), certificates[i], redirect, acmeHosts[i])
     }
     for (const listeners of this.inboundListeners.values()) await listeners.reconcile(this.state.config)
+    // Orders run in the background: every listener is open and serving already.
+    this.acme?.start()
     return this.addresses()
   }
 
@@ -398,22 +427,35 @@ export class Gatehouse {
     spec: ListenAddress,
     certificates?: LoadedTls,
     redirectTo?: true | number,
+    acmeHosts: string[] = [],
   ): Promise<void> {
     const limits = this.state.config.limits
     // node:https shares node:http's request handling: every listener below works on a TLSSocket.
-    const tls = certificates ? { loaded: certificates } : undefined
+    const tls = certificates ? { loaded: certificates, acme: acmeHosts } : undefined
     const redirect = !tls && redirectTo !== undefined ? { to: redirectTo } : undefined
-    const handler = redirect
-      ? redirectToHttps(() =>
-          redirect.to === true ? (this.listeners.find((l) => l.tls)?.bound.port ?? 443) : redirect.to,
-        )
+    const toHttps =
+      redirect &&
+      redirectToHttps(() =>
+        redirect.to === true ? (this.listeners.find((l) => l.tls)?.bound.port ?? 443) : redirect.to,
+      )
+    // ACME's HTTP-01 answers come before the redirect (the CA fetches them over plain HTTP).
+    const handler = toHttps
+      ? (req: IncomingMessage, res: ServerResponse) => {
+          if (!this.acme?.answerHttpChallenge(req, res)) toHttps(req, res)
+        }
       : this.handler
     const server: Server = tls
       ? (createTlsServer(
           {
             ...serverOptions(limits),
             ...tls.loaded.defaults,
-            SNICallback: (name, cb) => cb(null, chooseCertificate(tls.loaded, name)),
+            SNICallback: acmeSniCallback(
+              () => this.acme,
+              () => tls.acme,
+              (name) => chooseCertificate(tls.loaded, name),
+            ),
+            // TLS-ALPN-01 (RFC 8737) needs the client's ALPN list before the certificate is chosen.
+            ...(tls.acme.length > 0 ? { ALPNCallback: acmeAlpnCallback(() => this.acme, ['http/1.1']) } : {}),
           },
           handler,
         ) as TlsServer as unknown as Server)
@@ -575,6 +617,8 @@ export class Gatehouse {
       this.refuseOverLimit(res)
       return
     }
+    // ACME HTTP-01 (RFC 8555 8.3): a pending token is answered before any route.
+    if (this.acme && !(req.socket as TLSSocket).encrypted && this.acme.answerHttpChallenge(req, res)) return
     // node's maxRequestsPerSocket sends `Connection: close` on the last allowed response but
     // leaves the connection open (and answers 503 to what follows): close it for real.
     const maxPerConnection = state.config.limits.max_requests_per_connection
@@ -756,6 +800,7 @@ export class Gatehouse {
     const config = validateConfig(input, baseDir)
     // Certificates re-read (renewed ones on disk are served); a bad one keeps the old configuration.
     const certificates = loadListenTls(config.listen)
+    const acmeHosts = listenAcmeHosts(config.listen, config.routes)
     if (this.closing) return false
     for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')
     const next = buildState(config, this.logs, this, this.state)
@@ -789,11 +834,16 @@ export class Gatehouse {
       const wanted = config.listen.map(listenEntry).map((e, i) => ({
         spec: parseListenAddress(e.address),
         tls: certificates[i],
+        acme: acmeHosts[i]!,
         redirect: e.redirect,
       }))
-      // Kept: same address, and TLS on both or neither (a switch reopens the listener).
+      // Kept: same address, and TLS (with ACME or not) on both or neither (a switch reopens the listener).
       const keep = (l: Listener) =>
-        wanted.some((w) => w.spec.text === l.spec.text && listenerKind(w) === listenerKind(l))
+        wanted.some(
+          (w) =>
+            w.spec.text === l.spec.text &&
+            listenerKind(w) === listenerKind({ ...l, acme: l.tls?.acme ?? [] }),
+        )
       for (const l of [...this.listeners]) {
         if (!keep(l)) {
           this.listeners.splice(this.listeners.indexOf(l), 1)
@@ -803,16 +853,20 @@ export class Gatehouse {
       }
       for (const w of wanted) {
         const kept = this.listeners.find((l) => l.spec.text === w.spec.text)
-        if (!kept) await this.openListener(w.spec, w.tls, w.redirect)
+        if (!kept) await this.openListener(w.spec, w.tls, w.redirect, w.acme)
         else if (kept.redirect && w.redirect !== undefined) kept.redirect.to = w.redirect
         else if (kept.tls && w.tls) {
           // New handshakes get the certificates read above; open connections keep theirs.
           ;(kept.server as unknown as TlsServer).setSecureContext(w.tls.defaults)
           kept.tls.loaded = w.tls
+          kept.tls.acme = w.acme
         }
       }
       for (const listeners of this.inboundListeners.values()) await listeners.reconcile(config)
     }
+    // Certificates already obtained stay; new hosts are read from storage or ordered.
+    this.syncAcme(config)
+    if (this.listeners.length > 0) this.acme?.start()
     // The old handlers finish what they have in flight before they are closed; reload
     // itself does not wait for that (a long download must not hold up the next reload).
     const retired: Promise<void> = this.retire(old).finally(() => this.retiring.delete(retired))
@@ -895,6 +949,7 @@ export class Gatehouse {
     }
     if (this.closing) return
     this.closing = true
+    this.acme?.close()
     for (const pending of this.pending) this.discard(pending, 'the server is stopping')
     const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())))
     for (const listeners of this.inboundListeners.values()) closed.push(listeners.stopAccepting())

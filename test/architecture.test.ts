@@ -32,7 +32,10 @@ const RULES: readonly { module: string; mayImport: readonly string[] }[] = [
   { module: 'http/', mayImport: ['own folder', 'core/'] },
   { module: 'router/', mayImport: ['own folder', 'core/'] },
   { module: 'cgi-vars/', mayImport: ['own folder', 'core/'] },
-  { module: 'config/', mayImport: ['own folder', 'core/'] },
+  // The config schema includes the `acme` table and its checks.
+  { module: 'config/', mayImport: ['own folder', 'core/', 'acme/'] },
+  // Automatic certificates: acme-client, the certificate storage, the challenge answers.
+  { module: 'acme/', mayImport: ['own folder', 'core/'] },
   { module: 'inbound/', mayImport: ['own folder', 'core/', 'http/', 'cgi-vars/'] },
   { module: 'process/', mayImport: ['own folder', 'core/'] },
   // php serves its FastCGI requests with the fastcgi gateway and other files with static.
@@ -44,7 +47,7 @@ const RULES: readonly { module: string; mayImport: readonly string[] }[] = [
   // The server names no gateway: it loops over GATEWAYS (gateways/index.ts).
   {
     module: 'gatehouse.ts',
-    mayImport: ['core/', 'http/', 'router/', 'inbound/', 'config.ts', 'gateways/index.ts'],
+    mayImport: ['core/', 'http/', 'router/', 'inbound/', 'acme/', 'config.ts', 'gateways/index.ts'],
   },
   // The configuration of this build: config/ applied to GATEWAYS.
   { module: 'config.ts', mayImport: ['core/', 'config/', 'gateways/index.ts'] },

@@ -10,6 +10,12 @@ export interface ServeFlags {
   /** --tls-cert/--tls-key: every --listen (or the file's plain listens) serves HTTPS. */
   tlsCert?: string
   tlsKey?: string
+  /** --acme-domain (repeatable): the listen entries get `tls = { acme = [...] }` (automatic certificates). */
+  acmeDomain?: string[]
+  /** --acme-email, --acme-directory, --acme-ca-root: the top-level `acme` table's keys. */
+  acmeEmail?: string
+  acmeDirectory?: string
+  acmeCaRoot?: string
   maxBodySize?: string
   /** --encode (Caddy's word) or --compress: the top-level `encode`. */
   encode?: boolean
@@ -113,13 +119,38 @@ type Input = Record<string, unknown> & GatehouseConfigInput
  * neither) become HTTPS; an entry of the file with its own `tls` keeps it.
  */
 function withTls(listen: Input['listen'], flags: ServeFlags, cwd: string): NonNullable<Input['listen']> {
-  if (flags.tlsCert === undefined || flags.tlsKey === undefined) {
+  const acme = flags.acmeDomain ?? []
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
     const problem = '--tls-cert and --tls-key go together'
     throw new GatehouseError('GH_ERR_USAGE', problem, { problems: [problem] })
   }
-  const tls = { cert: resolve(cwd, flags.tlsCert), key: resolve(cwd, flags.tlsKey) }
+  const tls = {
+    ...(flags.tlsCert !== undefined && flags.tlsKey !== undefined
+      ? { cert: resolve(cwd, flags.tlsCert), key: resolve(cwd, flags.tlsKey) }
+      : {}),
+    ...(acme.length > 0 ? { acme } : {}),
+  }
+  // Only --acme-domain, nowhere to listen given: as Caddy, HTTPS on 443 and port 80 for
+  // HTTP-01 and the redirect (the CA connects to those two ports).
+  if (listen === undefined && acme.length > 0 && flags.tlsCert === undefined)
+    return [
+      { address: '0.0.0.0:443', tls },
+      { address: '0.0.0.0:80', redirect_http: true },
+    ]
   const entries = listen === undefined ? ['127.0.0.1:8080'] : Array.isArray(listen) ? listen : [listen]
   return entries.map((e) => (typeof e === 'string' ? { address: e, tls } : e))
+}
+
+/** --acme-email, --acme-directory, --acme-ca-root over the file's `acme` table. */
+function acmeFlags(base: unknown, flags: ServeFlags, cwd: string): Record<string, unknown> | undefined {
+  if (flags.acmeEmail === undefined && flags.acmeDirectory === undefined && flags.acmeCaRoot === undefined)
+    return undefined
+  return {
+    ...(base as Record<string, unknown> | undefined),
+    ...(flags.acmeEmail !== undefined ? { email: flags.acmeEmail } : {}),
+    ...(flags.acmeDirectory !== undefined ? { directory: flags.acmeDirectory } : {}),
+    ...(flags.acmeCaRoot !== undefined ? { ca_root: resolve(cwd, flags.acmeCaRoot) } : {}),
+  }
 }
 
 /** `[PREFIX=]DIR` -> [prefix, absolute dir]. */
@@ -139,7 +170,10 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   const out: Input = { ...base }
   const listen = [...(flags.listen ?? []), ...(flags.bind ?? [])]
   if (listen.length > 0) out.listen = listen
-  if (flags.tlsCert !== undefined || flags.tlsKey !== undefined) out.listen = withTls(out.listen, flags, cwd)
+  if (flags.tlsCert !== undefined || flags.tlsKey !== undefined || (flags.acmeDomain ?? []).length > 0)
+    out.listen = withTls(out.listen, flags, cwd)
+  const acme = acmeFlags(base.acme, flags, cwd)
+  if (acme !== undefined) out.acme = acme as Input['acme']
   const limits = { ...((base.limits as Record<string, unknown> | undefined) ?? {}) }
   if (flags.maxBodySize !== undefined) limits.max_body_bytes = num(flags.maxBodySize)
   if (flags.keepAlive !== undefined) limits.keepalive_timeout = num(flags.keepAlive)

@@ -368,7 +368,7 @@ async function check(flags: { config?: string }): Promise<void> {
     throw err
   }
   process.stdout.write(
-    `${file}: ok (${config.routes.length} route${config.routes.length === 1 ? '' : 's'}, listen ${config.listen.map((e) => (typeof e === 'string' ? e : `${e.address}${e.tls ? ' (tls)' : ''}`)).join(', ')})\n`,
+    `${file}: ok (${config.routes.length} route${config.routes.length === 1 ? '' : 's'}, listen ${config.listen.map((e) => (typeof e === 'string' ? e : `${e.address}${e.tls ? (e.tls.acme ? ' (tls, acme)' : ' (tls)') : ''}`)).join(', ')})\n`,
   )
 }
 
@@ -400,6 +400,17 @@ export function buildProgram(): Command {
       'PEM certificate (chain): every --listen serves HTTPS with it (needs --tls-key)',
     )
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option(
+      '--acme-domain <name>',
+      "obtain and renew a certificate for NAME automatically (ACME, Let's Encrypt by default): every --listen serves HTTPS with it; without --listen, 0.0.0.0:443 and a redirect on 0.0.0.0:80; repeatable",
+      collect,
+    )
+    .option('--acme-email <address>', "the ACME account contact (the CA's expiry notices)")
+    .option('--acme-directory <url>', "the ACME directory URL (default Let's Encrypt production)")
+    .option(
+      '--acme-ca-root <file>',
+      "PEM CA certificate trusted for the ACME directory's HTTPS (a test CA such as pebble)",
+    )
     .option(
       '--max-body-size <size>',
       'largest request body of every route without its own max_body_bytes: bytes, or 10MB, 1GiB (default 1GiB)',

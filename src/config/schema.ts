@@ -15,7 +15,9 @@ import { logSchema } from '../core/logging.js'
 import { encodeSchema } from '../core/schema/encode.js'
 import { existingDir, filePath } from '../core/schema/paths.js'
 import { strictObject } from '../core/schema/strict.js'
-import { tlsSchema } from '../core/tls.js'
+import { type ListenEntry, tlsSchema } from '../core/tls.js'
+import { acmeProblems } from '../acme/hosts.js'
+import { type AcmeSettings, acmeSchema, CHALLENGE_TYPES } from '../acme/settings.js'
 import { DEFAULT_MAX_BODY_BYTES, duration, size } from '../core/schema/units.js'
 import { resolveUpstreamRefs, upstreamsSchema } from '../core/upstream/schema.js'
 
@@ -277,17 +279,31 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
     /** Upstream groups by name (`[upstreams.php]`), for the actions' upstream keys (src/core/upstream/). */
     upstreams: upstreamsSchema(env).optional(),
     routes: z.array(routeSchema<G[number]>(env, gateways)).default([]),
+    /** Automatic certificates for the listeners' `tls = { acme = [...] }` hosts (src/acme/). */
+    acme: acmeSchema(env).prefault({}),
     ...listenerShape,
-  }).superRefine(
-    (config, ctx) => {
-      // Generic over the gateways, the object's keys are not known to TypeScript here.
-      const { routes, upstreams } = config as unknown as {
-        routes: unknown
-        upstreams?: Parameters<typeof resolveUpstreamRefs>[1]
+  })
+    .superRefine(
+      (config, ctx) => {
+        // Generic over the gateways, the object's keys are not known to TypeScript here.
+        const { routes, upstreams } = config as unknown as {
+          routes: unknown
+          upstreams?: Parameters<typeof resolveUpstreamRefs>[1]
+        }
+        if (Array.isArray(routes)) resolveUpstreamRefs(routes, upstreams, ctx)
+        // Run when other keys have problems too, so that every problem is reported at once.
+      },
+      { when: () => true },
+    )
+    .superRefine((value, ctx) => {
+      // The generic shape (gateways' keys) hides these three from the type checker.
+      const config = value as unknown as {
+        listen: ListenEntry | ListenEntry[]
+        routes: { host?: string | string[] | undefined }[]
+        acme?: AcmeSettings | undefined
       }
-      if (Array.isArray(routes)) resolveUpstreamRefs(routes, upstreams, ctx)
-      // Run when other keys have problems too, so that every problem is reported at once.
-    },
-    { when: () => true },
-  )
+      const challenges = config.acme?.challenges ?? [...CHALLENGE_TYPES]
+      for (const { path, message } of acmeProblems([config.listen].flat(), config.routes, challenges))
+        ctx.addIssue({ code: 'custom', path, message })
+    })
 }

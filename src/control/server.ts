@@ -343,6 +343,8 @@ export class ControlServer {
       }),
       pools: (JSON.parse(allPoolsJson()) as { pools: unknown[] }).pools,
       upstreams: upstreamStats(),
+      // Automatic certificates, when some listener names ACME hosts.
+      ...(g.acmeStatus().length > 0 ? { acme: g.acmeStatus() } : {}),
     }
   }
 }

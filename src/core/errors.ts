@@ -9,6 +9,7 @@ export const ERROR_CODES = {
   GH_ERR_LISTEN: { status: undefined, message: 'cannot listen on the address' },
   GH_ERR_LOG_FILE: { status: undefined, message: 'cannot open the log file' },
   GH_ERR_TLS: { status: undefined, message: 'cannot use the TLS certificate or key' },
+  GH_ERR_ACME: { status: undefined, message: 'cannot obtain or renew a certificate (ACME)' },
   GH_ERR_BAD_REQUEST: { status: 400, message: 'malformed request' },
   GH_ERR_BAD_PATH: { status: 400, message: 'request path is malformed or leaves the root' },
   GH_ERR_NOT_FOUND: { status: 404, message: 'no such resource' },

@@ -46,6 +46,11 @@ export interface TlsSettings {
   ciphers?: string | undefined
   /** Strict-Transport-Security sent with every response of the listener (RFC 6797), or none. */
   hsts?: string | undefined
+  /**
+   * Host names whose certificates are obtained and renewed by ACME (src/acme/), or `true`:
+   * the names the routes' `host` lists. They go before `certificates` in SNI.
+   */
+  acme?: string[] | true | undefined
 }
 
 const path = (env: SchemaEnv) =>
@@ -53,6 +58,15 @@ const path = (env: SchemaEnv) =>
     .string()
     .min(1)
     .transform((v) => (isAbsolute(v) ? v : resolve(env.baseDir, v)))
+
+/** A name ACME can get a certificate for with HTTP-01 or TLS-ALPN-01: a DNS name, no wildcard (that needs DNS-01). */
+const ACME_HOST = z
+  .string()
+  .transform((h) => h.toLowerCase().replace(/\.$/, ''))
+  .refine((h) => /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(h), {
+    message:
+      'a DNS host name (a wildcard `*.` name needs the DNS-01 challenge, which Gatehouse does not answer)',
+  })
 
 /**
  * `tls = { cert, key }` or `tls = { certificates = [{ cert, key }, ...] }` (SNI), with
@@ -66,6 +80,7 @@ export function tlsSchema(env: SchemaEnv) {
     cert: path(env).optional(),
     key: path(env).optional(),
     certificates: z.array(pair).min(1).optional(),
+    acme: z.union([z.literal(true), z.array(ACME_HOST).min(1)]).optional(),
     min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
     ciphers: z.string().min(1).optional(),
     hsts: z
@@ -85,8 +100,11 @@ export function tlsSchema(env: SchemaEnv) {
       certificates.push({ cert: value.cert, key: value.key })
     }
     certificates.push(...(value.certificates ?? []))
-    if (certificates.length === 0) {
-      ctx.addIssue({ code: 'custom', message: 'give cert and key, or certificates = [{ cert, key }, ...]' })
+    if (certificates.length === 0 && value.acme === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'give cert and key, certificates = [{ cert, key }, ...], or acme = ["example.com", ...]',
+      })
       return z.NEVER
     }
     return {
@@ -94,6 +112,7 @@ export function tlsSchema(env: SchemaEnv) {
       min_version: value.min_version,
       ...(value.ciphers !== undefined ? { ciphers: value.ciphers } : {}),
       ...(value.hsts !== undefined ? { hsts: value.hsts } : {}),
+      ...(value.acme !== undefined ? { acme: value.acme } : {}),
     }
   })
 }
@@ -107,7 +126,10 @@ interface LoadedCertificate {
 }
 
 export interface LoadedTls {
-  /** For https.createServer and server.setSecureContext: the default (first) certificate. */
+  /**
+   * For https.createServer and server.setSecureContext: the default (first) certificate;
+   * with none (only ACME hosts), the protocol settings alone.
+   */
   defaults: SecureContextOptions
   certificates: LoadedCertificate[]
   /** The listener's Strict-Transport-Security value, or undefined. */
@@ -151,6 +173,12 @@ function certificateNames(cert: X509Certificate): string[] {
  * or a key that is not the certificate's.
  */
 export function loadTls(settings: TlsSettings): LoadedTls {
+  const protocol: SecureContextOptions = {
+    minVersion: settings.min_version,
+    ciphers: settings.ciphers ?? TLS12_CIPHERS,
+    // The server's order of preference, not the client's (nginx's ssl_prefer_server_ciphers).
+    honorCipherOrder: true,
+  }
   const certificates = settings.certificates.map(({ cert, key }) => {
     const certPem = readPem(cert, 'certificate')
     const keyPem = readPem(key, 'key')
@@ -160,14 +188,7 @@ export function loadTls(settings: TlsSettings): LoadedTls {
     } catch (err) {
       throw new GatehouseError('GH_ERR_TLS', `TLS certificate ${cert}: not a PEM certificate`, { cause: err })
     }
-    const options: SecureContextOptions = {
-      cert: certPem,
-      key: keyPem,
-      minVersion: settings.min_version,
-      ciphers: settings.ciphers ?? TLS12_CIPHERS,
-      // The server's order of preference, not the client's (nginx's ssl_prefer_server_ciphers).
-      honorCipherOrder: true,
-    }
+    const options: SecureContextOptions = { cert: certPem, key: keyPem, ...protocol }
     let context: SecureContext
     try {
       context = createSecureContext(options)
@@ -182,7 +203,7 @@ export function loadTls(settings: TlsSettings): LoadedTls {
     }
     return { options, context, names: certificateNames(x509) }
   })
-  return { defaults: certificates[0]!.options, certificates, hsts: settings.hsts }
+  return { defaults: certificates[0]?.options ?? protocol, certificates, hsts: settings.hsts }
 }
 
 /** `name` matches `pattern`: equal, or `*.example.com` covering one label (RFC 6125 6.4.3). */
@@ -195,14 +216,15 @@ function nameMatches(pattern: string, name: string): boolean {
 
 /**
  * The certificate for an SNI name: an exact name first, then a wildcard, in the order the
- * certificates were given; none: the first certificate (what a client without SNI gets).
+ * certificates were given; none: the first certificate (what a client without SNI gets),
+ * undefined when the listener has only ACME hosts.
  */
-export function chooseCertificate(loaded: LoadedTls, servername: string): SecureContext {
+export function chooseCertificate(loaded: LoadedTls, servername: string): SecureContext | undefined {
   const name = servername.toLowerCase().replace(/\.$/, '')
   const exact = loaded.certificates.find((c) => c.names.includes(name))
   if (exact) return exact.context
   const wildcard = loaded.certificates.find((c) => c.names.some((p) => nameMatches(p, name)))
-  return (wildcard ?? loaded.certificates[0]!).context
+  return (wildcard ?? loaded.certificates[0])?.context
 }
 
 /** A `listen` entry as the config holds it: an address, or an address with `tls` or `redirect_http`. */

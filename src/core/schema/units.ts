@@ -1,6 +1,6 @@
 import { z } from 'zod'
 
-const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/
+const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/
 const SIZE = /^(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$/i
 const SIZE_FACTOR: Record<string, number> = {
   b: 1,
@@ -14,9 +14,9 @@ const SIZE_FACTOR: Record<string, number> = {
   gb: 1024 ** 3,
   gib: 1024 ** 3,
 }
-const DURATION_FACTOR: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+const DURATION_FACTOR: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 
-/** `10` (seconds), `"10s"`, `"500ms"`, `"2m"` -> milliseconds; null when malformed. */
+/** `10` (seconds), `"10s"`, `"500ms"`, `"2m"`, `"30d"` -> milliseconds; null when malformed. */
 export function parseDuration(value: number | string): number | null {
   if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? Math.round(value * 1000) : null
   const m = DURATION.exec(value.trim())
