@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https'
 import type { Socket } from 'node:net'
+import type { Http2Session } from 'node:http2'
 import type { Duplex } from 'node:stream'
 import {
   type GatehouseConfig,
@@ -26,7 +27,14 @@ import { offloadResponse } from './http/offload.js'
 import { parseTarget } from './http/request-target.js'
 import { InboundListeners } from './inbound/listeners.js'
 import { redirectToHttps } from './http/redirect.js'
-import { chooseCertificate, listenEntry, type LoadedTls, loadListenTls } from './core/tls.js'
+import {
+  chooseCertificate,
+  type ListenEntry,
+  listenEntry,
+  type LoadedTls,
+  loadListenTls,
+} from './core/tls.js'
+import { Http2Front, type Http2Limits } from './http/h2.js'
 import type { Handler, RouteMatch, ServerState } from './core/types.js'
 
 interface RouteEntry {
@@ -68,11 +76,42 @@ interface Listener {
   tls: { loaded: LoadedTls } | undefined
   /** A `redirect_http` listener: where it sends (true: the first TLS listener's port). */
   redirect: { to: true | number } | undefined
+  /** HTTP/2 on this listener (ALPN h2 with TLS, h2c without), or undefined. */
+  h2: Http2Front | undefined
 }
 
 /** What a listener serves: kept across a reload only when this stays the same. */
-const listenerKind = (l: { tls: unknown; redirect: unknown }) =>
-  l.tls ? 'https' : l.redirect ? 'redirect' : 'http'
+const listenerKind = (l: { tls: unknown; redirect: unknown; h2: unknown }) =>
+  (l.tls ? 'https' : l.redirect ? 'redirect' : 'http') + (l.h2 ? '+h2' : '')
+
+/** Whether a listen entry speaks HTTP/2: TLS unless turned off there or in `[http2]`, h2c when asked. */
+function wantsHttp2(entry: ListenEntry, config: GatehouseConfig): boolean {
+  if (typeof entry === 'string') return false
+  if (entry.tls) return config.http2.enabled && entry.http2 !== false
+  return entry.h2c === true && entry.redirect_http === undefined
+}
+
+function http2Limits(limits: LimitsConfig): Http2Limits {
+  return {
+    maxHeaderBytes: limits.max_header_bytes,
+    maxHeaders: limits.max_headers,
+    idleTimeout: limits.keepalive_timeout,
+  }
+}
+
+/** Marks a connection beyond max_connections_per_ip: each of its requests gets 503. */
+const OVER_LIMIT = Symbol('gatehouse.overConnectionLimit')
+
+/** Read on the socket itself, or through an HTTP/2 request's socket proxy (it reads the session's socket). */
+const overLimit = (socket: object | null): boolean =>
+  socket !== null && (socket as { [OVER_LIMIT]?: true })[OVER_LIMIT] === true
+
+/** An HTTP/2 request's session (undefined for HTTP/1.x): the connection it came on. */
+const http2Session = (req: IncomingMessage): Http2Session | undefined =>
+  (req as IncomingMessage & { stream?: { session?: Http2Session } }).stream?.session
+
+/** The key of a request's connection: the socket, or for HTTP/2 the session (req.socket is a per-stream proxy). */
+const connectionOf = (req: IncomingMessage): object | null => http2Session(req) ?? req.socket
 
 /**
  * The handlers of `previous` that `config` can keep: a route whose action manages workers
@@ -247,8 +286,6 @@ export class Gatehouse {
   private readonly requestsOnSocket = new WeakMap<object, number>()
   /** Open connections per client address, counted while max_connections_per_ip is set. */
   private readonly connectionsPerIp = new Map<string, number>()
-  /** Connections beyond max_connections_per_ip: each of their requests gets 503. */
-  private readonly overConnectionLimit = new WeakSet<object>()
   /** Sockets handed to a handler's upgrade() (WebSockets), until they close. */
   private readonly upgraded = new Set<Duplex>()
   /** Per connection, its bytesRead when the metrics last counted it (request heads included). */
@@ -302,7 +339,8 @@ export class Gatehouse {
     await this.ready()
     for (const [i, entry] of this.state.config.listen.entries()) {
       const { address, redirect } = listenEntry(entry)
-      await this.openListener(parseListenAddress(address), certificates[i], redirect)
+      const h2 = wantsHttp2(entry, this.state.config)
+      await this.openListener(parseListenAddress(address), certificates[i], redirect, h2)
     }
     for (const listeners of this.inboundListeners.values()) await listeners.reconcile(this.state.config)
     return this.addresses()
@@ -398,6 +436,7 @@ export class Gatehouse {
     spec: ListenAddress,
     certificates?: LoadedTls,
     redirectTo?: true | number,
+    http2 = false,
   ): Promise<void> {
     const limits = this.state.config.limits
     // node:https shares node:http's request handling: every listener below works on a TLSSocket.
@@ -414,18 +453,39 @@ export class Gatehouse {
             ...serverOptions(limits),
             ...tls.loaded.defaults,
             SNICallback: (name, cb) => cb(null, chooseCertificate(tls.loaded, name)),
+            // RFC 7301: h2 first when HTTP/2 is on; a client offering only http/1.1 (a
+            // WebSocket client) gets HTTP/1.1 on the same port.
+            ALPNProtocols: http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
           },
           handler,
         ) as TlsServer as unknown as Server)
       : createServer(serverOptions(limits), handler)
     applyLimits(server, limits)
+    // HSTS (RFC 6797 7.2: only over TLS) on every response of this listener, set before any handler runs.
+    const hsts = (_req: IncomingMessage, res: ServerResponse) => {
+      if (tls?.loaded.hsts) res.setHeader('strict-transport-security', tls.loaded.hsts)
+    }
     if (tls) {
-      // HSTS (RFC 6797 7.2: only over TLS) on every response of this listener, set before any handler runs.
-      const hsts = (_req: IncomingMessage, res: ServerResponse) => {
-        if (tls.loaded.hsts) res.setHeader('strict-transport-security', tls.loaded.hsts)
-      }
       server.prependListener('request', hsts)
       server.prependListener('checkContinue', hsts)
+    }
+    // HTTP/2 connections go to their own sessions; the rest stay on this server (src/http/h2.ts).
+    let h2: Http2Front | undefined
+    if (http2 && !redirect) {
+      h2 = new Http2Front(
+        this.state.config.http2,
+        http2Limits(limits),
+        (req, res) => {
+          hsts(req, res)
+          this.handle(req, res)
+        },
+        (req, res) => {
+          hsts(req, res)
+          this.handle(req, res, true)
+        },
+        this.logs.error,
+      )
+      h2.attach(server, tls !== undefined, limits.header_timeout)
     }
     // The per-connection bookkeeping keys on the socket requests arrive on: the TLSSocket.
     server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => this.countConnection(socket))
@@ -458,7 +518,7 @@ export class Gatehouse {
     )
     if (tls) bound.tls = true
     server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
-    this.listeners.push({ spec, server, bound, tls, redirect })
+    this.listeners.push({ spec, server, bound, tls, redirect, h2 })
     // JSON keeps msg "listening" and `listen` last (tools and tests match on them) and adds
     // `url`; text says where to click.
     const url = listenUrl(bound)
@@ -479,7 +539,7 @@ export class Gatehouse {
     const ip = socket.remoteAddress ?? ''
     const open = this.connectionsPerIp.get(ip) ?? 0
     if (open >= max) {
-      this.overConnectionLimit.add(socket)
+      ;(socket as Socket & { [OVER_LIMIT]?: true })[OVER_LIMIT] = true
       return
     }
     this.connectionsPerIp.set(ip, open + 1)
@@ -491,11 +551,14 @@ export class Gatehouse {
   }
 
   /** Bytes read on a connection since the metrics last looked: its requests' heads and bodies. */
-  private bytesReadSince(socket: Socket | null): number {
+  private bytesReadSince(req: IncomingMessage): number {
+    const socket = req.socket as Socket | null
     if (!socket) return 0
     const now = socket.bytesRead
-    const before = this.countedRead.get(socket) ?? 0
-    this.countedRead.set(socket, now)
+    // HTTP/2: req.socket is a proxy per stream onto the session's socket; count by session.
+    const key = connectionOf(req)!
+    const before = this.countedRead.get(key) ?? 0
+    this.countedRead.set(key, now)
     return now - before
   }
 
@@ -560,7 +623,7 @@ export class Gatehouse {
           method: req.method ?? 'OTHER',
           status: res.statusCode,
           seconds: (performance.now() - start) / 1000,
-          bytesIn: this.bytesReadSince(req.socket),
+          bytesIn: this.bytesReadSince(req),
           bytesOut: (req.socket?.bytesWritten ?? 0) - written0,
         })
       if ((res as ServerResponse & { [BODY_REFUSED]?: true })[BODY_REFUSED])
@@ -571,17 +634,25 @@ export class Gatehouse {
       }
     })
     if (this.closing) res.setHeader('connection', 'close')
-    if (this.overConnectionLimit.has(req.socket)) {
+    const session = http2Session(req)
+    if (overLimit(req.socket)) {
       this.refuseOverLimit(res)
+      // HTTP/2: the refusal ends only its stream; GOAWAY ends the connection after it.
+      session?.close()
       return
     }
     // node's maxRequestsPerSocket sends `Connection: close` on the last allowed response but
     // leaves the connection open (and answers 503 to what follows): close it for real.
+    // HTTP/2: GOAWAY after that many streams (nginx's keepalive_requests).
     const maxPerConnection = state.config.limits.max_requests_per_connection
-    if (maxPerConnection > 0 && req.socket) {
-      const served = (this.requestsOnSocket.get(req.socket) ?? 0) + 1
-      this.requestsOnSocket.set(req.socket, served)
-      if (served >= maxPerConnection) res.shouldKeepAlive = false
+    const connection = session ?? req.socket
+    if (maxPerConnection > 0 && connection) {
+      const served = (this.requestsOnSocket.get(connection) ?? 0) + 1
+      this.requestsOnSocket.set(connection, served)
+      if (served >= maxPerConnection) {
+        res.shouldKeepAlive = false
+        session?.close()
+      }
     }
     const parsed = parseRequest(req, state.config.limits.max_headers, conn)
     if (typeof parsed === 'string') {
@@ -682,7 +753,7 @@ export class Gatehouse {
    */
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const res = upgradeResponse(req, socket)
-    if (this.overConnectionLimit.has(socket)) {
+    if (overLimit(socket)) {
       this.handle(req, res)
       return
     }
@@ -784,13 +855,16 @@ export class Gatehouse {
     if (config.limits.max_header_bytes !== old.config.limits.max_header_bytes) {
       this.logs.error.warn('limits.max_header_bytes changes take effect on restart')
     }
-    for (const l of this.listeners) applyLimits(l.server, config.limits)
+    for (const l of this.listeners) {
+      applyLimits(l.server, config.limits)
+      l.h2?.update(config.http2, http2Limits(config.limits))
+    }
     if (this.listeners.length > 0) {
-      const wanted = config.listen.map(listenEntry).map((e, i) => ({
-        spec: parseListenAddress(e.address),
-        tls: certificates[i],
-        redirect: e.redirect,
-      }))
+      const wanted = config.listen.map((entry, i) => {
+        const e = listenEntry(entry)
+        const h2 = wantsHttp2(entry, config) && e.redirect === undefined
+        return { spec: parseListenAddress(e.address), tls: certificates[i], redirect: e.redirect, h2 }
+      })
       // Kept: same address, and TLS on both or neither (a switch reopens the listener).
       const keep = (l: Listener) =>
         wanted.some((w) => w.spec.text === l.spec.text && listenerKind(w) === listenerKind(l))
@@ -799,11 +873,12 @@ export class Gatehouse {
           this.listeners.splice(this.listeners.indexOf(l), 1)
           l.server.close()
           l.server.closeIdleConnections()
+          l.h2?.goAway()
         }
       }
       for (const w of wanted) {
         const kept = this.listeners.find((l) => l.spec.text === w.spec.text)
-        if (!kept) await this.openListener(w.spec, w.tls, w.redirect)
+        if (!kept) await this.openListener(w.spec, w.tls, w.redirect, w.h2)
         else if (kept.redirect && w.redirect !== undefined) kept.redirect.to = w.redirect
         else if (kept.tls && w.tls) {
           // New handshakes get the certificates read above; open connections keep theirs.
@@ -898,7 +973,11 @@ export class Gatehouse {
     for (const pending of this.pending) this.discard(pending, 'the server is stopping')
     const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())))
     for (const listeners of this.inboundListeners.values()) closed.push(listeners.stopAccepting())
-    for (const l of this.listeners) l.server.closeIdleConnections()
+    for (const l of this.listeners) {
+      l.server.closeIdleConnections()
+      // HTTP/2: GOAWAY on every session; its open streams finish within the grace.
+      l.h2?.goAway()
+    }
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs)
@@ -909,7 +988,10 @@ export class Gatehouse {
         }
       })
     }
-    for (const l of this.listeners) l.server.closeAllConnections()
+    for (const l of this.listeners) {
+      l.server.closeAllConnections()
+      l.h2?.destroyAll()
+    }
     for (const listeners of this.inboundListeners.values()) listeners.closeAll()
     // Upgraded connections (WebSockets) keep the listeners open until their handlers close
     // them (with a close frame); whatever is left after that is cut.
