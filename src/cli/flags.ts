@@ -10,6 +10,10 @@ export interface ServeFlags {
   /** --tls-cert/--tls-key: every --listen (or the file's plain listens) serves HTTPS. */
   tlsCert?: string
   tlsKey?: string
+  /** --no-http2: false (commander's negation); `[http2] enabled = false`. */
+  http2?: boolean
+  /** --h2c: `h2c = true` on every plain listen entry. */
+  h2c?: boolean
   maxBodySize?: string
   /** --encode (Caddy's word) or --compress: the top-level `encode`. */
   encode?: boolean
@@ -139,6 +143,12 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
   const listen = [...(flags.listen ?? []), ...(flags.bind ?? [])]
   if (listen.length > 0) out.listen = listen
   if (flags.tlsCert !== undefined || flags.tlsKey !== undefined) out.listen = withTls(out.listen, flags, cwd)
+  if (flags.http2 === false)
+    out.http2 = { ...((base.http2 as Record<string, unknown> | undefined) ?? {}), enabled: false }
+  if (flags.h2c) {
+    const entries = out.listen === undefined ? ['127.0.0.1:8080'] : [out.listen].flat()
+    out.listen = entries.map((e) => (typeof e === 'string' ? { address: e, h2c: true } : e))
+  }
   const limits = { ...((base.limits as Record<string, unknown> | undefined) ?? {}) }
   if (flags.maxBodySize !== undefined) limits.max_body_bytes = num(flags.maxBodySize)
   if (flags.keepAlive !== undefined) limits.keepalive_timeout = num(flags.keepAlive)

@@ -28,6 +28,7 @@ import http2, {
 import type { IncomingMessage, OutgoingHttpHeaders, Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
+import { refuse } from '../core/respond.js'
 
 /** The `[http2]` settings (docs/configuration.md). */
 export interface Http2Settings {
@@ -84,10 +85,20 @@ type Plain = Http2ServerRequest & {
 }
 
 /**
+ * A request body without Content-Length (HEADERS without END_STREAM): what HTTP/1.1 calls
+ * chunked. The HTTP/1.1 view says `Transfer-Encoding: chunked`, so every gateway reads (or
+ * spools) it as it reads a chunked body; HTTP/2 itself frames it in DATA frames.
+ */
+function bodyOfUnknownLength(req: Http2ServerRequest): boolean {
+  const all = parentGetter<IncomingMessage['headers']>('headers', req)
+  return all['content-length'] === undefined && !req.stream.endAfterHeaders
+}
+
+/**
  * The compat request with HTTP/1.1's view of the header fields: `rawHeaders` and `headers`
  * without the pseudo-headers, and `:authority` as `Host` (RFC 9113 8.3.1) when the client
- * sent none, so the CGI variables, the WSGI environ and the ASGI scope are built as for
- * HTTP/1.1. `method` and `url` still come from `:method` and `:path`. (Accessors defined on
+ * sent none, and a body of unknown length as chunked (bodyOfUnknownLength), so the CGI
+ * variables, the WSGI environ and the ASGI scope are built as for HTTP/1.1. `method` and `url` still come from `:method` and `:path`. (Accessors defined on
  * the prototype: node's typings declare these as fields.)
  */
 class FrontHttp2Request extends Http2ServerRequest {}
@@ -111,6 +122,7 @@ Object.defineProperties(FrontHttp2Request.prototype, {
         out.push(name, raw[i + 1]!)
       }
       if (!host && authority !== undefined) out.unshift('host', authority)
+      if (bodyOfUnknownLength(this)) out.push('transfer-encoding', 'chunked')
       return (this[PLAIN_RAW] = out)
     },
   },
@@ -123,6 +135,7 @@ Object.defineProperties(FrontHttp2Request.prototype, {
       for (const name of Object.keys(all)) if (name.charCodeAt(0) !== 58) out[name] = all[name]
       const authority = all[':authority']
       if (out.host === undefined && typeof authority === 'string') out.host = authority
+      if (bodyOfUnknownLength(this)) out['transfer-encoding'] = 'chunked'
       return (this[PLAIN_HEADERS] = out)
     },
   },
@@ -218,13 +231,32 @@ export class Http2Front {
       Http2ServerRequest: FrontHttp2Request,
       Http2ServerResponse: FrontHttp2Response as unknown as typeof Http2ServerResponse<FrontHttp2Request>,
     })
-    this.server.on('request', handler as never)
-    this.server.on('checkContinue', checkContinue as never)
+    this.server.on('request', this.guard(handler) as never)
+    this.server.on('checkContinue', this.guard(checkContinue) as never)
     this.server.on('session', (session: Http2Session) => this.track(session))
     // A session's protocol errors are the client's (logged at debug): its session is ended.
     this.server.on('sessionError', (err: Error) =>
       this.log.debug({ err: err.message, code: 'GH_ERR_HTTP2' }, 'HTTP/2 session error: session closed'),
     )
+  }
+
+  /**
+   * Before a handler runs: a stream its client already reset is not served at all (the
+   * rapid-reset flood's HEADERS+RST_STREAM pairs start no handler), and a header list over
+   * max_header_bytes is answered 431 (as HTTP/1.1's; RFC 7541 4.1 counts 32 bytes a field).
+   */
+  private guard(handler: (req: IncomingMessage, res: ServerResponse) => void) {
+    return (req: Http2ServerRequest, res: Http2ServerResponse) => {
+      if (req.stream.closed || req.stream.destroyed) return
+      const raw = req.rawHeaders
+      let size = 0
+      for (let i = 0; i + 1 < raw.length; i += 2) size += raw[i]!.length + raw[i + 1]!.length + 32
+      if (size > this.limits.maxHeaderBytes) {
+        refuse(res as unknown as ServerResponse, 'GH_ERR_HEADERS_TOO_LARGE', this.log)
+        return
+      }
+      handler(req as unknown as IncomingMessage, res as unknown as ServerResponse)
+    }
   }
 
   private localSettings(): http2.Settings {
@@ -317,23 +349,26 @@ export class Http2Front {
     session.setTimeout(this.limits.idleTimeout, () => {
       if (entry.streams === 0) session.close()
     })
+    const countReset = () => {
+      const now = performance.now()
+      if (now - windowStart > this.settings.reset_window) {
+        windowStart = now
+        resets = 0
+      }
+      if (++resets > this.settings.max_resets && !session.destroyed) {
+        this.log.warn(
+          { code: 'GH_ERR_HTTP2_FLOOD', remote: session.socket?.remoteAddress, resets },
+          'HTTP/2 client reset too many streams: session closed',
+        )
+        session.goaway(ENHANCE_YOUR_CALM)
+        session.destroy()
+      }
+    }
     session.on('stream', (stream: ServerHttp2Stream) => {
       entry.streams++
-      stream.on('aborted', () => {
-        const now = performance.now()
-        if (now - windowStart > this.settings.reset_window) {
-          windowStart = now
-          resets = 0
-        }
-        if (++resets > this.settings.max_resets && !session.destroyed) {
-          this.log.warn(
-            { code: 'GH_ERR_HTTP2_FLOOD', remote: session.socket?.remoteAddress, resets },
-            'HTTP/2 client reset too many streams: session closed',
-          )
-          session.goaway(ENHANCE_YOUR_CALM)
-          session.destroy()
-        }
-      })
+      // A RST_STREAM in the same read as its HEADERS has closed the stream already.
+      if (stream.closed || stream.destroyed) countReset()
+      else stream.once('aborted', countReset)
       stream.once('close', () => {
         entry.streams--
         if (this.stopping && entry.streams === 0) session.close()
