@@ -184,9 +184,16 @@ class FrontHttp2Response extends Http2ServerResponse {
   }
 }
 
-Object.defineProperty(FrontHttp2Response.prototype, 'statusMessage', {
-  get: () => '',
-  set: () => {},
+Object.defineProperties(FrontHttp2Response.prototype, {
+  statusMessage: { get: () => '', set: () => {} },
+  // node says a stream its client reset has finished writing (it emits 'finish' then
+  // 'close' on the response either way): not finished unless it ended before it closed, as
+  // HTTP/1.1's response says, which is how every gateway tells that a client went away.
+  writableFinished: {
+    get(this: Http2ServerResponse): boolean {
+      return this.stream.writableFinished && !this.stream.aborted
+    },
+  },
 })
 
 /** RFC 9113 3.4: the client connection preface. */
