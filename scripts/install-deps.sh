@@ -16,6 +16,8 @@ PACKAGES=(
   prometheus
   # systemd-socket-activate and systemd-notify (test/cli/systemd.test.ts)
   systemd
+  # nghttp and h2load: the HTTP/2 tests (test/http/h2.test.ts) and the h2 benchmarks (bench/h2load.ts)
+  nghttp2-client
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
