@@ -3,8 +3,7 @@
  * report parsed into wrk's result shape, so the runner and the report treat both alike.
  * h2load prints the mean and max time per request but no percentiles: those stay NaN.
  */
-import { spawn } from 'node:child_process'
-import type { WrkResult } from './wrk.js'
+import { runLoadTool, type WrkResult } from './wrk.js'
 
 export const H2LOAD = process.env.GATEHOUSE_BENCH_H2LOAD ?? '/usr/bin/h2load'
 
@@ -88,27 +87,5 @@ export function runH2load(opts: H2loadOptions): Promise<string> {
     String(opts.durationSeconds),
     opts.url,
   ]
-  return new Promise((resolve, reject) => {
-    const child = spawn(H2LOAD, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s))
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
-    const killer = setTimeout(() => child.kill('SIGKILL'), (opts.durationSeconds + 15) * 1000)
-    opts.onSpawn?.(() => child.kill('SIGKILL'))
-    child.on('error', (err) => {
-      clearTimeout(killer)
-      reject(err)
-    })
-    child.on('close', (code, signal) => {
-      clearTimeout(killer)
-      if (code === 0) resolve(stdout)
-      else
-        reject(
-          new Error(
-            `h2load ${args.join(' ')} exited with ${signal ?? `code ${code}`}: ${(stderr || stdout).trim().slice(0, 500)}`,
-          ),
-        )
-    })
-  })
+  return runLoadTool('h2load', H2LOAD, args, opts.durationSeconds, opts.onSpawn)
 }

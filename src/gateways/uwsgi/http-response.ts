@@ -220,7 +220,13 @@ export class HttpResponseParser {
     if (status >= 100 && status < 200) {
       if (status === 101) throw httpError('HTTP_UPGRADE', '101 Switching Protocols is not supported')
       if (status !== 103) return null
-      return { httpVersion: m[1] === '1.0' ? '1.0' : '1.1', status, statusMessage: m[3] ?? '', rawHeaders, framing: 'none' }
+      return {
+        httpVersion: m[1] === '1.0' ? '1.0' : '1.1',
+        status,
+        statusMessage: m[3] ?? '',
+        rawHeaders,
+        framing: 'none',
+      }
     }
     const head: HttpResponseHead = {
       httpVersion: m[1] === '1.0' ? '1.0' : '1.1',
