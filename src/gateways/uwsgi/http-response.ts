@@ -50,7 +50,7 @@ export interface HttpResponseParserOptions {
  * uWSGI writes back the SERVER_PROTOCOL it was given: `HTTP/2.0` for a request that came over
  * HTTP/2 (as nginx's $server_protocol). Its reply is framed as HTTP/1.1's all the same.
  */
-const STATUS_LINE = /^HTTP\/(1\.[01]|2\.0|2) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/
+const STATUS_LINE = /^HTTP\/(1\.[01]|2\.0) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/
 
 export type HttpResponseErrorCode =
   /** The connection closed before the response (head or body) was complete. */
