@@ -13,6 +13,7 @@
 import { spawnSync } from 'node:child_process'
 import { appendFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
+import { request as tlsRequest } from 'node:https'
 import { cpus, hostname, loadavg, release, tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -45,6 +46,8 @@ import {
 import type { GatehouseSide, Scenario } from './scenario.js'
 import { SCENARIOS } from './scenarios/index.js'
 import { parseWrkOutput, runWrk } from './wrk.js'
+import { parseH2loadOutput, runH2load } from './h2load.js'
+import { benchCertificate, writeBenchCertificate } from './tls.js'
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const CLI = join(REPO_ROOT, 'dist/src/cli/main.js')
@@ -185,8 +188,10 @@ function machineInfo(): MachineInfo {
 
 // ---- servers -------------------------------------------------------------------------
 
-function startGatehouse(side: GatehouseSide, tmpDir: string, port: number): ServerHandle {
-  const listen = `${HOST}:${port}`
+function startGatehouse(side: GatehouseSide, tmpDir: string, port: number, tls: boolean): ServerHandle {
+  const address = `${HOST}:${port}`
+  // TLS scenarios: the same certificate as the peer's; HTTP/2 is on by default with TLS.
+  const listen = tls ? { address, tls: benchCertificate(tmpDir) } : address
   let args: string[]
   if (side.config) {
     if ('listen' in side.config)
@@ -196,15 +201,17 @@ function startGatehouse(side: GatehouseSide, tmpDir: string, port: number): Serv
     writeFileSync(file, toToml(config), { mode: 0o644 })
     args = ['serve', '--config', file]
   } else {
-    args = ['serve', '--log-level', 'warn', ...side.args, '--listen', listen]
+    args = ['serve', '--log-level', 'warn', ...side.args, '--listen', address]
+    if (tls) args.push('--tls-cert', benchCertificate(tmpDir).cert, '--tls-key', benchCertificate(tmpDir).key)
   }
   return spawnServer(process.execPath, [CLI, ...args], { cwd: tmpDir })
 }
 
 /** One GET with a fresh connection (so no idle keep-alive socket lingers into the run). */
-function fetchOnce(port: number, path: string): Promise<PreflightResult & { body: Buffer }> {
+function fetchOnce(port: number, path: string, tls = false): Promise<PreflightResult & { body: Buffer }> {
   return new Promise((resolve, reject) => {
-    const req = request({
+    const req = (tls ? tlsRequest : request)({
+      rejectUnauthorized: false,
       host: HOST,
       port,
       path,
@@ -249,7 +256,7 @@ async function wrkRun(
   durationSeconds: number,
   backend?: ServerHandle,
 ) {
-  const url = `http://${HOST}:${side.port}${scenario.path}`
+  const url = `${scenario.transport ? 'https' : 'http'}://${HOST}:${side.port}${scenario.path}`
   const sampler = new RssSampler([side.handle.pid, ...(side.handle.extraPids ?? [])])
   const cpu = new CpuMeter(side.handle.pid, side.handle.extraPids)
   const backendCpu = backend ? new CpuMeter(backend.pid, backend.extraPids) : undefined
@@ -259,16 +266,20 @@ async function wrkRun(
   let used: ReturnType<CpuMeter['stop']>
   let backendUsed: ReturnType<CpuMeter['stop']> | undefined
   try {
-    raw = await runWrk({
-      wrk: WRK,
+    const load = {
       url,
       threads: opts.threads,
       connections: opts.connections,
       durationSeconds,
-      onSpawn: (kill) => {
+      onSpawn: (kill: () => void) => {
         stopWrk = kill
       },
-    })
+    }
+    // HTTP/2: h2load, 10 streams per connection (as its docs' example, PEERS.md).
+    raw =
+      scenario.transport === 'h2'
+        ? await runH2load({ ...load, streams: 10 })
+        : await runWrk({ ...load, wrk: WRK })
   } finally {
     stopWrk = undefined
     rss = sampler.stop()
@@ -278,7 +289,7 @@ async function wrkRun(
   checkInterrupted()
   const status = side.handle.exitStatus?.()
   if (status !== undefined) throw new Error(`${side.server} exited (${status}) during the run`)
-  const wrk = parseWrkOutput(raw)
+  const wrk = scenario.transport === 'h2' ? parseH2loadOutput(raw) : parseWrkOutput(raw)
   const perRequest = (seconds: number) => (wrk.requests > 0 ? (seconds * 1e6) / wrk.requests : Number.NaN)
   return {
     startedAt,
@@ -304,6 +315,7 @@ async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<Scen
   const sides: Side[] = []
   let backend: ServerHandle | undefined
   try {
+    if (scenario.transport) writeBenchCertificate(tmpDir)
     await scenario.prepare?.(tmpDir)
     if (scenario.backend) backend = await scenario.backend.start(tmpDir)
     const gatehouseSide = await scenario.gatehouse(tmpDir)
@@ -314,7 +326,7 @@ async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<Scen
     sides.push({
       key: 'gatehouse',
       server: 'gatehouse',
-      handle: startGatehouse(gatehouseSide, tmpDir, gatehousePort),
+      handle: startGatehouse(gatehouseSide, tmpDir, gatehousePort, scenario.transport !== undefined),
       port: gatehousePort,
       runs: [],
     })
@@ -330,8 +342,8 @@ async function runScenario(scenario: Scenario, opts: BenchOptions): Promise<Scen
 
     const [g, p] = [sides[0]!, sides[1]!]
     const [gAnswer, pAnswer] = [
-      await fetchOnce(g.port, scenario.path),
-      await fetchOnce(p.port, scenario.path),
+      await fetchOnce(g.port, scenario.path, scenario.transport !== undefined),
+      await fetchOnce(p.port, scenario.path, scenario.transport !== undefined),
     ]
     for (const [side, answer] of [
       [g, gAnswer],

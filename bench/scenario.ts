@@ -49,6 +49,11 @@ export interface Scenario {
   readonly name: string
   /** One line saying what is measured, for --list and the docs. */
   readonly description: string
+  /**
+   * Over TLS with the same certificate on both sides (bench/tls.ts): `https` is HTTP/1.1
+   * measured with wrk, `h2` is HTTP/2 measured with h2load (bench/h2load.ts). Default: plain HTTP.
+   */
+  readonly transport?: 'https' | 'h2'
   /** Request path (with query, if any) that wrk requests from both sides. */
   readonly path: string
   /**

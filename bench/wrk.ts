@@ -108,8 +108,22 @@ export function runWrk(opts: WrkOptions): Promise<string> {
     '--latency',
     opts.url,
   ]
+  return runLoadTool('wrk', opts.wrk, args, opts.durationSeconds, opts.onSpawn)
+}
+
+/**
+ * Run a load generator (wrk, h2load) to its end and resolve with its stdout; killed if it
+ * outlives `durationSeconds` by more than 15 s; a non-zero exit rejects with what it said.
+ */
+export function runLoadTool(
+  name: string,
+  file: string,
+  args: string[],
+  durationSeconds: number,
+  onSpawn?: (stop: () => void) => void,
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(opts.wrk, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.setEncoding('utf8').on('data', (s: string) => {
@@ -118,8 +132,8 @@ export function runWrk(opts: WrkOptions): Promise<string> {
     child.stderr.setEncoding('utf8').on('data', (s: string) => {
       stderr += s
     })
-    const killer = setTimeout(() => child.kill('SIGKILL'), (opts.durationSeconds + 15) * 1000)
-    opts.onSpawn?.(() => child.kill('SIGKILL'))
+    const killer = setTimeout(() => child.kill('SIGKILL'), (durationSeconds + 15) * 1000)
+    onSpawn?.(() => child.kill('SIGKILL'))
     child.on('error', (err) => {
       clearTimeout(killer)
       reject(err)
@@ -131,7 +145,7 @@ export function runWrk(opts: WrkOptions): Promise<string> {
         const said = (stderr || stdout).trim().slice(0, 500)
         reject(
           new Error(
-            `wrk ${args.join(' ')} exited with ${signal ?? `code ${code}`}${said ? `: ${said}` : ''}`,
+            `${name} ${args.join(' ')} exited with ${signal ?? `code ${code}`}${said ? `: ${said}` : ''}`,
           ),
         )
       }

@@ -20,6 +20,8 @@ PACKAGES=(
   systemd
   # Let's Encrypt's ACME test server: automatic certificates (test/acme/certificates.test.ts)
   pebble
+  # nghttp and h2load: the HTTP/2 tests (test/http/h2.test.ts) and the h2 benchmarks (bench/h2load.ts)
+  nghttp2-client
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

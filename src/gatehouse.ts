@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
+import type { Http2Session } from 'node:http2'
 import type { Duplex } from 'node:stream'
 import {
   type GatehouseConfig,
@@ -27,7 +28,14 @@ import { offloadResponse } from './http/offload.js'
 import { parseTarget } from './http/request-target.js'
 import { InboundListeners } from './inbound/listeners.js'
 import { redirectToHttps } from './http/redirect.js'
-import { chooseCertificate, listenEntry, type LoadedTls, loadListenTls } from './core/tls.js'
+import {
+  chooseCertificate,
+  type ListenEntry,
+  listenEntry,
+  type LoadedTls,
+  loadListenTls,
+} from './core/tls.js'
+import { Http2Front, type Http2Limits } from './http/h2.js'
 import type { Handler, RouteMatch, ServerState } from './core/types.js'
 import { AcmeCertificates, acmeAlpnCallback, acmeSniCallback } from './acme/certificates.js'
 import { allAcmeHosts, listenAcmeHosts, usableChallenges } from './acme/hosts.js'
@@ -74,11 +82,43 @@ interface Listener {
   tls: { loaded: LoadedTls; acme: string[] } | undefined
   /** A `redirect_http` listener: where it sends (true: the first TLS listener's port). */
   redirect: { to: true | number } | undefined
+  /** HTTP/2 on this listener (ALPN h2 with TLS, h2c without), or undefined. */
+  h2: Http2Front | undefined
 }
 
 /** What a listener serves: kept across a reload only when this stays the same. */
-const listenerKind = (l: { tls: unknown; acme: readonly string[]; redirect: unknown }) =>
-  l.tls ? (l.acme.length > 0 ? 'https+acme' : 'https') : l.redirect ? 'redirect' : 'http'
+const listenerKind = (l: { tls: unknown; acme: readonly string[]; redirect: unknown; h2: unknown }) =>
+  (l.tls ? (l.acme.length > 0 ? 'https+acme' : 'https') : l.redirect ? 'redirect' : 'http') +
+  (l.h2 ? '+h2' : '')
+
+/** Whether a listen entry speaks HTTP/2: TLS unless turned off there or in `[http2]`, h2c when asked. */
+function wantsHttp2(entry: ListenEntry, config: GatehouseConfig): boolean {
+  if (typeof entry === 'string') return false
+  if (entry.tls) return config.http2.enabled && entry.http2 !== false
+  return entry.h2c === true && entry.redirect_http === undefined
+}
+
+function http2Limits(limits: LimitsConfig): Http2Limits {
+  return {
+    maxHeaderBytes: limits.max_header_bytes,
+    maxHeaders: limits.max_headers,
+    idleTimeout: limits.keepalive_timeout,
+  }
+}
+
+/** Marks a connection beyond max_connections_per_ip: each of its requests gets 503. */
+const OVER_LIMIT = Symbol('gatehouse.overConnectionLimit')
+
+/** Read on the socket itself, or through an HTTP/2 request's socket proxy (it reads the session's socket). */
+const overLimit = (socket: object | null): boolean =>
+  socket !== null && (socket as { [OVER_LIMIT]?: true })[OVER_LIMIT] === true
+
+/** An HTTP/2 request's session (undefined for HTTP/1.x): the connection it came on. */
+const http2Session = (req: IncomingMessage): Http2Session | undefined =>
+  (req as IncomingMessage & { stream?: { session?: Http2Session } }).stream?.session
+
+/** The key of a request's connection: the socket, or for HTTP/2 the session (req.socket is a per-stream proxy). */
+const connectionOf = (req: IncomingMessage): object | null => http2Session(req) ?? req.socket
 
 /**
  * The handlers of `previous` that `config` can keep: a route whose action manages workers
@@ -253,8 +293,6 @@ export class Gatehouse {
   private readonly requestsOnSocket = new WeakMap<object, number>()
   /** Open connections per client address, counted while max_connections_per_ip is set. */
   private readonly connectionsPerIp = new Map<string, number>()
-  /** Connections beyond max_connections_per_ip: each of their requests gets 503. */
-  private readonly overConnectionLimit = new WeakSet<object>()
   /** Sockets handed to a handler's upgrade() (WebSockets), until they close. */
   private readonly upgraded = new Set<Duplex>()
   /** Per connection, its bytesRead when the metrics last counted it (request heads included). */
@@ -329,7 +367,8 @@ export class Gatehouse {
     await this.ready()
     for (const [i, entry] of this.state.config.listen.entries()) {
       const { address, redirect } = listenEntry(entry)
-      await this.openListener(parseListenAddress(address), certificates[i], redirect, acmeHosts[i])
+      const h2 = wantsHttp2(entry, this.state.config)
+      await this.openListener(parseListenAddress(address), certificates[i], redirect, acmeHosts[i], h2)
     }
     for (const listeners of this.inboundListeners.values()) await listeners.reconcile(this.state.config)
     // Orders run in the background: every listener is open and serving already.
@@ -428,6 +467,7 @@ export class Gatehouse {
     certificates?: LoadedTls,
     redirectTo?: true | number,
     acmeHosts: string[] = [],
+    http2 = false,
   ): Promise<void> {
     const limits = this.state.config.limits
     // node:https shares node:http's request handling: every listener below works on a TLSSocket.
@@ -444,6 +484,7 @@ export class Gatehouse {
           if (!this.acme?.answerHttpChallenge(req, res)) toHttps(req, res)
         }
       : this.handler
+    const alpn = http2 ? ['h2', 'http/1.1'] : ['http/1.1']
     const server: Server = tls
       ? (createTlsServer(
           {
@@ -454,20 +495,43 @@ export class Gatehouse {
               () => tls.acme,
               (name) => chooseCertificate(tls.loaded, name),
             ),
-            // TLS-ALPN-01 (RFC 8737) needs the client's ALPN list before the certificate is chosen.
-            ...(tls.acme.length > 0 ? { ALPNCallback: acmeAlpnCallback(() => this.acme, ['http/1.1']) } : {}),
+            // RFC 7301: h2 first when HTTP/2 is on; a client offering only http/1.1 (a
+            // WebSocket client) gets HTTP/1.1 on the same port. TLS-ALPN-01 (RFC 8737) needs
+            // the client's ALPN list before the certificate is chosen: then a callback (Node
+            // refuses ALPNProtocols beside it) picks from the same list.
+            ...(tls.acme.length > 0
+              ? { ALPNCallback: acmeAlpnCallback(() => this.acme, alpn) }
+              : { ALPNProtocols: alpn }),
           },
           handler,
         ) as TlsServer as unknown as Server)
       : createServer(serverOptions(limits), handler)
     applyLimits(server, limits)
+    // HSTS (RFC 6797 7.2: only over TLS) on every response of this listener, set before any handler runs.
+    const hsts = (_req: IncomingMessage, res: ServerResponse) => {
+      if (tls?.loaded.hsts) res.setHeader('strict-transport-security', tls.loaded.hsts)
+    }
     if (tls) {
-      // HSTS (RFC 6797 7.2: only over TLS) on every response of this listener, set before any handler runs.
-      const hsts = (_req: IncomingMessage, res: ServerResponse) => {
-        if (tls.loaded.hsts) res.setHeader('strict-transport-security', tls.loaded.hsts)
-      }
       server.prependListener('request', hsts)
       server.prependListener('checkContinue', hsts)
+    }
+    // HTTP/2 connections go to their own sessions; the rest stay on this server (src/http/h2.ts).
+    let h2: Http2Front | undefined
+    if (http2 && !redirect) {
+      h2 = new Http2Front(
+        this.state.config.http2,
+        http2Limits(limits),
+        (req, res) => {
+          hsts(req, res)
+          this.handle(req, res)
+        },
+        (req, res) => {
+          hsts(req, res)
+          this.handle(req, res, true)
+        },
+        this.logs.error,
+      )
+      h2.attach(server, tls !== undefined, limits.header_timeout)
     }
     // The per-connection bookkeeping keys on the socket requests arrive on: the TLSSocket.
     server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => this.countConnection(socket))
@@ -500,7 +564,7 @@ export class Gatehouse {
     )
     if (tls) bound.tls = true
     server.on('error', (err) => this.logs.error.error({ err, listen: spec.text }, 'listener error'))
-    this.listeners.push({ spec, server, bound, tls, redirect })
+    this.listeners.push({ spec, server, bound, tls, redirect, h2 })
     // JSON keeps msg "listening" and `listen` last (tools and tests match on them) and adds
     // `url`; text says where to click.
     const url = listenUrl(bound)
@@ -521,7 +585,7 @@ export class Gatehouse {
     const ip = socket.remoteAddress ?? ''
     const open = this.connectionsPerIp.get(ip) ?? 0
     if (open >= max) {
-      this.overConnectionLimit.add(socket)
+      ;(socket as Socket & { [OVER_LIMIT]?: true })[OVER_LIMIT] = true
       return
     }
     this.connectionsPerIp.set(ip, open + 1)
@@ -533,11 +597,14 @@ export class Gatehouse {
   }
 
   /** Bytes read on a connection since the metrics last looked: its requests' heads and bodies. */
-  private bytesReadSince(socket: Socket | null): number {
+  private bytesReadSince(req: IncomingMessage): number {
+    const socket = req.socket as Socket | null
     if (!socket) return 0
     const now = socket.bytesRead
-    const before = this.countedRead.get(socket) ?? 0
-    this.countedRead.set(socket, now)
+    // HTTP/2: req.socket is a proxy per stream onto the session's socket; count by session.
+    const key = connectionOf(req)!
+    const before = this.countedRead.get(key) ?? 0
+    this.countedRead.set(key, now)
     return now - before
   }
 
@@ -602,7 +669,7 @@ export class Gatehouse {
           method: req.method ?? 'OTHER',
           status: res.statusCode,
           seconds: (performance.now() - start) / 1000,
-          bytesIn: this.bytesReadSince(req.socket),
+          bytesIn: this.bytesReadSince(req),
           bytesOut: (req.socket?.bytesWritten ?? 0) - written0,
         })
       if ((res as ServerResponse & { [BODY_REFUSED]?: true })[BODY_REFUSED])
@@ -613,19 +680,27 @@ export class Gatehouse {
       }
     })
     if (this.closing) res.setHeader('connection', 'close')
-    if (this.overConnectionLimit.has(req.socket)) {
+    const session = http2Session(req)
+    if (overLimit(req.socket)) {
       this.refuseOverLimit(res)
+      // HTTP/2: the refusal ends only its stream; GOAWAY ends the connection after it.
+      session?.close()
       return
     }
     // ACME HTTP-01 (RFC 8555 8.3): a pending token is answered before any route.
     if (this.acme && !(req.socket as TLSSocket).encrypted && this.acme.answerHttpChallenge(req, res)) return
     // node's maxRequestsPerSocket sends `Connection: close` on the last allowed response but
     // leaves the connection open (and answers 503 to what follows): close it for real.
+    // HTTP/2: GOAWAY after that many streams (nginx's keepalive_requests).
     const maxPerConnection = state.config.limits.max_requests_per_connection
-    if (maxPerConnection > 0 && req.socket) {
-      const served = (this.requestsOnSocket.get(req.socket) ?? 0) + 1
-      this.requestsOnSocket.set(req.socket, served)
-      if (served >= maxPerConnection) res.shouldKeepAlive = false
+    const connection = session ?? req.socket
+    if (maxPerConnection > 0 && connection) {
+      const served = (this.requestsOnSocket.get(connection) ?? 0) + 1
+      this.requestsOnSocket.set(connection, served)
+      if (served >= maxPerConnection) {
+        res.shouldKeepAlive = false
+        session?.close()
+      }
     }
     const parsed = parseRequest(req, state.config.limits.max_headers, conn)
     if (typeof parsed === 'string') {
@@ -726,7 +801,7 @@ export class Gatehouse {
    */
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const res = upgradeResponse(req, socket)
-    if (this.overConnectionLimit.has(socket)) {
+    if (overLimit(socket)) {
       this.handle(req, res)
       return
     }
@@ -829,15 +904,18 @@ export class Gatehouse {
     if (config.limits.max_header_bytes !== old.config.limits.max_header_bytes) {
       this.logs.error.warn('limits.max_header_bytes changes take effect on restart')
     }
-    for (const l of this.listeners) applyLimits(l.server, config.limits)
+    for (const l of this.listeners) {
+      applyLimits(l.server, config.limits)
+      l.h2?.update(config.http2, http2Limits(config.limits))
+    }
     if (this.listeners.length > 0) {
-      const wanted = config.listen.map(listenEntry).map((e, i) => ({
-        spec: parseListenAddress(e.address),
-        tls: certificates[i],
-        acme: acmeHosts[i]!,
-        redirect: e.redirect,
-      }))
-      // Kept: same address, and TLS (with ACME or not) on both or neither (a switch reopens the listener).
+      const wanted = config.listen.map((entry, i) => {
+        const e = listenEntry(entry)
+        const h2 = wantsHttp2(entry, config) && e.redirect === undefined
+        const acme = acmeHosts[i]!
+        return { spec: parseListenAddress(e.address), tls: certificates[i], acme, redirect: e.redirect, h2 }
+      })
+      // Kept: same address, TLS (with ACME or not) on both or neither, HTTP/2 on both or neither (a switch reopens the listener).
       const keep = (l: Listener) =>
         wanted.some(
           (w) =>
@@ -849,11 +927,12 @@ export class Gatehouse {
           this.listeners.splice(this.listeners.indexOf(l), 1)
           l.server.close()
           l.server.closeIdleConnections()
+          l.h2?.goAway()
         }
       }
       for (const w of wanted) {
         const kept = this.listeners.find((l) => l.spec.text === w.spec.text)
-        if (!kept) await this.openListener(w.spec, w.tls, w.redirect, w.acme)
+        if (!kept) await this.openListener(w.spec, w.tls, w.redirect, w.acme, w.h2)
         else if (kept.redirect && w.redirect !== undefined) kept.redirect.to = w.redirect
         else if (kept.tls && w.tls) {
           // New handshakes get the certificates read above; open connections keep theirs.
@@ -953,7 +1032,11 @@ export class Gatehouse {
     for (const pending of this.pending) this.discard(pending, 'the server is stopping')
     const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())))
     for (const listeners of this.inboundListeners.values()) closed.push(listeners.stopAccepting())
-    for (const l of this.listeners) l.server.closeIdleConnections()
+    for (const l of this.listeners) {
+      l.server.closeIdleConnections()
+      // HTTP/2: GOAWAY on every session; its open streams finish within the grace.
+      l.h2?.goAway()
+    }
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, graceMs)
@@ -964,7 +1047,10 @@ export class Gatehouse {
         }
       })
     }
-    for (const l of this.listeners) l.server.closeAllConnections()
+    for (const l of this.listeners) {
+      l.server.closeAllConnections()
+      l.h2?.destroyAll()
+    }
     for (const listeners of this.inboundListeners.values()) listeners.closeAll()
     // Upgraded connections (WebSockets) keep the listeners open until their handlers close
     // them (with a close frame); whatever is left after that is cut.

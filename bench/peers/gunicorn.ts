@@ -94,10 +94,13 @@ export function nginxUwsgiPeer(opts: {
   appDir: (tmpDir: string) => string
   module: string
   processes: number
+  /** nginx serves TLS and HTTP/2 (the scenario's certificate). */
+  tls?: boolean
 }): PeerDefinition {
   const socket = (tmpDir: string) => join(tmpDir, 'nginx-uwsgi.sock')
   const nginx = nginxPeer({
     name: 'nginx+uWSGI',
+    tls: opts.tls === true,
     server: (tmpDir) => `    location / {
       include /etc/nginx/uwsgi_params;
       uwsgi_pass unix:${socket(tmpDir)};

@@ -9,6 +9,7 @@ import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { type ServerHandle, spawnServer, waitForUnixSocket } from '../processes.js'
 import type { PeerDefinition } from '../scenario.js'
+import { benchCertificate } from '../tls.js'
 
 export const NGINX = process.env.GATEHOUSE_BENCH_NGINX ?? '/usr/sbin/nginx'
 
@@ -19,9 +20,31 @@ export interface NginxPeerOptions {
   server(tmpDir: string): string
   /** Extra directives inside `http { }`. */
   http?(tmpDir: string): string
+  /** Serve TLS with the scenario's certificate (bench/tls.ts), with HTTP/2 (nginx's `http2`). */
+  tls?: boolean
 }
 
-export function nginxConfig(prefix: string, port: number, server: string, http = ''): string {
+/** The `listen` parameters and certificate lines of a TLS server block (nginx 1.22 syntax). */
+function tlsServer(tmpDir: string): { listen: string; lines: string } {
+  const { cert, key } = benchCertificate(tmpDir)
+  return {
+    listen: ' ssl http2',
+    lines: `    ssl_certificate ${cert};
+    ssl_certificate_key ${key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    http2_max_concurrent_streams 128;
+`,
+  }
+}
+
+export function nginxConfig(
+  prefix: string,
+  port: number,
+  server: string,
+  http = '',
+  tls?: { listen: string; lines: string },
+): string {
   // As root, nginx would switch its workers to an unprivileged user that may not read the
   // temp dir; staying root is allowed and sidesteps it. Without root the directive is ignored.
   const user = process.getuid?.() === 0 ? 'user root;\n' : ''
@@ -45,9 +68,9 @@ http {
   open_file_cache_valid 1s;
 ${http}
   server {
-    listen 127.0.0.1:${port};
+    listen 127.0.0.1:${port}${tls?.listen ?? ''};
     server_name localhost;
-${server}
+${tls?.lines ?? ''}${server}
   }
 }
 `
@@ -68,7 +91,8 @@ export function nginxPeer(opts: NginxPeerOptions): PeerDefinition {
       const prefix = join(tmpDir, `${opts.name ?? 'nginx'}-prefix`)
       mkdirSync(join(prefix, 'tmp'), { recursive: true, mode: 0o755 })
       const conf = join(prefix, 'nginx.conf')
-      writeFileSync(conf, nginxConfig(prefix, port, opts.server(tmpDir), opts.http?.(tmpDir) ?? ''), {
+      const tls = opts.tls ? tlsServer(tmpDir) : undefined
+      writeFileSync(conf, nginxConfig(prefix, port, opts.server(tmpDir), opts.http?.(tmpDir) ?? '', tls), {
         mode: 0o644,
       })
       // -e: the error log before the config is read (default: stderr on Debian builds).

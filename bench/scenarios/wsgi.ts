@@ -55,6 +55,15 @@ export const wsgiScenarios: Scenario[] = [
     peer: nginxUwsgiPeer({ appDir, module: 'hello:application', processes: WORKERS }),
   },
   {
+    name: 'wsgi-hello-h2-nginx-uwsgi',
+    description: `GET / over HTTP/2 (TLS, h2load -m 10): hello-world WSGI app, ${WORKERS} processes, Gatehouse wsgi vs nginx (ssl http2) + uWSGI (uwsgi_pass)`,
+    transport: 'h2',
+    path: '/',
+    prepare,
+    gatehouse: gatehouse('hello:application'),
+    peer: nginxUwsgiPeer({ appDir, module: 'hello:application', processes: WORKERS, tls: true }),
+  },
+  {
     name: 'wsgi-hello-nginx-gunicorn',
     description: `GET /: hello-world WSGI app, ${WORKERS} workers, Gatehouse wsgi vs nginx + gunicorn (sync workers on a Unix socket, keepalive upstream)`,
     path: '/',

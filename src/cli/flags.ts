@@ -16,6 +16,10 @@ export interface ServeFlags {
   acmeEmail?: string
   acmeDirectory?: string
   acmeCaRoot?: string
+  /** --no-http2: false (commander's negation); `[http2] enabled = false`. */
+  http2?: boolean
+  /** --h2c: `h2c = true` on every plain listen entry. */
+  h2c?: boolean
   maxBodySize?: string
   /** --encode (Caddy's word) or --compress: the top-level `encode`. */
   encode?: boolean
@@ -174,6 +178,12 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     out.listen = withTls(out.listen, flags, cwd)
   const acme = acmeFlags(base.acme, flags, cwd)
   if (acme !== undefined) out.acme = acme as Input['acme']
+  if (flags.http2 === false)
+    out.http2 = { ...((base.http2 as Record<string, unknown> | undefined) ?? {}), enabled: false }
+  if (flags.h2c) {
+    const entries = out.listen === undefined ? ['127.0.0.1:8080'] : [out.listen].flat()
+    out.listen = entries.map((e) => (typeof e === 'string' ? { address: e, h2c: true } : e))
+  }
   const limits = { ...((base.limits as Record<string, unknown> | undefined) ?? {}) }
   if (flags.maxBodySize !== undefined) limits.max_body_bytes = num(flags.maxBodySize)
   if (flags.keepAlive !== undefined) limits.keepalive_timeout = num(flags.keepAlive)

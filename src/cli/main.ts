@@ -412,6 +412,14 @@ export function buildProgram(): Command {
       "PEM CA certificate trusted for the ACME directory's HTTPS (a test CA such as pebble)",
     )
     .option(
+      '--no-http2',
+      'TLS listeners speak HTTP/1.1 only (HTTP/2 over TLS is on by default): `[http2] enabled = false`',
+    )
+    .option(
+      '--h2c',
+      'plain listeners also take cleartext HTTP/2 with prior knowledge: `h2c = true` on each plain listen entry',
+    )
+    .option(
       '--max-body-size <size>',
       'largest request body of every route without its own max_body_bytes: bytes, or 10MB, 1GiB (default 1GiB)',
     )

@@ -112,10 +112,44 @@ const listenEntry = (env: SchemaEnv) =>
       tls: tlsSchema(env).optional(),
       /** A plain listener that answers every request with a redirect to HTTPS (src/http/redirect.ts). */
       redirect_http: z.union([z.literal(true), z.number().int().min(1).max(65_535)]).optional(),
-    }).refine((e) => !(e.tls && e.redirect_http !== undefined), {
-      message: 'redirect_http is for a plain listener: give tls or redirect_http, not both',
-    }),
+      /** HTTP/2 (ALPN h2) on this TLS listener: on unless `[http2] enabled = false` (src/http/h2.ts). */
+      http2: z.boolean().optional(),
+      /** Cleartext HTTP/2 with prior knowledge on this plain listener (off by default). */
+      h2c: z.boolean().optional(),
+    })
+      .refine((e) => !(e.tls && e.redirect_http !== undefined), {
+        message: 'redirect_http is for a plain listener: give tls or redirect_http, not both',
+      })
+      .refine((e) => e.tls || e.http2 === undefined, {
+        path: ['http2'],
+        message:
+          'http2 is for a TLS listener (give tls); on a plain listener, h2c = true serves cleartext HTTP/2',
+      })
+      .refine((e) => !(e.h2c && (e.tls || e.redirect_http !== undefined)), {
+        path: ['h2c'],
+        message: 'h2c is for a plain listener that serves routes (not with tls or redirect_http)',
+      }),
   ])
+
+/** `[http2]`: HTTP/2's limits, for every listener that speaks it (docs/http-front.md, HTTP/2). */
+export function http2Schema() {
+  return strictObject({
+    /** HTTP/2 on TLS listeners (a listen entry's `http2 = false` turns it off there; `--no-http2`). */
+    enabled: z.boolean().default(true),
+    /** SETTINGS_MAX_CONCURRENT_STREAMS: nginx's http2_max_concurrent_streams. */
+    max_concurrent_streams: z
+      .number()
+      .int()
+      .min(1)
+      .max(2 ** 31 - 1)
+      .default(128),
+    /** Our SETTINGS must be acknowledged within this; else the session is closed (RFC 9113 6.5.3). */
+    settings_timeout: duration.prefault(10),
+    /** Streams a client may reset within reset_window; one more closes its session (CVE-2023-44487). */
+    max_resets: z.number().int().min(1).default(200),
+    reset_window: duration.prefault(10),
+  })
+}
 
 /** `redirect_http = true` sends to the first TLS listener: there must be one. */
 function checkRedirects(list: z.output<ReturnType<typeof listenEntry>>[], ctx: z.RefinementCtx): void {
@@ -274,6 +308,7 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
     log: logSchema(env).prefault({}),
     control: controlSchema(env).optional(),
     limits: limitsSchema().prefault({}),
+    http2: http2Schema().prefault({}),
     /** Compression on the fly, server-wide: every route's default (off when absent, as in Caddy). */
     encode: encodeSchema().optional(),
     /** Upstream groups by name (`[upstreams.php]`), for the actions' upstream keys (src/core/upstream/). */

@@ -58,6 +58,8 @@ export const ERROR_CODES = {
   GH_ERR_WEBSOCKET_DENIED: { status: 403, message: 'the application refused the WebSocket' },
   GH_ERR_OVERLOADED: { status: 503, message: 'server is overloaded; retry later' },
   GH_ERR_CONN_LIMIT: { status: 503, message: 'too many connections from this address' },
+  GH_ERR_HTTP2: { status: undefined, message: 'HTTP/2 session ended for a protocol error' },
+  GH_ERR_HTTP2_FLOOD: { status: undefined, message: 'HTTP/2 client reset too many streams' },
   GH_ERR_WORKER_START: { status: 503, message: 'worker pool cannot start its workers' },
   GH_ERR_WORKER_TIMEOUT: {
     status: 504,

@@ -96,14 +96,15 @@ export function statusOf(err: unknown): number {
 
 /**
  * Relay an upstream's 103 Early Hints (RFC 8297) to the client: its Link fields, before the
- * final head. Only to HTTP/1.1 clients (RFC 9110 15.2: no 1xx to an HTTP/1.0 client) and
+ * final head. Only to HTTP/1.1 and HTTP/2 clients (RFC 9110 15.2: no 1xx to an HTTP/1.0 client) and
  * only while the head is not out; hints without a valid Link are dropped (node's
  * writeEarlyHints sends nothing else of use, and refuses a malformed Link by throwing).
  * On a uwsgi/FastCGI listener writeEarlyHints does nothing (inbound/exchange.ts): the web
  * server in front would take the 103 for the final response.
  */
 export function relayEarlyHints(res: ServerResponse, rawHeaders: readonly string[], log?: Logger): void {
-  if (res.headersSent || res.req?.httpVersion !== '1.1') return
+  const version = res.req?.httpVersion
+  if (res.headersSent || (version !== '1.1' && version !== '2.0')) return
   const links: string[] = []
   for (let i = 0; i + 1 < rawHeaders.length; i += 2)
     if (rawHeaders[i]!.toLowerCase() === 'link') links.push(rawHeaders[i + 1]!)

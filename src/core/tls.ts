@@ -229,7 +229,15 @@ export function chooseCertificate(loaded: LoadedTls, servername: string): Secure
 
 /** A `listen` entry as the config holds it: an address, or an address with `tls` or `redirect_http`. */
 export type ListenEntry =
-  string | { address: string; tls?: TlsSettings | undefined; redirect_http?: true | number | undefined }
+  | string
+  | {
+      address: string
+      tls?: TlsSettings | undefined
+      redirect_http?: true | number | undefined
+      /** HTTP/2 keys (src/http/h2.ts): `http2 = false` on a TLS entry, `h2c = true` on a plain one. */
+      http2?: boolean | undefined
+      h2c?: boolean | undefined
+    }
 
 /**
  * The address text, TLS settings (undefined: plain HTTP) and `redirect_http` (a plain

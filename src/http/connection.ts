@@ -31,6 +31,13 @@ export function connectionInfo(req: IncomingMessage): ConnectionInfo {
   }
 }
 
+/**
+ * A request that came over HTTP/2 (node:http2's compat request, src/http/h2.ts), not an
+ * HTTP/1.x request line claiming version 2 (which is refused).
+ */
+export const isHttp2 = (req: IncomingMessage): boolean =>
+  req.httpVersionMajor === 2 && (req as { stream?: unknown }).stream !== undefined
+
 export function setConnectionInfo(req: IncomingMessage, info: ConnectionInfo): void {
   ;(req as WithInfo)[CONNECTION_INFO] = info
 }

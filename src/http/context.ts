@@ -5,7 +5,7 @@ import pino from 'pino'
 import { type ErrorCode, GatehouseError } from '../core/errors.js'
 import { refuse, sendStatus, statusOf } from '../core/respond.js'
 import type { ConnectionInfo, Handler, RequestContext, RouteMatch } from '../core/types.js'
-import { connectionInfo } from './connection.js'
+import { connectionInfo, isHttp2 } from './connection.js'
 import { BadTargetError, type ParsedTarget, parseHost, parseTarget } from './request-target.js'
 
 export interface ParsedRequest {
@@ -28,8 +28,8 @@ export function parseRequest(
 ): ParsedRequest | ErrorCode {
   if (req.rawHeaders.length / 2 > maxHeaders) return 'GH_ERR_TOO_MANY_HEADERS'
   // llhttp lets `HTTP/2.0` and `HTTP/0.9` (and a request line with no version) through;
-  // only HTTP/1.x is spoken here (RFC 9110 15.6.6).
-  if (req.httpVersionMajor !== 1) return 'GH_ERR_HTTP_VERSION'
+  // only HTTP/1.x is spoken in that syntax (RFC 9110 15.6.6). HTTP/2 comes in frames.
+  if (req.httpVersionMajor !== 1 && !isHttp2(req)) return 'GH_ERR_HTTP_VERSION'
   // RFC 9112 3.2: more than one Host line is a 400; node keeps the first and drops the rest.
   let hostLines = 0
   for (let i = 0; i < req.rawHeaders.length; i += 2) {

@@ -81,3 +81,15 @@ test('--proxy [PREFIX=]URL (repeatable) adds proxy routes; a bad URL is a config
     /routes\[0\]\.proxy\.upstream: not an http/,
   )
 })
+
+test('--no-http2 turns [http2] enabled off; --h2c puts h2c = true on every plain listen; http2 on a plain entry is refused', () => {
+  const off = validateConfig(applyFlags({}, { listen: ['127.0.0.1:9000'], http2: false }, cwd), cwd)
+  assert.equal(off.http2.enabled, false)
+  assert.equal(validateConfig({}, cwd).http2.enabled, true)
+  const h2c = validateConfig(applyFlags({}, { listen: ['127.0.0.1:9000'], h2c: true }, cwd), cwd)
+  assert.deepEqual(h2c.listen, [{ address: '127.0.0.1:9000', h2c: true }])
+  assert.throws(
+    () => validateConfig({ listen: [{ address: '127.0.0.1:9000', http2: true }] }, cwd),
+    (err: GatehouseError) => /http2 is for a TLS listener/.test(JSON.stringify(err.problems)),
+  )
+})

@@ -9,7 +9,7 @@ test('docs/errors.md lists exactly the registered codes, with their status and m
   const doc = readFileSync(join(REPO_ROOT, 'docs/errors.md'), 'utf8')
   const rows = new Map<string, { status: string; message: string }>()
   for (const line of doc.split('\n')) {
-    const m = /^\|\s*`(GH_ERR_[A-Z_]+)`\s*\|([^|]+)\|([^|]+)\|/.exec(line)
+    const m = /^\|\s*`(GH_ERR_[A-Z0-9_]+)`\s*\|([^|]+)\|([^|]+)\|/.exec(line)
     if (m) rows.set(m[1]!, { status: m[2]!.trim(), message: m[3]!.trim() })
   }
   assert.deepEqual([...rows.keys()].sort(), Object.keys(ERROR_CODES).sort())

@@ -511,11 +511,12 @@ test('redirect_http: a plain listener sends every request to HTTPS (301, 308 kee
   assert.equal(followed.code, 0, followed.stderr)
   assert.match(
     followed.stdout,
-    /HTTP\/1\.1 200 OK[\s\S]*strict-transport-security: max-age=63072000; includeSubDomains\r\n/i,
+    // HTTP/2 on the TLS listener (ALPN h2, on by default), HTTP/1.1 on the redirecting one.
+    /HTTP\/2 200 [\s\S]*strict-transport-security: max-age=63072000; includeSubDomains\r\n/i,
   )
   assert.match(followed.stdout, /hello over tls\n$/)
   const missing = await curl(ca, ['-i', `https://127.0.0.1:${tlsPort}/nope`])
-  assert.match(missing.stdout, /^HTTP\/1\.1 404 [\s\S]*strict-transport-security: max-age=63072000/i)
+  assert.match(missing.stdout, /^HTTP\/2 404 [\s\S]*strict-transport-security: max-age=63072000/i)
 
   for (const extra of [[], ['-H', 'Expect: 100-continue']]) {
     const post = await curl(ca, ['-i', '-d', 'x=1', ...extra, `http://127.0.0.1:${plainPort}/form`])

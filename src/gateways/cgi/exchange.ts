@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process'
 import type { IncomingMessage } from 'node:http'
 import { dirname } from 'node:path'
-import { Readable, type Writable } from 'node:stream'
+import { Readable, Transform, type Writable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { SpooledBody } from '../../core/body-spool.js'
 import type { CancelSignal } from '../../core/cancel.js'
@@ -21,6 +21,7 @@ import { type CgiResponseHead, CgiResponseParser } from '../../cgi-vars/response
 import { ForkedScript, ForkServer, ForkServerUnavailable } from '../../process/fork-server.js'
 import { terminateGroup } from '../../process/process-group.js'
 import type { ScriptTarget } from './resolve.js'
+import { isHttp2 } from '../../http/connection.js'
 import { childIdentity } from '../../process/identity.js'
 import { type HeadProblem, responseError } from './errors.js'
 
@@ -210,7 +211,13 @@ class CgiExchange {
     signal: CancelSignal,
   ) {
     this.log = settings.log
-    this.parser = target.nph ? null : new CgiResponseParser({ maxHeaderBytes: settings.maxHeaderBytes })
+    // HTTP/2 has no socket to write an nph- script's bytes to: its response is parsed as a
+    // CGI response, the status line read as a Status field (nphStatusLine).
+    this.nphParsed = target.nph === true && isHttp2(ctx.req)
+    this.parser =
+      target.nph && !this.nphParsed
+        ? null
+        : new CgiResponseParser({ maxHeaderBytes: settings.maxHeaderBytes })
     this.promise = new Promise<Outcome>((resolve, reject) => {
       this.resolveOutcome = resolve
       this.rejectOutcome = reject
@@ -409,12 +416,13 @@ class CgiExchange {
     stderr.on('error', () => {})
   }
 
-  private readStdout(stdout: Readable): void {
-    stdout.on('error', () => {})
-    if (this.target.nph) {
-      this.pipeNph(stdout)
+  private readStdout(script: Readable): void {
+    script.on('error', () => {})
+    if (this.target.nph && !this.nphParsed) {
+      this.pipeNph(script)
       return
     }
+    const stdout = this.nphParsed ? script.pipe(nphStatusLine()) : script
     const parser = this.parser!
     stdout.on('data', (chunk: Buffer) => {
       if (this.settled && !this.headSent && this.head?.kind !== 'local-redirect') return
@@ -530,6 +538,9 @@ class CgiExchange {
     }
   }
 
+  /** An nph- script answering an HTTP/2 request: its output goes through the CGI parser. */
+  private readonly nphParsed: boolean
+
   /** nph-: the script's bytes are the HTTP response; they go to the socket as they come. */
   private pipeNph(stdout: Readable): void {
     const { res, req } = this.ctx
@@ -600,4 +611,34 @@ function pumpRequest(req: IncomingMessage, stdin: Writable, limit: number, tooLa
   req.on('data', onData)
   req.on('end', onEnd)
   if (req.readableEnded) onEnd()
+}
+
+/**
+ * An nph- script's output as a CGI response: its first line `HTTP/1.x 418 Phrase` becomes
+ * `Status: 418 Phrase`, the rest passes as it is (for HTTP/2, where the head is re-encoded).
+ */
+function nphStatusLine(): Transform {
+  let line: Buffer | null = Buffer.alloc(0)
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      if (line === null) return done(null, chunk)
+      line = Buffer.concat([line, chunk])
+      const nl = line.indexOf(10)
+      if (nl === -1 && line.length < 256) return done()
+      const first = line.subarray(0, nl === -1 ? line.length : nl).toString('latin1')
+      const rest = nl === -1 ? Buffer.alloc(0) : line.subarray(nl)
+      line = null
+      const m = /^HTTP\/\d\.\d (\d{3}.*?)\r?$/.exec(first)
+      // Not a status line: left for the parser to refuse (502).
+      done(
+        null,
+        m
+          ? Buffer.concat([Buffer.from(`Status: ${m[1]}`, 'latin1'), rest])
+          : Buffer.concat([Buffer.from(first, 'latin1'), rest]),
+      )
+    },
+    flush(done) {
+      done(null, line && line.length > 0 ? line : undefined)
+    },
+  })
 }

@@ -111,7 +111,8 @@ export class AsgiHandler extends PythonAppHandler implements Handler {
     const conn = ctx.conn
     return {
       type,
-      httpVersion: req.httpVersion,
+      // ASGI spec: "1.0", "1.1" or "2" (node's HTTP/2 request says "2.0").
+      httpVersion: req.httpVersionMajor === 2 ? '2' : req.httpVersion,
       method: ctx.method,
       scheme: type === 'http' ? (secure ? 'https' : 'http') : secure ? 'wss' : 'ws',
       path:

@@ -46,7 +46,11 @@ export interface HttpResponseParserOptions {
   maxHeaders?: number
 }
 
-const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/
+/**
+ * uWSGI writes back the SERVER_PROTOCOL it was given: `HTTP/2.0` for a request that came over
+ * HTTP/2 (as nginx's $server_protocol). Its reply is framed as HTTP/1.1's all the same.
+ */
+const STATUS_LINE = /^HTTP\/(1\.[01]|2\.0) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/
 
 export type HttpResponseErrorCode =
   /** The connection closed before the response (head or body) was complete. */
@@ -216,10 +220,16 @@ export class HttpResponseParser {
     if (status >= 100 && status < 200) {
       if (status === 101) throw httpError('HTTP_UPGRADE', '101 Switching Protocols is not supported')
       if (status !== 103) return null
-      return { httpVersion: `1.${m[1]}`, status, statusMessage: m[3] ?? '', rawHeaders, framing: 'none' }
+      return {
+        httpVersion: m[1] === '1.0' ? '1.0' : '1.1',
+        status,
+        statusMessage: m[3] ?? '',
+        rawHeaders,
+        framing: 'none',
+      }
     }
     const head: HttpResponseHead = {
-      httpVersion: `1.${m[1]}`,
+      httpVersion: m[1] === '1.0' ? '1.0' : '1.1',
       status,
       statusMessage: m[3] ?? '',
       rawHeaders,
