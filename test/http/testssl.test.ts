@@ -6,11 +6,11 @@
  * Slow (about a minute): one scan.
  */
 import assert from 'node:assert/strict'
-import { execFile, spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { CLI, listeningAddress, stopServe, tempDir } from '../support/helpers.js'
+import { serveCli, tempDir } from '../support/helpers.js'
 import { makeCa, makeCert } from '../support/tls-certs.js'
 
 interface Finding {
@@ -26,24 +26,16 @@ test('testssl.sh finds nothing weak in the TLS defaults: TLS 1.2 and 1.3 only, A
   const pub = join(dir, 'public')
   mkdirSync(pub)
   writeFileSync(join(pub, 'index.html'), '<p>hello</p>\n')
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      'serve',
-      '--listen',
-      '127.0.0.1:0',
-      '--tls-cert',
-      leaf.cert,
-      '--tls-key',
-      leaf.key,
-      '--static',
-      pub,
-    ],
-    { env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'ignore', 'pipe'] },
-  )
-  t.after(() => stopServe(child))
-  const { address } = await listeningAddress(child)
+  const { address } = await serveCli(t, [
+    '--listen',
+    '127.0.0.1:0',
+    '--tls-cert',
+    leaf.cert,
+    '--tls-key',
+    leaf.key,
+    '--static',
+    pub,
+  ])
 
   const json = join(dir, 'testssl.json')
   // -p protocols, -s cipher categories, -f forward secrecy, -U vulnerabilities.

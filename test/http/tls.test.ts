@@ -18,6 +18,7 @@ import {
   FIXTURES,
   listeningAddress,
   PYTHON,
+  serveCli,
   startGatehouse,
   stopServe,
   tempDir,
@@ -69,26 +70,17 @@ function site(t: { after: (fn: () => void) => void }) {
 test('--tls-cert/--tls-key: every --listen serves HTTPS; curl with the CA gets the file; TLS 1.0 and 1.1 and CBC-SHA1 suites are refused', async (t) => {
   const { ca, pub } = site(t)
   const leaf = makeCert(ca, 'localhost', ['localhost', 'IP:127.0.0.1'])
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      'serve',
-      '--listen',
-      '127.0.0.1:0',
-      '--tls-cert',
-      leaf.cert,
-      '--tls-key',
-      leaf.key,
-      '--static',
-      pub,
-    ],
-    { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] },
-  )
-  t.after(() => stopServe(child))
-  const { address, stderr } = await listeningAddress(child)
+  const { port, stderr } = await serveCli(t, [
+    '--listen',
+    '127.0.0.1:0',
+    '--tls-cert',
+    leaf.cert,
+    '--tls-key',
+    leaf.key,
+    '--static',
+    pub,
+  ])
   assert.match(stderr(), /"url":"https:\/\/127\.0\.0\.1:\d+"/)
-  const port = Number(address.split(':').pop())
 
   const ok = await curl(ca, [
     '-v',

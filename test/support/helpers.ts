@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { type Agent, createServer, request } from 'node:http'
 import { connect } from 'node:net'
@@ -206,6 +206,21 @@ export function listeningAddress(child: ChildProcess): Promise<{ address: string
     })
     child.on('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)))
   })
+}
+
+/**
+ * `gatehouse serve ARGS` as a child process (stdin and stdout ignored, PATH only unless `env`),
+ * stopped when the test ends; resolves once it listens, with its address and port.
+ */
+export async function serveCli(
+  t: { after: (fn: () => Promise<void>) => void },
+  args: readonly string[],
+  env: Record<string, string> = { PATH: '/usr/bin:/bin' },
+): Promise<{ child: ChildProcess; address: string; port: number; stderr: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+  t.after(() => stopServe(child))
+  const { address, stderr } = await listeningAddress(child)
+  return { child, address, port: Number(address.split(':').pop()), stderr }
 }
 
 /**
