@@ -600,7 +600,7 @@ export class WorkerPool {
     const { capacity, parallel, stall_timeout } = this.settings
     const stalledBefore = stall_timeout > 0 ? performance.now() - stall_timeout : -Infinity
     for (const w of this.workers) {
-      if (w.phase !== 'ready' || w.retiring || w.measuring || w.leases.size >= capacity) continue
+      if (!takesWork(w) || w.leases.size >= capacity) continue
       if (w.leases.size >= parallel && w.lastProgress < stalledBefore) continue
       if (choice?.full?.(w.id)) continue
       const load = choice ? choice.load(w.id) : 0
@@ -718,9 +718,7 @@ export class WorkerPool {
    */
   private freeBesides(stalled: Worker): boolean {
     const { parallel } = this.settings
-    for (const w of this.workers)
-      if (w !== stalled && w.phase === 'ready' && !w.retiring && !w.measuring && w.leases.size < parallel)
-        return true
+    for (const w of this.workers) if (w !== stalled && takesWork(w) && w.leases.size < parallel) return true
     return false
   }
 
@@ -1321,6 +1319,11 @@ export function livePools(): readonly WorkerPool[] {
  */
 export function killAllWorkers(): void {
   for (const pool of pools) pool.killAll()
+}
+
+/** A worker the pool may give a request to (ready, not retiring, not being measured), room aside. */
+function takesWork(w: Worker): boolean {
+  return w.phase === 'ready' && !w.retiring && !w.measuring
 }
 
 let exitHookInstalled = false

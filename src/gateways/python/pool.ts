@@ -602,7 +602,7 @@ export abstract class PythonAppHandler {
       const pending = connection.exchange(exchange)
       const outcome = movedAway ? await Promise.race([pending, movedAway]) : await pending
       if (takenBack) return false
-      if (moved) {
+      if (moved || outcome === 'moved') {
         // Sent again at once; the stalled worker drops it when it gets there (FINISHED,
         // started: false), or, if its stuck request ended as it was taken back, runs it
         // for a client that has left (logged: an idempotent request ran twice).
@@ -617,10 +617,9 @@ export abstract class PythonAppHandler {
           },
           () => {},
         )
-        this.log.debug({ ...tags, worker: pid }, `${this.names.name} request moved: ${moved.message}`)
+        this.log.debug({ ...tags, worker: pid }, `${this.names.name} request moved: ${moved!.message}`)
         return true
       }
-      if (outcome === 'moved') return true
       if (outcome.kind === 'app-error') {
         const code = outcome.code ?? this.names.appError
         this.log.error({ ...tags, worker: lease.pid, code }, outcome.message.trimEnd())
