@@ -36,7 +36,15 @@ import {
   loadListenTls,
 } from './core/tls.js'
 import { Http2Front, type Http2Limits } from './http/h2.js'
-import type { Handler, RouteMatch, ServerState } from './core/types.js'
+import type {
+  FrontFigures,
+  FrontGroup,
+  Handler,
+  PoolSite,
+  RenderedPage,
+  RouteMatch,
+  ServerState,
+} from './core/types.js'
 import { AcmeCertificates, acmeAlpnCallback, acmeSniCallback } from './acme/certificates.js'
 import { allAcmeHosts, listenAcmeHosts, usableChallenges } from './acme/hosts.js'
 
@@ -139,15 +147,28 @@ function reusableHandlers(previous: State | undefined): Map<string, Handler[]> {
   return reusable
 }
 
-function buildState(config: GatehouseConfig, logs: Logs, server: ServerState, previous?: State): State {
+function buildState(
+  config: GatehouseConfig,
+  logs: Logs,
+  server: ServerState,
+  previous?: State,
+  poolSite?: (key: string) => PoolSite,
+): State {
   const handlers: Handler[] = []
   const reusable = reusableHandlers(previous)
   const reused: Handler[] = []
-  const specs = config.routes.map((route) => {
+  const seen = new Map<string, number>()
+  const specs = config.routes.map((route, index) => {
     const name = ACTION_NAMES.find((n) => route[n] !== undefined)!
     const def = actionDefinition(name)
-    const kept = reusable.get(`${name} ${JSON.stringify(route[name])}`)?.shift()
-    const handler = kept ?? def.create(route[name], { log: logs.error, server })
+    const key = `${name} ${JSON.stringify(route[name])}`
+    const kept = reusable.get(key)?.shift()
+    // A pool's key across threads: its action and table, and which route of that table it is.
+    const nth = (seen.get(key) ?? 0) + 1
+    seen.set(key, nth)
+    const pools = poolSite?.(`${key} #${nth}`)
+    const handler =
+      kept ?? def.create(route[name], { log: logs.error, server, route: index, ...(pools ? { pools } : {}) })
     if (kept) reused.push(kept)
     handlers.push(handler)
     const methods = route.methods ?? def.defaultMethods
@@ -277,11 +298,26 @@ function clientErrorCode(code: string | undefined): ErrorCode {
   }
 }
 
+/** How a Gatehouse runs beside others (front_processes > 1: src/fronts/). */
+export interface GatehouseOptions {
+  /** Where each route's pool lives, by its key (its action, table and occurrence). */
+  poolSite?: (key: string) => PoolSite
+  /**
+   * This Gatehouse is front thread N: its pools are the main thread's, and the app-side
+   * listeners and ACME stay with the main thread.
+   */
+  front?: number
+  /** Told of each configuration switched to; the old handlers close once this settles. */
+  swapped?: (config: GatehouseConfig) => Promise<unknown>
+}
+
 export class Gatehouse {
   readonly logs: Logs
   private state: State
   private readonly listeners: Listener[] = []
   private inFlight = 0
+  /** Requests this front has taken (HTTP and the app-side listeners'): the fronts' split. */
+  private served = 0
   private closing = false
   private isDraining = false
   private endDelay: (() => void) | null = null
@@ -315,15 +351,33 @@ export class Gatehouse {
   /** Automatic certificates, while some listener names ACME hosts. */
   private acme: AcmeCertificates | undefined
 
+  /** The front threads beside this one (set by `gatehouse serve` with front_processes > 1). */
+  fronts: FrontGroup | undefined
+
+  /** In a front thread: pages the main thread renders (ServerState.relay; set by src/fronts/thread.ts). */
+  relay: ((route: number, query: string) => Promise<RenderedPage>) | undefined
+
+  /** Route `route`'s page for `query` (a front thread's relay asks this of the main thread). */
+  async renderRoute(route: number, query: string): Promise<RenderedPage> {
+    const handler = this.state.handlers[route]
+    if (!handler?.render) return { status: 404, headers: {}, body: 'no such page\n' }
+    return handler.render(query)
+  }
+
   /** A node:http request listener: usable in `http.createServer`, Express, Fastify's raw handler. */
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void
 
-  constructor(config: GatehouseConfig) {
+  constructor(
+    config: GatehouseConfig,
+    private readonly options: GatehouseOptions = {},
+  ) {
     this.logs = new Logs(config.log)
-    this.state = buildState(config, this.logs, this)
+    this.state = buildState(config, this.logs, this, undefined, options.poolSite)
     this.handler = (req, res) => this.handle(req, res)
-    this.addInboundListeners()
-    this.syncAcme(config)
+    if (options.front === undefined) {
+      this.addInboundListeners()
+      this.syncAcme(config)
+    }
   }
 
   /** The ACME hosts of `config` managed from now on (their certificates read from storage). */
@@ -345,6 +399,7 @@ export class Gatehouse {
 
   /** The app-side listeners of the gateways loaded so far (a reload may load more). */
   private addInboundListeners(): void {
+    if (this.options.front !== undefined) return
     for (const gateway of loadedGateways()) {
       if (gateway.listener && !this.inboundListeners.has(gateway.name))
         this.inboundListeners.set(
@@ -374,6 +429,22 @@ export class Gatehouse {
     // Orders run in the background: every listener is open and serving already.
     this.acme?.start()
     return this.addresses()
+  }
+
+  /**
+   * The listening sockets front threads share (src/fronts/), by listen entry: a key (the
+   * address as configured) and the socket's handle. Listeners whose certificates ACME
+   * manages stay with this thread (the orders and their state live here).
+   */
+  sharedListeners(): { entry: number; key: string; handle: unknown }[] {
+    const out: { entry: number; key: string; handle: unknown }[] = []
+    this.state.config.listen.forEach((entry, i) => {
+      const text = parseListenAddress(listenEntry(entry).address).text
+      const l = this.listeners.find((x) => x.spec.text === text)
+      if (!l || (l.tls?.acme.length ?? 0) > 0) return
+      out.push({ entry: i, key: text, handle: (l.server as unknown as { _handle: unknown })._handle })
+    })
+    return out
   }
 
   /** Resolves when every handler can serve (managed worker pools started). */
@@ -430,6 +501,18 @@ export class Gatehouse {
       websockets: this.upgraded.size,
       draining: this.isDraining,
       inbound: Object.fromEntries([...this.inboundListeners].map(([name, l]) => [name, l.stats()])),
+    }
+  }
+
+  /** This front thread's figures, for the main thread to sum (src/fronts/). */
+  async frontFigures(index: number): Promise<FrontFigures> {
+    const s = await this.frontStatus()
+    return {
+      index,
+      requests: this.served,
+      inFlight: s.in_flight,
+      openConnections: s.open_connections,
+      metrics: this.state.metricsOn ? await this.metrics.registry.getMetricsAsJSON() : [],
     }
   }
 
@@ -654,6 +737,7 @@ export class Gatehouse {
     const written0 = req.socket?.bytesWritten ?? 0
     const body = this.logs.accessEnabled ? countBody(res) : undefined
     this.inFlight++
+    this.served++
     state.active++
     let routeIndex: number | undefined
     // on, not once (a response closes once): once would wrap the listener in one more closure.
@@ -872,13 +956,20 @@ export class Gatehouse {
     // only those its config uses).
     await loadConfigGateways(input, baseDir)
     this.addInboundListeners()
-    const config = validateConfig(input, baseDir)
+    return this.apply(validateConfig(input, baseDir), options)
+  }
+
+  /**
+   * reload() of a configuration validated already: what a front thread gets from the main
+   * thread (src/fronts/), which validated it.
+   */
+  async apply(config: GatehouseConfig, options: { rollKept?: boolean } = {}): Promise<boolean> {
     // Certificates re-read (renewed ones on disk are served); a bad one keeps the old configuration.
     const certificates = loadListenTls(config.listen)
     const acmeHosts = listenAcmeHosts(config.listen, config.routes)
     if (this.closing) return false
     for (const pending of this.pending) this.discard(pending, 'a newer reload came while its pools started')
-    const next = buildState(config, this.logs, this, this.state)
+    const next = buildState(config, this.logs, this, this.state, this.options.poolSite)
     this.pending.add(next)
     // New managed workers are up before requests switch to them; if they cannot start,
     // the old configuration stays.
@@ -944,11 +1035,13 @@ export class Gatehouse {
       for (const listeners of this.inboundListeners.values()) await listeners.reconcile(config)
     }
     // Certificates already obtained stay; new hosts are read from storage or ordered.
-    this.syncAcme(config)
+    if (this.options.front === undefined) this.syncAcme(config)
     if (this.listeners.length > 0) this.acme?.start()
+    // Front threads switch too; the old pools serve them until they have.
+    const switched = this.options.swapped?.(config) ?? Promise.resolve()
     // The old handlers finish what they have in flight before they are closed; reload
     // itself does not wait for that (a long download must not hold up the next reload).
-    const retired: Promise<void> = this.retire(old).finally(() => this.retiring.delete(retired))
+    const retired: Promise<void> = this.retire(old, switched).finally(() => this.retiring.delete(retired))
     this.retiring.add(retired)
     // A kept pool serves on; its workers are replaced a few at a time (the app's new code).
     for (const h of options.rollKept === false ? [] : next.reused) {
@@ -979,8 +1072,9 @@ export class Gatehouse {
     this.retiring.add(closed)
   }
 
-  private async retire(old: State): Promise<void> {
+  private async retire(old: State, switched: Promise<unknown>): Promise<void> {
     if (old.active > 0) await new Promise<void>((resolve) => (old.onIdle = resolve))
+    await switched.catch(() => {})
     await this.closeHandlers(old)
   }
 

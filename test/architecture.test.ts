@@ -57,6 +57,11 @@ const RULES: readonly { module: string; mayImport: readonly string[] }[] = [
     module: 'control/',
     mayImport: ['own folder', 'core/', 'config/', 'config.ts', 'gatehouse.ts', 'gateways/status/'],
   },
+  // Front threads (front_processes > 1): a Gatehouse per thread, its pools leased from the main thread's.
+  {
+    module: 'fronts/',
+    mayImport: ['own folder', 'core/', 'process/', 'config.ts', 'gatehouse.ts', 'gateways/index.ts'],
+  },
   { module: 'index.ts', mayImport: ['*'] },
   { module: 'cli/', mayImport: ['*'] },
 ]

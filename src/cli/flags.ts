@@ -62,6 +62,7 @@ export interface ServeFlags {
   healthPath?: string
   readyPath?: string
   shutdownDelay?: string
+  frontProcesses?: string
   pingPath?: string
   wsgi?: string
   asgi?: string
@@ -193,6 +194,8 @@ export function applyFlags(base: Record<string, unknown>, flags: ServeFlags, cwd
     out.encode = true
   if (flags.gracefulTimeout !== undefined) out.shutdown_grace = num(flags.gracefulTimeout)
   if (flags.shutdownDelay !== undefined) out.shutdown_delay = num(flags.shutdownDelay)
+  if (flags.frontProcesses !== undefined)
+    out.front_processes = (flags.frontProcesses === 'auto' ? 'auto' : num(flags.frontProcesses)) as number
   if (flags.user !== undefined) out.user = flags.user
   if (flags.group !== undefined) out.group = flags.group
   if (flags.umask !== undefined) out.umask = flags.umask

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { FrontPools, FrontThreads, frontCount } from '../fronts/manager.js'
 import { existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { isAbsolute, relative, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
@@ -216,8 +217,17 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     configProblems(err)
   }
   let gatehouse: Gatehouse
+  // front_processes > 1: the pools are made here and lent to the front threads.
+  const frontTotal = frontCount(config.front_processes)
+  const frontPools = frontTotal > 1 ? new FrontPools() : undefined
+  let fronts: FrontThreads | undefined
   try {
-    gatehouse = new Gatehouse(config)
+    gatehouse = new Gatehouse(
+      config,
+      frontPools
+        ? { poolSite: frontPools.site, swapped: (next) => fronts?.swapped(next) ?? Promise.resolve() }
+        : {},
+    )
   } catch (err) {
     if (
       err instanceof GatehouseError &&
@@ -273,7 +283,8 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
     const grace = fast ? 0 : gatehouse.config.shutdown_grace
     log.info({ signal, grace_ms: grace }, fast ? 'shutting down now' : 'shutting down gracefully')
     // SIGINT: no shutdown_delay either.
-    gatehouse.close(grace, fast ? 0 : undefined).then(
+    const delay = fast ? 0 : undefined
+    Promise.all([fronts?.close(grace, delay), gatehouse.close(grace, delay)]).then(
       () => notifier.flushed().then(() => process.exit(0)),
       (err: unknown) => {
         log.error({ err }, 'error during shutdown')
@@ -297,6 +308,18 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       fail([err.message], 1)
     }
     throw err
+  }
+
+  if (frontPools) {
+    fronts = new FrontThreads(gatehouse, frontPools, frontTotal, log)
+    try {
+      await fronts.start()
+    } catch (err) {
+      if (stopping) return
+      await fronts.close(0, 0)
+      await gatehouse.close(0, 0)
+      fail([err instanceof Error ? err.message : String(err)], 1)
+    }
   }
 
   if (control) {
@@ -325,7 +348,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
       (err: unknown) => log.error({ err }, 'worker reload failed'),
     )
   })
-  process.on('SIGUSR1', () => gatehouse.reopenLogs())
+  process.on('SIGUSR1', () => {
+    gatehouse.reopenLogs()
+    fronts?.reopenLogs()
+  })
   const reload = async (configFile: string) => {
     notifier.reloading()
     try {
@@ -541,6 +567,10 @@ export function buildProgram(): Command {
     .option(
       '--ready-path <path>',
       'a readiness check at PATH: 200, or 503 while a pool is failed or the server drains (--shutdown-delay)',
+    )
+    .option(
+      '--front-processes <n>',
+      'front threads sharing the listeners and the worker pools: a number, or auto (one per core) (front_processes, default 1)',
     )
     .option(
       '--shutdown-delay <duration>',

@@ -294,6 +294,11 @@ export function configSchema<const G extends readonly GatewayDefinition[]>(env: 
      */
     shutdown_delay: duration.prefault(0),
     /**
+     * Front threads sharing the listeners and the pools (docs/architecture.md, "Using more
+     * than one core"): a number, or "auto" (one per core). `gatehouse serve` only.
+     */
+    front_processes: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1),
+    /**
      * Run as this user (a name or a uid) once the listeners are bound, when started as root;
      * the workers and CGI scripts run as it from the start (gunicorn's --user, nginx's user).
      */

@@ -205,6 +205,18 @@ export class ControlServer {
       res.end(method === 'HEAD' ? undefined : body)
       return
     }
+    const restart = /^\/control\/fronts\/(\d+)\/restart$/.exec(url.pathname)
+    if (restart) {
+      if (!this.allow(res, method, ['POST'])) return
+      req.resume()
+      const index = Number(restart[1])
+      if (index === 0 || !this.gatehouse.fronts?.restart(index))
+        sendJson(res, 404, {
+          error: `${ERROR_CODES.GH_ERR_NOT_FOUND.message}: no front thread ${index} (front 0, the main thread, is not restarted)`,
+        })
+      else sendJson(res, 202, { success: 'front thread restarting', front: index })
+      return
+    }
     const reload = /^\/control\/pools\/([^/]+)\/reload$/.exec(url.pathname)
     if (reload) {
       if (!this.allow(res, method, ['POST'])) return
@@ -299,7 +311,7 @@ export class ControlServer {
   private async status(): Promise<unknown> {
     const g = this.gatehouse
     const front = await g.frontStatus()
-    const metrics = await g.metrics.registry.getMetricsAsJSON()
+    const metrics = await g.metrics.json()
     const value = (name: string) =>
       metrics.find((m) => m.name === name)?.values.reduce((sum, v) => sum + v.value, 0) ?? 0
     const byStatus: Record<string, number> = {}
@@ -308,7 +320,11 @@ export class ControlServer {
       byStatus[cls] = (byStatus[cls] ?? 0) + v.value
     }
     const { inbound, ...counters } = front
+    // front_processes > 1: each front thread's share (this thread is front 0).
+    const fronts =
+      g.fronts && [await g.frontFigures(0), ...(await g.fronts.figures())].map(({ metrics: _, ...f }) => f)
     return {
+      ...(fronts ? { fronts } : {}),
       server: { pid: process.pid, uptime_seconds: Math.floor((Date.now() - this.started) / 1000) },
       front: {
         ...counters,

@@ -118,9 +118,28 @@ export class Metrics {
     if (s.bytesOut > 0) m.bytesOut.inc(s.bytesOut)
   }
 
+  /**
+   * With front threads (front_processes > 1), the other fronts' metrics as prom-client's
+   * JSON: render() sums them with this thread's (prom-client's AggregatorRegistry, made for
+   * cluster workers: counters and histograms add up, per label set).
+   */
+  peers: (() => Promise<unknown[][]>) | undefined
+
   /** The Prometheus text exposition (version 0.0.4), which every scraper reads. */
   async render(): Promise<{ contentType: string; body: string }> {
     const { registry } = this.m
-    return { contentType: registry.contentType, body: await registry.metrics() }
+    return { contentType: registry.contentType, body: await (await this.summed()).metrics() }
+  }
+
+  /** Every metric as prom-client's JSON, the fronts' summed in (the control API's /status). */
+  async json(): Promise<Awaited<ReturnType<Registry['getMetricsAsJSON']>>> {
+    return (await this.summed()).getMetricsAsJSON()
+  }
+
+  private async summed(): Promise<Registry> {
+    const { registry } = this.m
+    if (!this.peers) return registry
+    const all = [await registry.getMetricsAsJSON(), ...(await this.peers())]
+    return promClient().AggregatorRegistry.aggregate(all as never)
   }
 }

@@ -76,6 +76,8 @@ export interface Handler {
    * connection closes after it). Handlers without it get upgrade requests as plain HTTP.
    */
   upgrade?(ctx: RequestContext, socket: Duplex, head: Buffer): void | Promise<void>
+  /** The page this handler answers with a query string (status pages): rendered here for another thread. */
+  render?(query: string): RenderedPage | Promise<RenderedPage>
 }
 
 export interface SchemaEnv {
@@ -87,6 +89,44 @@ export interface HandlerServices {
   log: Logger
   /** The server the handler serves in: a readiness check reads whether it is draining. */
   server?: ServerState
+  /** Where the route's worker pool lives when the server runs several front threads (src/fronts/). */
+  pools?: PoolSite
+  /** The route's index in the configuration. */
+  route?: number
+}
+
+/** A page a handler can compute without a response (status and metrics pages), to send from another thread. */
+export interface RenderedPage {
+  status: number
+  headers: Record<string, string>
+  body: string
+}
+
+/**
+ * A route's worker pool with front_processes > 1: the main thread makes it (`build`) and
+ * lends its workers to the front threads; a front thread gets a handle on the main
+ * thread's pool instead (src/process/remote-pool.ts) and never calls `build`.
+ */
+/** What a front thread counts that the main thread sums (src/fronts/: the control API's status, /metrics). */
+export interface FrontFigures {
+  index: number
+  requests: number
+  inFlight: number
+  openConnections: number
+  /** The front's Prometheus metrics as prom-client's JSON (empty when none are counted). */
+  metrics: unknown[]
+}
+
+/** The front threads of a server (front_processes > 1), as the control API sees them. */
+export interface FrontGroup {
+  /** Every other front's figures (this thread is front 0). */
+  figures(): Promise<FrontFigures[]>
+  /** Stop front `index` at once (its in-flight requests are cut) and start another: false when there is none. */
+  restart(index: number): boolean
+}
+
+export interface PoolSite {
+  provide<T>(build: () => T): T
 }
 
 /** What a handler may read of the server it belongs to. */
@@ -95,6 +135,11 @@ export interface ServerState {
   readonly draining: boolean
   /** The server's Prometheus metrics (the `metrics` action shows them). */
   readonly metrics: Metrics
+  /**
+   * In a front thread (front_processes > 1): the page of route `route` as the main thread
+   * renders it (its pools, every front's figures summed).
+   */
+  readonly relay?: ((route: number, query: string) => Promise<RenderedPage>) | undefined
 }
 
 /** A route action (`static`, `php`, `wsgi`...): its config table's schema and its handler. */

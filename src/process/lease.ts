@@ -188,8 +188,13 @@ export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease
    * requests before it are still counted, whether the worker may have started it.
    */
   freezeStarted(): void {
-    this.startedWhenStopped ??= this.mayHaveStarted
+    if (this.startedWhenStopped !== undefined) return
+    this.startedWhenStopped = this.mayHaveStarted
+    this.onFreeze?.(this.startedWhenStopped)
   }
+
+  /** Told the judgement of freezeStarted (a front thread's lease learns it before the kill: src/process/pool-broker.ts). */
+  onFreeze: ((started: boolean) => void) | undefined
 
   get neverStarted(): boolean {
     return this.startedWhenStopped === false || this.startedAtAbort === false

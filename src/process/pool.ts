@@ -9,6 +9,7 @@
  * once). What goes over the socket is the caller's business: the pool only starts, watches,
  * dispatches to, recycles and stops processes. docs/process-manager.md is the user's view.
  */
+import type { PoolHandle } from './pool-handle.js'
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
@@ -186,7 +187,9 @@ export interface WorkerPoolHooks {
  * One pool of workers from one command. A Gatehouse holds one per managed route; every
  * live pool is listed by livePools() for the status page.
  */
-export class WorkerPool {
+export class WorkerPool implements PoolHandle {
+  /** Leased from front threads too (src/process/pool-broker.ts sets it). */
+  shared = false
   private readonly workers = new Set<Worker>()
   private readonly stoppingListeners: ((workerId: number) => void)[] = []
   private readonly queueTimeoutError = () =>

@@ -9,7 +9,7 @@ import { connect } from 'node:net'
 import { GatehouseError } from '../../core/errors.js'
 import { IDEMPOTENT_METHODS } from '../../core/http-headers.js'
 import type { RequestInfo, WorkerLease } from '../../process/lease.js'
-import type { WorkerPool } from '../../process/pool.js'
+import type { PoolHandle } from '../../process/pool-handle.js'
 import { FastCGIConnection } from './connection.js'
 import { FastCGIExchange, type FastCGIRequest, type FastCGIResponse } from './exchange.js'
 
@@ -47,7 +47,7 @@ export class ManagedFastCGI implements FastCGIUpstream {
   private readonly idle = new Map<number, FastCGIConnection[]>()
 
   constructor(
-    readonly workers: WorkerPool,
+    readonly workers: PoolHandle,
     private readonly options: ManagedFastCGIOptions,
   ) {
     this.upstream = `pool:${workers.settings.name}`
@@ -95,7 +95,9 @@ export class ManagedFastCGI implements FastCGIUpstream {
       conn,
       { ...request, signal: cancel },
       {
-        keepConn: true,
+        // A php-cgi worker serves one connection at a time: with front threads (the pool
+        // shared), a connection kept by one front would block the worker for the others.
+        keepConn: !this.workers.shared,
         readTimeoutMs: this.options.read_timeout,
         maxHeaderBytes: this.options.max_header_bytes,
         // Errors name the worker: `pool:php worker pid 1234 closed the connection ...`.

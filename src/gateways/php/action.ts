@@ -29,7 +29,8 @@ import { poolIdentity } from '../../process/identity.js'
 import { WorkerPool } from '../../process/pool.js'
 import { assertRunnable } from '../../process/spawn.js'
 import { poolSettings, poolSettingsSchema } from '../../process/settings.js'
-import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
+import type { ActionDefinition, Handler, PoolSite, RequestContext, SchemaEnv } from '../../core/types.js'
+import type { PoolHandle } from '../../process/pool-handle.js'
 import { FastCGIGateway, fastcgiGatewayShape } from '../fastcgi/action.js'
 import { routePrefix } from '../../core/types.js'
 import type { ScriptLocation } from '../../cgi-vars/script.js'
@@ -156,7 +157,7 @@ export function phpWorkerPool(options: PhpOptions, log: Logger): WorkerPool {
 export class PhpHandler implements Handler {
   readonly gateway: FastCGIGateway
   /** The php-cgi pool when the action runs its own workers (no `fastcgi` address). */
-  readonly workers: WorkerPool | undefined
+  readonly workers: PoolHandle | undefined
   private readonly staticFiles: Handler
   private readonly realRoot: string
   /** ctx.path -> how it resolved, and when (redirects are not kept: they carry the query). */
@@ -165,9 +166,11 @@ export class PhpHandler implements Handler {
   constructor(
     private readonly options: PhpOptions,
     log: Logger,
+    pools?: PoolSite,
   ) {
     if (options.fastcgi === undefined) {
-      this.workers = phpWorkerPool(options, log)
+      const build = () => phpWorkerPool(options, log)
+      this.workers = pools ? pools.provide<PoolHandle>(build) : build()
       this.gateway = new FastCGIGateway(new ManagedFastCGI(this.workers, options), options, log)
     } else
       this.gateway = new FastCGIGateway(options.fastcgi, options, log, {
@@ -289,7 +292,7 @@ export const phpAction: ActionDefinition<PhpOptions> = {
   name: 'php',
   summary: 'PHP front controller over FastCGI (php-fpm): static files direct, .php split, index.php fallback',
   schema: phpSchema,
-  create: (options, services) => new PhpHandler(options, services.log),
+  create: (options, services) => new PhpHandler(options, services.log, services.pools),
 }
 
 /**

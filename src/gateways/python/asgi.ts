@@ -17,7 +17,7 @@ import { AsgiWebSockets, isWebSocketUpgrade } from './websocket.js'
 import type { ExchangeOutcome } from './connection.js'
 import { buildContext, parseRequest } from '../../http/context.js'
 import { upgradeResponse } from '../../http/upgrade.js'
-import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
+import type { ActionDefinition, Handler, PoolSite, RequestContext, SchemaEnv } from '../../core/types.js'
 import { routePrefix } from '../../core/types.js'
 import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
 import { refuse, sendError } from '../../core/respond.js'
@@ -70,6 +70,7 @@ export class AsgiHandler extends PythonAppHandler implements Handler {
   constructor(
     private readonly options: AsgiOptions,
     log: Logger,
+    pools?: PoolSite,
   ) {
     super(
       options,
@@ -86,6 +87,7 @@ export class AsgiHandler extends PythonAppHandler implements Handler {
         request_terminate_timeout: options.timeout > 0 ? options.timeout + STUCK_GRACE_MS : 0,
       },
       log,
+      pools,
     )
     this.websockets = new AsgiWebSockets(
       {
@@ -177,7 +179,7 @@ export const asgiAction: ActionDefinition<AsgiOptions> = {
   name: 'asgi',
   summary: 'run a Python ASGI 3.0 app (HTTP, WebSocket, lifespan) in a pool of Gatehouse Python workers',
   schema: asgiSchema,
-  create: (options, services) => new AsgiHandler(options, services.log),
+  create: (options, services) => new AsgiHandler(options, services.log, services.pools),
 }
 
 export type AsgiListener = RequestListener<AsgiHandler> & {

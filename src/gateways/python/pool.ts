@@ -21,7 +21,8 @@ import { type StartFailure, WorkerPool } from '../../process/pool.js'
 import { poolIdentity } from '../../process/identity.js'
 import { assertRunnable } from '../../process/spawn.js'
 import { poolSettings, reloadShape } from '../../process/settings.js'
-import type { RequestContext, SchemaEnv } from '../../core/types.js'
+import type { PoolSite, RequestContext, SchemaEnv } from '../../core/types.js'
+import type { PoolHandle } from '../../process/pool-handle.js'
 import { parseAllowList } from '../../core/allow-list.js'
 import { defaultPython, logInterpreter, PYTHON_PACKAGE_DIR } from './locate.js'
 import {
@@ -219,7 +220,7 @@ function requestInfo(ctx: RequestContext, contentLength: number | undefined): Re
  * client-close listener and the cancel signal of a wait that does not happen (issue 13).
  */
 export function admitNow(
-  pool: WorkerPool,
+  pool: PoolHandle,
   body: RequestBodyInfo,
   info: RequestInfo,
 ): AdmittedRequest | undefined {
@@ -235,7 +236,7 @@ export function admitNow(
  */
 export async function admitRequest(
   ctx: RequestContext,
-  pool: WorkerPool,
+  pool: PoolHandle,
   started: Promise<unknown>,
   log: Logger,
   body: RequestBodyInfo,
@@ -461,7 +462,7 @@ const INTERFACE_NAMES = {
  * one HTTP request (serve).
  */
 export abstract class PythonAppHandler {
-  readonly pool: WorkerPool
+  readonly pool: PoolHandle
   readonly deferContinue = true
   protected readonly started: Promise<void>
   protected readonly forwarded: ForwardedResolver
@@ -473,9 +474,11 @@ export abstract class PythonAppHandler {
     private readonly app: PythonAppOptions,
     spec: PythonPoolSpec,
     readonly log: Logger,
+    pools?: PoolSite,
   ) {
     this.names = INTERFACE_NAMES[spec.interface]
-    this.pool = pythonWorkerPool(app, spec, log)
+    const build = () => pythonWorkerPool(app, spec, log)
+    this.pool = pools ? pools.provide<PoolHandle>(build) : build()
     this.connections = new BridgeConnections(this.pool.traffic)
     this.forwarded = new ForwardedResolver(app.forwarded_allow_ips)
     this.started = this.pool.start()

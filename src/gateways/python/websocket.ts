@@ -15,7 +15,7 @@ import { GatehouseError } from '../../core/errors.js'
 import { sendError } from '../../core/respond.js'
 import { FrameType, type WorkerFrame } from './codec.js'
 import type { WorkerChoice, WorkerLease } from '../../process/lease.js'
-import type { WorkerPool } from '../../process/pool.js'
+import type { PoolHandle } from '../../process/pool-handle.js'
 import { type AsgiScopeParts, encodeWsConnect } from './asgi-scope.js'
 import type { BridgeConnections } from './pool.js'
 import type { SessionSink, WorkerConnection } from './connection.js'
@@ -78,7 +78,7 @@ export class AsgiWebSockets {
 
   constructor(
     readonly settings: WebSocketSettings,
-    readonly pool: WorkerPool,
+    readonly pool: PoolHandle,
     readonly connections: BridgeConnections,
     readonly log: Logger,
   ) {

@@ -13,7 +13,7 @@ import { GatehouseError } from '../../core/errors.js'
 import { sendError } from '../../core/respond.js'
 import type { ResponseBufferOptions } from '../../core/response-buffer.js'
 import { bufferingShape, responseBuffering } from '../../core/schema/buffering.js'
-import type { ActionDefinition, Handler, RequestContext, SchemaEnv } from '../../core/types.js'
+import type { ActionDefinition, Handler, PoolSite, RequestContext, SchemaEnv } from '../../core/types.js'
 import { requestMeta } from '../../cgi-vars/script.js'
 import { routePrefix } from '../../core/types.js'
 import { actionListener, type ListenerOptions, type RequestListener } from '../../http/library-listener.js'
@@ -56,6 +56,7 @@ export class WsgiHandler extends PythonAppHandler implements Handler {
   constructor(
     private readonly options: WsgiOptions,
     log: Logger,
+    pools?: PoolSite,
   ) {
     super(
       options,
@@ -69,6 +70,7 @@ export class WsgiHandler extends PythonAppHandler implements Handler {
         request_terminate_timeout: options.timeout,
       },
       log,
+      pools,
     )
     this.buffering = responseBuffering(options, 'gatehouse-wsgi-')
   }
@@ -149,7 +151,7 @@ export const wsgiAction: ActionDefinition<WsgiOptions> = {
   name: 'wsgi',
   summary: 'run a Python WSGI app (PEP 3333) in a pool of Gatehouse Python workers',
   schema: wsgiSchema,
-  create: (options, services) => new WsgiHandler(options, services.log),
+  create: (options, services) => new WsgiHandler(options, services.log, services.pools),
 }
 
 /**

@@ -14,7 +14,13 @@ import { addPoolMetrics } from './pool-metrics.js'
 import { livePools, type PoolStatus, type WorkerStatus } from '../../process/pool.js'
 import type { UpstreamGroupStats } from '../../core/upstream/group.js'
 import { upstreamStats } from '../../core/upstream/registry.js'
-import type { ActionDefinition, Handler, RequestContext, ServerState } from '../../core/types.js'
+import type {
+  ActionDefinition,
+  Handler,
+  RenderedPage,
+  RequestContext,
+  ServerState,
+} from '../../core/types.js'
 
 export function statusSchema() {
   return strictObject({
@@ -327,26 +333,37 @@ export class StatusHandler implements Handler {
   constructor(
     private readonly options: StatusOptions,
     private readonly server?: ServerState,
+    private readonly route?: number,
   ) {}
 
-  handle(ctx: RequestContext): void {
-    const head = ctx.method === 'HEAD'
+  async handle(ctx: RequestContext): Promise<void> {
+    const o = this.options
+    // A front thread (front_processes > 1): the pools are the main thread's, which renders
+    // the page (the ping and liveness answers are the front's own).
+    const relay = this.server?.relay
+    const page =
+      relay && this.route !== undefined && o.show !== 'ping' && o.show !== 'live'
+        ? await relay(this.route, ctx.query)
+        : this.render(ctx.query)
+    sendStatus(ctx.res, page.status, { headers: page.headers, body: page.body, head: ctx.method === 'HEAD' })
+  }
+
+  /** The page for a request with this query string (no response written). */
+  render(query: string): RenderedPage {
     const o = this.options
     if (o.show === 'ping') {
-      sendStatus(ctx.res, 200, {
+      return {
+        status: 200,
         headers: { 'content-type': 'text/plain;charset=UTF-8', ...NO_CACHE },
         body: o.ping_response,
-        head,
-      })
-      return
+      }
     }
     if (o.show === 'live') {
-      sendStatus(ctx.res, 200, {
+      return {
+        status: 200,
         headers: { 'content-type': 'text/plain;charset=UTF-8', ...NO_CACHE },
         body: 'alive\n',
-        head,
-      })
-      return
+      }
     }
     if (o.show === 'ready') {
       // Not ready while draining (SIGTERM, shutdown_delay) or while a pool is failed (its
@@ -356,52 +373,44 @@ export class StatusHandler implements Handler {
         .filter((p) => !p.isClosing && p.failure !== null)
         .map((p) => `pool ${p.settings.name} failed: ${p.failure!.message}\n`)
       if (this.server?.draining) why.unshift('draining: the server is stopping\n')
-      sendStatus(ctx.res, why.length === 0 ? 200 : 503, {
+      return {
+        status: why.length === 0 ? 200 : 503,
         headers: { 'content-type': 'text/plain;charset=UTF-8', ...NO_CACHE },
         body: why.length === 0 ? 'ready\n' : why.join(''),
-        head,
-      })
-      return
+      }
     }
     if (o.show === 'pools') {
-      sendStatus(ctx.res, 200, {
+      return {
+        status: 200,
         headers: { 'content-type': 'application/json', ...NO_CACHE },
         body: allPoolsJson(),
-        head,
-      })
-      return
+      }
     }
     if (o.show === 'upstreams') {
-      const html = statusQuery(ctx.query).format === 'html'
-      sendStatus(ctx.res, 200, {
+      const html = statusQuery(query).format === 'html'
+      return {
+        status: 200,
         headers: { 'content-type': html ? 'text/html;charset=UTF-8' : 'application/json', ...NO_CACHE },
         body: html ? upstreamsHtml() : upstreamsJson(),
-        head,
-      })
-      return
+      }
     }
     const pools = livePools()
     // By name, the newest: after a config reload the old pool lives on until it has drained.
     const name = o.pool ?? pools[0]?.settings.name
     const pool = pools.filter((p) => p.settings.name === name).at(-1)
     if (!pool) {
-      sendStatus(ctx.res, 503, {
+      return {
+        status: 503,
         headers: NO_CACHE,
         body:
           o.pool === undefined
             ? 'no worker pool is running\n'
             : `no worker pool named ${o.pool} is running\n`,
-        head,
-      })
-      return
+      }
     }
-    const { format, full } = statusQuery(ctx.query)
+    const { format, full } = statusQuery(query)
     const page = formatStatus(pool.status(), format, full)
-    sendStatus(ctx.res, 200, {
-      headers: { 'content-type': page.contentType, ...NO_CACHE },
-      body: page.body,
-      head,
-    })
+    return { status: 200, headers: { 'content-type': page.contentType, ...NO_CACHE }, body: page.body }
   }
 }
 
@@ -410,7 +419,7 @@ export const statusAction: ActionDefinition<StatusOptions> = {
   summary: "php-fpm's status and ping pages for the managed worker pools (text, json, openmetrics; full)",
   defaultMethods: ['GET', 'HEAD'],
   schema: statusSchema,
-  create: (options, services) => new StatusHandler(options, services.server),
+  create: (options, services) => new StatusHandler(options, services.server, services.route),
 }
 
 /**
@@ -423,17 +432,24 @@ export const metricsAction: ActionDefinition<Record<string, never>> = {
   defaultMethods: ['GET', 'HEAD'],
   schema: () => strictObject({}),
   create: (_options, services) => {
-    if (services.server) addPoolMetrics(services.server.metrics.registry)
+    const server = services.server
+    if (server) addPoolMetrics(server.metrics.registry)
+    const render = async (): Promise<RenderedPage> => {
+      if (!server) return { status: 503, headers: {}, body: 'no server metrics here\n' }
+      const { contentType, body } = await server.metrics.render()
+      return { status: 200, headers: { 'content-type': contentType, ...NO_CACHE }, body }
+    }
     return {
+      render,
       async handle(ctx) {
-        if (!services.server) {
-          sendStatus(ctx.res, 503, { body: 'no server metrics here\n' })
-          return
-        }
-        const { contentType, body } = await services.server.metrics.render()
-        sendStatus(ctx.res, 200, {
-          headers: { 'content-type': contentType, ...NO_CACHE },
-          body,
+        // A front thread: the main thread sums every front's figures and its pools'.
+        const page =
+          server?.relay && services.route !== undefined
+            ? await server.relay(services.route, ctx.query)
+            : await render()
+        sendStatus(ctx.res, page.status, {
+          headers: page.headers,
+          body: page.body,
           head: ctx.method === 'HEAD',
         })
       },
