@@ -12,6 +12,9 @@ import type { CancelLike, RequestInfo, WorkerLease } from './lease.js'
 import type { PoolHandle } from './pool-handle.js'
 import type { PoolSettings } from './settings.js'
 
+/** How often a worker's progress is told to the main thread at most (its stall rule's clock). */
+const PROGRESS_EVERY_MS = 20
+
 interface PendingAcquire {
   pool: RemoteWorkerPool
   info: RequestInfo
@@ -26,8 +29,13 @@ export class PoolClient {
   private nextId = 1
   private out: FrontOp[] = []
   private scheduled = false
-  /** Leases whose worker showed progress in this turn (one message each per batch). */
+  /**
+   * Leases whose worker showed progress in this turn (one message each per batch), and when
+   * each worker's progress was last told: the main thread needs it only for the stall rule
+   * (`pipeline_stall`, 200 ms), so once per PROGRESS_EVERY_MS per worker is enough.
+   */
   private progressed = new Set<number>()
+  private readonly progressTold = new Map<string, number>()
   private readonly pending = new Map<number, PendingAcquire>()
   private readonly leases = new Map<number, RemoteLease>()
   private readonly starts = new Map<number, { resolve: () => void; reject: (e: unknown) => void }>()
@@ -60,7 +68,10 @@ export class PoolClient {
   }
 
   /** @internal */
-  progress(id: number): void {
+  progress(id: number, worker: string): void {
+    const now = performance.now()
+    if (now - (this.progressTold.get(worker) ?? -Infinity) < PROGRESS_EVERY_MS) return
+    this.progressTold.set(worker, now)
     this.progressed.add(id)
     this.schedule()
   }
@@ -144,6 +155,7 @@ export class PoolClient {
             mayHaveStarted,
             p.info,
             p.pool.settings.name,
+            `${p.pool.key}\n${workerId}`,
           )
           this.leases.set(id, lease)
           p.pool.granted(workerId)
@@ -168,6 +180,7 @@ export class PoolClient {
           this.leases.get(op[1])?.freeze(op[2])
           break
         case 's':
+          this.progressTold.delete(`${op[1]}\n${op[2]}`)
           for (const pool of this.pools.get(op[1]) ?? []) pool.stopping(op[2])
           break
         case 'w': {
@@ -276,6 +289,8 @@ class RemoteLease implements WorkerLease {
     readonly mayHaveStarted: boolean,
     private readonly info: RequestInfo,
     poolName: string,
+    /** The pool's key and the worker's id: whose progress this lease reports. */
+    private readonly worker: string,
   ) {
     const note = info.upstream
     if (note) {
@@ -311,7 +326,7 @@ class RemoteLease implements WorkerLease {
   }
 
   progress(): void {
-    this.client.progress(this.id)
+    this.client.progress(this.id, this.worker)
   }
 
   freeze(started: boolean): void {
