@@ -44,4 +44,14 @@ export const returnScenarios: Scenario[] = [
     }),
     peer: bareNodePeer,
   },
+  {
+    name: 'return-fronts',
+    description:
+      'GET /hello: Gatehouse `return` with front_processes = 2 (two front threads) vs nginx return (2 workers)',
+    path: '/hello',
+    gatehouse: () => ({
+      config: { front_processes: 2, routes: [{ exact: '/hello', return: { status: 200, body: 'hello' } }] },
+    }),
+    peer: nginxPeer({ server: () => '    location = /hello { return 200 "hello"; }' }),
+  },
 ]

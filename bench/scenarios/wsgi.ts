@@ -25,9 +25,14 @@ function prepare(tmpDir: string): void {
   copyFileSync(FLASK_APP, join(appDir(tmpDir), 'flask_app.py'))
 }
 
-const gatehouse = (app: string) => (tmpDir: string) => ({
-  config: { routes: [{ path: '/', wsgi: { app, python: PYTHON, chdir: appDir(tmpDir), workers: WORKERS } }] },
-})
+const gatehouse =
+  (app: string, fronts = 1) =>
+  (tmpDir: string) => ({
+    config: {
+      ...(fronts > 1 ? { front_processes: fronts } : {}),
+      routes: [{ path: '/', wsgi: { app, python: PYTHON, chdir: appDir(tmpDir), workers: WORKERS } }],
+    },
+  })
 
 export const wsgiScenarios: Scenario[] = [
   {
@@ -52,6 +57,14 @@ export const wsgiScenarios: Scenario[] = [
     path: '/',
     prepare,
     gatehouse: gatehouse('hello:application'),
+    peer: nginxUwsgiPeer({ appDir, module: 'hello:application', processes: WORKERS }),
+  },
+  {
+    name: 'wsgi-hello-fronts-nginx-uwsgi',
+    description: `GET /: hello-world WSGI app, ${WORKERS} processes, Gatehouse wsgi with front_processes = 2 (two front threads) vs nginx (2 workers) + uWSGI`,
+    path: '/',
+    prepare,
+    gatehouse: gatehouse('hello:application', 2),
     peer: nginxUwsgiPeer({ appDir, module: 'hello:application', processes: WORKERS }),
   },
   {
