@@ -101,7 +101,7 @@ export class FrontThreads implements FrontGroup {
   private async spawn(index: number): Promise<void> {
     const fds = new Map<string, number>()
     const config = await this.frontConfig({ fds }, this.gatehouse.config)
-    const data: FrontData = { index, config, pools: this.pools.broker.settings() }
+    const data: FrontData = { index, config, pools: this.pools.broker.entries() }
     const worker = new Worker(new URL('./thread.js', import.meta.url), {
       workerData: data,
       // The thread writes its logs itself (SonicBoom on the same descriptors).
@@ -180,7 +180,7 @@ export class FrontThreads implements FrontGroup {
             'apply',
             seq,
             frontConfig,
-            this.pools.broker.settings(),
+            this.pools.broker.entries(),
           ])
           if (err) this.log.error({ front: front.index, err }, 'front thread kept its configuration')
         }),

@@ -3,7 +3,7 @@
  * (src/process/pool-broker.ts carries those, as ['pool', ops]).
  */
 import type { GatehouseConfig } from '../config.js'
-import type { PoolSettings } from '../process/settings.js'
+import type { PoolEntry } from '../process/pool-broker.js'
 import type { FrontFigures, RenderedPage } from '../core/types.js'
 
 /** What a front thread starts with (workerData). */
@@ -11,14 +11,14 @@ export interface FrontData {
   index: number
   config: GatehouseConfig
   /** The main thread's pools by route key: their settings. */
-  pools: Record<string, PoolSettings>
+  pools: Record<string, PoolEntry>
 }
 
 /** Main -> front. */
 export type ToFront =
   | ['pool', unknown[]]
   /** Switch to this configuration (a reload), then answer 'applied' with the same number. */
-  | ['apply', number, GatehouseConfig, Record<string, PoolSettings>]
+  | ['apply', number, GatehouseConfig, Record<string, PoolEntry>]
   /** Stop: after shutdown_delay (or the given delay), stop accepting, finish in-flight requests within `grace` ms, exit. */
   | ['stop', number, number | undefined]
   | ['reopen']

@@ -11,7 +11,7 @@ import { loadGatewaysFor } from '../gateways/index.js'
 import { GatehouseError } from '../core/errors.js'
 import type { FrontOp, MainOp } from '../process/pool-broker.js'
 import { PoolClient } from '../process/remote-pool.js'
-import type { PoolSettings } from '../process/settings.js'
+import type { PoolEntry } from '../process/pool-broker.js'
 import type { FromFront, FrontData, ToFront } from './messages.js'
 import type { RenderedPage } from '../core/types.js'
 
@@ -22,7 +22,7 @@ const client = new PoolClient({
   postMessage: (m) => port.postMessage(m),
   on: () => port,
 })
-let pools: Record<string, PoolSettings> = data.pools
+let pools: Record<string, PoolEntry> = data.pools
 
 async function main(): Promise<void> {
   await loadGatewaysFor(data.config)
@@ -30,13 +30,13 @@ async function main(): Promise<void> {
     front: data.index,
     poolSite: (key) => ({
       provide: <T>(): T => {
-        const settings = pools[key]
-        if (!settings)
+        const entry = pools[key]
+        if (!entry)
           throw new GatehouseError(
             'GH_ERR_WORKER_START',
             `front ${data.index}: the main thread has no pool for ${key}`,
           )
-        return client.pool(key, settings) as T
+        return client.pool(entry.id, entry.settings) as T
       },
     }),
   })

@@ -67,11 +67,11 @@ export interface WireInfo {
 
 /** Front -> main operations (one batch is an array of these). */
 export type FrontOp =
-  | ['a', number, string, WireInfo] // acquire: lease id, pool key, info
+  | ['a', number, number, WireInfo] // acquire: lease id, pool id, info
   | ['c', number] // cancel a wait (the client left)
   | ['r', number, boolean, boolean] // release: failed, recycle
   | ['p', number] // the worker made progress on this lease
-  | ['w', number, string] // start the pool (resolves when ready): request id, key
+  | ['w', number, number] // start the pool (resolves when ready): request id, pool id
 
 /** Main -> front operations. */
 export type MainOp =
@@ -79,7 +79,7 @@ export type MainOp =
   | ['e', number, WireError] // refused
   | ['x', number, WireError, boolean] // ended by the pool: reason, neverStarted
   | ['f', number, boolean] // frozen: whether the worker may have started it
-  | ['s', string, number] // a worker of pool `key` is stopping
+  | ['s', number, number] // a worker of pool `id` is stopping
   | ['w', number, WireError | null] // pool start outcome
 
 /** One front thread's link: its leases, and its outgoing batch. */
@@ -129,9 +129,9 @@ class FrontLink {
           this.leases.get(op[1])?.progress()
           break
         case 'w': {
-          const [, id, key] = op
-          const pool = this.broker.pool(key)
-          if (!pool) this.send(['w', id, toWire(retired(key))])
+          const [, id, poolId] = op
+          const pool = this.broker.pool(poolId)
+          if (!pool) this.send(['w', id, toWire(retired())])
           else
             pool.start().then(
               () => this.send(['w', id, null]),
@@ -143,10 +143,10 @@ class FrontLink {
     }
   }
 
-  private acquire(id: number, key: string, wire: WireInfo): void {
-    const pool = this.broker.pool(key)
+  private acquire(id: number, poolId: number, wire: WireInfo): void {
+    const pool = this.broker.pool(poolId)
     if (!pool) {
-      this.send(['e', id, toWire(retired(key))])
+      this.send(['e', id, toWire(retired())])
       return
     }
     const info: RequestInfo = { method: wire.method, uri: wire.uri }
@@ -199,8 +199,8 @@ class FrontLink {
   }
 }
 
-function retired(key: string): GatehouseError {
-  return new GatehouseError('GH_ERR_OVERLOADED', `pool ${key.split(' ')[0]}: replaced by a reload`, {
+function retired(): GatehouseError {
+  return new GatehouseError('GH_ERR_OVERLOADED', 'the pool was replaced by a reload', {
     retryAfter: 1,
   })
 }
@@ -215,33 +215,45 @@ function snapshotChoice(c: NonNullable<WireInfo['choice']>): WorkerChoice {
   }
 }
 
+/** A pool as a front learns of it: the number its messages name it by, and its settings. */
+export interface PoolEntry {
+  id: number
+  settings: WorkerPool['settings']
+}
+
 /**
  * Every pool of the main thread by its route key (the action and its table, and which
- * occurrence: src/gatehouse.ts), and the fronts' links.
+ * occurrence: src/gatehouse.ts), and the fronts' links. Messages name a pool by a number
+ * (a key is a whole action table as JSON: too long to send and hash per request).
  */
 export class PoolBroker {
-  private readonly pools = new Map<string, WorkerPool>()
+  private readonly byKey = new Map<string, PoolEntry & { pool: WorkerPool }>()
+  private readonly byId = new Map<number, WorkerPool>()
+  private nextId = 1
   private readonly links = new Set<FrontLink>()
 
-  pool(key: string): WorkerPool | undefined {
-    return this.pools.get(key)
+  pool(id: number): WorkerPool | undefined {
+    return this.byId.get(id)
   }
 
-  /** Pools by key, for a front starting or reloading: their settings. */
-  settings(): Record<string, WorkerPool['settings']> {
-    const out: Record<string, WorkerPool['settings']> = {}
-    for (const [key, pool] of this.pools) if (!pool.isClosing) out[key] = pool.settings
+  /** Pools by key, for a front starting or reloading. */
+  entries(): Record<string, PoolEntry> {
+    const out: Record<string, PoolEntry> = {}
+    for (const [key, e] of this.byKey) if (!e.pool.isClosing) out[key] = { id: e.id, settings: e.settings }
     return out
   }
 
   /** A pool the main thread made for the route of `key`: fronts lease its workers from now on. */
   register(key: string, pool: WorkerPool): void {
-    if (this.pools.get(key) === pool) return
-    this.pools.set(key, pool)
+    if (this.byKey.get(key)?.pool === pool) return
+    // Pools closed by earlier reloads are forgotten (a front still naming one is told it was replaced).
+    for (const [id, p] of this.byId) if (p.isClosing) this.byId.delete(id)
+    const id = this.nextId++
+    this.byKey.set(key, { id, settings: pool.settings, pool })
+    this.byId.set(id, pool)
     pool.shared = true
-    pool.onWorkerStopping((id) => {
-      if (this.pools.get(key) !== pool) return
-      for (const link of this.links) link.send(['s', key, id])
+    pool.onWorkerStopping((worker) => {
+      for (const link of this.links) link.send(['s', id, worker])
     })
   }
 

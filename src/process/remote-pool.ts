@@ -39,7 +39,7 @@ export class PoolClient {
   private readonly pending = new Map<number, PendingAcquire>()
   private readonly leases = new Map<number, RemoteLease>()
   private readonly starts = new Map<number, { resolve: () => void; reject: (e: unknown) => void }>()
-  private readonly pools = new Map<string, Set<RemoteWorkerPool>>()
+  private readonly pools = new Map<number, Set<RemoteWorkerPool>>()
   private readonly flush = () => {
     this.scheduled = false
     for (const id of this.progressed) if (this.leases.has(id)) this.out.push(['p', id])
@@ -52,11 +52,11 @@ export class PoolClient {
 
   constructor(private readonly port: Port) {}
 
-  /** A handle on the main thread's pool of route key `key`. */
-  pool(key: string, settings: PoolSettings): RemoteWorkerPool {
-    const pool = new RemoteWorkerPool(this, key, settings)
-    let set = this.pools.get(key)
-    if (!set) this.pools.set(key, (set = new Set()))
+  /** A handle on the main thread's pool number `id`. */
+  pool(id: number, settings: PoolSettings): RemoteWorkerPool {
+    const pool = new RemoteWorkerPool(this, id, settings)
+    let set = this.pools.get(id)
+    if (!set) this.pools.set(id, (set = new Set()))
     set.add(pool)
     return pool
   }
@@ -84,11 +84,11 @@ export class PoolClient {
   }
 
   /** @internal */
-  start(key: string): Promise<void> {
+  start(poolId: number): Promise<void> {
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       this.starts.set(id, { resolve, reject })
-      this.send(['w', id, key])
+      this.send(['w', id, poolId])
     })
   }
 
@@ -122,7 +122,7 @@ export class PoolClient {
         signal.addEventListener('abort', p.onAbort, { once: true })
       }
       this.pending.set(id, p)
-      this.send(['a', id, pool.key, wire])
+      this.send(['a', id, pool.id, wire])
     })
   }
 
@@ -155,7 +155,7 @@ export class PoolClient {
             mayHaveStarted,
             p.info,
             p.pool.settings.name,
-            `${p.pool.key}\n${workerId}`,
+            `${p.pool.id}:${workerId}`,
           )
           this.leases.set(id, lease)
           p.pool.granted(workerId)
@@ -180,7 +180,7 @@ export class PoolClient {
           this.leases.get(op[1])?.freeze(op[2])
           break
         case 's':
-          this.progressTold.delete(`${op[1]}\n${op[2]}`)
+          this.progressTold.delete(`${op[1]}:${op[2]}`)
           for (const pool of this.pools.get(op[1]) ?? []) pool.stopping(op[2])
           break
         case 'w': {
@@ -197,7 +197,7 @@ export class PoolClient {
 
   /** @internal A pool handle closed (its route replaced): no more stopping events for it. */
   forget(pool: RemoteWorkerPool): void {
-    this.pools.get(pool.key)?.delete(pool)
+    this.pools.get(pool.id)?.delete(pool)
   }
 }
 
@@ -212,7 +212,7 @@ export class RemoteWorkerPool implements PoolHandle {
 
   constructor(
     private readonly client: PoolClient,
-    readonly key: string,
+    readonly id: number,
     readonly settings: PoolSettings,
   ) {}
 
@@ -221,7 +221,7 @@ export class RemoteWorkerPool implements PoolHandle {
   }
 
   start(): Promise<void> {
-    return this.client.start(this.key).then(
+    return this.client.start(this.id).then(
       () => {
         this.failed = null
       },
