@@ -995,6 +995,9 @@ export class Gatehouse {
     if (config.limits.max_header_bytes !== old.config.limits.max_header_bytes) {
       this.logs.error.warn('limits.max_header_bytes changes take effect on restart')
     }
+    if (config.front_processes !== old.config.front_processes && this.options.front === undefined) {
+      this.logs.error.warn('front_processes changes take effect on restart')
+    }
     for (const l of this.listeners) {
       applyLimits(l.server, config.limits)
       l.h2?.update(config.http2, http2Limits(config.limits))

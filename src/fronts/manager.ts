@@ -192,6 +192,7 @@ export class FrontThreads implements FrontGroup {
     return Promise.all(
       [...this.fronts.values()]
         .filter((f) => f.ready)
+        .sort((a, b) => a.index - b.index)
         .map((f) => this.ask<FrontFigures>(f, (seq) => ['figures', seq])),
     )
   }
