@@ -212,6 +212,39 @@ return = { status = 200, body = "${body}" }
   assert.ok((await fronts(served.control)).every((f) => f.requests > 0))
 })
 
+test('SIGUSR2: the pool rolls its workers under load from every front, and no request fails', async (t) => {
+  const dir = tempDir(t)
+  const file = config(dir, 2, WSGI_ROUTE().replace('apps:ROUTER', 'apps:pid'))
+  const served = await serveWithControl(t, dir, ['--config', file])
+  const before = new Set<string>()
+  for (let i = 0; i < 10; i++) before.add((await getOnce(served.port, '/')).body)
+  let stop = false
+  const statuses: number[] = []
+  const pids = new Set<string>()
+  const clients = Array.from({ length: 4 }, async () => {
+    while (!stop) {
+      const r = await getOnce(served.port, '/')
+      statuses.push(r.status)
+      pids.add(r.body)
+    }
+  })
+  served.child.kill('SIGUSR2')
+  while (!/workers reloaded/.test(served.stderr())) await new Promise((r) => setTimeout(r, 50))
+  // A few more rounds on the new workers.
+  const done = statuses.length
+  while (statuses.length < done + 40) await new Promise((r) => setTimeout(r, 20))
+  stop = true
+  await Promise.all(clients)
+  assert.deepEqual(
+    statuses.filter((s) => s !== 200),
+    [],
+  )
+  const now = new Set<string>()
+  for (let i = 0; i < 10; i++) now.add((await getOnce(served.port, '/')).body)
+  for (const pid of now) assert.ok(!before.has(pid), `worker ${pid} survived the reload`)
+  assert.ok((await fronts(served.control)).every((f) => f.requests > 0))
+})
+
 test('SIGTERM: requests in flight on every front finish, then the server exits', async (t) => {
   const dir = tempDir(t)
   const file = config(dir, 2, WSGI_ROUTE(', threads = 4').replace('apps:ROUTER', 'apps:sleep'))
