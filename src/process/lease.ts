@@ -113,18 +113,63 @@ export interface LeasedWorker {
 export type ReleaseOutcome = { recycle?: boolean; failed?: boolean }
 
 /**
- * The pool's side of a WorkerLease: its timers (slow log, terminate), and the call back
- * into the pool on release.
+ * How a lease ends under its holder, shared by the pool's Lease and a front thread's
+ * (src/process/remote-pool.ts): the reason, the listeners, the signal made on first use,
+ * and whether the worker had started the request when it ended.
  */
-export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease {
-  readonly start = performance.now()
-  released = false
+export abstract class LeaseEnd {
   aborted = false
   abortReason: unknown = undefined
-  timers: Deadline[] = []
   /** Created on first use of `signal`: most requests never need an EventTarget. */
   private controller: AbortController | undefined
   private listeners: ((reason: unknown) => void)[] = []
+  /** Whether the worker may have started it, as judged when its worker began to stop. */
+  protected startedWhenStopped: boolean | undefined
+  private startedAtAbort: boolean | undefined
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController()
+      if (this.aborted) this.controller.abort(this.abortReason)
+    }
+    return this.controller.signal
+  }
+
+  onAbort(listener: (reason: unknown) => void): () => void {
+    if (this.aborted) {
+      listener(this.abortReason)
+      return () => {}
+    }
+    this.listeners.push(listener)
+    return () => {
+      const i = this.listeners.indexOf(listener)
+      if (i !== -1) this.listeners.splice(i, 1)
+    }
+  }
+
+  get neverStarted(): boolean {
+    return this.startedWhenStopped === false || this.startedAtAbort === false
+  }
+
+  /** End it with `reason` (once); `started`: whether the worker may have started it by then. */
+  protected end(reason: unknown, started: boolean): void {
+    if (this.aborted) return
+    this.startedAtAbort = started
+    this.aborted = true
+    this.abortReason = reason
+    this.controller?.abort(reason)
+    for (const listener of this.listeners.splice(0)) listener(reason)
+  }
+}
+
+/**
+ * The pool's side of a WorkerLease: its timers (slow log, terminate), and the call back
+ * into the pool on release.
+ */
+export class Lease<W extends LeasedWorker = LeasedWorker> extends LeaseEnd implements WorkerLease {
+  readonly start = performance.now()
+  released = false
+  timers: Deadline[] = []
 
   constructor(
     readonly worker: W,
@@ -132,7 +177,9 @@ export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease
     private readonly onRelease: (lease: Lease<W>, outcome: ReleaseOutcome) => void,
     /** Requests the worker runs at once (its threads); later ones wait on it in order. */
     private readonly parallel = Infinity,
-  ) {}
+  ) {
+    super()
+  }
 
   progress(): void {
     this.worker.lastProgress = performance.now()
@@ -160,29 +207,6 @@ export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease
     return this.worker.socketPath
   }
 
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController()
-      if (this.aborted) this.controller.abort(this.abortReason)
-    }
-    return this.controller.signal
-  }
-
-  onAbort(listener: (reason: unknown) => void): () => void {
-    if (this.aborted) {
-      listener(this.abortReason)
-      return () => {}
-    }
-    this.listeners.push(listener)
-    return () => {
-      const i = this.listeners.indexOf(listener)
-      if (i !== -1) this.listeners.splice(i, 1)
-    }
-  }
-
-  /** Whether the worker may have started it, as judged when its worker began to stop. */
-  private startedWhenStopped: boolean | undefined
-
   /**
    * Its worker is being stopped under it (killed for a stuck request): judge now, while the
    * requests before it are still counted, whether the worker may have started it.
@@ -196,19 +220,8 @@ export class Lease<W extends LeasedWorker = LeasedWorker> implements WorkerLease
   /** Told the judgement of freezeStarted (a front thread's lease learns it before the kill: src/process/pool-broker.ts). */
   onFreeze: ((started: boolean) => void) | undefined
 
-  get neverStarted(): boolean {
-    return this.startedWhenStopped === false || this.startedAtAbort === false
-  }
-
-  private startedAtAbort: boolean | undefined
-
   abort(reason: unknown): void {
-    if (this.aborted) return
-    this.startedAtAbort = this.startedWhenStopped ?? this.mayHaveStarted
-    this.aborted = true
-    this.abortReason = reason
-    this.controller?.abort(reason)
-    for (const listener of this.listeners.splice(0)) listener(reason)
+    if (!this.aborted) this.end(reason, this.startedWhenStopped ?? this.mayHaveStarted)
   }
 
   release(outcome: ReleaseOutcome = {}): void {

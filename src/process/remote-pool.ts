@@ -8,7 +8,7 @@
  */
 import { GatehouseError } from '../core/errors.js'
 import { type FrontOp, fromWire, type MainOp, type Port, type WireInfo } from './pool-broker.js'
-import type { CancelLike, RequestInfo, WorkerLease } from './lease.js'
+import { type CancelLike, LeaseEnd, type RequestInfo, type WorkerLease } from './lease.js'
 import type { PoolHandle } from './pool-handle.js'
 import type { PoolSettings } from './settings.js'
 
@@ -270,15 +270,9 @@ export class RemoteWorkerPool implements PoolHandle {
 }
 
 /** A lease the main thread granted: the worker's socket, and the main thread's word on its end. */
-class RemoteLease implements WorkerLease {
+class RemoteLease extends LeaseEnd implements WorkerLease {
   readonly start = performance.now()
-  aborted = false
-  abortReason: unknown = undefined
   private released = false
-  private controller: AbortController | undefined
-  private listeners: ((reason: unknown) => void)[] = []
-  private startedWhenStopped: boolean | undefined
-  private startedAtAbort: boolean | undefined
 
   constructor(
     private readonly client: PoolClient,
@@ -292,36 +286,13 @@ class RemoteLease implements WorkerLease {
     /** The pool's key and the worker's id: whose progress this lease reports. */
     private readonly worker: string,
   ) {
+    super()
     const note = info.upstream
     if (note) {
       note.pool = poolName
       note.pid = pid
       note.start = this.start
       note.end = undefined
-    }
-  }
-
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController()
-      if (this.aborted) this.controller.abort(this.abortReason)
-    }
-    return this.controller.signal
-  }
-
-  get neverStarted(): boolean {
-    return this.startedWhenStopped === false || this.startedAtAbort === false
-  }
-
-  onAbort(listener: (reason: unknown) => void): () => void {
-    if (this.aborted) {
-      listener(this.abortReason)
-      return () => {}
-    }
-    this.listeners.push(listener)
-    return () => {
-      const i = this.listeners.indexOf(listener)
-      if (i !== -1) this.listeners.splice(i, 1)
     }
   }
 
@@ -334,12 +305,7 @@ class RemoteLease implements WorkerLease {
   }
 
   abort(reason: unknown, neverStarted: boolean): void {
-    if (this.aborted) return
-    this.startedAtAbort = !neverStarted
-    this.aborted = true
-    this.abortReason = reason
-    this.controller?.abort(reason)
-    for (const listener of this.listeners.splice(0)) listener(reason)
+    this.end(reason, !neverStarted)
   }
 
   release(outcome: { recycle?: boolean; failed?: boolean } = {}): void {

@@ -44,6 +44,13 @@ async function fronts(control: string): Promise<FrontRow[]> {
   return (answer.json as { fronts: FrontRow[] }).fronts
 }
 
+/** The pools JSON at /pools (rendered by the main thread whichever front is asked). */
+const POOLS_ROUTE = `
+[[routes]]
+exact = "/pools"
+status = { show = "pools" }
+`
+
 const WSGI_ROUTE = (extra = '') => `
 [[routes]]
 path = "/"
@@ -56,10 +63,7 @@ test('requests land on every front thread, and the pool counts them all', async 
     dir,
     3,
     `
-[[routes]]
-exact = "/pools"
-status = { show = "pools" }
-[[routes]]
+${POOLS_ROUTE}[[routes]]
 exact = "/metrics"
 metrics = {}
 [[routes]]
@@ -272,10 +276,7 @@ test('php-cgi workers are leased to every front; each request gets its own conne
     dir,
     2,
     `
-[[routes]]
-exact = "/pools"
-status = { show = "pools" }
-[[routes]]
+${POOLS_ROUTE}[[routes]]
 path = "/"
 php = { root = "${root}", workers = { pm = "static", max_children = 2 } }
 `,
