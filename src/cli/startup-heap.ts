@@ -20,11 +20,19 @@ import { setFlagsFromString } from 'node:v8'
 /** V8's default --semi-space-growth-factor (`node --v8-options`). */
 const V8_DEFAULT_GROWTH = 2
 
+/**
+ * Whatever happens, V8's default is back after this long: a process that runs this entry
+ * but never reaches startupDone() (a command that stays up without serving, a front started
+ * some other way) must not keep a young generation that cannot grow.
+ */
+const AT_MOST_MS = 10_000
+
 let starting = false
 
 if (process.env.GATEHOUSE_STARTUP_HEAP !== 'default') {
   setFlagsFromString('--semi-space-growth-factor=1')
   starting = true
+  setTimeout(startupDone, AT_MOST_MS).unref()
 }
 
 /** The server is up: V8's default young-generation growth from now on. */
