@@ -10,6 +10,7 @@
  *   npm run bench:memory -- --node-options "--max-semi-space-size=2"   # V8 flags for the Node fronts
  *   npm run bench:memory -- --load 3s --settle 2s --quiet 12s
  *   GATEHOUSE_BENCH_CLI=/other/checkout/dist/src/cli/main.js npm run bench:memory   # another build
+ *   GATEHOUSE_STARTUP_HEAP=default npm run bench:memory -- gatehouse-static   # V8's young generation left to grow at start
  *
  * Prints a Markdown table (docs/benchmarks.md, "Memory"). Nothing is recorded.
  */

@@ -35,7 +35,7 @@ import {
   type LoadedTls,
   loadListenTls,
 } from './core/tls.js'
-import { Http2Front, type Http2Limits } from './http/h2.js'
+import type { Http2Front, Http2Limits } from './http/h2.js'
 import type {
   FrontFigures,
   FrontGroup,
@@ -601,6 +601,8 @@ export class Gatehouse {
     // HTTP/2 connections go to their own sessions; the rest stay on this server (src/http/h2.ts).
     let h2: Http2Front | undefined
     if (http2 && !redirect) {
+      // Imported with the first HTTP/2 listener: node:http2 is ~3 MB an HTTP/1.1-only server does not need.
+      const { Http2Front } = await import('./http/h2.js')
       h2 = new Http2Front(
         this.state.config.http2,
         http2Limits(limits),

@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Agent } from 'node:https'
 import { readFileSync } from 'node:fs'
 import { createSecureContext, rootCertificates, type SecureContext, type TLSSocket } from 'node:tls'
-import acme from 'acme-client'
+import type acme from 'acme-client'
 import type { Logger } from 'pino'
 import { GatehouseError } from '../core/errors.js'
 import { TLS12_CIPHERS } from '../core/tls.js'
@@ -48,7 +48,6 @@ class DirectoryAgent extends Agent {
 }
 
 const directoryAgents = new Map<string, DirectoryAgent>()
-let interceptorInstalled = false
 
 /**
  * acme-client speaks through one shared axios instance: a request to a directory goes
@@ -56,18 +55,30 @@ let interceptorInstalled = false
  * (up to 75 s, in the middle of an order) are off: the whole order is retried here, with a
  * delay that grows (see order()).
  */
-function configureAxios(): void {
-  if (interceptorInstalled) return
-  interceptorInstalled = true
-  const defaults = acme.axios.defaults as typeof acme.axios.defaults & {
-    acmeSettings: { retryMaxAttempts: number }
-  }
-  defaults.acmeSettings.retryMaxAttempts = 0
-  acme.axios.interceptors.request.use((config) => {
-    const agent = config.url ? directoryAgents.get(originOf(config.url)) : undefined
-    if (agent) config.httpsAgent = agent
-    return config
+let acmeClient: Promise<typeof acme> | undefined
+
+/**
+ * acme-client, imported when the first order needs it (issue 13 item 4): with axios it is
+ * about 25 MB of heap, which a server holding its certificates from storage, or using no
+ * ACME at all, does not need. acme-client speaks through one shared axios instance: a
+ * request to a directory goes through its DirectoryAgent, and acme-client's own retries of a
+ * refused or failed request (up to 75 s, in the middle of an order) are off: the whole order
+ * is retried here, with a delay that grows (see order()).
+ */
+function loadAcme(): Promise<typeof acme> {
+  acmeClient ??= import('acme-client').then(({ default: lib }) => {
+    const defaults = lib.axios.defaults as typeof lib.axios.defaults & {
+      acmeSettings: { retryMaxAttempts: number }
+    }
+    defaults.acmeSettings.retryMaxAttempts = 0
+    lib.axios.interceptors.request.use((config) => {
+      const agent = config.url ? directoryAgents.get(originOf(config.url)) : undefined
+      if (agent) config.httpsAgent = agent
+      return config
+    })
+    return lib
   })
+  return acmeClient
 }
 
 function originOf(url: string): string {
@@ -128,7 +139,6 @@ export class AcmeCertificates {
     hosts: readonly string[],
     private readonly log: Logger,
   ) {
-    configureAxios()
     this.settings = settings
     this.store = new AcmeStore(settings.storage, settings.directory)
     this.trustRoot()
@@ -323,6 +333,7 @@ export class AcmeCertificates {
 
   private async accountClient(): Promise<acme.Client> {
     if (this.client) return this.client
+    const acme = await loadAcme()
     let accountKey = this.store.readAccountKey()
     if (!accountKey) {
       accountKey = await acme.crypto.createPrivateEcdsaKey()
@@ -343,6 +354,7 @@ export class AcmeCertificates {
     const started = Date.now()
     try {
       const client = await this.accountClient()
+      const acme = await loadAcme()
       const [key, csr] = await acme.crypto.createCsr(
         { commonName: host, altNames: [host] },
         await acme.crypto.createPrivateEcdsaKey(),
@@ -426,6 +438,7 @@ export class AcmeCertificates {
       return
     }
     if (challenge.type === 'tls-alpn-01') {
+      const acme = await loadAcme()
       const [key, cert] = await acme.crypto.createAlpnCertificate(
         authz,
         keyAuthorization,

@@ -64,7 +64,7 @@ async function serveRecording(t: { after: (fn: () => void) => void }, dir: strin
 
 const loadedFrom = (modules: string[], part: string) => modules.some((m) => m.includes(part))
 
-test('serve --static loads the static gateway and no other, nor prom-client, ws or chokidar', async (t) => {
+test('serve --static loads the static gateway and no other, nor prom-client, ws, chokidar, acme-client or undici', async (t) => {
   const dir = tempDir(t)
   writeFileSync(join(dir, 'index.html'), 'hello\n')
   const serve = await serveRecording(t, dir, ['--listen', '127.0.0.1:0', '--static', dir])
@@ -73,7 +73,7 @@ test('serve --static loads the static gateway and no other, nor prom-client, ws 
   assert.ok(loadedFrom(modules, '/dist/src/gateways/static/action.js'), 'the static gateway is loaded')
   for (const gateway of ['return', 'status', 'cgi', 'fastcgi', 'php', 'uwsgi', 'python'])
     assert.ok(!loadedFrom(modules, `/dist/src/gateways/${gateway}/`), `the ${gateway} gateway is not loaded`)
-  for (const pkg of ['prom-client', 'ws', 'chokidar'])
+  for (const pkg of ['prom-client', 'ws', 'chokidar', 'acme-client', 'undici'])
     assert.ok(!loadedFrom(modules, `/node_modules/${pkg}/`), `${pkg} is not loaded`)
 })
 
