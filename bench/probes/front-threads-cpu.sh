@@ -1,7 +1,7 @@
 #!/bin/bash
 # CPU per request of each thread of the Node front and of each Python worker, under wrk,
 # with N front threads (docs/benchmarks.md, "Scaling model"). Usage (from the checkout,
-# after npm run build): bench/probes/front-threads-cpu.sh N [SECONDS]
+# after npm run build): bench/probes/front-threads-cpu.sh N [SECONDS]; PROBE_NODE_OPTIONS=... for V8 flags
 set -eu
 n=${1:-1}
 secs=${2:-5}
@@ -13,7 +13,7 @@ def application(environ, start_response):
     return [b"hello"]
 PY
 port=18090
-node dist/src/cli/main.js serve --wsgi hello:application --chdir "$app" --listen 127.0.0.1:$port \
+NODE_OPTIONS="${PROBE_NODE_OPTIONS:-}" node dist/src/cli/main.js serve --wsgi hello:application --chdir "$app" --listen 127.0.0.1:$port \
   --front-processes "$n" > "$app/log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$app"' EXIT
