@@ -9,7 +9,7 @@ import type { GatehouseConfig } from '../config.js'
 import { Gatehouse } from '../gatehouse.js'
 import { loadGatewaysFor } from '../gateways/index.js'
 import { GatehouseError } from '../core/errors.js'
-import type { FrontOp, MainOp } from '../process/pool-broker.js'
+import type { MainOp } from '../process/pool-broker.js'
 import { PoolClient } from '../process/remote-pool.js'
 import type { PoolEntry } from '../process/pool-broker.js'
 import type { FromFront, FrontData, ToFront } from './messages.js'
@@ -18,10 +18,7 @@ import type { RenderedPage } from '../core/types.js'
 const port = parentPort!
 const data = workerData as FrontData
 const post = (m: FromFront) => port.postMessage(m)
-const client = new PoolClient({
-  postMessage: (m) => port.postMessage(m),
-  on: () => port,
-})
+const client = new PoolClient(port)
 let pools: Record<string, PoolEntry> = data.pools
 
 async function main(): Promise<void> {
@@ -94,6 +91,4 @@ async function main(): Promise<void> {
   }
 }
 
-// Leases are FrontOps this side sends; the type ties the two ends together.
-export type { FrontOp }
 void main()

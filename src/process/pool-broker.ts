@@ -17,10 +17,9 @@ import { type ErrorCode } from '../core/errors.js'
 import { type Lease, LeaseMoved, type RequestInfo, type WorkerChoice, type WorkerLease } from './lease.js'
 import type { WorkerPool } from './pool.js'
 
-/** The part of a MessagePort (or a Worker) the broker and the client use. */
+/** The part of a MessagePort (or a Worker) the broker and the client send on (the owner wires their receiving end). */
 export interface Port {
   postMessage(value: unknown): void
-  on(event: 'message', listener: (value: unknown) => void): unknown
 }
 
 /** A reason or an error as it crosses threads. */

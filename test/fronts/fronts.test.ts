@@ -51,10 +51,10 @@ exact = "/pools"
 status = { show = "pools" }
 `
 
-const WSGI_ROUTE = (extra = '') => `
+const WSGI_ROUTE = (app: string, extra = '') => `
 [[routes]]
 path = "/"
-wsgi = { app = "apps:ROUTER", chdir = "${WSGI_APPS}", workers = 2${extra} }
+wsgi = { app = "${app}", chdir = "${WSGI_APPS}", workers = 2${extra} }
 `
 
 test('requests land on every front thread, and the pool counts them all', async (t) => {
@@ -153,7 +153,7 @@ wsgi = { app = "apps:sleep", chdir = "${WSGI_APPS}", workers = 2, threads = 1, t
 
 test('a front thread stopped at once is replaced while the others serve', async (t) => {
   const dir = tempDir(t)
-  const file = config(dir, 2, WSGI_ROUTE().replace('apps:ROUTER', 'apps:pid'))
+  const file = config(dir, 2, WSGI_ROUTE('apps:pid'))
   const served = await serveWithControl(t, dir, ['--config', file])
   // Clients loop on their own connections (closed after each request) while front 1 dies.
   let stop = false
@@ -218,7 +218,7 @@ return = { status = 200, body = "${body}" }
 
 test('SIGUSR2: the pool rolls its workers under load from every front, and no request fails', async (t) => {
   const dir = tempDir(t)
-  const file = config(dir, 2, WSGI_ROUTE().replace('apps:ROUTER', 'apps:pid'))
+  const file = config(dir, 2, WSGI_ROUTE('apps:pid'))
   const served = await serveWithControl(t, dir, ['--config', file])
   const before = new Set<string>()
   for (let i = 0; i < 10; i++) before.add((await getOnce(served.port, '/')).body)
@@ -251,7 +251,7 @@ test('SIGUSR2: the pool rolls its workers under load from every front, and no re
 
 test('SIGTERM: requests in flight on every front finish, then the server exits', async (t) => {
   const dir = tempDir(t)
-  const file = config(dir, 2, WSGI_ROUTE(', threads = 4').replace('apps:ROUTER', 'apps:sleep'))
+  const file = config(dir, 2, WSGI_ROUTE('apps:sleep', ', threads = 4'))
   const served = await serveWithControl(t, dir, ['--config', file])
   // Six slow requests, spread over the fronts by the kernel.
   const slow = Array.from({ length: 6 }, () => getOnce(served.port, '/?1'))
