@@ -1,5 +1,6 @@
 /** The `gatehouse` command (its entry, main.ts, loads it after startup-heap.ts). */
-import { FrontPools, FrontThreads, frontCount } from '../fronts/manager.js'
+import type { FrontThreads } from '../fronts/manager.js'
+import { availableParallelism } from 'node:os'
 import { existsSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { isAbsolute, relative, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
@@ -219,8 +220,10 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
   let gatehouse: Gatehouse
   // front_processes > 1: the pools are made here and lent to the front threads.
-  const frontTotal = frontCount(config.front_processes)
-  const frontPools = frontTotal > 1 ? new FrontPools() : undefined
+  // `auto`: one per core. Loaded only when there is more than one front.
+  const frontTotal = config.front_processes === 'auto' ? availableParallelism() : config.front_processes
+  const frontModule = frontTotal > 1 ? await import('../fronts/manager.js') : undefined
+  const frontPools = frontModule && new frontModule.FrontPools()
   let fronts: FrontThreads | undefined
   try {
     gatehouse = new Gatehouse(
@@ -312,7 +315,7 @@ async function serve(flags: ServeFlags & { config?: string }): Promise<void> {
   }
 
   if (frontPools) {
-    fronts = new FrontThreads(gatehouse, frontPools, frontTotal, log)
+    fronts = new frontModule!.FrontThreads(gatehouse, frontPools, frontTotal, log)
     try {
       await fronts.start()
     } catch (err) {

@@ -10,7 +10,6 @@
  * front: the main thread validates the configuration once and sends it; the old pools keep
  * serving the fronts until each has switched. A stop stops every front with the same grace.
  */
-import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import type { GatehouseConfig } from '../config.js'
@@ -21,11 +20,6 @@ import { type FrontOp, PoolBroker } from '../process/pool-broker.js'
 import type { WorkerPool } from '../process/pool.js'
 import { copyDescriptors } from './copy-fd.js'
 import type { FromFront, FrontData, ToFront } from './messages.js'
-
-/** front_processes as a count: `auto` is one per core. */
-export function frontCount(setting: number | 'auto'): number {
-  return setting === 'auto' ? availableParallelism() : setting
-}
 
 /** How long a replaced front waits before it starts again (a front that dies at once does not spin). */
 const RESTART_DELAY_MS = 1000

@@ -75,6 +75,9 @@ test('serve --static loads the static gateway and no other, nor prom-client, ws,
     assert.ok(!loadedFrom(modules, `/dist/src/gateways/${gateway}/`), `the ${gateway} gateway is not loaded`)
   for (const pkg of ['prom-client', 'ws', 'chokidar', 'acme-client', 'undici'])
     assert.ok(!loadedFrom(modules, `/node_modules/${pkg}/`), `${pkg} is not loaded`)
+  // No listener speaks HTTP/2, and there is one front (front_processes = 1).
+  assert.ok(!loadedFrom(modules, '/dist/src/http/h2.js'), 'the HTTP/2 front is not loaded')
+  assert.ok(!loadedFrom(modules, '/dist/src/fronts/'), 'the front threads are not loaded')
 })
 
 test('a SIGHUP config that adds a metrics route and uwsgi_listen loads their gateways, which then serve', async (t) => {
